@@ -1,0 +1,185 @@
+"""Benchmark: collect_residuals against a plain HF forward pass, in one process.
+
+Both sides run the same prompts, tokenized the same way, in the same batches: ``collect_residuals``
+(every layer's ``resid_pre`` at the post-instruction positions, through TransformerBridge
+hooks) and ``hf_model(..., output_hidden_states=True)`` on a plain HF model loaded with its
+default attention. Timings alternate between the two and the median of the repeats is kept.
+Prints the ratio collect / HF (target ≤ 1.10) and tokens per second.
+
+    python benchmarks/collect.py                                  # bundled model, CPU
+    python benchmarks/collect.py --random-arch llama3-8b --device cuda --dtype bfloat16 \\
+        --batch-size 64 --seq-len 64                              # GPU scale check
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+# Real architectures at full size, randomly initialised (no weights can be downloaded).
+RANDOM_ARCHS = {
+    "llama3-8b": dict(
+        family="llama",
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        rope_theta=500000.0,
+    ),
+    "qwen2.5-1.5b": dict(
+        family="qwen2",
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "qwen2.5-0.5b": dict(
+        family="qwen2",
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+}
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def random_handle(arch: str, device: str, dtype: torch.dtype):
+    """A ModelHandle around a randomly initialised full-size architecture."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    from refusal_lens.models import wrap_hf_model
+    from tiny_models import build_tokenizer
+
+    spec = dict(RANDOM_ARCHS[arch])
+    family = spec.pop("family")
+    config = (LlamaConfig if family == "llama" else Qwen2Config)(
+        max_position_embeddings=4096, **spec
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        hf = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="eager")
+    hf.eval()
+    baseline = AutoModelForCausalLM.from_config(config, dtype=dtype)  # default attention
+    baseline.load_state_dict(hf.state_dict())
+    return wrap_hf_model(hf, build_tokenizer(family), name=f"random-{arch}"), baseline.to(
+        device
+    ).eval()
+
+
+def bundled_handle(model: str, device: str, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+
+    from refusal_lens.models import load_model
+
+    handle = load_model(model, device=device, dtype=dtype)
+    baseline = AutoModelForCausalLM.from_pretrained(handle.path, dtype=dtype).to(device).eval()
+    return handle, baseline
+
+
+def make_prompts(n: int, seq_len: int | None) -> list[str]:
+    from refusal_lens.prompts import load_shipped
+
+    texts = (load_shipped("harmful") + load_shipped("harmless")).texts
+    texts = [texts[i % len(texts)] for i in range(n)]
+    if seq_len is not None:  # pad every prompt to about seq_len tokens of plain words
+        texts = [(t + " " + "please answer clearly " * seq_len)[: seq_len * 3] for t in texts]
+    return texts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--random-arch", choices=sorted(RANDOM_ARCHS))
+    parser.add_argument("--n-prompts", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args()
+    dtype = getattr(torch, args.dtype)
+
+    from refusal_lens.activations import collect_residuals
+    from refusal_lens.prompts import length_sorted_batches
+
+    if args.random_arch:
+        handle, hf = random_handle(args.random_arch, args.device, dtype)
+    else:
+        handle, hf = bundled_handle(args.model, args.device, dtype)
+    texts = make_prompts(args.n_prompts, args.seq_len)
+    lengths = handle.chat.token_lengths(texts)
+    batches = [
+        handle.chat.tokenize([texts[i] for i in idx]).to(args.device)
+        for idx in length_sorted_batches(lengths, args.batch_size)
+    ]
+    n_tokens = sum(int(b.attention_mask.sum()) for b in batches)
+
+    def run_collect() -> None:
+        collect_residuals(handle, texts, batch_size=args.batch_size, show_progress=False)
+
+    def run_hf() -> None:
+        with torch.inference_mode():
+            for b in batches:
+                hf(
+                    input_ids=b.input_ids,
+                    attention_mask=b.attention_mask,
+                    output_hidden_states=True,
+                )
+
+    def run_hf_body() -> None:  # the same without the unembedding: isolates bridge overhead
+        with torch.inference_mode():
+            for b in batches:
+                hf.model(
+                    input_ids=b.input_ids,
+                    attention_mask=b.attention_mask,
+                    output_hidden_states=True,
+                )
+
+    runs = {"collect": run_collect, "hf": run_hf, "hf_body": run_hf_body}
+    for fn in runs.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, fn in runs.items():
+            sync(args.device)
+            start = time.perf_counter()
+            fn()
+            sync(args.device)
+            times[name].append(time.perf_counter() - start)
+    t_collect, t_hf = statistics.median(times["collect"]), statistics.median(times["hf"])
+    label = args.random_arch or args.model
+    print(
+        f"model={label} device={args.device} dtype={args.dtype} prompts={len(texts)} "
+        f"batch={args.batch_size} tokens={n_tokens} layers={handle.n_layers} "
+        f"positions={handle.chat.n_post}"
+    )
+    print(f"collect_residuals: {t_collect:.3f} s  ({n_tokens / t_collect:,.0f} tokens/s)")
+    print(f"HF forward (output_hidden_states): {t_hf:.3f} s  ({n_tokens / t_hf:,.0f} tokens/s)")
+    t_body = statistics.median(times["hf_body"])
+    print(f"HF body without lm_head (output_hidden_states): {t_body:.3f} s")
+    print(f"ratio collect/HF = {t_collect / t_hf:.3f}  (target <= 1.10)")
+    print(f"ratio collect/HF body = {t_collect / t_body:.3f}  (bridge overhead, unembedding aside)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""refusal-lens: the mechanistic study of over-refusal in chat models.
+
+Stages, in the order the data flows: ``models`` (load a chat model into TransformerBridge),
+``prompts`` (prompt sets and chat formatting), ``activations`` (residual streams),
+``scoring`` (refusal scores and judges), ``generation``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public names -> defining module. Imported lazily: transformer_lens alone takes seconds.
+_EXPORTS = {
+    "load_model": "refusal_lens.models",
+    "ModelHandle": "refusal_lens.models",
+    "Prompt": "refusal_lens.prompts",
+    "PromptSet": "refusal_lens.prompts",
+    "load_prompts": "refusal_lens.prompts",
+    "load_benchmark": "refusal_lens.prompts",
+    "collect_residuals": "refusal_lens.activations",
+    "Residuals": "refusal_lens.activations",
+    "refusal_score": "refusal_lens.scoring",
+    "refusal_scores": "refusal_lens.scoring",
+    "refusal_rate": "refusal_lens.scoring",
+    "is_refusal": "refusal_lens.scoring",
+    "generate": "refusal_lens.generation",
+    "RefusalLensError": "refusal_lens.errors",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'refusal_lens' has no attribute {name!r}")

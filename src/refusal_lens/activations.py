@@ -1,0 +1,222 @@
+"""Batched residual-stream collection through TransformerBridge hooks.
+
+``collect_residuals`` runs prompts through the model in left-padded batches and keeps only what
+was asked for: the residual stream at the chosen ``layers`` (hook ``resid_pre`` by default) and
+at the chosen negative ``positions`` (default: the post-instruction positions of the chat
+template). It never computes the unembedding: the forward pass stops, by an exception raised in
+the last hook needed, right after the deepest requested layer. Prompts are sorted by length
+before batching so that padding is small, and rows are returned in the original order.
+
+The result is ``[prompt, layer, pos, d_model]`` in float32. When it would exceed the memory
+budget, or when ``out`` is given, rows are streamed to a safetensors file as they are computed
+and the returned tensor is memory-mapped from it, so peak memory does not grow with the
+number of prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from refusal_lens.artifacts import (
+    StreamingSafetensorsWriter,
+    load_tensor_mmap,
+    to_jsonable,
+    write_json,
+)
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.models import ModelHandle
+from refusal_lens.progress import progress
+from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
+
+HookPoint = Literal["resid_pre", "resid_mid", "resid_post"]
+HOOK_POINTS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post")
+TENSOR_NAME = "residuals"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """What to collect; saved next to every residual artifact."""
+
+    layers: tuple[int, ...]
+    positions: tuple[int, ...]
+    hook: str = "resid_pre"  # one of HOOK_POINTS
+    batch_size: int = 16
+    memory_budget_gb: float = 2.0
+
+
+@dataclass
+class Residuals:
+    """Residual streams ``acts[prompt, layer, pos, d_model]`` with what produced them."""
+
+    acts: Float[Tensor, "prompt layer pos d_model"]
+    config: CollectConfig
+    model: dict = field(default_factory=dict)
+    prompts: str = ""
+
+    def save(self, out: str | Path) -> Path:
+        """Write ``residuals.safetensors`` and ``residuals.json`` into folder ``out``."""
+        out = Path(out)
+        with StreamingSafetensorsWriter(
+            out / f"{TENSOR_NAME}.safetensors", TENSOR_NAME, tuple(self.acts.shape)
+        ) as writer:
+            for start in range(0, self.acts.shape[0], 256):
+                writer.write(self.acts[start : start + 256])
+        write_json(out / f"{TENSOR_NAME}.json", self.metadata())
+        return out
+
+    def metadata(self) -> dict:
+        return {
+            "shape": list(self.acts.shape),
+            "dims": ["prompt", "layer", "pos", "d_model"],
+            "config": to_jsonable(self.config),
+            "model": self.model,
+            "prompts": self.prompts,
+        }
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Residuals:
+        """Memory-map the residuals saved in ``folder``."""
+        folder = Path(folder)
+        meta = json.loads((folder / f"{TENSOR_NAME}.json").read_text())
+        cfg = meta["config"]
+        config = CollectConfig(
+            layers=tuple(cfg["layers"]),
+            positions=tuple(cfg["positions"]),
+            hook=cfg["hook"],
+            batch_size=cfg["batch_size"],
+            memory_budget_gb=cfg["memory_budget_gb"],
+        )
+        acts = load_tensor_mmap(folder / f"{TENSOR_NAME}.safetensors", TENSOR_NAME)
+        return cls(acts, config, meta.get("model", {}), meta.get("prompts", ""))
+
+
+class _StopForward(Exception):
+    """Raised by the deepest hook: everything needed has been captured."""
+
+
+def _check_layers(model: ModelHandle, layers: list[int] | None) -> tuple[int, ...]:
+    layers = list(range(model.n_layers)) if layers is None else list(layers)
+    if not layers:
+        raise RefusalLensError("No layers requested; pass at least one layer index.")
+    bad = [layer for layer in layers if not 0 <= layer < model.n_layers]
+    if bad:
+        raise RefusalLensError(
+            f"Layers {bad} are out of range: {model.model_id} has layers 0..{model.n_layers - 1}."
+        )
+    return tuple(layers)
+
+
+def _check_positions(model: ModelHandle, positions: list[int] | None, min_len: int) -> tuple:
+    positions = list(range(-model.chat.n_post, 0)) if positions is None else list(positions)
+    if not positions:
+        raise RefusalLensError("No positions requested; pass at least one negative position.")
+    bad = [p for p in positions if not -min_len <= p < 0]
+    if bad:
+        raise RefusalLensError(
+            f"Positions {bad} are out of range. Positions count back from the last token "
+            f"(-1 is the last); the shortest prompt here has {min_len} tokens. The template's "
+            f"post-instruction positions are -{model.chat.n_post}..-1."
+        )
+    return tuple(positions)
+
+
+def _batch_residuals(
+    model: ModelHandle, batch: ChatBatch, config: CollectConfig
+) -> Float[Tensor, "batch layer pos d_model"]:
+    """Run one batch, capturing only the requested hooks and positions."""
+    batch = batch.to(model.device)
+    n_tok = batch.input_ids.shape[1]
+    pos_idx = torch.tensor([n_tok + p for p in config.positions], device=model.device)
+    captured: dict[int, Tensor] = {}
+    deepest = max(config.layers)
+
+    def make_hook(layer: int):
+        def hook(x: Tensor, hook) -> None:
+            captured[layer] = x.index_select(1, pos_idx).detach()  # stays on the device
+            if layer == deepest and len(captured) == len(set(config.layers)):
+                raise _StopForward
+
+        return hook
+
+    hooks = [
+        (f"blocks.{layer}.hook_{config.hook}", make_hook(layer))
+        for layer in sorted(set(config.layers))
+    ]
+    try:
+        with torch.inference_mode(), model.bridge.hooks(fwd_hooks=hooks):
+            model.bridge(batch.input_ids, attention_mask=batch.attention_mask, return_type=None)
+    except _StopForward:
+        pass
+    # one device-to-host copy per batch, not one per layer
+    return torch.stack([captured[layer] for layer in config.layers], dim=1).to("cpu", torch.float32)
+
+
+def collect_residuals(
+    model: ModelHandle,
+    prompts: PromptSet | list[str],
+    layers: list[int] | None = None,
+    positions: list[int] | None = None,
+    *,
+    hook: str = "resid_pre",
+    batch_size: int = 16,
+    out: str | Path | None = None,
+    memory_budget_gb: float = 2.0,
+    show_progress: bool = True,
+) -> Residuals:
+    """Residual streams ``[prompt, layer, pos, d_model]`` for ``prompts``.
+
+    ``layers`` defaults to all layers, ``positions`` (negative, -1 = last token) to the
+    post-instruction positions. With ``out`` (a folder), the result is written there as
+    ``residuals.safetensors`` + ``residuals.json`` and memory-mapped back; without it, a result
+    larger than ``memory_budget_gb`` is streamed to a folder in the cache instead.
+    """
+    texts = prompts.texts if isinstance(prompts, PromptSet) else list(prompts)
+    name = prompts.name if isinstance(prompts, PromptSet) else "prompts"
+    if hook not in HOOK_POINTS:
+        raise RefusalLensError(f"Unknown hook point {hook!r}; use one of {HOOK_POINTS}.")
+    lengths = model.chat.token_lengths(texts)  # validates every prompt before any work
+    config = CollectConfig(
+        layers=_check_layers(model, layers),
+        positions=_check_positions(model, positions, min(lengths)),
+        hook=hook,
+        batch_size=batch_size,
+        memory_budget_gb=memory_budget_gb,
+    )
+    shape = (len(texts), len(config.layers), len(config.positions), model.d_model)
+    n_bytes = 4 * shape[0] * shape[1] * shape[2] * shape[3]
+    if out is None and n_bytes > memory_budget_gb * 2**30:
+        from refusal_lens.models import cache_dir
+
+        digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
+        out = cache_dir() / "residuals" / f"{model.model_id}-{name}-{digest}"
+        log.warning("Residuals need %.1f GiB; streaming them to %s", n_bytes / 2**30, out)
+    meta = model.describe()
+    batches = length_sorted_batches(lengths, batch_size)
+
+    if out is None:
+        acts = torch.empty(shape, dtype=torch.float32)
+        for idx in progress(batches, "collect", show_progress):
+            rows = _batch_residuals(model, model.chat.tokenize([texts[i] for i in idx]), config)
+            acts[idx] = rows
+        return Residuals(acts, config, meta, name)
+
+    out = Path(out)
+    path = out / f"{TENSOR_NAME}.safetensors"
+    with StreamingSafetensorsWriter(path, TENSOR_NAME, shape) as writer:
+        for idx in progress(batches, "collect", show_progress):
+            rows = _batch_residuals(model, model.chat.tokenize([texts[i] for i in idx]), config)
+            for i, row in zip(idx, rows, strict=True):
+                writer.write_row(i, row)
+    result = Residuals(load_tensor_mmap(path, TENSOR_NAME), config, meta, name)
+    write_json(out / f"{TENSOR_NAME}.json", result.metadata())
+    return result

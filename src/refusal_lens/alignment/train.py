@@ -1,0 +1,250 @@
+"""Safety-alignment fine-tuning (paper 2): SFT on ``α·D_h + (1−α)·D_b``.
+
+The loss is paper 2's mixture,
+
+    L = α · mean_{x∈D_h} l(x, y_refuse) + (1 − α) · mean_{x∈D_b} l(x, y_answer),
+
+where ``l`` is the mean next-token loss over the answer tokens only. In a mixed batch each
+example carries the weight that makes the batch mean an unbiased estimate of ``L``. Logits are
+computed only at the answer positions: the model body runs on the whole sequence, and the
+unembedding runs on the few hidden states whose next token is an answer token.
+
+The result is a plain HF model directory (LoRA weights merged in), written atomically into the
+cache under a key that hashes the config and the data, so an identical request returns the
+existing model and an interrupted run never leaves a directory that loads.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from refusal_lens.alignment.data import (
+    Example,
+    TokenizedBatch,
+    collate,
+    harmful_examples,
+    self_distilled_answers,
+    tokenize_examples,
+)
+from refusal_lens.artifacts import atomic_dir, write_json
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.models import cache_dir, load_model
+from refusal_lens.progress import progress
+from refusal_lens.prompts import PromptSet, load_prompts, normalize_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Settings of one alignment run; saved as ``align.json`` in the model directory."""
+
+    model: str = "smollm2-135m"
+    harmful: str = "harmful"  # D_h queries: the shipped harmful set
+    benign: str = "alpaca"  # D_b queries: "alpaca" = the first Alpaca rows, or a prompt spec
+    benign_path: str = "../shared/data/alpaca_instructions.json"
+    n_harmful: int = 160
+    n_benign: int = 200
+    alpha: float = 0.5
+    variant: str = "sft"  # "sft" or "psft"
+    mode: str = "lora"  # "lora" or "full"
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lr: float = 5e-4
+    epochs: int = 1
+    batch_size: int = 8
+    answer_tokens: int = 24
+    seed: int = 0
+    device: str | None = None
+    dtype: str = "float32"
+
+    def validate(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise RefusalLensError(f"alpha must lie in [0, 1], not {self.alpha}.")
+        if self.variant not in ("sft", "psft"):
+            raise RefusalLensError(f"variant must be 'sft' or 'psft', not {self.variant!r}.")
+        if self.mode not in ("lora", "full"):
+            raise RefusalLensError(f"mode must be 'lora' or 'full', not {self.mode!r}.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise RefusalLensError("epochs and batch_size must be at least 1.")
+
+
+def benign_prompts(config: AlignConfig) -> PromptSet:
+    spec = f"alpaca:{config.benign_path}" if config.benign == "alpaca" else config.benign
+    return load_prompts(spec)[: config.n_benign]
+
+
+def training_prompts(config: AlignConfig) -> tuple[PromptSet, PromptSet]:
+    """``(D_h queries, D_b queries)``; either may not be empty."""
+    harmful = load_prompts(config.harmful)[: config.n_harmful]
+    benign = benign_prompts(config)
+    for name, prompts in (("D_h (harmful)", harmful), ("D_b (benign)", benign)):
+        if len(prompts) == 0:
+            raise RefusalLensError(f"{name} is empty; give it at least one prompt.")
+    return harmful, benign
+
+
+def example_weights(harmful: Tensor, alpha: float, n_h: int, n_b: int) -> Tensor:
+    """Per-example weights whose batch mean estimates α·mean_h + (1−α)·mean_b."""
+    n = n_h + n_b
+    w_h = alpha * n / max(n_h, 1)
+    w_b = (1 - alpha) * n / max(n_b, 1)
+    return torch.where(harmful, w_h, w_b).to(torch.float32)
+
+
+def answer_loss(model: Any, batch: TokenizedBatch) -> Tensor:
+    """Mean next-token loss over the answer tokens of each example: shape ``[batch]``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(base, base.base_model_prefix)
+    hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    target_mask = batch.loss_mask[:, 1:]
+    h = hidden[:, :-1][target_mask]  # hidden states whose next token is an answer token
+    logits = base.get_output_embeddings()(h).float()
+    if cap := getattr(base.config, "final_logit_softcapping", None):
+        logits = torch.tanh(logits / cap) * cap
+    targets = batch.input_ids[:, 1:][target_mask]
+    token_loss = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    row = torch.arange(batch.input_ids.shape[0]).unsqueeze(1).expand_as(target_mask)[target_mask]
+    row = row.to(token_loss.device)
+    per_example = torch.zeros(batch.input_ids.shape[0], device=token_loss.device)
+    per_example.index_add_(0, row, token_loss)
+    counts = target_mask.sum(1).clamp(min=1).to(token_loss.device)
+    return per_example / counts
+
+
+def data_key(config: AlignConfig, examples: list[tuple[str, str, str]]) -> str:
+    blob = json.dumps([asdict(config), examples], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def align(config: AlignConfig, out: Path | None = None) -> Path:
+    """Align ``config.model`` and return the directory of the aligned model."""
+    config.validate()
+    torch.manual_seed(config.seed)
+    harmful, benign = training_prompts(config)
+    base = load_model(config.model, device=config.device, dtype=config.dtype)
+
+    # 1. data: refusals for D_h, the base model's own answers for D_b
+    examples = harmful_examples(harmful, config.variant == "psft", config.seed)
+    answers = self_distilled_answers(base, benign, config.answer_tokens)
+    examples += [Example(p.text, a, False) for p, a in zip(benign, answers, strict=True) if a]
+    key = data_key(config, [(e.prompt, e.prefix, e.answer) for e in examples])
+    out = (
+        Path(out)
+        if out is not None
+        else cache_dir()
+        / "aligned"
+        / (f"{base.model_id}-{config.variant}-{config.mode}-a{config.alpha:g}-{key}")
+    )
+    if (out / "align.json").is_file():
+        log.info("Aligned model already in %s", out)
+        return out
+
+    # 2. model: a plain HF copy (no hooks needed to train), LoRA adapters or all weights
+    model = trainable_model(base.path, config, base.dtype, base.device)
+
+    # 3. train; the template's end-of-turn token (its first post-instruction token) ends refusals
+    eos = base.tokenizer.convert_ids_to_tokens(base.chat.post_instruction_ids[0])
+    rows = tokenize_examples(base.chat, examples, eos)
+    pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
+    stats = train(model, rows, [e.harmful for e in examples], pad, config, base.device)
+
+    # 4. save: merged weights, tokenizer and the config, atomically
+    model.eval()
+    if config.mode == "lora":
+        model = model.merge_and_unload()
+    train_prompts = sorted({normalize_text(e.prompt) for e in examples})
+    meta = {"config": asdict(config), "stats": stats, "train_prompts": train_prompts}
+    save_model(model, base.tokenizer, out, meta)
+    log.info("Aligned %s in %.0f s -> %s", config.model, stats["seconds"], out)
+    return out
+
+
+def trainable_model(path: str, config: AlignConfig, dtype: torch.dtype, device: Any) -> Any:
+    """The HF model at ``path`` with LoRA adapters on every linear layer, or fully trainable."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    if config.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_rank,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+        )
+        model = get_peft_model(model, lora)
+    return model.train()
+
+
+def train(
+    model: Any,
+    rows: list[tuple[list[int], list[bool]]],
+    harmful: list[bool],
+    pad_id: int,
+    config: AlignConfig,
+    device: Any,
+) -> dict[str, Any]:
+    """AdamW with 10 warm-up steps and linear decay; returns the training statistics."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    n_h = sum(harmful)
+    rng = random.Random(config.seed)
+    total_steps = config.epochs * -(-len(rows) // config.batch_size)
+    steps, n_tokens, start, epoch_losses = 0, 0, time.time(), []
+    for _epoch in range(config.epochs):
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        losses = []
+        for first in progress(list(range(0, len(order), config.batch_size)), "align", True):
+            idx = order[first : first + config.batch_size]
+            batch = collate([rows[i] for i in idx], [harmful[i] for i in idx], pad_id).to(device)
+            weights = example_weights(batch.harmful, config.alpha, n_h, len(rows) - n_h)
+            loss = (answer_loss(model, batch) * weights).mean()
+            scale = min(1.0, (steps + 1) / 10) * max(0.0, 1 - steps / total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * scale
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            n_tokens += int(batch.attention_mask.sum())
+            losses.append(loss.item())
+        epoch_losses.append(sum(losses) / len(losses))
+    return {
+        "steps": steps,
+        "train_tokens": n_tokens,
+        "seconds": round(time.time() - start, 1),
+        "epoch_losses": epoch_losses,
+        "n_harmful": n_h,
+        "n_benign": len(rows) - n_h,
+    }
+
+
+def save_model(model: Any, tokenizer: Any, out: Path, meta: dict) -> None:
+    """Write an HF model directory atomically; a full disk gives a clear error, no folder."""
+    try:
+        with atomic_dir(out) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / "align.json", meta)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise RefusalLensError(
+                f"Out of disk space while saving the aligned model to {out}; nothing was "
+                "left behind. Free some space (or set REFUSAL_LENS_CACHE to another disk) and "
+                "run again."
+            ) from exc
+        raise

@@ -1,0 +1,189 @@
+"""Artifact I/O at the edges: atomic writes and a streaming safetensors writer.
+
+Every file refusal-lens writes goes to a temporary sibling first and is renamed into place
+only when it is complete, so an interrupted run never leaves a half-written artifact.
+Residual tensors can be larger than memory, so :class:`StreamingSafetensorsWriter` writes the
+safetensors header for the full shape up front and then appends rows as they are computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from refusal_lens.errors import RefusalLensError
+
+_DTYPES = {torch.float32: ("F32", np.float32), torch.float16: ("F16", np.float16)}
+_CODES = {code: np_dtype for code, np_dtype in _DTYPES.values()}
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory next to ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, paths, dtypes and tuples to plain JSON values."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {k: to_jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path | torch.dtype | torch.device):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(to_jsonable(data), indent=2, ensure_ascii=False) + "\n")
+
+
+class StreamingSafetensorsWriter:
+    """Write one tensor of known shape to a ``.safetensors`` file, a slice of rows at a time.
+
+    Rows (the first dimension) are written in order with :meth:`write` or in any order with
+    :meth:`write_row`; the file appears at
+    ``path`` only after :meth:`close` has checked that every row was written. Use it as a
+    context manager: an exception inside the block removes the temporary file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: torch.dtype = torch.float32,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        if dtype not in _DTYPES:
+            raise RefusalLensError(f"Streaming supports {list(_DTYPES)}, not {dtype}.")
+        self.path, self.name, self.shape, self.dtype = Path(path), name, tuple(shape), dtype
+        self._written = np.zeros(self.shape[0], dtype=bool)
+        self._next = 0
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self._file = open(tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        code, np_dtype = _DTYPES[dtype]
+        n_bytes = int(np.prod(shape)) * np.dtype(np_dtype).itemsize
+        header = {name: {"dtype": code, "shape": list(shape), "data_offsets": [0, n_bytes]}}
+        if metadata:
+            header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # align the data section to 8 bytes
+        self._file.write(struct.pack("<Q", len(raw)) + raw)
+        self._data_start = 8 + len(raw)
+        self._file.truncate(self._data_start + n_bytes)  # sparse until rows arrive
+
+    def write(self, rows: torch.Tensor) -> None:
+        """Append ``rows`` (shape ``[n, *shape[1:]]``) after the last row written."""
+        start = self._next
+        for k in range(rows.shape[0]):
+            self.write_row(start + k, rows[k])
+
+    def write_row(self, index: int, row: torch.Tensor) -> None:
+        """Write one row at ``index`` (rows may come in any order, each exactly once)."""
+        if tuple(row.shape) != self.shape[1:]:
+            raise RefusalLensError(f"A row of shape {tuple(row.shape)} does not fit {self.shape}.")
+        if not 0 <= index < self.shape[0] or self._written[index]:
+            raise RefusalLensError(f"Row {index} is out of range or was already written.")
+        data = row.detach().to("cpu", self.dtype).contiguous().numpy().tobytes()
+        self._file.seek(self._data_start + index * len(data))
+        self._file.write(data)
+        self._written[index] = True
+        self._next = index + 1
+
+    @property
+    def rows_written(self) -> int:
+        return int(self._written.sum())
+
+    def close(self) -> None:
+        """Finish the file and move it into place; fails if rows are missing."""
+        self._file.close()
+        if self.rows_written != self.shape[0]:
+            missing = self.shape[0] - self.rows_written
+            self.abort()
+            raise RefusalLensError(
+                f"{missing} of {self.shape[0]} rows were never written to {self.path}; "
+                "the partial file was removed."
+            )
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Drop the temporary file; nothing appears at ``path``."""
+        self._file.close()
+        with contextlib.suppress(Exception):
+            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self) -> StreamingSafetensorsWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
+    """Return the JSON header of a safetensors file and the byte offset of its data."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n)), 8 + n
+
+
+def load_tensor_mmap(path: str | os.PathLike, name: str) -> torch.Tensor:
+    """Memory-map one tensor of a safetensors file (no copy; pages load on access)."""
+    header, offset = read_safetensors_header(path)
+    if name not in header:
+        raise RefusalLensError(f"{path} holds no tensor named {name!r}: {sorted(header)}")
+    entry = header[name]
+    array = np.memmap(
+        path,
+        dtype=_CODES[entry["dtype"]],
+        mode="r",
+        offset=offset + entry["data_offsets"][0],
+        shape=tuple(entry["shape"]),
+    )
+    with warnings.catch_warnings():  # read-only memmap: torch warns about writability
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)

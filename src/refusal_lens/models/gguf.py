@@ -1,0 +1,57 @@
+"""Dequantize a GGUF chat model into a plain safetensors HF model directory, once.
+
+``transformers`` reads GGUF through the ``gguf`` package (~20-40 s for SmolLM2-135M on two
+cores); the converted folder then loads in about a second. Two fixes make the folder usable
+by the rest of the toolkit: the ``quantization_config`` that GGUF loading leaves in the config
+is dropped (the weights are plain floats by now, and while it stays every later
+``save_pretrained`` of a fine-tuned copy refuses), and ``architectures`` is written in, since
+GGUF-derived configs lack it and TransformerBridge needs it for some families.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from refusal_lens.artifacts import atomic_dir
+from refusal_lens.errors import ModelSpecError
+
+log = logging.getLogger(__name__)
+
+# GGUF ``general.architecture`` -> HF class, for configs that come without ``architectures``.
+_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
+    "phi3": "Phi3ForCausalLM",
+}
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path, architecture: str | None = None) -> Path:
+    """Write a float32 safetensors copy of ``gguf_path`` to ``out_dir`` (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("Converting %s to %s (one time, ~30 s)", gguf_path.name, out_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    except Exception as exc:  # transformers raises many types for unsupported GGUF files
+        raise ModelSpecError(
+            f"transformers could not dequantize {gguf_path}: {exc}. Check that the gguf "
+            "package is installed and that transformers supports this GGUF architecture."
+        ) from exc
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if not getattr(model.config, "architectures", None):
+        model.config.architectures = [
+            architecture or _ARCHITECTURES.get(model.config.model_type, "LlamaForCausalLM")
+        ]
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return out_dir

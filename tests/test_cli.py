@@ -1,0 +1,77 @@
+"""The command line, through typer's runner (same process, real commands)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from refusal_lens.activations import Residuals
+from refusal_lens.cli import app
+
+runner = CliRunner()
+
+
+def test_help_is_instant_and_does_not_import_torch():
+    code = "import sys; from refusal_lens.cli import app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_info_and_collect_on_a_tiny_model(tiny_dirs, tmp_path):
+    model = str(tiny_dirs["qwen2"])
+    result = runner.invoke(app, ["info", model, "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    assert facts["n_layers"] == 2 and facts["post_instruction_tokens"][0] == "<|im_end|>"
+    out = tmp_path / "res"
+    result = runner.invoke(
+        app,
+        [
+            "collect",
+            model,
+            "borderline",
+            str(out),
+            "--limit",
+            "5",
+            "--layers",
+            "0,1",
+            "--positions",
+            "-1,-2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    res = Residuals.load(out)
+    assert tuple(res.acts.shape) == (5, 2, 2, 64)
+    assert res.config.positions == (-1, -2) and res.prompts == "borderline"
+
+
+def test_cli_bad_input_fails_cleanly_without_output(tiny_dirs, tmp_path):
+    out = tmp_path / "res"
+    result = runner.invoke(
+        app, ["collect", str(tiny_dirs["llama"]), "harmful", str(out), "--layers", "7"]
+    )
+    assert result.exit_code != 0 and "out of range" in str(result.exception)
+    assert not out.exists()
+    result = runner.invoke(app, ["info", "no-such-model"])
+    assert result.exit_code != 0 and "Unknown model spec" in str(result.exception)
+
+
+def test_main_turns_user_errors_into_exit_code_2(tmp_path):
+    cmd = [sys.executable, "-m", "refusal_lens", "info", "no-such-model"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 2 and "error: Unknown model spec" in out.stderr
+
+
+@pytest.mark.model
+def test_run_pipeline_on_the_bundled_model(tmp_path):
+    result = runner.invoke(app, ["run", "smollm2-135m", "--out", str(tmp_path), "--n", "4"])
+    assert result.exit_code == 0, result.output
+    rates = json.loads((tmp_path / "refusal" / "rates.json").read_text())
+    assert set(rates) == {"harmful", "harmless", "borderline"}
+    assert set(rates["harmful"]) == {"score", "substring"}
+    assert Residuals.load(tmp_path / "residuals" / "harmful").acts.shape == (4, 30, 6, 576)
+    assert "refusal rate (score judge)" in (tmp_path / "summary.md").read_text()
