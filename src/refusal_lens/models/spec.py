@@ -70,11 +70,12 @@ def bundled_gguf_path(name: str) -> Path:
 
 
 def gguf_cache_path(gguf_path: Path) -> Path:
-    """Cache folder for the converted copy of a GGUF file, keyed by its name, size and mtime."""
-    stat = gguf_path.stat()
-    key = f"{gguf_path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return cache_dir() / "models" / f"{gguf_path.stem}-{digest}"
+    """Cache folder for the converted copy of a GGUF file, keyed by its content (name, size
+    and the first 4 MiB), so every environment with the same file shares one conversion."""
+    digest = hashlib.sha256(f"{gguf_path.name}:{gguf_path.stat().st_size}".encode())
+    with open(gguf_path, "rb") as f:
+        digest.update(f.read(4 * 2**20))
+    return cache_dir() / "models" / f"{gguf_path.stem}-{digest.hexdigest()[:12]}"
 
 
 def is_hf_model_dir(path: Path) -> bool:

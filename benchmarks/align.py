@@ -1,0 +1,113 @@
+"""Benchmark: alignment training speed against a plain HF forward+backward, in one process.
+
+Builds the default alignment data for the bundled model (shipped harmful → refusals, Alpaca →
+cached self-distilled answers), then times on the same batches:
+
+- ``refusal-lens``: one training step of ``alignment.train`` (answer-only logits, α-weighted
+  loss, backward, AdamW step);
+- ``HF``: ``model(input_ids, attention_mask, labels)`` (logits at every position) + backward.
+
+Both use the same LoRA-wrapped model. Prints seconds per 1,000 training tokens and the ratio.
+
+    python benchmarks/align.py [--batches 8] [--mode lora|full] [--device cuda --dtype bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from refusal_lens.alignment.data import Example, collate, harmful_examples, tokenize_examples
+from refusal_lens.alignment.train import (
+    AlignConfig,
+    answer_loss,
+    example_weights,
+    trainable_model,
+    training_prompts,
+)
+from refusal_lens.models import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--mode", default="lora")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    args = parser.parse_args()
+    config = AlignConfig(
+        model=args.model,
+        mode=args.mode,
+        device=args.device,
+        dtype=args.dtype,
+        benign_path=str(args.data / "alpaca_instructions.json"),
+    )
+    handle = load_model(args.model, device=args.device, dtype=args.dtype)
+    harmful, benign = training_prompts(config)
+    # benign answers: a fixed stand-in of answer length, so the benchmark needs no generation
+    examples = harmful_examples(harmful, False, 0) + [
+        Example(p.text, "Here is a short and helpful answer to your question, step by step.", False)
+        for p in benign
+    ]
+    eos = handle.tokenizer.convert_ids_to_tokens(handle.chat.post_instruction_ids[0])
+    rows = tokenize_examples(handle.chat, examples, eos)
+    flags = [e.harmful for e in examples]
+    pad = handle.tokenizer.pad_token_id
+    model = trainable_model(handle.path, config, handle.dtype, handle.device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    n_h = sum(flags)
+    batches = []
+    for b in range(args.batches):
+        idx = list(range(b * config.batch_size, (b + 1) * config.batch_size))
+        idx = [(i * 7) % len(rows) for i in idx]  # a mix of harmful and benign rows
+        batches.append(
+            collate([rows[i] for i in idx], [flags[i] for i in idx], pad).to(args.device)
+        )
+
+    def ours(batch) -> None:
+        w = example_weights(batch.harmful, config.alpha, n_h, len(rows) - n_h)
+        loss = (answer_loss(model, batch) * w).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def plain(batch) -> None:
+        labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+
+    def sync() -> None:
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    ours(batches[0]), plain(batches[0])  # warm-up
+    times: dict[str, list[float]] = {"ours": [], "plain": []}
+    for batch in batches:
+        for name, fn in (("ours", ours), ("plain", plain)):
+            sync()
+            start = time.perf_counter()
+            fn(batch)
+            sync()
+            times[name].append(time.perf_counter() - start)
+    tokens = statistics.mean(int(b.attention_mask.sum()) for b in batches)
+    t_ours, t_plain = statistics.median(times["ours"]), statistics.median(times["plain"])
+    print(
+        f"model={args.model} mode={args.mode} device={args.device} dtype={args.dtype} "
+        f"batch={config.batch_size} tokens/batch={tokens:.0f}"
+    )
+    print(f"refusal-lens training step: {1000 * t_ours / tokens:.2f} s per 1,000 tokens")
+    print(f"HF forward+backward:        {1000 * t_plain / tokens:.2f} s per 1,000 tokens")
+    print(f"ratio refusal-lens/HF = {t_ours / t_plain:.3f}")
+
+
+if __name__ == "__main__":
+    main()

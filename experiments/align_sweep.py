@@ -1,0 +1,117 @@
+"""The organism: safety-align the bundled model at α ∈ {1.0, 0.5, 0.2} and measure RR and ASR.
+
+    python experiments/align_sweep.py [--alphas 1.0 0.5 0.2] [--n 64] [--data ../shared/data]
+
+Aligns with the default recipe (``AlignConfig``: LoRA r=16 on every linear layer, lr 5e-4, one
+epoch, the 160 shipped harmful prompts → refusals and the first 200 Alpaca rows → the base
+model's own 24-token answers), evaluates the base model and each aligned model with both judges
+on held-out sets, and writes ``figures/align_sweep.{md,json,png}``. Aligned models are cached,
+so a rerun only re-evaluates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from refusal_lens.alignment import AlignConfig, align
+from refusal_lens.artifacts import atomic_path, write_json
+from refusal_lens.evaluation import EvalConfig, evaluate, results_table
+from refusal_lens.models import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def plot(results: dict, alphas: list[float], judges: tuple[str, ...], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(judges), figsize=(5 * len(judges), 4), sharey=True)
+    for ax, judge in zip(list(axes) if len(judges) > 1 else [axes], judges, strict=True):
+        sets = results["base"]["sets"]
+        for name, info in sets.items():
+            style = "-" if info["kind"] == "benign" else "--"
+            label = f"{'RR' if info['kind'] == 'benign' else 'ASR'} {name}"
+            ys = [results[f"α={a:g}"]["sets"][name][judge] for a in alphas]
+            ax.plot(alphas, ys, style, marker="o", label=label)
+        ax.set_xlabel("α (weight of the harmful → refusal term)")
+        ax.set_title(f"judge: {judge}")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    first = axes[0] if len(judges) > 1 else axes
+    first.set_ylabel("rate (solid: RR on benign sets; dashed: ASR on harmful sets)")
+    first.legend(fontsize=7, loc="center left")
+    fig.suptitle("Safety-aligned SmolLM2-135M-Instruct: over-refusal and attack success vs α")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.5, 0.2])
+    parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=ROOT / "figures")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    start = time.time()
+    eval_config = EvalConfig(data=str(args.data), n=args.n, max_new_tokens=args.max_new_tokens)
+    results, align_stats = {}, {}
+    results["base"] = evaluate(load_model(args.model, device="cpu"), eval_config)
+    print("base", results["base"]["combined"])
+    for alpha in args.alphas:
+        config = AlignConfig(
+            model=args.model,
+            alpha=alpha,
+            device="cpu",
+            benign_path=str(args.data / "alpaca_instructions.json"),
+        )
+        t0 = time.time()
+        path = align(config)
+        align_stats[f"α={alpha:g}"] = {"path": str(path), "seconds": round(time.time() - t0, 1)}
+        results[f"α={alpha:g}"] = evaluate(load_model(str(path), device="cpu"), eval_config)
+        print(f"α={alpha:g}", results[f"α={alpha:g}"]["combined"])
+    wall = time.time() - start
+    hardware = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    tables = "\n\n".join(
+        f"**judge: {judge}**\n\n{results_table(results, judge)}" for judge in eval_config.judges
+    )
+    note = (
+        f"\n\nRR = share of benign prompts refused; ASR = share of harmful prompts answered; "
+        f"combined = mean RR + mean ASR (paper 2; lower is better). Seeded samples of "
+        f"{args.n} held-out prompts per set; substring judge on {args.max_new_tokens} greedy "
+        f"tokens. Made by `python experiments/align_sweep.py` on {hardware}; wall time "
+        f"{wall / 60:.0f} min (alignment runs included unless cached: "
+        + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in align_stats.items())
+        + ").\n"
+    )
+    with atomic_path(args.out / "align_sweep.md") as tmp:
+        tmp.write_text(tables + note)
+    write_json(
+        args.out / "align_sweep.json",
+        {
+            "results": results,
+            "align": align_stats,
+            "eval_config": asdict(eval_config),
+            "alphas": args.alphas,
+            "hardware": hardware,
+            "wall_seconds": round(wall),
+        },
+    )
+    plot(results, args.alphas, eval_config.judges, args.out / "align_sweep.png")
+    print(tables + note)
+
+
+if __name__ == "__main__":
+    main()
