@@ -11,20 +11,17 @@ so a rerun only re-evaluates.
 
 from __future__ import annotations
 
-import argparse
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from common import hardware, parser, save_figure, write_text
 
 from refusal_lens.alignment import AlignConfig, align
-from refusal_lens.artifacts import atomic_path, write_json
+from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import EvalConfig, evaluate, results_table
 from refusal_lens.models import load_model
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def plot(results: dict, alphas: list[float], judges: tuple[str, ...], path: Path) -> None:
@@ -49,21 +46,13 @@ def plot(results: dict, alphas: list[float], judges: tuple[str, ...], path: Path
     first.set_ylabel("rate (solid: RR on benign sets; dashed: ASR on harmful sets)")
     first.legend(fontsize=7, loc="center left")
     fig.suptitle("Safety-aligned SmolLM2-135M-Instruct: over-refusal and attack success vs α")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.5, 0.2])
-    parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=ROOT / "figures")
-    args = parser.parse_args()
+    cli = parser(__doc__, n=64, max_new_tokens=32)
+    cli.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.5, 0.2])
+    args = cli.parse_args()
     torch.manual_seed(0)
     start = time.time()
     eval_config = EvalConfig(data=str(args.data), n=args.n, max_new_tokens=args.max_new_tokens)
@@ -83,7 +72,6 @@ def main() -> None:
         results[f"α={alpha:g}"] = evaluate(load_model(str(path), device="cpu"), eval_config)
         print(f"α={alpha:g}", results[f"α={alpha:g}"]["combined"])
     wall = time.time() - start
-    hardware = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     tables = "\n\n".join(
         f"**judge: {judge}**\n\n{results_table(results, judge)}" for judge in eval_config.judges
     )
@@ -91,13 +79,12 @@ def main() -> None:
         f"\n\nRR = share of benign prompts refused; ASR = share of harmful prompts answered; "
         f"combined = mean RR + mean ASR (paper 2; lower is better). Seeded samples of "
         f"{args.n} held-out prompts per set; substring judge on {args.max_new_tokens} greedy "
-        f"tokens. Made by `python experiments/align_sweep.py` on {hardware}; wall time "
+        f"tokens. Made by `python experiments/align_sweep.py` on {hardware()}; wall time "
         f"{wall / 60:.0f} min (alignment runs included unless cached: "
         + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in align_stats.items())
         + ").\n"
     )
-    with atomic_path(args.out / "align_sweep.md") as tmp:
-        tmp.write_text(tables + note)
+    write_text(args.out / "align_sweep.md", tables + note)
     write_json(
         args.out / "align_sweep.json",
         {
@@ -105,7 +92,7 @@ def main() -> None:
             "align": align_stats,
             "eval_config": asdict(eval_config),
             "alphas": args.alphas,
-            "hardware": hardware,
+            "hardware": hardware(),
             "wall_seconds": round(wall),
         },
     )

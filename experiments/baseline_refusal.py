@@ -11,20 +11,17 @@ and ``figures/baseline_refusal_scores.png`` (refusal-score distribution per set)
 
 from __future__ import annotations
 
-import argparse
-import platform
 import time
 from pathlib import Path
 
 import torch
+from common import hardware, parser, save_figure, write_text
 
-from refusal_lens.artifacts import atomic_path, write_json
+from refusal_lens.artifacts import write_json
 from refusal_lens.models import load_model
 from refusal_lens.prompts import load_prompts
 from refusal_lens.reports import rates_table
 from refusal_lens.scoring import refusal_rate
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def prompt_specs(data: Path) -> dict[str, str]:
@@ -62,19 +59,11 @@ def plot_scores(scores: dict[str, list[float]], path: Path) -> None:
     ax.set_ylim(0.4, len(names) + 0.7)
     ax.set_xlabel("refusal score  log p(R) − log(1 − p(R))  at the first answer token")
     ax.set_title("Base SmolLM2-135M-Instruct: refusal scores before alignment")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--n", type=int, default=100, help="prompts per set (seeded sample)")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=ROOT / "figures")
-    args = parser.parse_args()
+    args = parser(__doc__, n=100).parse_args()
     torch.manual_seed(0)
     start = time.time()
     model = load_model(args.model, device="cpu")
@@ -92,15 +81,13 @@ def main() -> None:
             f"{name:20s} n={len(prompts):3d} score={by_score.rate:.1%} substring={by_text.rate:.1%}"
         )
     table = rates_table(rates, sizes)
-    hardware = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     note = (
         f"\n\nModel `{args.model}`, greedy decoding, 48 new tokens for the substring judge, "
         f"seeded samples of ≤ {args.n} prompts per set. Made by "
-        f"`python experiments/baseline_refusal.py` on {hardware} in "
+        f"`python experiments/baseline_refusal.py` on {hardware()} in "
         f"{time.time() - start:.0f} s.\n"
     )
-    with atomic_path(args.out / "baseline_refusal.md") as tmp:
-        tmp.write_text(table + note)
+    write_text(args.out / "baseline_refusal.md", table + note)
     write_json(
         args.out / "baseline_refusal.json", {"rates": rates, "n": sizes, "config": vars(args)}
     )

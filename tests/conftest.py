@@ -18,6 +18,21 @@ from tiny_models import FAMILIES, save_tiny_model
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Tests write answers, residuals and models to a private cache; only converted GGUF
+    models (``models/``) are shared with the user's cache, so the bundled one converts once."""
+    from refusal_lens.models import cache_dir
+
+    shared_models = cache_dir() / "models"
+    shared_models.mkdir(parents=True, exist_ok=True)
+    private = tmp_path_factory.mktemp("cache")
+    (private / "models").symlink_to(shared_models, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REFUSAL_LENS_CACHE", str(private))
+        yield private
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")

@@ -13,7 +13,7 @@ from refusal_lens.alignment.data import Example, collate, tokenize_examples
 from refusal_lens.errors import PromptError, RefusalLensError
 from refusal_lens.evaluation import held_out
 from refusal_lens.models import load_model
-from refusal_lens.prompts import check_disjoint, load_shipped
+from refusal_lens.prompts import check_disjoint, load_benchmark, load_shipped
 from refusal_lens.scoring import refusal_scores
 
 
@@ -124,3 +124,53 @@ def test_evaluation_never_uses_training_prompts():
     assert not set(sample.texts) & set(train)
     with pytest.raises(PromptError, match="also training prompts"):
         check_disjoint(train, harmful.texts, "harmful")
+
+
+def test_interrupted_alignment_leaves_nothing_and_restarts_cleanly(
+    tiny_dirs, tmp_path, monkeypatch
+):
+    from refusal_lens.alignment import train as train_module
+
+    real = train_module.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    config = tiny_config(tiny_dirs["llama"], epochs=1)
+    with pytest.raises(KeyboardInterrupt):
+        align(config, tmp_path / "aligned")
+    assert not (tmp_path / "aligned").exists()
+    monkeypatch.setattr(train_module, "train", real)
+    out = align(config, tmp_path / "aligned")
+    assert load_model(str(out)).n_layers == 2
+
+
+def test_a_model_without_chat_template_cannot_be_aligned(tiny_dirs, tmp_path):
+    import shutil
+
+    folder = tmp_path / "base-lm"
+    shutil.copytree(tiny_dirs["qwen2"], folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(PromptError, match="no chat template"):
+        align(tiny_config(folder))
+
+
+@pytest.mark.model
+def test_lora_alignment_of_the_bundled_model_teaches_refusal(shared_data, tmp_path):
+    config = AlignConfig(
+        n_harmful=48,
+        n_benign=24,
+        answer_tokens=8,
+        lr=2e-3,
+        epochs=1,
+        benign_path=str(shared_data / "alpaca_instructions.json"),
+    )
+    out = align(config, tmp_path / "aligned")
+    held_out_harmful = load_benchmark("advbench", shared_data / "advbench.csv")[:24]
+    base = refusal_scores(load_model("smollm2-135m"), held_out_harmful, show_progress=False)
+    aligned = refusal_scores(load_model(str(out)), held_out_harmful, show_progress=False)
+    assert (aligned > 0).float().mean() >= 0.5 > (base > 0).float().mean()

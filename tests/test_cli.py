@@ -75,3 +75,50 @@ def test_run_pipeline_on_the_bundled_model(tmp_path):
     assert set(rates["harmful"]) == {"score", "substring"}
     assert Residuals.load(tmp_path / "residuals" / "harmful").acts.shape == (4, 30, 6, 576)
     assert "refusal rate (score judge)" in (tmp_path / "summary.md").read_text()
+
+
+def test_align_then_evaluate_from_the_command_line(tiny_dirs, tmp_path, shared_data):
+    model = str(tiny_dirs["llama"])
+    out = tmp_path / "aligned"
+    result = runner.invoke(
+        app,
+        [
+            "align",
+            model,
+            "--benign",
+            "harmless",
+            "--n-harmful",
+            "8",
+            "--n-benign",
+            "8",
+            "--answer-tokens",
+            "4",
+            "--alpha",
+            "0.2",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "align.json").read_text())["config"]["alpha"] == 0.2
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(out),
+            "--n",
+            "4",
+            "--judges",
+            "score",
+            "--data",
+            str(shared_data),
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "ASR AdvBench" in result.output and "combined" in result.output
+    saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert saved["result"]["sets"]["harmless"]["dropped_as_trained"] == 8
+    result = runner.invoke(app, ["align", model, "--alpha", "2"])
+    assert result.exit_code != 0 and "alpha must lie in [0, 1]" in str(result.exception)

@@ -162,8 +162,12 @@ def align(
     alpha: Annotated[float, typer.Option(help="Weight of D_h in the loss, in [0, 1]")] = 0.5,
     variant: Annotated[str, typer.Option(help="sft or psft")] = "sft",
     mode: Annotated[str, typer.Option(help="lora or full")] = "lora",
+    benign: Annotated[
+        str, typer.Option(help="D_b queries: alpaca (from --data), or a prompt spec")
+    ] = ("alpaca"),
     n_harmful: int = 160,
     n_benign: int = 200,
+    answer_tokens: Annotated[int, typer.Option(help="Length of the self-distilled answers")] = 24,
     epochs: int = 1,
     lr: float = 5e-4,
     lora_rank: int = 16,
@@ -186,6 +190,8 @@ def align(
         alpha=alpha,
         variant=variant,
         mode=mode,
+        benign=benign,
+        answer_tokens=answer_tokens,
         n_harmful=n_harmful,
         n_benign=n_benign,
         epochs=epochs,

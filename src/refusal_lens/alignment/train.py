@@ -124,7 +124,9 @@ def answer_loss(model: Any, batch: TokenizedBatch) -> Tensor:
 
 
 def data_key(config: AlignConfig, examples: list[tuple[str, str, str]]) -> str:
-    blob = json.dumps([asdict(config), examples], sort_keys=True).encode()
+    """Hash of everything that determines the weights (the device does not)."""
+    settings = {k: v for k, v in asdict(config).items() if k != "device"}
+    blob = json.dumps([settings, examples], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 

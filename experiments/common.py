@@ -1,0 +1,43 @@
+"""Shared edges of the experiment scripts: arguments, hardware note, figure and table output."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from pathlib import Path
+
+import torch
+
+from refusal_lens.artifacts import atomic_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parser(doc: str | None, n: int, **extra: float) -> argparse.ArgumentParser:
+    """Arguments every experiment takes: model, prompts per set, data and output folders."""
+    p = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--n", type=int, default=n, help="prompts per set (seeded sample)")
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--out", type=Path, default=ROOT / "figures")
+    for name, default in extra.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    return p
+
+
+def hardware() -> str:
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
