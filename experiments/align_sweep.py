@@ -11,6 +11,7 @@ so a rerun only re-evaluates.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,34 +26,56 @@ from refusal_lens.models import load_model
 
 
 def plot(results: dict, alphas: list[float], judges: tuple[str, ...], path: Path) -> None:
+    """RR (solid) and ASR (dashed) per set against α; the base model at the left, apart."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(judges), figsize=(5 * len(judges), 4), sharey=True)
-    for ax, judge in zip(list(axes) if len(judges) > 1 else [axes], judges, strict=True):
-        sets = results["base"]["sets"]
-        for name, info in sets.items():
-            style = "-" if info["kind"] == "benign" else "--"
-            label = f"{'RR' if info['kind'] == 'benign' else 'ASR'} {name}"
-            ys = [results[f"α={a:g}"]["sets"][name][judge] for a in alphas]
-            ax.plot(alphas, ys, style, marker="o", label=label)
+    xs = [-0.15, *alphas]
+    fig, axes = plt.subplots(1, len(judges), figsize=(5.5 * len(judges), 4.6), sharey=True)
+    axes = list(axes) if len(judges) > 1 else [axes]
+    for ax, judge in zip(axes, judges, strict=True):
+        for name, info in results["base"]["sets"].items():
+            benign = info["kind"] == "benign"
+            ys = [results["base"]["sets"][name][judge]]
+            ys += [results[f"α={a:g}"]["sets"][name][judge] for a in alphas]
+            (line,) = ax.plot(
+                xs[1:],
+                ys[1:],
+                "-" if benign else "--",
+                marker="o",
+                label=f"{'RR' if benign else 'ASR'} {name}",
+            )
+            ax.plot(xs[0], ys[0], marker="o", mfc="none", color=line.get_color())
+        ax.axvline(-0.05, color="grey", lw=0.8)
+        ax.set_xticks(xs, ["base", *(f"{a:g}" for a in alphas)])
         ax.set_xlabel("α (weight of the harmful → refusal term)")
         ax.set_title(f"judge: {judge}")
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-    first = axes[0] if len(judges) > 1 else axes
-    first.set_ylabel("rate (solid: RR on benign sets; dashed: ASR on harmful sets)")
-    first.legend(fontsize=7, loc="center left")
-    fig.suptitle("Safety-aligned SmolLM2-135M-Instruct: over-refusal and attack success vs α")
-    save_figure(fig, path)
+    axes[0].set_ylabel("share of prompts")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle(
+        "SmolLM2-135M-Instruct after safety alignment: RR on benign sets (solid) and "
+        "ASR on harmful sets (dashed)",
+        fontsize=10,
+    )
+    fig.subplots_adjust(bottom=0.25)
+    save_figure(fig, path, tight=False)
 
 
 def main() -> None:
     cli = parser(__doc__, n=64, max_new_tokens=32)
     cli.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.5, 0.2])
+    cli.add_argument("--replot", action="store_true", help="redraw the figure from the JSON")
     args = cli.parse_args()
+    if args.replot:
+        saved = json.loads((args.out / "align_sweep.json").read_text())
+        judges = tuple(saved["eval_config"]["judges"])
+        plot(saved["results"], saved["alphas"], judges, args.out / "align_sweep.png")
+        return
     torch.manual_seed(0)
     start = time.time()
     eval_config = EvalConfig(data=str(args.data), n=args.n, max_new_tokens=args.max_new_tokens)
