@@ -161,31 +161,12 @@ def test_a_model_without_chat_template_cannot_be_aligned(tiny_dirs, tmp_path):
 
 @pytest.mark.model
 def test_lora_alignment_of_the_bundled_model_teaches_refusal(shared_data, tmp_path):
-    config = AlignConfig(
-        n_harmful=48,
-        n_benign=24,
-        answer_tokens=8,
-        lr=2e-3,
-        epochs=1,
-        benign_path=str(shared_data / "alpaca_instructions.json"),
-    )
+    """A short LoRA run (32 harmful, 16 benign, 2 epochs) already generalises to AdvBench."""
+    config = AlignConfig(n_harmful=32, n_benign=16, answer_tokens=8, lr=4e-3, epochs=2,
+                         benign_path=str(shared_data / "alpaca_instructions.json"))
     out = align(config, tmp_path / "aligned")
     held_out_harmful = load_benchmark("advbench", shared_data / "advbench.csv")[:24]
     base = refusal_scores(load_model("smollm2-135m"), held_out_harmful, show_progress=False)
     aligned = refusal_scores(load_model(str(out)), held_out_harmful, show_progress=False)
+    assert aligned.mean() > base.mean() + 2.0
     assert (aligned > 0).float().mean() >= 0.5 > (base > 0).float().mean()
-
-
-def test_psft_prefix_is_context_not_target(tiny_dirs):
-    from refusal_lens.alignment import PSFT_PREFIXES
-    from refusal_lens.alignment.data import harmful_examples
-
-    handle = load_model(str(tiny_dirs["qwen2"]))
-    examples = harmful_examples(load_shipped("harmful")[:4], psft=True, seed=0)
-    assert all(e.prefix in PSFT_PREFIXES for e in examples)
-    assert harmful_examples(load_shipped("harmful")[:4], psft=True, seed=0) == examples
-    ids, mask = tokenize_examples(handle.chat, examples[:1], "<|im_end|>")[0]
-    target = handle.tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
-    context = handle.tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if not m])
-    assert context.endswith(examples[0].prefix)
-    assert target.strip() == examples[0].answer + "<|im_end|>"
