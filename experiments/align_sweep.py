@@ -17,9 +17,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from common import hardware, parser, save_figure, write_text
+from common import hardware, organism_config, parser, save_figure, write_text
 
-from refusal_lens.alignment import AlignConfig, align
+from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import EvalConfig, evaluate, results_table
 from refusal_lens.models import load_model
@@ -83,12 +83,7 @@ def main() -> None:
     results["base"] = evaluate(load_model(args.model, device="cpu"), eval_config)
     print("base", results["base"]["combined"])
     for alpha in args.alphas:
-        config = AlignConfig(
-            model=args.model,
-            alpha=alpha,
-            device="cpu",
-            benign_path=str(args.data / "alpaca_instructions.json"),
-        )
+        config = organism_config(args.model, alpha, args.data)
         t0 = time.time()
         path = align(config)
         align_stats[f"α={alpha:g}"] = {"path": str(path), "seconds": round(time.time() - t0, 1)}

@@ -42,3 +42,12 @@ def save_figure(fig, path: Path, tight: bool = True) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+def organism_config(model: str, alpha: float, data: Path):
+    """The default alignment recipe at ``alpha`` (the one ``align_sweep.py`` caches)."""
+    from refusal_lens.alignment import AlignConfig
+
+    return AlignConfig(
+        model=model, alpha=alpha, device="cpu", benign_path=str(data / "alpaca_instructions.json")
+    )

@@ -20,9 +20,9 @@ import json
 import time
 
 import torch
-from common import ROOT, hardware, parser, write_text
+from common import ROOT, hardware, organism_config, parser, write_text
 
-from refusal_lens.alignment import AlignConfig, align
+from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import held_out, training_prompts_of
 from refusal_lens.models import load_model
@@ -46,12 +46,7 @@ def main() -> None:
     start = time.time()
     models = {"base": args.model}
     for alpha in args.alphas:
-        config = AlignConfig(
-            model=args.model,
-            alpha=alpha,
-            device="cpu",
-            benign_path=str(args.data / "alpaca_instructions.json"),
-        )
+        config = organism_config(args.model, alpha, args.data)
         models[f"α={alpha:g}"] = str(align(config))
     judges = ("score", "substring")
     results: dict[str, dict[str, dict[str, float]]] = {}
