@@ -21,69 +21,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# Real architectures at full size, randomly initialised (no weights can be downloaded).
-RANDOM_ARCHS = {
-    "llama3-8b": dict(
-        family="llama",
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        rope_theta=500000.0,
-    ),
-    "qwen2.5-1.5b": dict(
-        family="qwen2",
-        hidden_size=1536,
-        intermediate_size=8960,
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-    "qwen2.5-0.5b": dict(
-        family="qwen2",
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-}
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def random_handle(arch: str, device: str, dtype: torch.dtype):
-    """A ModelHandle around a randomly initialised full-size architecture."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
-
-    from refusal_lens.models import wrap_hf_model
-    from tiny_models import build_tokenizer
-
-    spec = dict(RANDOM_ARCHS[arch])
-    family = spec.pop("family")
-    config = (LlamaConfig if family == "llama" else Qwen2Config)(
-        max_position_embeddings=4096, **spec
-    )
-    torch.manual_seed(0)
-    with torch.device(device):
-        hf = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="eager")
-    hf.eval()
-    baseline = AutoModelForCausalLM.from_config(config, dtype=dtype)  # default attention
-    baseline.load_state_dict(hf.state_dict())
-    return wrap_hf_model(hf, build_tokenizer(family), name=f"random-{arch}"), baseline.to(
-        device
-    ).eval()
+from common import RANDOM_ARCHS, random_handle, sync
 
 
 def bundled_handle(model: str, device: str, dtype: torch.dtype):
@@ -114,6 +54,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--baseline-attn", default=None, help="HF side's attention (default: HF's own, sdpa)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
@@ -123,7 +66,9 @@ def main() -> None:
     from refusal_lens.prompts import length_sorted_batches
 
     if args.random_arch:
-        handle, hf = random_handle(args.random_arch, args.device, dtype)
+        handle, hf = random_handle(
+            args.random_arch, args.device, dtype, baseline_attn=args.baseline_attn
+        )
     else:
         handle, hf = bundled_handle(args.model, args.device, dtype)
     texts = make_prompts(args.n_prompts, args.seq_len)

@@ -37,10 +37,11 @@ def write_text(path: Path, text: str) -> None:
 def save_figure(fig, path: Path, tight: bool = True) -> None:
     import matplotlib.pyplot as plt
 
+    from refusal_lens.viz import save_figure as save
+
     if tight:
         fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+    save(fig, path, dpi=120)
     plt.close(fig)
 
 

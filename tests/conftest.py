@@ -18,12 +18,16 @@ from tiny_models import FAMILIES, save_tiny_model
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+USER_CACHE: list[Path] = []  # the cache in force before the private one (for notebooks)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
     """Tests write answers, residuals and models to a private cache; only converted GGUF
     models (``models/``) are shared with the user's cache, so the bundled one converts once."""
     from refusal_lens.models import cache_dir
 
+    USER_CACHE.append(cache_dir())
     shared_models = cache_dir() / "models"
     shared_models.mkdir(parents=True, exist_ok=True)
     private = tmp_path_factory.mktemp("cache")

@@ -162,8 +162,14 @@ def test_a_model_without_chat_template_cannot_be_aligned(tiny_dirs, tmp_path):
 @pytest.mark.model
 def test_lora_alignment_of_the_bundled_model_teaches_refusal(shared_data, tmp_path):
     """A short LoRA run (32 harmful, 16 benign, 2 epochs) already generalises to AdvBench."""
-    config = AlignConfig(n_harmful=32, n_benign=16, answer_tokens=8, lr=4e-3, epochs=2,
-                         benign_path=str(shared_data / "alpaca_instructions.json"))
+    config = AlignConfig(
+        n_harmful=32,
+        n_benign=16,
+        answer_tokens=8,
+        lr=4e-3,
+        epochs=2,
+        benign_path=str(shared_data / "alpaca_instructions.json"),
+    )
     out = align(config, tmp_path / "aligned")
     held_out_harmful = load_benchmark("advbench", shared_data / "advbench.csv")[:24]
     base = refusal_scores(load_model("smollm2-135m"), held_out_harmful, show_progress=False)

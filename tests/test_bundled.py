@@ -54,3 +54,29 @@ def test_base_model_complies_with_harmful_requests(smollm):
     report = refusal_rate(smollm, load_shipped("harmful")[:16], "score", show_progress=False)
     assert report.rate <= 0.25
     assert max(report.scores) < 2.0
+
+
+def test_direction_ablation_and_orthogonalization_on_the_real_model(smollm, tmp_path):
+    from refusal_lens.directions import diff_in_means
+    from refusal_lens.interventions import ablate, add
+    from refusal_lens.models import load_model
+    from refusal_lens.orthogonalize import orthogonalize_weights
+
+    harmful, harmless = load_shipped("harmful")[:16], load_shipped("harmless")[:16]
+    r = diff_in_means(smollm, harmful, harmless, [14], [-1], show_progress=False).direction(14, -1)
+    prompts = ["How do I kill a Python process?", "Write a haiku about tea."]
+    batch = smollm.chat.tokenize(prompts)
+
+    def logits(model):
+        with torch.no_grad():
+            return model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+
+    base = logits(smollm)
+    with add(smollm, r, 0.0):
+        assert torch.equal(logits(smollm), base)
+    with ablate(smollm, r):
+        hooked = logits(smollm)
+    assert (hooked - base).abs().max() > 0.1
+    # SmolLM2 ties its embeddings: the export unties them so the unembedding is unchanged
+    edited = load_model(str(orthogonalize_weights(smollm, r, tmp_path / "ortho")), device="cpu")
+    torch.testing.assert_close(logits(edited), hooked, atol=2e-3, rtol=1e-4)

@@ -122,3 +122,28 @@ def test_align_then_evaluate_from_the_command_line(tiny_dirs, tmp_path, shared_d
     assert saved["result"]["sets"]["harmless"]["dropped_as_trained"] == 8
     result = runner.invoke(app, ["align", model, "--alpha", "2"])
     assert result.exit_code != 0 and "alpha must lie in [0, 1]" in str(result.exception)
+
+
+def test_direction_then_steer_from_the_command_line(tiny_dirs, tmp_path):
+    from refusal_lens.directions import Direction
+
+    model, out = str(tiny_dirs["llama"]), tmp_path / "dir"
+    args = ["direction", model, "--out", str(out), "--n-train", "8", "--n-val", "4"]
+    result = runner.invoke(app, [*args, "--top-k", "3", "--max-layer-frac", "1"])
+    assert result.exit_code == 0, result.output
+    r = Direction.load(out)
+    assert r.model == "llama" and r.config["direction"]["n_train"] == 8
+    table = json.loads((out / "selection.json").read_text())
+    assert sum(c["bypass"] is not None for c in table["candidates"]) == 3
+    assert (out / "selection.png").stat().st_size > 10_000
+    assert "| layer | pos | bypass |" in (out / "selection.md").read_text()
+
+    report = tmp_path / "steer.json"
+    steer = ["steer", model, str(out), "harmless", "--limit", "3", "--max-new-tokens", "4"]
+    result = runner.invoke(app, [*steer, "--add", "8", "--out", str(report)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(report.read_text())["rows"]
+    assert len(rows) == 3 and all("after_completion" in row for row in rows)
+    assert any(row["before_completion"] != row["after_completion"] for row in rows)
+    result = runner.invoke(app, [*steer, "--ablate", "--add", "1"])
+    assert result.exit_code != 0 and "Choose one intervention" in str(result.exception)

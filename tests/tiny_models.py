@@ -111,12 +111,15 @@ def build_config(family: str, vocab_size: int, n_layers: int = 2):
     return Gemma2Config(**common, sliding_window=64)
 
 
-def save_tiny_model(family: str, path: Path, seed: int = 0, n_layers: int = 2) -> Path:
-    """Build and save a tiny chat model of ``family`` into ``path``."""
+def save_tiny_model(family: str, path: Path, seed: int = 0, n_layers: int = 2, **overrides) -> Path:
+    """Build and save a tiny chat model of ``family`` into ``path`` (config ``overrides``,
+    e.g. ``tie_word_embeddings=True``)."""
     from transformers import AutoModelForCausalLM
 
     tokenizer = build_tokenizer(family)
     config = build_config(family, len(tokenizer), n_layers)
+    for key, value in overrides.items():
+        setattr(config, key, value)
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.bos_token_id = tokenizer.bos_token_id

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -161,6 +162,65 @@ def _batch_residuals(
     return torch.stack([captured[layer] for layer in config.layers], dim=1).to("cpu", torch.float32)
 
 
+def _prepare(
+    model: ModelHandle,
+    texts: list[str],
+    layers: list[int] | None,
+    positions: list[int] | None,
+    hook: str,
+    batch_size: int,
+    memory_budget_gb: float,
+) -> tuple[CollectConfig, list[list[int]]]:
+    """Validate every prompt and argument before any work; return the config and batches."""
+    if hook not in HOOK_POINTS:
+        raise RefusalLensError(f"Unknown hook point {hook!r}; use one of {HOOK_POINTS}.")
+    lengths = model.chat.token_lengths(texts)
+    config = CollectConfig(
+        layers=_check_layers(model, layers),
+        positions=_check_positions(model, positions, min(lengths)),
+        hook=hook,
+        batch_size=batch_size,
+        memory_budget_gb=memory_budget_gb,
+    )
+    return config, length_sorted_batches(lengths, batch_size)
+
+
+def _iter_batches(
+    model: ModelHandle,
+    texts: list[str],
+    config: CollectConfig,
+    batches: list[list[int]],
+    show_progress: bool,
+) -> Iterator[tuple[list[int], Float[Tensor, "batch layer pos d_model"]]]:
+    for idx in progress(batches, "collect", show_progress):
+        yield idx, _batch_residuals(model, model.chat.tokenize([texts[i] for i in idx]), config)
+
+
+def mean_residuals(
+    model: ModelHandle,
+    prompts: PromptSet | list[str],
+    layers: list[int] | None = None,
+    positions: list[int] | None = None,
+    *,
+    hook: str = "resid_pre",
+    batch_size: int = 16,
+    show_progress: bool = True,
+) -> Float[Tensor, "layer pos d_model"]:
+    """The mean residual stream over ``prompts``, accumulated batch by batch in float64.
+
+    Memory holds one batch and the running sum, whatever the number of prompts. Arguments as
+    in :func:`collect_residuals`.
+    """
+    texts = prompts.texts if isinstance(prompts, PromptSet) else list(prompts)
+    config, batches = _prepare(model, texts, layers, positions, hook, batch_size, 0.0)
+    total = torch.zeros(
+        len(config.layers), len(config.positions), model.d_model, dtype=torch.float64
+    )
+    for _, rows in _iter_batches(model, texts, config, batches, show_progress):
+        total += rows.sum(0, dtype=torch.float64)
+    return (total / len(texts)).float()
+
+
 def collect_residuals(
     model: ModelHandle,
     prompts: PromptSet | list[str],
@@ -182,16 +242,7 @@ def collect_residuals(
     """
     texts = prompts.texts if isinstance(prompts, PromptSet) else list(prompts)
     name = prompts.name if isinstance(prompts, PromptSet) else "prompts"
-    if hook not in HOOK_POINTS:
-        raise RefusalLensError(f"Unknown hook point {hook!r}; use one of {HOOK_POINTS}.")
-    lengths = model.chat.token_lengths(texts)  # validates every prompt before any work
-    config = CollectConfig(
-        layers=_check_layers(model, layers),
-        positions=_check_positions(model, positions, min(lengths)),
-        hook=hook,
-        batch_size=batch_size,
-        memory_budget_gb=memory_budget_gb,
-    )
+    config, batches = _prepare(model, texts, layers, positions, hook, batch_size, memory_budget_gb)
     shape = (len(texts), len(config.layers), len(config.positions), model.d_model)
     n_bytes = 4 * shape[0] * shape[1] * shape[2] * shape[3]
     if out is None and n_bytes > memory_budget_gb * 2**30:
@@ -201,20 +252,18 @@ def collect_residuals(
         out = cache_dir() / "residuals" / f"{model.model_id}-{name}-{digest}"
         log.warning("Residuals need %.1f GiB; streaming them to %s", n_bytes / 2**30, out)
     meta = model.describe()
-    batches = length_sorted_batches(lengths, batch_size)
+    rows_of = _iter_batches(model, texts, config, batches, show_progress)
 
     if out is None:
         acts = torch.empty(shape, dtype=torch.float32)
-        for idx in progress(batches, "collect", show_progress):
-            rows = _batch_residuals(model, model.chat.tokenize([texts[i] for i in idx]), config)
+        for idx, rows in rows_of:
             acts[idx] = rows
         return Residuals(acts, config, meta, name)
 
     out = Path(out)
     path = out / f"{TENSOR_NAME}.safetensors"
     with StreamingSafetensorsWriter(path, TENSOR_NAME, shape) as writer:
-        for idx in progress(batches, "collect", show_progress):
-            rows = _batch_residuals(model, model.chat.tokenize([texts[i] for i in idx]), config)
+        for idx, rows in rows_of:
             for i, row in zip(idx, rows, strict=True):
                 writer.write_row(i, row)
     result = Residuals(load_tensor_mmap(path, TENSOR_NAME), config, meta, name)

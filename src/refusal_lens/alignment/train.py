@@ -115,8 +115,8 @@ def answer_loss(model: Any, batch: TokenizedBatch) -> Tensor:
         logits = torch.tanh(logits / cap) * cap
     targets = batch.input_ids[:, 1:][target_mask]
     token_loss = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-    row = torch.arange(batch.input_ids.shape[0]).unsqueeze(1).expand_as(target_mask)[target_mask]
-    row = row.to(token_loss.device)
+    rows = torch.arange(batch.input_ids.shape[0], device=target_mask.device)
+    row = rows.unsqueeze(1).expand_as(target_mask)[target_mask].to(token_loss.device)
     per_example = torch.zeros(batch.input_ids.shape[0], device=token_loss.device)
     per_example.index_add_(0, row, token_loss)
     counts = target_mask.sum(1).clamp(min=1).to(token_loss.device)

@@ -184,8 +184,22 @@ def wrap_hf_model(
     initialised for a benchmark, or loaded with a custom quantization config)."""
     from transformer_lens.model_bridge import TransformerBridge
 
+    if not tokenizer.init_kwargs.get("name_or_path"):
+        tokenizer = _reloadable(tokenizer)
     chat = ChatFormat(tokenizer, system_prompt=system_prompt)
     bridge = TransformerBridge.boot_transformers(
         name, hf_model=hf_model, tokenizer=tokenizer, dtype=next(hf_model.parameters()).dtype
     )
     return _handle(name, name, bridge, chat, refusal_openings)
+
+
+def _reloadable(tokenizer: Any) -> Any:
+    """A tokenizer built in memory has no path, but TransformerBridge reloads tokenizers that
+    add a BOS token from their path: save it to a temporary folder and load it from there."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    folder = tempfile.mkdtemp(prefix="refusal-lens-tokenizer-")
+    tokenizer.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)

@@ -1,70 +1,26 @@
-"""The ``refusal-lens`` command line: one command per stage, plus ``run`` for the pipeline.
-
-Heavy imports (torch, transformer_lens) happen inside the commands, so ``--help`` is instant.
-"""
+"""Commands of the foundation and alignment stages: info, collect, score, align, evaluate, run."""
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(
-    help="Mechanistic study of over-refusal in chat models.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
+from refusal_lens.cli.common import (
+    DeviceOpt,
+    DtypeOpt,
+    LimitOpt,
+    ModelArg,
+    PromptsArg,
+    SystemOpt,
+    _console,
+    _load,
+    _parse_ints,
+    _prompts,
+    app,
 )
-
-ModelArg = Annotated[
-    str,
-    typer.Argument(help="Model spec: smollm2-135m, a model directory, a .gguf file or a hub id."),
-]
-PromptsArg = Annotated[
-    str,
-    typer.Argument(
-        help="Prompt spec: harmful | harmless | borderline (shipped), NAME:PATH for a benchmark "
-        "file (xstest, xstest-safe, xstest-unsafe, advbench, jailbreakbench, harmbench, alpaca, "
-        "orbench), or a .jsonl file."
-    ),
-]
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if any)")]
-DtypeOpt = Annotated[str, typer.Option(help="float32, bfloat16 or float16.")]
-LimitOpt = Annotated[int | None, typer.Option(help="Use only the first N prompts")]
-SystemOpt = Annotated[
-    str | None,
-    typer.Option("--system", help="System prompt to send (default: what the template does)."),
-]
-
-
-def _console():
-    from rich.console import Console
-
-    return Console()
-
-
-def _load(model: str, device: str | None, dtype: str, system: str | None):
-    from refusal_lens.models import load_model
-
-    return load_model(model, device=device, dtype=dtype, system_prompt=system)
-
-
-def _prompts(spec: str, limit: int | None):
-    from refusal_lens.prompts import load_prompts
-
-    prompts = load_prompts(spec)
-    return prompts if limit is None else prompts[:limit]
-
-
-def _parse_ints(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    if ":" in text:
-        start, stop = (int(x) for x in text.split(":"))
-        return list(range(start, stop))
-    return [int(x) for x in text.split(",") if x.strip()]
 
 
 @app.command()
@@ -254,14 +210,3 @@ def run(
     config = RunConfig(model=model, n_prompts=n, device=device, dtype=dtype)
     folder = run_pipeline(config, out)
     _console().print(f"run written to {folder}/ (see summary.md)")
-
-
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from refusal_lens.errors import RefusalLensError
-
-    try:
-        app()
-    except RefusalLensError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise SystemExit(2) from None

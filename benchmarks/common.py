@@ -1,0 +1,81 @@
+"""Shared by the benchmarks: full-size random architectures and device timing helpers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+# Real architectures at full size, randomly initialised (no weights can be downloaded).
+RANDOM_ARCHS = {
+    "llama3-8b": dict(
+        family="llama",
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        rope_theta=500000.0,
+    ),
+    "qwen2.5-1.5b": dict(
+        family="qwen2",
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "qwen2.5-0.5b": dict(
+        family="qwen2",
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+}
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def random_handle(
+    arch: str,
+    device: str,
+    dtype: torch.dtype,
+    with_baseline: bool = True,
+    baseline_attn: str | None = None,
+):
+    """A ModelHandle around a randomly initialised full-size architecture, and (optionally)
+    a plain HF copy for comparison, with ``baseline_attn`` attention (default: HF's)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    from refusal_lens.models import wrap_hf_model
+    from tiny_models import build_tokenizer
+
+    spec = dict(RANDOM_ARCHS[arch])
+    family = spec.pop("family")
+    config = (LlamaConfig if family == "llama" else Qwen2Config)(
+        max_position_embeddings=4096, **spec
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        hf = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="eager")
+    hf.eval()
+    baseline = None
+    if with_baseline:  # a plain HF copy with default attention, made before the bridge wraps hf
+        with torch.device(device):  # initialising 8B parameters on a CPU takes minutes
+            kwargs = {"attn_implementation": baseline_attn} if baseline_attn else {}
+            baseline = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs).eval()
+        baseline.load_state_dict(hf.state_dict())
+    return wrap_hf_model(hf, build_tokenizer(family), name=f"random-{arch}"), baseline

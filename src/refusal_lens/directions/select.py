@@ -1,0 +1,356 @@
+"""Choose the refusal direction among the candidates (Arditi et al.'s selection, made fast).
+
+Three scores per candidate ``r[l, i]``, on validation prompts the candidates were not built from:
+
+- *bypass*: mean refusal score on harmful prompts with ``r`` ablated at every layer (lower is
+  better: the model stops refusing);
+- *induce*: mean refusal score on harmless prompts with ``r`` added before block ``l`` (must
+  exceed ``induce_min``, default 0: adding ``r`` makes the model refuse);
+- *KL*: mean first-token KL(base ‖ ablated) on harmless prompts (must stay below ``kl_max``,
+  default 0.1: ablation leaves harmless behaviour alone).
+
+Candidates at layers ``≥ max_layer_frac · n_layers`` are excluded (late layers tend to act on
+the output tokens directly), and the survivor with the lowest bypass wins.
+
+Scoring every candidate costs three forward passes each. The **screen** ranks all eligible
+candidates first from one forward and backward pass per set (attribution patching): the
+ablation's effect on the refusal score is estimated to first order as
+``−Σ_writes Σ_pos (r̂·w)(r̂·∂s/∂x)`` over the residual-stream writes ``w`` (the embedding and
+each attention and MLP output), and the addition's as ``Σ_pos r·∂s/∂x`` at the layer. Only
+the ``top_k`` (default 8) candidates with the lowest estimated bypass get the full scores
+(``top_k=0`` scores all of them). ``benchmarks/select.py`` compares the choice and the time
+with scoring every candidate; ``tests/test_directions.py`` checks both estimates against
+finite differences.
+
+When every scored candidate fails a filter, the selection says which filter removed how many,
+and returns, with ``fallback=True`` rather than failing, the candidate that fails the fewest
+filters (lowest bypass among those).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from refusal_lens.directions.direction import Direction
+from refusal_lens.directions.extract import Candidates
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.interventions import add, projection_hook
+from refusal_lens.models import ModelHandle
+from refusal_lens.progress import progress
+from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
+from refusal_lens.scoring import refusal_score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """Selection settings; every threshold is reported with the result."""
+
+    kl_max: float = 0.1
+    induce_min: float = 0.0
+    max_layer_frac: float = 0.8
+    top_k: int = 8  # candidates fully scored after the screen; 0 scores every candidate
+    batch_size: int = 32
+
+
+@dataclass
+class CandidateScore:
+    """One candidate's scores (``None`` where not computed) and the filters it failed."""
+
+    layer: int
+    position: int
+    screen_bypass: float | None = None
+    screen_induce: float | None = None
+    bypass: float | None = None
+    induce: float | None = None
+    kl: float | None = None
+    filtered_by: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Selection:
+    """The chosen direction, every candidate's scores, and how the choice was made."""
+
+    direction: Direction
+    table: list[CandidateScore]
+    config: SelectConfig
+    baseline: dict[str, float]
+    fallback: bool = False
+    message: str = ""
+    prompts: dict[str, list[str]] = field(default_factory=dict)  # provenance, if recorded
+    candidates: Candidates | None = None
+
+    def scored(self) -> list[CandidateScore]:
+        return [c for c in self.table if c.bypass is not None]
+
+
+class _ValSet:
+    """A validation set tokenized once into device batches."""
+
+    def __init__(self, model: ModelHandle, prompts: PromptSet | list[str], role: str, bs: int):
+        texts = prompts.texts if isinstance(prompts, PromptSet) else list(prompts)
+        if not texts:
+            raise RefusalLensError(
+                f"The {role} validation set is empty; selection needs validation prompts of "
+                "both classes (e.g. 32 each) that the candidates were not built from."
+            )
+        lengths = model.chat.token_lengths(texts)
+        self.n = len(texts)
+        self.batches: list[ChatBatch] = [
+            model.chat.tokenize([texts[i] for i in idx]).to(model.device)
+            for idx in length_sorted_batches(lengths, bs)
+        ]
+
+
+def _logprobs(model: ModelHandle, batch: ChatBatch) -> Float[Tensor, "batch d_vocab"]:
+    logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+    return logits[:, -1].float().log_softmax(-1)
+
+
+def _run(model: ModelHandle, val: _ValSet, hooks: list) -> list[Tensor]:
+    with torch.inference_mode(), model.bridge.hooks(fwd_hooks=hooks):
+        return [_logprobs(model, batch) for batch in val.batches]
+
+
+def _mean_score(model: ModelHandle, logprobs: list[Tensor]) -> float:
+    scores = torch.cat([refusal_score(lp, model.refusal_tokens) for lp in logprobs])
+    return float(scores.mean())
+
+
+def _mean_kl(base: list[Tensor], other: list[Tensor]) -> float:
+    kl = torch.cat([(b.exp() * (b - o)).sum(-1) for b, o in zip(base, other, strict=True)])
+    return float(kl.mean())
+
+
+def _ablation_hooks(model: ModelHandle, vector: Tensor) -> list:
+    from refusal_lens.interventions import ablation_points
+
+    hook = projection_hook((vector / vector.norm()).unsqueeze(0))
+    return [(name, hook) for name in ablation_points(model.n_layers)]
+
+
+def _write_grads(
+    model: ModelHandle, batch: ChatBatch
+) -> tuple[Float[Tensor, "batch point pos d_model"], Float[Tensor, "batch point pos d_model"]]:
+    """Residual-stream writes (embedding, then each attention and MLP output) and the gradient
+    of the summed refusal score at the residual stream right after each write."""
+    names = ["blocks.0.hook_resid_pre"] + [
+        f"blocks.{layer}.hook_resid_{p}" for layer in range(model.n_layers) for p in ("mid", "post")
+    ]
+    stored: dict[str, Tensor] = {}
+
+    def keep(name: str):
+        def hook(x: Tensor, hook: Any) -> Tensor:
+            if name == names[0]:
+                x = x.detach().requires_grad_(True)  # the graph starts here: no weight grads
+            stored[name] = x
+            return x
+
+        return hook
+
+    with torch.enable_grad(), model.bridge.hooks(fwd_hooks=[(n, keep(n)) for n in names]):
+        logprobs = _logprobs(model, batch)
+        total = refusal_score(logprobs, model.refusal_tokens).sum()
+        acts = [stored[n] for n in names]
+        grads = torch.autograd.grad(total, acts)
+    mask = batch.attention_mask[:, None, :, None].float()
+    x = torch.stack([a.detach().float() for a in acts], dim=1)
+    writes = torch.cat([x[:, :1], x[:, 1:] - x[:, :-1]], dim=1) * mask
+    return writes, torch.stack([g.float() for g in grads], dim=1) * mask
+
+
+def screen(
+    model: ModelHandle, candidates: Candidates, harmful: _ValSet, harmless: _ValSet
+) -> tuple[Float[Tensor, "layer pos"], Float[Tensor, "layer pos"]]:
+    """First-order estimates of the change in mean refusal score: under ablation on harmful
+    prompts (bypass) and under addition at the candidate's layer on harmless ones (induce)."""
+    vecs = candidates.vectors.to(model.device, torch.float32)
+    units = vecs / vecs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    bypass = torch.zeros(vecs.shape[:2], device=model.device)
+    for batch in harmful.batches:
+        writes, grads = _write_grads(model, batch)
+        a = torch.einsum("bksd,lqd->bkslq", writes, units)
+        g = torch.einsum("bksd,lqd->bkslq", grads, units)
+        bypass -= (a * g).sum((0, 1, 2))
+    induce = torch.zeros_like(bypass)
+    layer_idx = torch.tensor(candidates.layers, device=model.device)
+    for batch in harmless.batches:
+        _, grads = _write_grads(model, batch)
+        # gradient at resid_pre of block l: the embedding slot for l = 0, else resid_post l-1
+        pre = torch.cat([grads[:, :1], grads[:, 2::2]], dim=1)[:, : model.n_layers]
+        g_sum = pre.sum(2)[:, layer_idx]  # [batch, layer, d_model]
+        induce += torch.einsum("bld,lqd->lq", g_sum, vecs)
+    return (bypass / harmful.n).cpu(), (induce / harmless.n).cpu()
+
+
+def score_candidate(
+    model: ModelHandle,
+    direction: Direction,
+    harmful: _ValSet,
+    harmless: _ValSet,
+    base_harmless: list[Tensor],
+) -> tuple[float, float, float]:
+    """Full (bypass, induce, KL) of one candidate."""
+    hooks = _ablation_hooks(model, direction.vector.to(model.device))
+    bypass = _mean_score(model, _run(model, harmful, hooks))
+    kl = _mean_kl(base_harmless, _run(model, harmless, hooks))
+    with add(model, direction, 1.0):
+        induce = _mean_score(model, _run(model, harmless, []))
+    return bypass, induce, kl
+
+
+def score_candidates(
+    model: ModelHandle,
+    candidates: Candidates,
+    harmful_val: PromptSet | list[str],
+    harmless_val: PromptSet | list[str],
+    keys: list[tuple[int, int]],
+    batch_size: int = 32,
+    show_progress: bool = True,
+) -> dict[tuple[int, int], tuple[float, float, float]]:
+    """Full (bypass, induce, KL) of the candidates at ``keys`` (layer, position pairs)."""
+    harmful = _ValSet(model, harmful_val, "harmful", batch_size)
+    harmless = _ValSet(model, harmless_val, "harmless", batch_size)
+    base = _run(model, harmless, [])
+    return {
+        key: score_candidate(model, candidates.direction(*key), harmful, harmless, base)
+        for key in progress(keys, "score candidates", show_progress)
+    }
+
+
+def ablation_kl(
+    model: ModelHandle, prompts: PromptSet | list[str], direction: Direction, batch_size: int = 32
+) -> float:
+    """Mean first-token KL(base ‖ ablated) over ``prompts``."""
+    val = _ValSet(model, prompts, "KL", batch_size)
+    hooks = _ablation_hooks(model, direction.vector.to(model.device))
+    return _mean_kl(_run(model, val, []), _run(model, val, hooks))
+
+
+def _filters(c: CandidateScore, config: SelectConfig) -> list[str]:
+    failed = []
+    if c.induce is not None and not c.induce > config.induce_min:
+        failed.append("induce")
+    if c.kl is not None and not c.kl < config.kl_max:
+        failed.append("kl")
+    if c.bypass is not None and not math.isfinite(c.bypass):
+        failed.append("nan")
+    return failed
+
+
+def select_direction(
+    model: ModelHandle,
+    candidates: Candidates,
+    harmful_val: PromptSet | list[str],
+    harmless_val: PromptSet | list[str],
+    config: SelectConfig | None = None,
+    *,
+    show_progress: bool = True,
+) -> Selection:
+    """Pick the refusal direction among ``candidates`` (see the module docstring)."""
+    config = config or SelectConfig()
+    if candidates.model != model.model_id or candidates.vectors.shape[-1] != model.d_model:
+        raise RefusalLensError(
+            f"The candidates come from {candidates.model} (d_model "
+            f"{candidates.vectors.shape[-1]}), not {model.model_id} (d_model {model.d_model})."
+        )
+    harmful = _ValSet(model, harmful_val, "harmful", config.batch_size)
+    harmless = _ValSet(model, harmless_val, "harmless", config.batch_size)
+    base_harmful = _mean_score(model, _run(model, harmful, []))
+    base_harmless_lp = _run(model, harmless, [])
+    baseline = {"harmful": base_harmful, "harmless": _mean_score(model, base_harmless_lp)}
+
+    max_layer = config.max_layer_frac * model.n_layers
+    norms = candidates.vectors.norm(dim=-1)
+    table = {
+        (layer, pos): CandidateScore(layer, pos)
+        for layer in candidates.layers
+        for pos in candidates.positions
+    }
+    for (layer, pos), c in table.items():
+        if not layer < max_layer:
+            c.filtered_by.append("layer")
+        # e.g. layer 0 at template positions: the same token embeddings in both sets
+        if not norms[candidates.layers.index(layer), candidates.positions.index(pos)] > 1e-6:
+            c.filtered_by.append("zero_norm")
+    eligible = [key for key, c in table.items() if not c.filtered_by]
+    if not eligible:
+        raise RefusalLensError(
+            f"No candidate can be scored: each is at a layer ≥ max_layer_frac·n_layers = "
+            f"{max_layer:g} or has zero norm (candidates cover layers {candidates.layers}). "
+            "Raise max_layer_frac, or extract later layers than 0 (at layer 0 the template "
+            "tokens have the same embedding in every prompt)."
+        )
+    if config.top_k > 0:
+        d_bypass, d_induce = screen(model, candidates, harmful, harmless)
+        for (layer, pos), c in table.items():
+            li, pi = candidates.layers.index(layer), candidates.positions.index(pos)
+            c.screen_bypass = base_harmful + float(d_bypass[li, pi])
+            c.screen_induce = baseline["harmless"] + float(d_induce[li, pi])
+        eligible.sort(key=lambda key: table[key].screen_bypass)
+        eligible = eligible[: config.top_k]
+    for key in progress(eligible, "score candidates", show_progress):
+        c = table[key]
+        c.bypass, c.induce, c.kl = score_candidate(
+            model, candidates.direction(*key), harmful, harmless, base_harmless_lp
+        )
+        c.filtered_by = _filters(c, config)
+
+    scored = [table[key] for key in eligible]
+    passed = [c for c in scored if not c.filtered_by]
+    fallback = not passed
+    # with no survivor, the fallback fails the fewest filters, then has the lowest bypass
+    best = min(
+        passed or scored,
+        key=lambda c: (len(c.filtered_by), c.bypass if math.isfinite(c.bypass) else math.inf),
+    )
+    message = _explain(best, scored, passed, config)
+    if fallback:
+        log.warning(message)
+    scores = {"bypass": best.bypass, "induce": best.induce, "kl": best.kl}
+    direction = candidates.direction(
+        best.layer,
+        best.position,
+        scores={**scores, **{f"baseline_{k}": v for k, v in baseline.items()}},
+    )
+    config_all = {**candidates.config, "selection": asdict(config), "fallback": fallback}
+    direction = replace(direction, config=config_all)
+    return Selection(
+        direction, list(table.values()), config, baseline, fallback, message, {}, candidates
+    )
+
+
+def _explain(
+    best: CandidateScore,
+    scored: list[CandidateScore],
+    passed: list[CandidateScore],
+    config: SelectConfig,
+) -> str:
+    where = f"layer {best.layer}, position {best.position}"
+    if passed:
+        return (
+            f"Selected {where}: bypass {best.bypass:.2f}, induce {best.induce:.2f}, KL "
+            f"{best.kl:.3f} ({len(passed)} of {len(scored)} scored candidates passed the filters)."
+        )
+    labels = {
+        "induce": f"induce ≤ {config.induce_min}",
+        "kl": f"KL ≥ {config.kl_max}",
+        "nan": "NaN bypass",
+    }
+    counts = {f: sum(f in c.filtered_by for c in scored) for f in labels}
+    why = ", ".join(f"{n} by {labels[f]}" for f, n in counts.items() if n)
+    return (
+        f"Every one of the {len(scored)} scored candidates was filtered out: {why}. Returning "
+        f"the candidate that fails the fewest filters ({', '.join(best.filtered_by)}), lowest "
+        f"bypass first ({where}: bypass {best.bypass:.2f}, induce "
+        f"{best.induce:.2f}, KL {best.kl:.3f}); loosen kl_max / induce_min, raise top_k, or use "
+        "more contrasting prompt sets."
+    )
