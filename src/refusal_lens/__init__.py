@@ -2,7 +2,9 @@
 
 Stages, in the order the data flows: ``models`` (load a chat model into TransformerBridge),
 ``prompts`` (prompt sets and chat formatting), ``activations`` (residual streams),
-``scoring`` (refusal scores and judges), ``generation``.
+``scoring`` (refusal scores and judges), ``generation``, ``alignment``, ``evaluation``,
+``directions`` and ``interventions`` (refusal directions, ablation, addition, weight
+orthogonalization), ``attribution`` (per-token attribution of refusals).
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ _EXPORTS = {
     "refusal_rate": "refusal_lens.scoring",
     "is_refusal": "refusal_lens.scoring",
     "generate": "refusal_lens.generation",
+    "Direction": "refusal_lens.directions",
+    "diff_in_means": "refusal_lens.directions",
+    "select_direction": "refusal_lens.directions",
+    "false_refusal_vector": "refusal_lens.directions",
+    "ablate": "refusal_lens.interventions",
+    "add": "refusal_lens.interventions",
+    "project_out": "refusal_lens.interventions",
+    "orthogonalize_weights": "refusal_lens.orthogonalize",
+    "attribute": "refusal_lens.attribution",
     "RefusalLensError": "refusal_lens.errors",
 }
 

@@ -1,0 +1,260 @@
+"""Per-token attribution of a refusal to the user's tokens, behind one interface.
+
+>>> [a] = attribute(model, ["How do I kill a Python process?"], method="occlusion")
+>>> list(zip(a.tokens, a.scores.tolist()))        # positive: the token pushes towards refusal
+
+Methods (each batched; only the user's own tokens are attributed, the chat template's tokens
+are left out):
+
+- ``projection``: each user token's residual stream projected on the unit refusal direction,
+  at every layer (``layer_scores[layer, token]``); ``scores`` is the row at the direction's
+  layer. Needs ``direction=``. Cheap (one forward pass), but says where the direction is
+  present, not what causes the refusal score.
+- ``grad_x_input``: gradient of the refusal score with respect to each token embedding, dotted
+  with that embedding (one forward and backward pass).
+- ``integrated_gradients``: the same, averaged along a straight path from a zero embedding for
+  the user's tokens to their real embedding (``steps`` points, midpoint rule); the template
+  keeps its embeddings.
+- ``occlusion``: the drop in refusal score when the token is deleted from the prompt (one
+  forward pass per user token, batched per prompt).
+
+The refusal score is the log-odds of the model's refusal-start tokens at the first answer
+position (``refusal_lens.scoring``). A prompt the model does not refuse (score ≤ 0) is reported
+as such and, unless ``attribute_unrefused=True``, not attributed: its attribution would only
+explain noise.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from refusal_lens.directions.direction import Direction
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.models import ModelHandle
+from refusal_lens.prompts import ChatBatch, PromptSet
+from refusal_lens.scoring import refusal_score
+
+METHODS = ("projection", "grad_x_input", "integrated_gradients", "occlusion")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenAttribution:
+    """One prompt's attribution: a score per user token (and per layer, where the method has
+    it), with the refusal score it explains. ``scores`` is ``None`` for a prompt that was not
+    attributed (see ``note``)."""
+
+    prompt: str
+    method: str
+    tokens: list[str]
+    token_ids: list[int]
+    refusal_score: float
+    scores: Float[Tensor, " token"] | None = None
+    layer_scores: Float[Tensor, "layer token"] | None = None
+    template_tokens: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def refused(self) -> bool:
+        return self.refusal_score > 0
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` tokens that push hardest towards refusal."""
+        if self.scores is None:
+            return []
+        order = self.scores.argsort(descending=True)[:k].tolist()
+        return [(self.tokens[i], float(self.scores[i])) for i in order]
+
+
+def _token_strings(model: ModelHandle, ids: list[int]) -> list[str]:
+    return [model.tokenizer.decode([i]) for i in ids]
+
+
+def _logprob_scores(model: ModelHandle, logits: Tensor) -> Tensor:
+    return refusal_score(logits[:, -1].float().log_softmax(-1), model.refusal_tokens)
+
+
+def _forward_scores(
+    model: ModelHandle, batch: ChatBatch, hooks: list | None = None
+) -> Float[Tensor, " batch"]:
+    with model.bridge.hooks(fwd_hooks=hooks or []):
+        logits = model.bridge(
+            batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1
+        )
+    return _logprob_scores(model, logits)
+
+
+def _pad_left(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def _occlusion(model: ModelHandle, batch: ChatBatch, row: int, base: float) -> Tensor:
+    real = batch.attention_mask[row].bool()
+    ids = batch.input_ids[row][real].tolist()
+    user = batch.user_mask[row][real].nonzero().flatten().tolist()
+    variants = [ids[:i] + ids[i + 1 :] for i in user]
+    pad = model.tokenizer.pad_token_id
+    input_ids, mask = _pad_left(variants, 0 if pad is None else pad)
+    occluded = ChatBatch(input_ids, mask, torch.zeros_like(mask, dtype=torch.bool), [])
+    with torch.inference_mode():
+        scores = _forward_scores(model, occluded.to(model.device)).cpu()
+    return base - scores  # how much refusal each token carries
+
+
+def _embedding_grads(
+    model: ModelHandle, batch: ChatBatch, scale: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Embeddings (resid_pre of block 0) and the gradient of the summed refusal score with
+    respect to them; with ``scale[b]``, user-token embeddings of row b are multiplied by it."""
+    stored: dict[str, Tensor] = {}
+
+    def hook(x: Tensor, hook: Any) -> Tensor:
+        x = x.detach()
+        stored["x"] = x
+        if scale is not None:
+            keep = ~batch.user_mask[..., None]
+            x = torch.where(keep, x, x * scale.to(x.dtype)[:, None, None])
+        leaf = x.requires_grad_(True)
+        stored["leaf"] = leaf
+        return leaf
+
+    with torch.enable_grad():
+        scores = _forward_scores(model, batch, [("blocks.0.hook_resid_pre", hook)])
+        (grad,) = torch.autograd.grad(scores.sum(), stored["leaf"])
+    return stored["x"].detach().float(), grad.float()
+
+
+def _gradients(model: ModelHandle, batch: ChatBatch, row: int, steps: int) -> Tensor:
+    one = ChatBatch(
+        batch.input_ids[row : row + 1],
+        batch.attention_mask[row : row + 1],
+        batch.user_mask[row : row + 1],
+        batch.texts[row : row + 1],
+    )
+    if steps <= 1:  # gradient × input
+        x, grad = _embedding_grads(model, one)
+        return (x * grad).sum(-1)[0][one.user_mask[0]].cpu()
+    alphas = (torch.arange(steps, device=model.device) + 0.5) / steps
+    many = ChatBatch(
+        *(t.expand(steps, -1) for t in (one.input_ids, one.attention_mask)),
+        one.user_mask.expand(steps, -1),
+        one.texts * steps,
+    )
+    x, grad = _embedding_grads(model, many, alphas)
+    return (x[0] * grad.mean(0)).sum(-1)[one.user_mask[0]].cpu()
+
+
+def _projection(
+    model: ModelHandle, batch: ChatBatch, direction: Direction, layers: list[int]
+) -> Tensor:
+    """``[batch, layer, pos]`` projections of the residual stream on the unit direction."""
+    u = direction.unit_vector(model.device, torch.float32)
+    seen: dict[int, Tensor] = {}
+    hooks = [
+        (
+            f"blocks.{layer}.hook_resid_pre",
+            lambda x, hook, at=layer: seen.update({at: x.float() @ u}),
+        )
+        for layer in layers
+    ]
+    with torch.inference_mode():
+        _forward_scores(model, batch, hooks)
+    return torch.stack([seen[layer] for layer in layers], dim=1).cpu()
+
+
+def attribute(
+    model: ModelHandle,
+    prompts: PromptSet | list[str],
+    method: str = "occlusion",
+    *,
+    direction: Direction | None = None,
+    layers: list[int] | None = None,
+    steps: int = 16,
+    batch_size: int = 8,
+    attribute_unrefused: bool = False,
+) -> list[TokenAttribution]:
+    """Attribute each prompt's refusal to its user tokens (see the module docstring)."""
+    if method not in METHODS:
+        raise RefusalLensError(f"Unknown attribution method {method!r}; use one of {METHODS}.")
+    texts = prompts.texts if isinstance(prompts, PromptSet) else list(prompts)
+    layers = list(range(model.n_layers)) if layers is None else list(layers)
+    bad = [layer for layer in layers if not 0 <= layer < model.n_layers]
+    if bad:
+        raise RefusalLensError(
+            f"Layers {bad} do not exist: {model.model_id} has layers 0..{model.n_layers - 1}."
+        )
+    if method == "projection":
+        if direction is None:
+            raise RefusalLensError("method='projection' needs direction= (a refusal Direction).")
+        direction.check(model)
+    model.chat.token_lengths(texts)  # validates every prompt before any work
+    out: list[TokenAttribution] = []
+    for start in range(0, len(texts), batch_size):
+        batch = model.chat.tokenize(texts[start : start + batch_size]).to(model.device)
+        with torch.inference_mode():
+            base = _forward_scores(model, batch).cpu()
+        proj = _projection(model, batch, direction, layers) if method == "projection" else None
+        for row, text in enumerate(batch.texts):
+            out.append(
+                _one(
+                    model,
+                    batch,
+                    row,
+                    text,
+                    method,
+                    float(base[row]),
+                    proj,
+                    layers,
+                    direction,
+                    steps,
+                    attribute_unrefused,
+                )
+            )
+    return out
+
+
+def _one(model, batch, row, text, method, base, proj, layers, direction, steps, force):
+    user = batch.user_mask[row]
+    ids = batch.input_ids[row][user].tolist()
+    real = batch.attention_mask[row].bool() & ~user
+    result = TokenAttribution(
+        prompt=text,
+        method=method,
+        tokens=_token_strings(model, ids),
+        token_ids=ids,
+        refusal_score=base,
+        template_tokens=_token_strings(model, batch.input_ids[row][real].tolist()),
+    )
+    if not ids:
+        raise RefusalLensError(f"Prompt {text!r} has no user tokens to attribute.")
+    if base <= 0 and not force:
+        result.note = (
+            f"not refused (refusal score {base:.2f} ≤ 0): not attributed; pass "
+            "attribute_unrefused=True to attribute it anyway"
+        )
+        log.warning("%r is %s", text[:60], result.note)
+        return result
+    if method == "projection":
+        result.layer_scores = proj[row][:, user.cpu()]
+        result.scores = (
+            result.layer_scores[layers.index(direction.layer)]
+            if (direction.layer in layers)
+            else result.layer_scores.mean(0)
+        )
+    elif method == "occlusion":
+        result.scores = _occlusion(model, batch, row, base)
+    else:
+        result.scores = _gradients(model, batch, row, steps if method != "grad_x_input" else 1)
+    return result

@@ -1,0 +1,98 @@
+"""Per-token attribution: each method against a direct computation, and bad input."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from refusal_lens.attribution import attribute
+from refusal_lens.directions import Direction
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.scoring import refusal_scores
+
+PROMPT = "How do I kill a Python process quickly?"
+
+
+@pytest.fixture(scope="module")
+def refusing(tiny_llama):
+    """The tiny model with 'refusal' = every token but one: every prompt counts as refused."""
+    return replace(tiny_llama, refusal_tokens=list(range(1, len(tiny_llama.tokenizer))))
+
+
+def score_of(model, ids):
+    with torch.no_grad():
+        logits = model.bridge(torch.tensor([ids]), logits_to_keep=1)
+    logprobs = logits[:, -1].float().log_softmax(-1)
+    from refusal_lens.scoring import refusal_score
+
+    return float(refusal_score(logprobs, model.refusal_tokens)[0])
+
+
+def test_occlusion_is_the_score_drop_when_a_token_is_deleted(refusing):
+    [a] = attribute(refusing, [PROMPT], "occlusion")
+    batch = refusing.chat.tokenize([PROMPT])
+    ids = batch.input_ids[0].tolist()
+    user = batch.user_mask[0].nonzero().flatten().tolist()
+    assert a.token_ids == [ids[i] for i in user] and len(a.scores) == len(user)
+    base = score_of(refusing, ids)
+    assert a.refusal_score == pytest.approx(base, abs=1e-4)
+    i = user[2]
+    assert float(a.scores[2]) == pytest.approx(
+        base - score_of(refusing, ids[:i] + ids[i + 1 :]), abs=1e-4
+    )
+    assert len(a.template_tokens) + len(a.tokens) == len(ids)  # template reported apart
+
+
+def test_integrated_gradients_are_complete(refusing):
+    """IG attributions sum to f(input) − f(baseline: user-token embeddings zeroed)."""
+    [a] = attribute(refusing, [PROMPT], "integrated_gradients", steps=64)
+    batch = refusing.chat.tokenize([PROMPT])
+    zero = lambda x, hook: torch.where(batch.user_mask[..., None], torch.zeros_like(x), x)  # noqa: E731
+    with torch.no_grad(), refusing.bridge.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", zero)]):
+        baseline = score_of(refusing, batch.input_ids[0].tolist())
+    assert float(a.scores.sum()) == pytest.approx(a.refusal_score - baseline, rel=0.02, abs=1e-3)
+
+
+def test_grad_x_input_is_the_first_order_term(refusing):
+    [a] = attribute(refusing, [PROMPT], "grad_x_input")
+    [ig1] = attribute(refusing, [PROMPT], "integrated_gradients", steps=1)
+    assert a.scores.shape == ig1.scores.shape
+    assert not torch.allclose(a.scores, torch.zeros_like(a.scores))
+
+
+def test_projection_per_layer(refusing):
+    r = Direction(
+        torch.randn(refusing.d_model, generator=torch.Generator().manual_seed(0)), 1, -1, "m"
+    )
+    [a] = attribute(refusing, [PROMPT, "Hi"], "projection", direction=r)[:1]
+    assert a.layer_scores.shape == (refusing.n_layers, len(a.tokens))
+    torch.testing.assert_close(a.scores, a.layer_scores[1])
+    seen = {}
+    batch = refusing.chat.tokenize([PROMPT])
+    hook = ("blocks.1.hook_resid_pre", lambda x, hook: seen.update(x=x.clone()))
+    with torch.no_grad(), refusing.bridge.hooks(fwd_hooks=[hook]):
+        refusing.bridge(batch.input_ids)
+    expected = (seen["x"][0] @ r.unit_vector())[batch.user_mask[0]]
+    torch.testing.assert_close(a.scores, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_unrefused_prompts_are_reported_not_attributed(tiny_llama):
+    never = replace(tiny_llama, refusal_tokens=[5])
+    assert float(refusal_scores(never, [PROMPT], show_progress=False)[0]) < 0
+    [a] = attribute(never, [PROMPT], "occlusion")
+    assert a.scores is None and "not refused" in a.note and not a.refused
+    [b] = attribute(never, [PROMPT], "occlusion", attribute_unrefused=True)
+    assert b.scores is not None
+
+
+def test_bad_attribution_requests(refusing):
+    with pytest.raises(RefusalLensError, match="Unknown attribution method"):
+        attribute(refusing, [PROMPT], "saliency")
+    with pytest.raises(RefusalLensError, match="do not exist"):
+        attribute(refusing, [PROMPT], "occlusion", layers=[9])
+    with pytest.raises(RefusalLensError, match="needs direction"):
+        attribute(refusing, [PROMPT], "projection")
+    with pytest.raises(RefusalLensError, match="empty"):
+        attribute(refusing, ["  "], "occlusion")
