@@ -29,6 +29,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
@@ -56,7 +57,7 @@ def load(args):
 
     alpaca = load_prompts(f"alpaca:{args.data}/alpaca_instructions.json")
     kept, _ = held_out(alpaca, training_prompts_of(handle), 400, seed=0)
-    spec = Path("/tmp") / "refusal-lens-select-harmless.jsonl"
+    spec = Path(tempfile.mkdtemp(prefix="refusal-lens-select-")) / "harmless.jsonl"
     kept.save(spec)
     return handle, str(spec)
 

@@ -150,3 +150,14 @@ def test_a_direction_of_another_width_is_refused(tiny_llama):
     deep = Direction(torch.ones(tiny_llama.d_model), tiny_llama.n_layers, -1, "x")
     with pytest.raises(RefusalLensError, match="layer"), add(tiny_llama, deep):
         pass
+
+
+def test_steer_reports_the_layer_it_used(tiny_llama):
+    from refusal_lens.prompts import PromptSet
+    from refusal_lens.steering import steer
+
+    r = random_direction(tiny_llama, layer=1)
+    prompts = PromptSet.from_texts(PROMPTS, "harmless", name="p")
+    result = steer(tiny_llama, prompts, r, coef=3.0, layer=0, judge="score", show_progress=False)
+    assert result.intervention["layer"] == 0 and result.before.n == len(PROMPTS)
+    assert result.after.scores != result.before.scores

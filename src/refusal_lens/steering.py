@@ -76,7 +76,8 @@ def steer(
     before = refusal_rate(model, prompts, show_progress=show_progress, **kwargs)
     with context:
         after = refusal_rate(model, prompts, show_progress=show_progress, **kwargs)
-    what = {"ablate": True} if ablate else {"add": coef, "layer": layer or direction.layer}
+    at = direction.layer if layer is None else layer
+    what = {"ablate": True} if ablate else {"add": coef, "layer": at}
     return SteerResult({**what, "direction": direction.metadata()}, before, after)
 
 

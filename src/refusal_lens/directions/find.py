@@ -13,7 +13,7 @@ default 32 per class). With ``out``, the folder receives the direction
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,6 @@ def train_val_split(prompts: PromptSet, n_train: int, n_val: int, seed: int) -> 
 def _without_training_prompts(model: ModelHandle, prompts: PromptSet) -> PromptSet:
     """``prompts`` minus those the model was safety-aligned on (its ``align.json``): the
     aligned model was taught to answer them, which would bias the harmless mean."""
-    from dataclasses import replace
-
     from refusal_lens.evaluation import training_prompts_of
     from refusal_lens.prompts import normalize_text
 
@@ -126,8 +124,6 @@ def find_direction(
 
 
 def _with_config(selection: Selection, config: DirectionConfig) -> Any:
-    from dataclasses import replace
-
     d = selection.direction
     return replace(d, config={**d.config, "direction": asdict(config)})
 

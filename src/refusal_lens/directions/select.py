@@ -41,7 +41,7 @@ from torch import Tensor
 from refusal_lens.directions.direction import Direction
 from refusal_lens.directions.extract import Candidates
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.interventions import add, projection_hook
+from refusal_lens.interventions import add, projection_hooks
 from refusal_lens.models import ModelHandle
 from refusal_lens.progress import progress
 from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
@@ -130,13 +130,6 @@ def _mean_kl(base: list[Tensor], other: list[Tensor]) -> float:
     return float(kl.mean())
 
 
-def _ablation_hooks(model: ModelHandle, vector: Tensor) -> list:
-    from refusal_lens.interventions import ablation_points
-
-    hook = projection_hook((vector / vector.norm()).unsqueeze(0))
-    return [(name, hook) for name in ablation_points(model.n_layers)]
-
-
 def _write_grads(
     model: ModelHandle, batch: ChatBatch
 ) -> tuple[Float[Tensor, "batch point pos d_model"], Float[Tensor, "batch point pos d_model"]]:
@@ -199,7 +192,7 @@ def score_candidate(
     base_harmless: list[Tensor],
 ) -> tuple[float, float, float]:
     """Full (bypass, induce, KL) of one candidate."""
-    hooks = _ablation_hooks(model, direction.vector.to(model.device))
+    hooks = projection_hooks(model, [direction])
     bypass = _mean_score(model, _run(model, harmful, hooks))
     kl = _mean_kl(base_harmless, _run(model, harmless, hooks))
     with add(model, direction, 1.0):
@@ -231,7 +224,7 @@ def ablation_kl(
 ) -> float:
     """Mean first-token KL(base ‖ ablated) over ``prompts``."""
     val = _ValSet(model, prompts, "KL", batch_size)
-    hooks = _ablation_hooks(model, direction.vector.to(model.device))
+    hooks = projection_hooks(model, [direction])
     return _mean_kl(_run(model, val, []), _run(model, val, hooks))
 
 
