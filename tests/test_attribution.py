@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from refusal_lens.attribution import attribute
+from refusal_lens.attribution import attribute, scores_without
 from refusal_lens.directions import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.scoring import refusal_scores
@@ -43,6 +43,20 @@ def test_occlusion_is_the_score_drop_when_a_token_is_deleted(refusing):
         base - score_of(refusing, ids[:i] + ids[i + 1 :]), abs=1e-4
     )
     assert len(a.template_tokens) + len(a.tokens) == len(ids)  # template reported apart
+
+
+def test_scores_without_deletes_token_sets(refusing):
+    [a] = attribute(refusing, [PROMPT], "occlusion")
+    batch = refusing.chat.tokenize([PROMPT])
+    ids = batch.input_ids[0].tolist()
+    user = batch.user_mask[0].nonzero().flatten().tolist()
+    both = [t for j, t in enumerate(ids) if j not in (user[0], user[3])]
+    got = scores_without(refusing, PROMPT, [[], [2], [0, 3]])
+    assert float(got[0]) == pytest.approx(a.refusal_score, abs=1e-4)
+    assert float(got[1]) == pytest.approx(a.refusal_score - float(a.scores[2]), abs=1e-4)
+    assert float(got[2]) == pytest.approx(score_of(refusing, both), abs=1e-4)
+    with pytest.raises(RefusalLensError, match="out of range"):
+        scores_without(refusing, PROMPT, [[len(user)]])
 
 
 def test_integrated_gradients_are_complete(refusing):

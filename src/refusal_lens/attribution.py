@@ -100,17 +100,49 @@ def _pad_left(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
-def _occlusion(model: ModelHandle, batch: ChatBatch, row: int, base: float) -> Tensor:
+def _without(model: ModelHandle, batch: ChatBatch, row: int, drops: list[list[int]]) -> Tensor:
+    """Refusal scores of row ``row`` with each set of user-token indices deleted."""
     real = batch.attention_mask[row].bool()
     ids = batch.input_ids[row][real].tolist()
     user = batch.user_mask[row][real].nonzero().flatten().tolist()
-    variants = [ids[:i] + ids[i + 1 :] for i in user]
+    variants = []
+    for drop in drops:
+        gone = {user[i] for i in drop}
+        variants.append([t for j, t in enumerate(ids) if j not in gone])
     pad = model.tokenizer.pad_token_id
-    input_ids, mask = _pad_left(variants, 0 if pad is None else pad)
-    occluded = ChatBatch(input_ids, mask, torch.zeros_like(mask, dtype=torch.bool), [])
-    with torch.inference_mode():
-        scores = _forward_scores(model, occluded.to(model.device)).cpu()
-    return base - scores  # how much refusal each token carries
+    out = []
+    for start in range(0, len(variants), 32):
+        input_ids, mask = _pad_left(variants[start : start + 32], 0 if pad is None else pad)
+        occluded = ChatBatch(input_ids, mask, torch.zeros_like(mask, dtype=torch.bool), [])
+        with torch.inference_mode():
+            out.append(_forward_scores(model, occluded.to(model.device)).cpu())
+    return torch.cat(out)
+
+
+def _occlusion(model: ModelHandle, batch: ChatBatch, row: int, base: float) -> Tensor:
+    n_user = int(batch.user_mask[row].sum())
+    return base - _without(model, batch, row, [[i] for i in range(n_user)])
+
+
+def scores_without(
+    model: ModelHandle, prompt: str, drops: list[list[int]]
+) -> Float[Tensor, " variant"]:
+    """The refusal score of ``prompt`` with each set of its user tokens deleted.
+
+    ``drops[v]`` lists indices into the prompt's user tokens (``TokenAttribution.tokens``);
+    an empty list gives the unedited score. Used for deletion curves and trigger masks.
+    """
+    batch = model.chat.tokenize([prompt])
+    n_user = int(batch.user_mask[0].sum())
+    bad = [i for d in drops for i in d if not 0 <= i < n_user]
+    if bad:
+        raise RefusalLensError(
+            f"Token indices {sorted(set(bad))} are out of range: the prompt has {n_user} "
+            "user tokens."
+        )
+    if not drops:
+        raise RefusalLensError("drops is empty: give at least one set of token indices.")
+    return _without(model, batch.to(model.device), 0, drops)
 
 
 def _embedding_grads(
