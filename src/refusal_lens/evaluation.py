@@ -47,6 +47,7 @@ class EvalConfig:
     batch_size: int = 32
     seed: int = 0
     sets: tuple[str, ...] = field(default_factory=lambda: tuple(default_sets("").keys()))
+    extra: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (spec, kind)
 
 
 def training_prompts_of(model: ModelHandle) -> list[str]:
@@ -69,9 +70,9 @@ def held_out(prompts: PromptSet, train: list[str], n: int, seed: int) -> tuple[P
 def evaluate(model: ModelHandle, config: EvalConfig) -> dict[str, Any]:
     """RR / ASR per set and judge, and the combined score per judge."""
     train = training_prompts_of(model)
-    sets = default_sets(config.data)
+    sets = {**default_sets(config.data), **config.extra}
     rows: dict[str, dict[str, Any]] = {}
-    for name in config.sets:
+    for name in (*config.sets, *config.extra):
         spec, kind = sets[name]
         prompts, dropped = held_out(load_prompts(spec), train, config.n, config.seed)
         row: dict[str, Any] = {"kind": kind, "n": len(prompts), "dropped_as_trained": dropped}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal, overload
 
@@ -35,6 +35,9 @@ class Prompt:
     def __post_init__(self) -> None:
         if self.label not in LABELS:
             raise PromptError(f"Unknown label {self.label!r}; use one of {LABELS}.")
+
+
+FIELDS = tuple(f.name for f in fields(Prompt))
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,8 @@ class PromptSet:
 
     @classmethod
     def load(cls, path: str | Path, name: str | None = None) -> PromptSet:
-        """Read a JSONL file with at least ``text`` and ``label`` keys per line."""
+        """Read a JSONL file with at least ``text`` and ``label`` keys per line; other keys
+        (e.g. the masks and scores of a sanitized data file) are ignored."""
         path = Path(path)
         prompts = []
         with open(path, encoding="utf-8") as f:
@@ -113,7 +117,7 @@ class PromptSet:
                     continue
                 try:
                     row = json.loads(line)
-                    prompts.append(Prompt(**row))
+                    prompts.append(Prompt(**{k: v for k, v in row.items() if k in FIELDS}))
                 except (json.JSONDecodeError, TypeError) as exc:
                     raise PromptError(
                         f"{path}:{n} is not a prompt record ({exc}); each line needs a JSON "

@@ -1,0 +1,200 @@
+"""Paper 2, Table 3 analogue: trigger-aware alignment against generic benign data.
+
+1. Trigger masks: the over-refusing organism (α = 0.5) is asked which words of each of its 160
+   harmful training queries (``D_h``) drive its refusal, and which of those are harmful cues and
+   which non-harmful triggers (``refusal_lens.triggers``). Writes the masks and the ranked
+   trigger lexicon (``figures/triggers/masks/``, ``figures/trigger_lexicon.png``).
+2. Sanitized ``D_b``: each query with its harmful cues replaced and its triggers kept, kept only
+   when the harm judge (a probe on the base model) calls it benign and the base model answers
+   it (``figures/triggers/sanitized/``).
+3. Alignment from the base model at the same data budget (``D_b`` size = kept sanitized items),
+   α, recipe and seed, with ``D_b`` = (a) the first Alpaca rows, (b) the sanitized data; seeds
+   0, 1, 2. Each model is evaluated on the usual held-out sets plus the hand-written
+   trigger-only rewrites of ``D_h`` (``experiments/data/trigger_only.jsonl``).
+
+    python experiments/trigger_alignment.py [--seeds 0 1 2] [--n 64]
+
+Writes ``figures/trigger_alignment.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, replace
+
+import torch
+from common import ROOT, hardware, organism_config, parser, write_text
+
+from refusal_lens.alignment import align
+from refusal_lens.artifacts import write_json
+from refusal_lens.evaluation import EvalConfig, evaluate
+from refusal_lens.harm import fit_harm_judge
+from refusal_lens.models import load_model
+from refusal_lens.prompts import PromptSet, load_prompts
+from refusal_lens.sanitize import SanitizedData, sanitize
+from refusal_lens.triggers import TriggerMasks, trigger_masks
+from refusal_lens.viz import plot_lexicon
+
+TRIGGER_ONLY = ROOT / "experiments/data/trigger_only.jsonl"
+
+
+def judge_accuracy(base, judge, data) -> dict[str, float]:
+    """Held-out accuracy of the harm judge on public sets it never saw."""
+    out = {}
+    for name, spec, harmful in (
+        ("AdvBench", f"advbench:{data}/advbench.csv", True),
+        ("Alpaca", f"alpaca:{data}/alpaca_instructions.json", False),
+        ("XSTest-unsafe", f"xstest-unsafe:{data}/xstest_prompts.csv", True),
+        ("XSTest-safe", f"xstest-safe:{data}/xstest_prompts.csv", False),
+        ("trigger-only", str(TRIGGER_ONLY), False),
+    ):
+        flags = judge.is_harmful(base, load_prompts(spec).sample(100, 0))
+        out[name] = sum(f == harmful for f in flags) / len(flags)
+    return out
+
+
+def annotation_agreement(masks: TriggerMasks) -> dict[str, float]:
+    """Word-level agreement of the harmful-cue split with the hand-written rewrites, whose
+    ``removed`` lists name the words a person judged explicitly harmful."""
+    rows = [json.loads(x) for x in TRIGGER_ONLY.open()]
+    tp = fp = fn = 0
+    for mask, row in zip(masks.masks, rows, strict=False):
+        human = {w.lower() for phrase in row["removed"] for w in phrase.split()}
+        for word, kind in zip(mask.words, mask.kinds, strict=True):
+            cue, harmful = kind == "harmful_cue", word.lower() in human
+            tp, fp, fn = tp + (cue and harmful), fp + (cue and not harmful), fn + (harmful and not cue)
+    return {
+        "precision": tp / max(tp + fp, 1),
+        "recall": tp / max(tp + fn, 1),
+        "driving_share_of_human_words": 0.0,
+    }
+
+
+def build_data(args, base, organism, harmful: PromptSet):
+    folder = args.out / "triggers"
+    if (folder / "sanitized" / "sanitized.jsonl").is_file() and not args.rebuild:
+        return TriggerMasks.load(folder / "masks"), None, json.loads(
+            (folder / "summary.json").read_text()
+        )
+    t0 = time.time()
+    masks = trigger_masks(organism, harmful)
+    masks.save(folder / "masks")
+    t_masks = time.time() - t0
+    benign = load_prompts("harmless") + load_prompts("borderline")
+    judge = fit_harm_judge(base, harmful, benign)
+    data: SanitizedData = sanitize(
+        base, masks.masks, judge, categories=[p.category for p in harmful]
+    )
+    data.save(folder / "sanitized")
+    summary = {
+        "n_queries": len(harmful),
+        "refused_by_organism": sum(m.refusal_score > 0 for m in masks.masks),
+        "with_harmful_cue": sum(bool(m.harmful_cues) for m in masks.masks),
+        "with_trigger": sum(bool(m.triggers) for m in masks.masks),
+        "kept": len(data.kept),
+        "rejected_reasons": _count([i.reason for i in data.items if not i.kept]),
+        "judge": judge.describe(),
+        "judge_accuracy": judge_accuracy(base, judge, args.data),
+        "annotation_agreement": annotation_agreement(masks),
+        "mask_seconds": round(t_masks),
+        "sanitize_seconds": round(time.time() - t0 - t_masks),
+    }
+    write_json(folder / "summary.json", summary)
+    return masks, data, summary
+
+
+def _count(reasons: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in reasons:
+        for part in r.split("; "):
+            key = part.split(" (")[0]
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.0f} ± {100 * sd:.0f}"
+
+
+def table(results: dict[str, list[dict]], judge: str) -> str:
+    first = next(iter(results.values()))[0]["sets"]
+    benign = [s for s, r in first.items() if r["kind"] == "benign"]
+    harmful = [s for s, r in first.items() if r["kind"] == "harmful"]
+    head = ["D_b", *(f"RR {s}" for s in benign), *(f"ASR {s}" for s in harmful), "combined"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for label, runs in results.items():
+        cells = [mean_sd([r["sets"][s][judge] for r in runs]) for s in benign + harmful]
+        comb = [r["combined"][judge] for r in runs]
+        sd = statistics.stdev(comb) if len(comb) > 1 else 0.0
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | {statistics.mean(comb):.2f} ± {sd:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli = parser(__doc__, n=64, max_new_tokens=32)
+    cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    cli.add_argument("--rebuild", action="store_true", help="recompute masks and D_b")
+    args = cli.parse_args()
+    torch.manual_seed(0)
+    start = time.time()
+    base = load_model(args.model, device="cpu")
+    organism = load_model(str(align(organism_config(args.model, 0.5, args.data))), device="cpu")
+    harmful = load_prompts("harmful")
+    masks, _, summary = build_data(args, base, organism, harmful)
+    plot_lexicon(masks.lexicon, args.out / "trigger_lexicon.png")
+    sanitized = args.out / "triggers" / "sanitized" / "sanitized.jsonl"
+    n_b = summary["kept"]
+    eval_config = EvalConfig(
+        data=str(args.data),
+        n=args.n,
+        max_new_tokens=args.max_new_tokens,
+        extra={"trigger-only (D_h rewrites)": (str(TRIGGER_ONLY), "benign")},
+    )
+    generic = replace(organism_config(args.model, 0.5, args.data), n_benign=n_b)
+    conditions = {
+        "(a) generic: Alpaca": generic,
+        "(b) sanitized trigger data": replace(generic, benign=str(sanitized)),
+    }
+    results: dict[str, list[dict]] = {k: [] for k in conditions}
+    for seed in args.seeds:
+        for label, config in conditions.items():
+            path = align(replace(config, seed=seed))
+            res = evaluate(load_model(str(path), device="cpu"), eval_config)
+            res["align_dir"] = path.name
+            results[label].append(res)
+            print(seed, label, res["combined"], flush=True)
+    wall = time.time() - start
+    tables = "\n\n".join(
+        f"**judge: {judge}**\n\n{table(results, judge)}" for judge in eval_config.judges
+    )
+    note = (
+        f"\n\nRR = share of benign prompts refused, ASR = share of harmful prompts answered, "
+        f"combined = mean RR + mean ASR; mean ± sd over seeds {args.seeds} (alignment seed; "
+        f"the evaluation samples are the same {args.n} held-out prompts per set for every "
+        f"model). Both conditions: α = 0.5, LoRA, |D_h| = 160, |D_b| = {n_b}. Made by "
+        f"`python experiments/trigger_alignment.py` on {hardware()} in {wall / 60:.0f} min.\n"
+    )
+    write_text(args.out / "trigger_alignment.md", tables + note)
+    write_json(
+        args.out / "trigger_alignment.json",
+        {
+            "results": results,
+            "data_summary": summary,
+            "eval_config": asdict(eval_config),
+            "seeds": args.seeds,
+            "n_benign": n_b,
+            "hardware": hardware(),
+            "wall_seconds": round(wall),
+        },
+    )
+    print(json.dumps(summary, indent=1))
+    print(tables + note)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Linear probes on residual-stream features: L2-regularised logistic regression, fitted by
+L-BFGS on standardised features. Deterministic (full-batch, zero initialisation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from refusal_lens.errors import RefusalLensError
+
+MIN_PER_CLASS = 8
+
+
+@dataclass
+class LinearProbe:
+    """``p(positive | x) = sigmoid(w · (x − mean) / std + b)``."""
+
+    weight: Float[Tensor, " d"]
+    bias: float
+    mean: Float[Tensor, " d"]
+    std: Float[Tensor, " d"]
+
+    def logits(self, x: Float[Tensor, "n d"]) -> Float[Tensor, " n"]:
+        z = (x.float() - self.mean) / self.std
+        return z @ self.weight + self.bias
+
+    def predict(self, x: Float[Tensor, "n d"]) -> Bool[Tensor, " n"]:
+        return self.logits(x) > 0
+
+    def accuracy(self, x: Float[Tensor, "n d"], y: Bool[Tensor, " n"]) -> float:
+        return float((self.predict(x) == y.bool()).float().mean())
+
+    def direction(self) -> Float[Tensor, " d"]:
+        """The probe's normal vector in the original (unstandardised) coordinates."""
+        return self.weight / self.std
+
+
+def check_classes(y: Bool[Tensor, " n"], what: str = "probe") -> None:
+    """Both classes need ``MIN_PER_CLASS`` examples, or the fit is noise."""
+    pos, neg = int(y.sum()), int((~y.bool()).sum())
+    if min(pos, neg) < MIN_PER_CLASS:
+        raise RefusalLensError(
+            f"A {what} needs at least {MIN_PER_CLASS} prompts per class; got {pos} positive and "
+            f"{neg} negative. Add prompts to the smaller class."
+        )
+
+
+def fit_probe(
+    x: Float[Tensor, "n d"], y: Bool[Tensor, " n"], l2: float = 1e-2, steps: int = 100
+) -> LinearProbe:
+    """Fit a logistic probe separating ``y`` (True = positive class)."""
+    if x.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise RefusalLensError(
+            f"fit_probe needs x [n, d] and y [n]; got {tuple(x.shape)}, {tuple(y.shape)}."
+        )
+    check_classes(y)
+    x = x.float()
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+    z = (x - mean) / std
+    target = y.float()
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, target)
+        loss = loss + l2 * (w @ w) / 2
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return LinearProbe(w.detach(), float(b.detach()), mean, std)
