@@ -34,7 +34,14 @@ from refusal_lens.harm import fit_harm_judge
 from refusal_lens.models import load_model
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.sanitize import SanitizedData, sanitize
-from refusal_lens.triggers import TriggerMasks, trigger_masks
+from refusal_lens.triggers import (
+    KINDS,
+    WORD,
+    TriggerConfig,
+    TriggerMasks,
+    reclassify,
+    trigger_masks,
+)
 from refusal_lens.viz import plot_lexicon
 
 TRIGGER_ONLY = ROOT / "experiments/data/trigger_only.jsonl"
@@ -56,34 +63,44 @@ def judge_accuracy(base, judge, data) -> dict[str, float]:
 
 
 def annotation_agreement(masks: TriggerMasks) -> dict[str, float]:
-    """Word-level agreement of the harmful-cue split with the hand-written rewrites, whose
-    ``removed`` lists name the words a person judged explicitly harmful."""
+    """Word-level agreement of the split with the hand-written rewrites, whose ``removed``
+    lists name the words a person judged explicitly harmful: precision and recall of the
+    harmful-cue class, and the kinds the model gives the human-harmful words."""
     rows = [json.loads(x) for x in TRIGGER_ONLY.open()]
-    tp = fp = fn = 0
+    pairs = []  # (model kind, person says harmful)
     for mask, row in zip(masks.masks, rows, strict=False):
-        human = {w.lower() for phrase in row["removed"] for w in phrase.split()}
-        for word, kind in zip(mask.words, mask.kinds, strict=True):
-            cue, harmful = kind == "harmful_cue", word.lower() in human
-            tp, fp, fn = tp + (cue and harmful), fp + (cue and not harmful), fn + (harmful and not cue)
+        human = {w.lower() for phrase in row["removed"] for w in WORD.findall(phrase)}
+        pairs += [(k, w.lower() in human) for w, k in zip(mask.words, mask.kinds, strict=True)]
+    cue_and_harm = sum(k == "harmful_cue" and h for k, h in pairs)
+    harm = [k for k, h in pairs if h]
     return {
-        "precision": tp / max(tp + fp, 1),
-        "recall": tp / max(tp + fn, 1),
-        "driving_share_of_human_words": 0.0,
+        "cue_precision": cue_and_harm / max(sum(k == "harmful_cue" for k, _ in pairs), 1),
+        "cue_recall": cue_and_harm / max(len(harm), 1),
+        "human_harmful_words": len(harm),
+        "their_kinds": {k: harm.count(k) / max(len(harm), 1) for k in KINDS},
+        "other_words_kinds": {
+            k: sum(kk == k and not h for kk, h in pairs) / max(len(pairs) - len(harm), 1)
+            for k in KINDS
+        },
     }
 
 
 def build_data(args, base, organism, harmful: PromptSet):
+    """Masks, then sanitized D_b, each reused from ``figures/triggers/`` unless ``--rebuild``."""
     folder = args.out / "triggers"
-    if (folder / "sanitized" / "sanitized.jsonl").is_file() and not args.rebuild:
-        return TriggerMasks.load(folder / "masks"), None, json.loads(
-            (folder / "summary.json").read_text()
-        )
+    summary_path = folder / "summary.json"
+    if summary_path.is_file() and not args.rebuild:
+        return TriggerMasks.load(folder / "masks"), json.loads(summary_path.read_text())
     t0 = time.time()
-    masks = trigger_masks(organism, harmful)
-    masks.save(folder / "masks")
-    t_masks = time.time() - t0
     benign = load_prompts("harmless") + load_prompts("borderline")
     judge = fit_harm_judge(base, harmful, benign)
+    if (folder / "masks" / "masks.jsonl").is_file() and not args.rebuild:
+        # deletions are reused; kinds follow the current rule and thresholds
+        masks = reclassify(TriggerMasks.load(folder / "masks"), organism, TriggerConfig())
+    else:
+        masks = trigger_masks(organism, harmful, base, judge)
+    masks.save(folder / "masks")
+    t_masks = time.time() - t0
     data: SanitizedData = sanitize(
         base, masks.masks, judge, categories=[p.category for p in harmful]
     )
@@ -101,8 +118,8 @@ def build_data(args, base, organism, harmful: PromptSet):
         "mask_seconds": round(t_masks),
         "sanitize_seconds": round(time.time() - t0 - t_masks),
     }
-    write_json(folder / "summary.json", summary)
-    return masks, data, summary
+    write_json(summary_path, summary)
+    return masks, summary
 
 
 def _count(reasons: list[str]) -> dict[str, int]:
@@ -145,7 +162,7 @@ def main() -> None:
     base = load_model(args.model, device="cpu")
     organism = load_model(str(align(organism_config(args.model, 0.5, args.data))), device="cpu")
     harmful = load_prompts("harmful")
-    masks, _, summary = build_data(args, base, organism, harmful)
+    masks, summary = build_data(args, base, organism, harmful)
     plot_lexicon(masks.lexicon, args.out / "trigger_lexicon.png")
     sanitized = args.out / "triggers" / "sanitized" / "sanitized.jsonl"
     n_b = summary["kept"]

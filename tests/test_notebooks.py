@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,27 @@ def test_ablate_directions_notebook(monkeypatch, shared_data):
     assert "score ablated:" in text and "added:" in text
     figures = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(figures) == 2
+
+
+@pytest.mark.model
+def test_attribute_refusals_notebook(monkeypatch, shared_data):
+    from conftest import USER_CACHE
+    from refusal_lens.scoring import is_refusal
+
+    outputs = run_notebook(NOTEBOOKS / "attribute_refusals.ipynb", USER_CACHE[0], monkeypatch)
+    text = "".join(out.get("text", "") for out in outputs)
+    for method in ("occlusion", "grad_x_input", "integrated_gradients", "projection"):
+        assert f"{method}: '" in text  # each method attributed the refusal to named tokens
+    before, after = (
+        float(x)
+        for x in re.search(r"score before: (\S+)\s+score after deleting: (\S+)", text).groups()
+    )
+    assert before > 0 > after  # refused, then answered once the top token is deleted
+    assert re.search(r"tokenized afresh: (\S+)", text).group(1) == f"{after:+.2f}"
+    answers = dict(re.findall(r"answer (before|after):\s+(.*)", text))
+    assert is_refusal(answers["before"]) and not is_refusal(answers["after"])
+    pages = [out["data"]["text/html"] for out in outputs if "text/html" in out.get("data", {})]
+    assert len(pages) == 1 and pages[0].count("var CircuitsVis=") == 1
+    assert pages[0].count("CircuitsVis.render(") == 4 and "unpkg" not in pages[0]
+    figures = [out for out in outputs if "image/png" in out.get("data", {})]
+    assert len(figures) == 1

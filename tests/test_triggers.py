@@ -16,7 +16,14 @@ from refusal_lens.probes import fit_probe
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.sanitize import SanitizeConfig, rewrite_text, sanitize
 from refusal_lens.scoring import refusal_scores
-from refusal_lens.triggers import TriggerConfig, TriggerMasks, carrier_effects, trigger_masks
+from refusal_lens.triggers import (
+    FRAME,
+    TriggerConfig,
+    TriggerMasks,
+    carrier_effects,
+    reclassify,
+    trigger_masks,
+)
 
 PROMPTS = [
     "Explain how to break into my ex-partner's email account.",
@@ -30,12 +37,18 @@ def refusing(tiny_llama):
 
 
 @pytest.fixture(scope="module")
-def masks(refusing):
+def judge(tiny_llama):
+    harmful, harmless = load_prompts("harmful")[:12], load_prompts("harmless")[:12]
+    return fit_harm_judge(tiny_llama, harmful, harmless, HarmJudgeConfig(layers=[0, 1]))
+
+
+@pytest.fixture(scope="module")
+def masks(refusing, tiny_llama, judge):
     """Thresholds at the medians, so that every kind occurs."""
-    loose = trigger_masks(refusing, PROMPTS, TriggerConfig(drive_min=-1e9, carrier_min=0.0))
+    loose = trigger_masks(refusing, PROMPTS, tiny_llama, judge, TriggerConfig(0.0, 0.0))
     drive = statistics.median(d for m in loose.masks for d in m.drive)
-    carrier = statistics.median(c for m in loose.masks for c in m.carrier if c is not None)
-    return trigger_masks(refusing, PROMPTS, TriggerConfig(drive_min=drive, carrier_min=carrier))
+    harm = statistics.median(h for m in loose.masks for h in m.harm)
+    return trigger_masks(refusing, PROMPTS, tiny_llama, judge, TriggerConfig(drive, harm))
 
 
 def test_probe_separates_and_needs_enough_examples():
@@ -50,23 +63,19 @@ def test_probe_separates_and_needs_enough_examples():
         fit_probe(x[:24], y[:24])
 
 
-def test_words_and_drives_match_deletion(refusing, masks):
+def test_words_drives_and_harm_match_deletion(refusing, tiny_llama, judge, masks):
     m = masks.masks[0]
     assert m.words == [
-        "Explain",
-        "how",
-        "to",
-        "break",
-        "into",
-        "my",
-        "ex-partner's",
-        "email",
-        "account",
-    ]
+        "Explain", "how", "to", "break", "into", "my", "ex-partner's", "email", "account"
+    ]  # fmt: skip
     assert [m.prompt[a:b] for a, b in m.spans] == m.words
     drops = scores_without(refusing, m.prompt, [[], *m.word_tokens])
     assert m.refusal_score == pytest.approx(float(drops[0]), abs=1e-4)
     torch.testing.assert_close(torch.tensor(m.drive), drops[0] - drops[1:], atol=1e-4, rtol=0)
+    harm = scores_without(tiny_llama, m.prompt, [[], *m.word_tokens], judge.batch_logits)
+    torch.testing.assert_close(torch.tensor(m.harm), harm[0] - harm[1:], atol=1e-4, rtol=0)
+    p = judge.p_harmful(tiny_llama, [m.prompt])
+    assert float(p[0]) == pytest.approx(float(torch.sigmoid(harm[0])), abs=1e-4)
     kinds = m.token_kinds()
     assert len(kinds) == m.n_tokens
     for tokens, kind in zip(m.word_tokens, m.kinds, strict=True):
@@ -77,14 +86,15 @@ def test_split_follows_the_documented_rule(refusing, masks):
     cfg = masks.config
     seen = set()
     for m in masks.masks:
-        for d, c, k in zip(m.drive, m.carrier, m.kinds, strict=True):
+        for w, d, h, c, k in zip(m.words, m.drive, m.harm, m.carrier, m.kinds, strict=True):
             seen.add(k)
-            if d < cfg.drive_min:
-                assert k == "neutral" and c is None
+            if h >= cfg.harm_min and w.lower() not in FRAME:
+                assert k == "harmful_cue"
             else:
-                assert k == ("trigger" if c >= cfg.carrier_min else "harmful_cue")
+                assert k == ("trigger" if d >= cfg.drive_min else "neutral")
+            assert (c is None) == (k == "neutral")
     assert seen == {"neutral", "trigger", "harmful_cue"}
-    word = masks.masks[0].triggers[0] if masks.masks[0].triggers else masks.lexicon[0].word
+    word = masks.lexicon[0].word
     texts = [c.format(w=word) for c in cfg.carriers]
     fill = [c.format(w=f) for c in cfg.carriers for f in cfg.fillers]
     got = refusal_scores(refusing, texts, show_progress=False)
@@ -93,11 +103,20 @@ def test_split_follows_the_documented_rule(refusing, masks):
     assert carrier_effects(refusing, [word], cfg)[word] == pytest.approx(expected, abs=1e-4)
 
 
+def test_reclassify_reuses_deletions(refusing, masks):
+    same = reclassify(masks, refusing, masks.config)
+    assert [m.kinds for m in same.masks] == [m.kinds for m in masks.masks]
+    assert same.lexicon == masks.lexicon
+    no_harm = reclassify(masks, refusing, replace(masks.config, harm_min=float("inf")))
+    assert not any(m.harmful_cues for m in no_harm.masks)
+    assert [m.drive for m in no_harm.masks] == [m.drive for m in masks.masks]
+
+
 def test_lexicon_ranks_triggers_first_and_round_trips(masks, tmp_path):
     kinds = [e.kind for e in masks.lexicon]
     assert kinds == sorted(kinds, key=lambda k: k != "trigger")
     n = sum(k != "neutral" for m in masks.masks for k in m.kinds)
-    assert sum(e.n_driving for e in masks.lexicon) == n
+    assert sum(e.n_requests for e in masks.lexicon) == n
     masks.save(tmp_path / "m")
     back = TriggerMasks.load(tmp_path / "m")
     assert back.masks == masks.masks and back.lexicon == masks.lexicon
@@ -114,9 +133,8 @@ def test_rewrite_replaces_and_deletes(masks):
     assert rewrite_text(m, {8: ""}) == "Explain how to break into my ex-partner's email."
 
 
-def test_harm_judge_reads_the_probe_layer(tiny_llama):
+def test_harm_judge_reads_the_probe_layer(tiny_llama, judge):
     harmful, harmless = load_prompts("harmful")[:12], load_prompts("harmless")[:12]
-    judge = fit_harm_judge(tiny_llama, harmful, harmless, HarmJudgeConfig(layers=[0, 1]))
     assert judge.layer in (0, 1) and set(judge.accuracy_by_layer) == {0, 1}
     seen = {}
     batch = tiny_llama.chat.tokenize(harmful.texts[:3])
@@ -130,9 +148,7 @@ def test_harm_judge_reads_the_probe_layer(tiny_llama):
         fit_harm_judge(tiny_llama, harmful[:3], harmless)
 
 
-def test_sanitize_filters_and_exports(refusing, tiny_llama, masks, tmp_path):
-    harmful, harmless = load_prompts("harmful")[:12], load_prompts("harmless")[:12]
-    judge = fit_harm_judge(tiny_llama, harmful, harmless, HarmJudgeConfig(layers=[1]))
+def test_sanitize_filters_and_exports(tiny_llama, judge, masks, tmp_path):
     lenient = replace(judge, config=replace(judge.config, threshold=1.01))  # nothing harmful
     data = sanitize(tiny_llama, masks.masks, lenient, SanitizeConfig(max_new_tokens=4))
     for item, m in zip(data.items, masks.masks, strict=True):

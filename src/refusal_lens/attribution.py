@@ -27,6 +27,7 @@ explain noise.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,8 +101,18 @@ def _pad_left(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
-def _without(model: ModelHandle, batch: ChatBatch, row: int, drops: list[list[int]]) -> Tensor:
-    """Refusal scores of row ``row`` with each set of user-token indices deleted."""
+BatchScore = Callable[[ModelHandle, ChatBatch], Tensor]
+
+
+def _without(
+    model: ModelHandle,
+    batch: ChatBatch,
+    row: int,
+    drops: list[list[int]],
+    score: BatchScore | None = None,
+) -> Tensor:
+    """Scores (default: refusal scores) of row ``row`` with each set of user tokens deleted."""
+    score = score or _forward_scores
     real = batch.attention_mask[row].bool()
     ids = batch.input_ids[row][real].tolist()
     user = batch.user_mask[row][real].nonzero().flatten().tolist()
@@ -115,7 +126,7 @@ def _without(model: ModelHandle, batch: ChatBatch, row: int, drops: list[list[in
         input_ids, mask = _pad_left(variants[start : start + 32], 0 if pad is None else pad)
         occluded = ChatBatch(input_ids, mask, torch.zeros_like(mask, dtype=torch.bool), [])
         with torch.inference_mode():
-            out.append(_forward_scores(model, occluded.to(model.device)).cpu())
+            out.append(score(model, occluded.to(model.device)).cpu())
     return torch.cat(out)
 
 
@@ -125,12 +136,14 @@ def _occlusion(model: ModelHandle, batch: ChatBatch, row: int, base: float) -> T
 
 
 def scores_without(
-    model: ModelHandle, prompt: str, drops: list[list[int]]
+    model: ModelHandle, prompt: str, drops: list[list[int]], score: BatchScore | None = None
 ) -> Float[Tensor, " variant"]:
     """The refusal score of ``prompt`` with each set of its user tokens deleted.
 
     ``drops[v]`` lists indices into the prompt's user tokens (``TokenAttribution.tokens``);
     an empty list gives the unedited score. Used for deletion curves and trigger masks.
+    ``score(model, batch) -> [batch]`` replaces the refusal score by another read-out (e.g. a
+    harm probe's logit).
     """
     batch = model.chat.tokenize([prompt])
     n_user = int(batch.user_mask[0].sum())
@@ -142,7 +155,7 @@ def scores_without(
         )
     if not drops:
         raise RefusalLensError("drops is empty: give at least one set of token indices.")
-    return _without(model, batch.to(model.device), 0, drops)
+    return _without(model, batch.to(model.device), 0, drops, score)
 
 
 def _embedding_grads(

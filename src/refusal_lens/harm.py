@@ -25,7 +25,7 @@ from refusal_lens.activations import collect_residuals
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.probes import LinearProbe, check_classes, fit_probe
-from refusal_lens.prompts import PromptSet
+from refusal_lens.prompts import ChatBatch, PromptSet
 
 
 @dataclass
@@ -54,6 +54,21 @@ class HarmJudge:
             )
         x = _features(model, prompts, [self.layer])[:, 0]
         return torch.sigmoid(self.probe.logits(x))
+
+    def batch_logits(self, model: ModelHandle, batch: ChatBatch) -> Float[Tensor, " batch"]:
+        """Probe logits for an already tokenized batch (``attribution.scores_without``'s
+        ``score`` signature), read at the last position."""
+        seen: dict[str, Tensor] = {}
+
+        def hook(x: Tensor, hook: object) -> None:
+            seen["x"] = x[:, -1].float()
+
+        with (
+            torch.inference_mode(),
+            model.bridge.hooks(fwd_hooks=[(f"blocks.{self.layer}.hook_resid_pre", hook)]),
+        ):
+            model.bridge(batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+        return self.probe.logits(seen["x"].cpu())
 
     def is_harmful(self, model: ModelHandle, prompts: PromptSet | list[str]) -> list[bool]:
         return (self.p_harmful(model, prompts) >= self.config.threshold).tolist()

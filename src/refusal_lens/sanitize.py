@@ -51,6 +51,7 @@ SUBSTITUTES = (
 class SanitizeConfig:
     rewrite: str = "replace"  # "replace" (most likely benign substitute) or "delete"
     substitutes: tuple[str, ...] = SUBSTITUTES
+    shortlist: int = 6  # substitutes rescored on the whole request
     max_new_tokens: int = 48  # base-model answer checked for refusal
     batch_size: int = 32
 
@@ -126,8 +127,23 @@ def _log_likelihood(model: ModelHandle, texts: list[str]) -> torch.Tensor:
     return (logp * mask[:, 1:]).sum(1).cpu()
 
 
+def _shortlist(model: ModelHandle, prefix: str, options: list[str], k: int) -> list[str]:
+    """The ``k`` options whose first token the model finds likeliest right after ``prefix``."""
+    tok = model.tokenizer
+    space = " " if prefix and not prefix.endswith(" ") else ""
+    ids = tok(prefix.rstrip(), add_special_tokens=False).input_ids or [tok.eos_token_id or 0]
+    with torch.inference_mode():
+        logits = model.hf_model(input_ids=torch.tensor([ids], device=model.device)).logits
+    logp = logits[0, -1].float().log_softmax(-1).cpu()
+    first = [tok(space + w, add_special_tokens=False).input_ids[0] for w in options]
+    order = logp[first].argsort(descending=True)[:k]
+    return [options[i] for i in order.tolist()]
+
+
 def substitute_cues(model: ModelHandle, mask: TriggerMask, config: SanitizeConfig) -> dict:
-    """Greedy, left to right: each harmful cue gets the substitute the model finds likeliest."""
+    """Greedy, left to right: each harmful cue gets a benign substitute. The base model
+    shortlists the substitutes whose first token it finds likeliest after the words before the
+    cue, then keeps the one that makes the whole request likeliest."""
     chosen: dict[int, str] = {}
     for i, kind in enumerate(mask.kinds):
         if kind != "harmful_cue":
@@ -136,14 +152,10 @@ def substitute_cues(model: ModelHandle, mask: TriggerMask, config: SanitizeConfi
             chosen[i] = ""
             continue
         options = [w for w in config.substitutes if w.lower() != mask.words[i].lower()]
+        prefix = rewrite_text(mask, {**chosen, i: "\0"}).split("\0")[0]
+        options = _shortlist(model, prefix, options, config.shortlist)
         texts = [rewrite_text(mask, {**chosen, i: w}) for w in options]
-        ll = torch.cat(
-            [
-                _log_likelihood(model, texts[s : s + config.batch_size])
-                for s in range(0, len(texts), config.batch_size)
-            ]
-        )
-        chosen[i] = options[int(ll.argmax())]
+        chosen[i] = options[int(_log_likelihood(model, texts).argmax())]
     return chosen
 
 

@@ -1,19 +1,25 @@
 """Trigger masks: which words of a refused request drive the refusal, and which of those are
-*harmful cues* and which are *non-harmful triggers* (paper 2, read off the model itself).
+*harmful cues* and which are *non-harmful triggers* (paper 2, read off the models themselves).
 
-The criterion, per word (a run of letters/digits, with inner ``-`` or ``'``):
+The criterion, per word (a run of letters/digits, with inner ``-`` or ``'``), from two
+deletion read-outs (``attribution.scores_without``; every token of the word deleted at once):
 
-1. **Drive** ``d(w, q)``: the drop in the aligned model's refusal score when every token of
-   the word is deleted from request ``q`` (``attribution.scores_without``; log-odds units).
-   The word *drives* the refusal of ``q`` when ``d ≥ drive_min``.
-2. **Carrier effect** ``c(w)``: the mean rise in refusal score when the word is put into
-   neutral benign carrier requests ("Give me three synonyms for '{w}'.", …) in place of
-   neutral filler words ("table", "garden", …). Nothing in a carrier asks for harm, so any
-   rise is the word alone pulling the model towards refusal.
-3. A driving word is a **trigger** when ``c(w) ≥ carrier_min``: it raises refusal even in a
-   benign context, which is what makes benign requests that contain it over-refused. It is a
-   **harmful cue** when ``c(w) < carrier_min``: it drives refusal only in the harmful request.
-   Words that do not drive the refusal are ``neutral``.
+1. **Drive** ``d(w, q)``: the drop in the *aligned* model's refusal score (log-odds) when the
+   word is deleted from request ``q``. The word drives the refusal when ``d ≥ drive_min``.
+2. **Harm** ``h(w, q)``: the drop in the harm judge's logit (``refusal_lens.harm``: a probe on
+   the *base* model's residual stream, which was never taught to refuse) when the word is
+   deleted. The word carries the request's harm when ``h ≥ harm_min``.
+3. A word that carries harm is a **harmful cue**, unless it is a function word or a
+   request-frame word (``FRAME``: "write", "explain", "how", "my", …): deleting those breaks
+   the request's grammar, which moves the probe without removing any harmful content. A word
+   that drives the refusal without carrying harm is a **trigger**: the aligned model refuses
+   on it, although it is not what makes the request harmful. Every other word is ``neutral``.
+
+For the lexicon, every cue and trigger also gets a **carrier effect** ``c(w)``: the mean rise
+in the aligned model's refusal score when the word is put into neutral benign carrier requests
+("Give me three synonyms for '{w}'.", …) in place of filler words ("table", "garden", …).
+Nothing in a carrier asks for harm, so a positive ``c`` is the word alone pulling the model
+towards refusal: the over-refusal a trigger causes.
 
 ``trigger_masks`` returns one :class:`TriggerMask` per request (word and token kinds with the
 numbers behind them) and the ranked trigger lexicon across the data.
@@ -23,14 +29,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
-
 from refusal_lens.artifacts import atomic_dir, write_json
-from refusal_lens.attribution import scores_without
+from refusal_lens.attribution import BatchScore, scores_without
 from refusal_lens.errors import RefusalLensError
+from refusal_lens.harm import HarmJudge
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import refusal_scores
@@ -44,14 +49,22 @@ CARRIERS = (
     "Write a short, cheerful sentence about gardening that uses the word '{w}'.",
     "Is '{w}' a noun, a verb or an adjective?",
 )
-FILLERS = ("table", "garden", "music", "river", "paper", "window")
+FILLERS = ("table", "garden", "music", "river")
+FRAME = frozenset(
+    """a an the and or but if so of to in on at by for from with without into onto about as
+    than then that this these those it its is are was were be been being do does did can could
+    will would should shall may might must i me my mine you your he him his she her we us our
+    they them their what which who whom whose when where why how write explain give draft
+    describe create tell list provide show make generate compose produce outline suggest help
+    please step steps""".split()  # noqa: SIM905
+)
 KINDS = ("neutral", "harmful_cue", "trigger")
 
 
 @dataclass
 class TriggerConfig:
-    drive_min: float = 1.0  # log-odds drop on deleting the word: it drives the refusal
-    carrier_min: float = 1.0  # mean log-odds rise in benign carriers: it is a trigger
+    drive_min: float = 0.25  # refusal log-odds drop on deleting the word: it drives refusal
+    harm_min: float = 1.0  # harm-probe logit drop on deleting the word: it carries harm
     carriers: tuple[str, ...] = CARRIERS
     fillers: tuple[str, ...] = FILLERS
     batch_size: int = 32
@@ -67,7 +80,8 @@ class TriggerMask:
     spans: list[tuple[int, int]]  # character spans in ``prompt``
     word_tokens: list[list[int]]  # user-token indices of each word
     drive: list[float]
-    carrier: list[float | None]  # None for words that do not drive the refusal
+    harm: list[float]
+    carrier: list[float | None]  # None for neutral words
     kinds: list[str]
     n_tokens: int
 
@@ -93,8 +107,9 @@ class LexiconEntry:
     word: str
     kind: str
     carrier_effect: float
-    n_driving: int  # requests in which it drives the refusal
+    n_requests: int  # requests in which the word has this kind
     mean_drive: float
+    mean_harm: float
 
 
 @dataclass
@@ -149,18 +164,19 @@ def words_of(
     return out
 
 
-def word_drives(model: ModelHandle, prompt: str) -> tuple[float, list, list[float], int]:
-    """The refusal score, the words, the drop in score when each word is deleted, and the
-    number of user tokens."""
+def word_deletions(
+    model: ModelHandle, prompt: str, score: BatchScore | None = None
+) -> tuple[float, list, list[float], list[int]]:
+    """The score of ``prompt`` (default: refusal score), its words, the drop in score when each
+    word is deleted, and the user-token ids."""
     batch = model.chat.tokenize([prompt])
     ids = batch.input_ids[0][batch.user_mask[0]].tolist()
     if not ids:
         raise RefusalLensError(f"Prompt {prompt!r} has no user tokens.")
-    text = model.tokenizer.decode(ids)
-    words = words_of(text, token_spans(model, ids))
-    scores = scores_without(model, prompt, [[]] + [w[2] for w in words])
+    words = words_of(model.tokenizer.decode(ids), token_spans(model, ids))
+    scores = scores_without(model, prompt, [[]] + [w[2] for w in words], score)
     base = float(scores[0])
-    return base, words, (base - scores[1:]).tolist(), len(ids)
+    return base, words, (base - scores[1:]).tolist(), ids
 
 
 def carrier_effects(
@@ -179,59 +195,105 @@ def carrier_effects(
 
 
 def trigger_masks(
-    model: ModelHandle, prompts: PromptSet | list[str], config: TriggerConfig | None = None
+    model: ModelHandle,
+    prompts: PromptSet | list[str],
+    base: ModelHandle,
+    judge: HarmJudge,
+    config: TriggerConfig | None = None,
 ) -> TriggerMasks:
-    """Masks for refused requests (typically the harmful queries of the alignment data)."""
+    """Masks for refused requests (typically the harmful queries of the alignment data):
+    ``model`` is the aligned model, ``base`` the model ``judge`` was fitted on."""
     config = config or TriggerConfig()
     texts = list(getattr(prompts, "texts", prompts))
     if not texts:
         raise RefusalLensError("trigger_masks needs at least one prompt.")
     model.chat.token_lengths(texts)  # validates every prompt before any work
-    drives = [word_drives(model, t) for t in texts]
-    driving = sorted(
-        {
-            w[0].lower()
-            for _, words, d, _ in drives
-            for w, x in zip(words, d, strict=True)
-            if x >= config.drive_min
-        }
-    )
-    effect = carrier_effects(model, driving, config)
     masks = []
-    for text, (base, words, d, n_user) in zip(texts, drives, strict=True):
-        carrier = [
-            effect[w[0].lower()] if x >= config.drive_min else None
-            for w, x in zip(words, d, strict=True)
-        ]
-        kinds = [
-            "neutral" if c is None else ("trigger" if c >= config.carrier_min else "harmful_cue")
-            for c in carrier
-        ]
+    for text in texts:
+        score, words, drive, ids = word_deletions(model, text)
+        _, _, harm, base_ids = word_deletions(base, text, judge.batch_logits)
+        if base_ids != ids:
+            raise RefusalLensError(
+                "The aligned and the base model tokenize the request differently; trigger "
+                "masks need two models with the same tokenizer."
+            )
+        kinds = classify([w[0] for w in words], drive, harm, config)
         masks.append(
             TriggerMask(
                 text,
-                base,
+                score,
                 [w[0] for w in words],
                 [w[1] for w in words],
                 [w[2] for w in words],
-                d,
-                carrier,
+                drive,
+                harm,
+                [None] * len(words),
                 kinds,
-                n_user,
+                len(ids),
             )
         )
+    return _with_carriers(masks, model, config)
+
+
+def classify(
+    words: list[str], drive: list[float], harm: list[float], config: TriggerConfig
+) -> list[str]:
+    """The documented rule (module docstring): harmful cue, trigger or neutral, per word."""
+    return [
+        "harmful_cue"
+        if h >= config.harm_min and w.lower() not in FRAME
+        else "trigger"
+        if d >= config.drive_min
+        else "neutral"
+        for w, d, h in zip(words, drive, harm, strict=True)
+    ]
+
+
+def reclassify(masks: TriggerMasks, model: ModelHandle, config: TriggerConfig) -> TriggerMasks:
+    """The same masks under other thresholds, without recomputing any deletion: only the
+    carrier effects of the words that become cues or triggers are measured (on ``model``, the
+    aligned model the masks were made with)."""
+    out = [
+        replace(m, kinds=classify(m.words, m.drive, m.harm, config), carrier=[None] * len(m.words))
+        for m in masks.masks
+    ]
+    return _with_carriers(out, model, config)
+
+
+def _with_carriers(
+    masks: list[TriggerMask], model: ModelHandle, config: TriggerConfig
+) -> TriggerMasks:
+    flagged = sorted(
+        {w.lower() for m in masks for w, k in zip(m.words, m.kinds, strict=True) if k != "neutral"}
+    )
+    effect = carrier_effects(model, flagged, config)
+    for m in masks:
+        m.carrier = [
+            None if k == "neutral" else effect[w.lower()]
+            for w, k in zip(m.words, m.kinds, strict=True)
+        ]
     return TriggerMasks(masks, lexicon(masks), config, model.model_id)
 
 
 def lexicon(masks: list[TriggerMask]) -> list[LexiconEntry]:
-    """Every driving word across the masks, ranked: triggers first, then by carrier effect."""
-    seen: dict[str, list[tuple[float, float, str]]] = {}
+    """Every cue and trigger across the masks. Triggers come first, ranked by how many
+    requests they drive, then by carrier effect; harmful cues follow, ranked the same way."""
+    seen: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     for m in masks:
-        for w, d, c, k in zip(m.words, m.drive, m.carrier, m.kinds, strict=True):
+        for w, d, h, c, k in zip(m.words, m.drive, m.harm, m.carrier, m.kinds, strict=True):
             if k != "neutral":
-                seen.setdefault(w.lower(), []).append((d, c, k))
+                seen.setdefault((w.lower(), k), []).append((d, h, c))
     entries = [
-        LexiconEntry(w, v[0][2], v[0][1], len(v), float(torch.tensor([x[0] for x in v]).mean()))
-        for w, v in seen.items()
+        LexiconEntry(
+            w,
+            k,
+            v[0][2],
+            len(v),
+            sum(x[0] for x in v) / len(v),
+            sum(x[1] for x in v) / len(v),
+        )
+        for (w, k), v in seen.items()
     ]
-    return sorted(entries, key=lambda e: (e.kind != "trigger", -e.carrier_effect, e.word))
+    return sorted(
+        entries, key=lambda e: (e.kind != "trigger", -e.n_requests, -e.carrier_effect, e.word)
+    )

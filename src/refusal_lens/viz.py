@@ -116,8 +116,8 @@ KIND_COLORS = {"trigger": "tab:orange", "harmful_cue": "tab:red", "neutral": "ta
 def plot_lexicon(
     lexicon: Sequence[Any], path: str | Path | None = None, top: int = 30, title: str = ""
 ) -> Any:
-    """The ranked trigger lexicon: carrier effect per word, coloured by kind, with how many
-    requests each word drives (``LexiconEntry`` rows from ``refusal_lens.triggers``)."""
+    """The ranked trigger lexicon: carrier effect per word, coloured by kind, with the number
+    of requests in which it has that kind (``LexiconEntry`` rows from ``refusal_lens.triggers``)."""
     plt = _pyplot()
     rows = list(lexicon)[:top][::-1]
     fig, ax = plt.subplots(figsize=(6.5, 0.22 * len(rows) + 1.2))
@@ -126,14 +126,14 @@ def plot_lexicon(
         [e.carrier_effect for e in rows],
         color=[KIND_COLORS[e.kind] for e in rows],
     )
-    ax.set_yticks(range(len(rows)), [f"{e.word}  (×{e.n_driving})" for e in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{e.word}  (×{e.n_requests})" for e in rows], fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("carrier effect: rise in refusal score in benign carriers (log-odds)")
     handles = [
         plt.Rectangle((0, 0), 1, 1, color=KIND_COLORS[k]) for k in ("trigger", "harmful_cue")
     ]
     ax.legend(handles, ["trigger", "harmful cue"], loc="lower right", fontsize=8)
-    ax.set_title(title or "Words that drive refusal (× = requests driven)", fontsize=10)
+    ax.set_title(title or "Trigger lexicon (× = requests)", fontsize=10)
     if path is not None:
         save_figure(fig, path)
     return fig
