@@ -6,7 +6,8 @@
    trigger lexicon (``figures/triggers/masks/``, ``figures/trigger_lexicon.png``).
 2. Sanitized ``D_b``: each query with its harmful cues replaced and its triggers kept, kept only
    when the harm judge (a probe on the base model) calls it benign and the base model answers
-   it (``figures/triggers/sanitized/``).
+   it (``figures/triggers/sanitized/``). Steps 1–2 are cross-fitted in two folds of ``D_h``:
+   the judge used on a query was fitted on the other fold, so it has not memorised it.
 3. Alignment from the base model at the same data budget (``D_b`` size = kept sanitized items),
    α, recipe and seed, with ``D_b`` = (a) the first Alpaca rows, (b) the sanitized data; seeds
    0, 1, 2. Each model is evaluated on the usual held-out sets plus the hand-written
@@ -39,7 +40,7 @@ from refusal_lens.triggers import (
     WORD,
     TriggerConfig,
     TriggerMasks,
-    reclassify,
+    lexicon,
     trigger_masks,
 )
 from refusal_lens.viz import plot_lexicon
@@ -86,40 +87,47 @@ def annotation_agreement(masks: TriggerMasks) -> dict[str, float]:
 
 
 def build_data(args, base, organism, harmful: PromptSet):
-    """Masks, then sanitized D_b, each reused from ``figures/triggers/`` unless ``--rebuild``."""
+    """Masks and sanitized D_b, cross-fitted in two folds: the harm judge that reads a query's
+    words (and judges its rewrite) was fitted on the *other* fold of D_h, so it cannot have
+    memorised the query. Reused from ``figures/triggers/`` unless ``--rebuild``."""
     folder = args.out / "triggers"
     summary_path = folder / "summary.json"
     if summary_path.is_file() and not args.rebuild:
         return TriggerMasks.load(folder / "masks"), json.loads(summary_path.read_text())
     t0 = time.time()
     benign = load_prompts("harmless") + load_prompts("borderline")
-    judge = fit_harm_judge(base, harmful, benign)
-    if (folder / "masks" / "masks.jsonl").is_file() and not args.rebuild:
-        # deletions are reused; kinds follow the current rule and thresholds
-        masks = reclassify(TriggerMasks.load(folder / "masks"), organism, TriggerConfig())
-    else:
-        masks = trigger_masks(organism, harmful, base, judge)
-    masks.save(folder / "masks")
-    t_masks = time.time() - t0
-    data: SanitizedData = sanitize(
-        base, masks.masks, judge, categories=[p.category for p in harmful]
-    )
+    folds = [list(range(f, len(harmful), 2)) for f in (0, 1)]
+    masks, items, judges = [None] * len(harmful), [None] * len(harmful), []
+    for fold, other in ((folds[0], folds[1]), (folds[1], folds[0])):
+        judge = fit_harm_judge(base, PromptSet(tuple(harmful.prompts[i] for i in other)), benign)
+        judges.append(judge)
+        part = PromptSet(tuple(harmful.prompts[i] for i in fold))
+        fold_masks = trigger_masks(organism, part, base, judge)
+        data = sanitize(base, fold_masks.masks, judge, categories=[p.category for p in part])
+        for i, m, item in zip(fold, fold_masks.masks, data.items, strict=True):
+            masks[i], items[i] = m, item
+    all_masks = TriggerMasks(masks, lexicon(masks), TriggerConfig(), organism.model_id)
+    all_masks.save(folder / "masks")
+    data = SanitizedData(items, data.config, {"folds": [j.describe() for j in judges]})
     data.save(folder / "sanitized")
     summary = {
         "n_queries": len(harmful),
-        "refused_by_organism": sum(m.refusal_score > 0 for m in masks.masks),
-        "with_harmful_cue": sum(bool(m.harmful_cues) for m in masks.masks),
-        "with_trigger": sum(bool(m.triggers) for m in masks.masks),
+        "refused_by_organism": sum(m.refusal_score > 0 for m in masks),
+        "with_harmful_cue": sum(bool(m.harmful_cues) for m in masks),
+        "with_trigger": sum(bool(m.triggers) for m in masks),
         "kept": len(data.kept),
         "rejected_reasons": _count([i.reason for i in data.items if not i.kept]),
-        "judge": judge.describe(),
-        "judge_accuracy": judge_accuracy(base, judge, args.data),
-        "annotation_agreement": annotation_agreement(masks),
-        "mask_seconds": round(t_masks),
-        "sanitize_seconds": round(time.time() - t0 - t_masks),
+        "judges": data.judge["folds"],
+        "judge_accuracy": [judge_accuracy(base, j, args.data) for j in judges],
+        "judge_accuracy_on_other_fold": [
+            sum(j.is_harmful(base, [harmful.prompts[i].text for i in fold])) / len(fold)
+            for j, fold in zip(judges, folds, strict=True)
+        ],
+        "annotation_agreement": annotation_agreement(all_masks),
+        "seconds": round(time.time() - t0),
     }
     write_json(summary_path, summary)
-    return masks, summary
+    return all_masks, summary
 
 
 def _count(reasons: list[str]) -> dict[str, int]:

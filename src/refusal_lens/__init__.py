@@ -4,7 +4,9 @@ Stages, in the order the data flows: ``models`` (load a chat model into Transfor
 ``prompts`` (prompt sets and chat formatting), ``activations`` (residual streams),
 ``scoring`` (refusal scores and judges), ``generation``, ``alignment``, ``evaluation``,
 ``directions`` and ``interventions`` (refusal directions, ablation, addition, weight
-orthogonalization), ``attribution`` (per-token attribution of refusals).
+orthogonalization), ``attribution`` and ``attribution_views`` (per-token attribution of
+refusals), ``harm`` (a probe judge of harm), ``triggers`` (harmful cues vs triggers) and
+``sanitize`` (trigger-matched benign data).
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ _EXPORTS = {
     "project_out": "refusal_lens.interventions",
     "orthogonalize_weights": "refusal_lens.orthogonalize",
     "attribute": "refusal_lens.attribution",
+    "scores_without": "refusal_lens.attribution",
+    "attributions_html": "refusal_lens.attribution_views",
+    "attribution_heatmap": "refusal_lens.attribution_views",
+    "write_attribution_report": "refusal_lens.attribution_views",
+    "fit_harm_judge": "refusal_lens.harm",
+    "trigger_masks": "refusal_lens.triggers",
+    "TriggerMasks": "refusal_lens.triggers",
     "RefusalLensError": "refusal_lens.errors",
 }
 
