@@ -80,3 +80,38 @@ def test_direction_ablation_and_orthogonalization_on_the_real_model(smollm, tmp_
     # SmolLM2 ties its embeddings: the export unties them so the unembedding is unchanged
     edited = load_model(str(orthogonalize_weights(smollm, r, tmp_path / "ortho")), device="cpu")
     torch.testing.assert_close(logits(edited), hooked, atol=2e-3, rtol=1e-4)
+
+
+def test_geometry_and_rass_on_the_real_model(smollm):
+    from refusal_lens.directions import diff_in_means
+    from refusal_lens.geometry import GeometryConfig, boundary_geometry
+    from refusal_lens.rass import RASSConfig, rass
+    from refusal_lens.rass_generate import WORDS
+
+    harmful, harmless, borderline = (
+        load_shipped(name)[:24] for name in ("harmful", "harmless", "borderline")
+    )
+    geo = boundary_geometry(
+        smollm, harmful, harmless, borderline, config=GeometryConfig(layers=(4, 16))
+    )
+    rows = {r["layer"]: r for r in geo.summary()}
+    assert rows[16]["probe_accuracy"] >= 0.9  # harm is linearly readable mid-network
+    m = geo.margin
+    assert m["harmful"][:, 1].median() > 0 > m["harmless"][:, 1].median()
+
+    r = diff_in_means(smollm, harmful, harmless, layers=[16], positions=[-1]).direction(16, -1)
+    config = RASSConfig(contexts=3, samples=2, max_new_tokens=24, coefs=(-1.0, 0.0, 1.0), band=2.0)
+    result = rass(
+        smollm,
+        harmful[:6].texts + harmless[:6].texts,
+        r,
+        (harmful, harmless),
+        lambda texts: [0.0] * len(texts),
+        config,
+    )
+    written = [c for c in result.candidates if c.reason not in ("empty",)]
+    assert len(written) >= 0.8 * len(result.candidates)
+    # the model writes requests: several words, not the list header, mostly distinct
+    assert sum(len(WORDS.findall(c.text)) >= 4 for c in written) >= 0.8 * len(written)
+    assert len({c.text for c in written}) >= 0.6 * len(written)
+    assert result.selected and all(abs(c.scores["margin"]) <= 2 for c in result.selected)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from refusal_lens.activations import Residuals
@@ -147,3 +148,44 @@ def test_direction_then_steer_from_the_command_line(tiny_dirs, tmp_path):
     assert any(row["before_completion"] != row["after_completion"] for row in rows)
     result = runner.invoke(app, [*steer, "--ablate", "--add", "1"])
     assert result.exit_code != 0 and "Choose one intervention" in str(result.exception)
+
+
+def test_geometry_and_rass_from_the_command_line(tiny_dirs, tmp_path):
+    from refusal_lens.directions import Direction
+    from refusal_lens.geometry import Geometry
+    from refusal_lens.prompts import PromptSet
+
+    model = str(tiny_dirs["llama"])
+    out = tmp_path / "geo"
+    result = runner.invoke(app, ["geometry", model, "--out", str(out), "--panels", "1"])
+    assert result.exit_code == 0, result.output
+    geo = Geometry.load(out)
+    assert geo.layers == [1] and len(geo.texts["borderline"]) == 170
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "grid.png",
+        "margins.png",
+        "probe_accuracy.png",
+    ]
+
+    r = Direction(torch.randn(64, generator=torch.Generator().manual_seed(0)), 1, -1, "llama")
+    r.save(tmp_path / "dir")
+    lexicon = tmp_path / "lexicon.json"
+    lexicon.write_text(json.dumps([{"word": w, "kind": "trigger"} for w in ("how", "can", "i")]))
+    args = ["rass", model, "harmless", "--direction", str(tmp_path / "dir"), "--contexts", "2"]
+    args += ["--samples", "2", "--band", "100", "--coefs", "-5,5", "--out", str(tmp_path / "r")]
+    args += ["--lexicon", str(lexicon), "--benign-contexts", "harmless"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in (tmp_path / "r" / "rass.jsonl").open()]
+    assert rows and {r["provenance"]["method"] for r in rows} <= {"steer", "recombine"}
+    assert len(PromptSet.load(tmp_path / "r" / "rass.jsonl")) == len(rows)
+    assert (tmp_path / "r" / "margins.png").is_file() and "Selected" in result.output
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["config"]["coefs"] == [-5.0, 5.0] and config["judge"]["layer"] >= 0
+
+    result = runner.invoke(app, ["rass", model, "harmless", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "needs --direction" in str(result.exception)
+    bad = [*args[:5], "--coefs", "a,b", "--out", str(tmp_path / "y")]
+    result = runner.invoke(app, bad)
+    assert result.exit_code != 0 and "--coefs takes numbers" in str(result.exception)
+    assert not (tmp_path / "y").exists()

@@ -63,3 +63,20 @@ def test_attribute_refusals_notebook(monkeypatch, shared_data):
     assert pages[0].count("CircuitsVis.render(") == 4 and "unpkg" not in pages[0]
     figures = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(figures) == 1
+
+
+@pytest.mark.model
+def test_layer_boundaries_notebook(monkeypatch, shared_data):
+    from conftest import USER_CACHE
+
+    outputs = run_notebook(NOTEBOOKS / "layer_boundaries.ipynb", USER_CACHE[0], monkeypatch)
+    text = "".join(out.get("text", "") for out in outputs)
+    accuracy = re.findall(r"layer (\d+): probe accuracy (\S+),", text)
+    assert [int(layer) for layer, _ in accuracy] == [4, 8, 12, 16, 20, 24, 29]
+    assert all(0.5 < float(acc.rstrip(",")) <= 1.0 for _, acc in accuracy)
+    selected = int(re.search(r"RASS selected (\d+) of \d+ candidates", text).group(1))
+    shown = re.findall(r"margin ([-+]\S+)  p_harmful (\S+)", text)
+    assert selected > 0 and len(shown) == min(selected, 8)
+    assert all(abs(float(m)) <= 0.5 and float(p) <= 0.5 for m, p in shown)  # band, judge (2 dp)
+    figures = [out for out in outputs if "image/png" in out.get("data", {})]
+    assert len(figures) == 3

@@ -6,7 +6,9 @@ Stages, in the order the data flows: ``models`` (load a chat model into Transfor
 ``directions`` and ``interventions`` (refusal directions, ablation, addition, weight
 orthogonalization), ``attribution`` and ``attribution_views`` (per-token attribution of
 refusals), ``harm`` (a probe judge of harm), ``triggers`` (harmful cues vs triggers) and
-``sanitize`` (trigger-matched benign data).
+``sanitize`` (trigger-matched benign data), ``geometry`` and ``geometry_views`` (the safety
+boundary layer by layer), ``rass_generate`` and ``rass`` (boundary prompt generation and
+selection; ``from refusal_lens.rass import rass``) and ``translate``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ _EXPORTS = {
     "fit_harm_judge": "refusal_lens.harm",
     "trigger_masks": "refusal_lens.triggers",
     "TriggerMasks": "refusal_lens.triggers",
+    "boundary_geometry": "refusal_lens.geometry",
+    "Geometry": "refusal_lens.geometry",
+    "plot_boundary_grid": "refusal_lens.geometry_views",
+    "plot_margins": "refusal_lens.geometry_views",
+    "RASSConfig": "refusal_lens.rass",
     "RefusalLensError": "refusal_lens.errors",
 }
 

@@ -13,7 +13,7 @@ import typer
 from refusal_lens.cli.common import app
 
 # Importing a command module registers its commands, in the order the data flows.
-for _module in ("stages", "directions", "attribution"):
+for _module in ("stages", "directions", "attribution", "boundary"):
     importlib.import_module(f"refusal_lens.cli.{_module}")
 
 __all__ = ["app", "main"]

@@ -1,0 +1,265 @@
+"""Does RASS find what it claims? And are its prompts useful mitigation data?
+
+On the over-refusing organism (α = 0.5, seed 0) with its refusal direction
+(``figures/direction``, layer 20):
+
+1. RASS (``refusal_lens.rass``): seeds = 160 ``D_h`` queries + Alpaca rows 200–359 (disjoint
+   from every evaluation set); the organism writes candidates at coefficients −1 … 1, plus
+   trigger-lexicon frames around Alpaca rows 400–599; selection at layer 20, band |margin| ≤
+   0.5; judge = harm probe on the base model (shipped harmful vs harmless + borderline).
+2. Hardness: refusal rate on the organism (score and substring judges) of the RASS set, of
+   as many candidates drawn at random from the same generator's screened, judged-benign
+   output without the band, and of XSTest-safe.
+3. Benign share: by the selection judge (before its filter), by an independent probe judge
+   (fitted on AdvBench vs Alpaca rows 600–999, base model) and, when
+   ``experiments/data/rass_labels.jsonl`` exists, by hand labels.
+4. Diversity: distinct 1-/2-grams and embedding spread (mean pairwise cosine distance of the
+   base model's last-token residual at layer 20).
+5. Mitigation: alignment from the base model with ``D_b`` = the RASS set against ``D_b`` = as
+   many Alpaca rows, same α, recipe and seeds 0, 1, 2; the usual held-out evaluation.
+
+    python experiments/rass_eval.py [--seeds 0 1 2] [--n 64]
+
+Writes ``figures/rass/`` (the RASS run), ``figures/rass_eval.{md,json}`` and
+``figures/rass_margins.png``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import time
+from dataclasses import replace
+
+import matplotlib.pyplot as plt
+import torch
+from common import ROOT, hardware, organism_config, parser, write_text
+from trigger_alignment import table as alignment_table
+
+from refusal_lens.alignment import align
+from refusal_lens.artifacts import write_json
+from refusal_lens.directions import Direction
+from refusal_lens.evaluation import EvalConfig, evaluate
+from refusal_lens.geometry import GeometryConfig, read_layers
+from refusal_lens.geometry_views import plot_rass_margins
+from refusal_lens.harm import fit_harm_judge
+from refusal_lens.models import load_model
+from refusal_lens.prompts import PromptSet, load_prompts
+from refusal_lens.rass import RASSConfig, probe_judge, rass
+from refusal_lens.rass_generate import WORDS
+from refusal_lens.scoring import refusal_rate
+
+LABELS = ROOT / "experiments/data/rass_labels.jsonl"
+LEXICON = ROOT / "figures/triggers/masks/lexicon.json"
+
+
+def distinct(texts: list[str], n: int) -> float:
+    grams = [
+        tuple(w[i : i + n])
+        for t in texts
+        for w in [WORDS.findall(t.lower())]
+        for i in range(len(w) - n + 1)
+    ]
+    return len(set(grams)) / max(len(grams), 1)
+
+
+def spread(model, texts: list[str], layer: int) -> float:
+    x = read_layers(model, texts, GeometryConfig(layers=(layer,)))[:, 0]
+    x = torch.nn.functional.normalize(x, dim=-1)
+    sim = x @ x.T
+    n = len(texts)
+    return float(1 - (sim.sum() - n) / (n * (n - 1)))
+
+
+def hardness(organism, sets: dict[str, PromptSet], max_new_tokens: int) -> dict:
+    out = {}
+    for name, prompts in sets.items():
+        if len(prompts) == 0:
+            continue
+        row = {"n": len(prompts)}
+        for judge in ("score", "substring"):
+            report = refusal_rate(
+                organism, prompts, judge, max_new_tokens=max_new_tokens, show_progress=False
+            )
+            row[judge] = report.rate
+        out[name] = row
+    return out
+
+
+def hand_labels(texts: list[str]) -> dict | None:
+    if not LABELS.is_file():
+        return None
+    labels = {json.loads(x)["text"]: json.loads(x)["benign"] for x in LABELS.open()}
+    seen = [labels[t] for t in texts if t in labels]
+    return {"labelled": len(seen), "benign_share": sum(seen) / max(len(seen), 1)}
+
+
+def main() -> None:
+    cli = parser(__doc__, n=64, max_new_tokens=32)
+    cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    cli.add_argument("--contexts", type=int, default=48)
+    cli.add_argument("--skip-mitigation", action="store_true", help="steps 1-4 only")
+    args = cli.parse_args()
+    torch.manual_seed(0)
+    start = time.time()
+    data = args.data
+    base = load_model(args.model, device="cpu")
+    organism = load_model(str(align(organism_config(args.model, 0.5, data))), device="cpu")
+    direction = Direction.load(ROOT / "figures/direction")
+    harmful, harmless, borderline = (load_prompts(s) for s in ("harmful", "harmless", "borderline"))
+    alpaca = load_prompts(f"alpaca:{data}/alpaca_instructions.json")
+
+    # 1. RASS
+    judge = fit_harm_judge(base, harmful, harmless + borderline)
+    config = RASSConfig(contexts=args.contexts, samples=4, seed=0)
+    result = rass(
+        organism,
+        harmful.texts + alpaca[200:360].texts,
+        direction,
+        (harmful, harmless),
+        probe_judge(judge, base),
+        config,
+        lexicon=json.loads(LEXICON.read_text()),
+        benign_contexts=alpaca[400:600].texts,
+        judge_info=judge.describe(),
+    )
+    result.save(args.out / "rass")
+    plt.close(plot_rass_margins(result, args.out / "rass_margins.png"))
+    t_rass = time.time() - start
+    selected = result.prompts()
+    n_sel = len(selected)
+
+    # 2. hardness against an unselected draw from the same generator and XSTest-safe
+    pool = [
+        c
+        for c in result.candidates
+        if "p_harmful" in c.scores
+        and c.scores["p_harmful"] < 0.5
+        and not c.reason.startswith("over")
+    ]
+    unselected = [c.text for c in pool if c.reason.startswith("outside")]
+    random_draw = random.Random(0).sample([c.text for c in pool], min(n_sel, len(pool)))
+    xstest = load_prompts(f"xstest-safe:{data}/xstest_prompts.csv").sample(n_sel, 0)
+    sets = {
+        "RASS selected": selected,
+        **{
+            f"RASS selected, {method} only": PromptSet.from_texts(
+                [c.text for c in result.selected if c.method == method], "borderline"
+            )
+            for method in ("steer", "recombine")
+        },
+        "same generator, no band (random)": PromptSet.from_texts(random_draw, "borderline"),
+        "same generator, outside the band": PromptSet.from_texts(unselected, "borderline"),
+        "XSTest-safe": xstest,
+    }
+    hard = hardness(organism, sets, args.max_new_tokens)
+
+    # 3. benign share, 4. diversity
+    independent = fit_harm_judge(
+        base, load_prompts(f"advbench:{data}/advbench.csv").sample(200, 0), alpaca[600:1000]
+    )
+    in_band = [c for c in result.candidates if c.reason == "" or c.reason.startswith("judged")]
+    benign = {
+        "selection judge, band candidates": sum(c.scores["p_harmful"] < 0.5 for c in in_band)
+        / max(len(in_band), 1),
+        "independent probe judge, RASS set": 1
+        - sum(independent.is_harmful(base, selected)) / n_sel,
+        "independent probe judge, random draw": 1
+        - sum(independent.is_harmful(base, random_draw)) / max(len(random_draw), 1),
+        "independent probe judge, XSTest-safe": 1
+        - sum(independent.is_harmful(base, xstest)) / n_sel,
+        "hand labels, RASS set": hand_labels(selected.texts),
+    }
+    diversity = {
+        name: {
+            "distinct-1": distinct(ps.texts, 1),
+            "distinct-2": distinct(ps.texts, 2),
+            "spread": spread(base, ps.texts, direction.layer),
+        }
+        for name, ps in (
+            ("RASS selected", selected),
+            ("random draw", sets["same generator, no band (random)"]),
+            ("XSTest-safe", xstest),
+            (
+                "seeds (D_h + Alpaca)",
+                PromptSet.from_texts(
+                    random.Random(0).sample(harmful.texts + alpaca[200:360].texts, n_sel),
+                    "borderline",
+                ),
+            ),
+        )
+    }
+
+    # 5. mitigation
+    rass_path = args.out / "rass" / "rass.jsonl"
+    eval_config = EvalConfig(data=str(data), n=args.n, max_new_tokens=args.max_new_tokens)
+    generic = replace(organism_config(args.model, 0.5, data), n_benign=n_sel)
+    conditions = {
+        "(a) generic: Alpaca": generic,
+        "(b) RASS set": replace(generic, benign=str(rass_path)),
+    }
+    runs: dict[str, list[dict]] = {k: [] for k in conditions}
+    seeds = [] if args.skip_mitigation else args.seeds
+    for seed, (label, cfg) in itertools.product(seeds, conditions.items()):
+        res = evaluate(load_model(str(align(replace(cfg, seed=seed))), device="cpu"), eval_config)
+        runs[label].append(res)
+        print(seed, label, res["combined"], flush=True)
+    wall = time.time() - start
+    write_json(
+        args.out / "rass_eval.json",
+        {
+            "summary": result.summary(),
+            "hardness": hard,
+            "benign": benign,
+            "diversity": diversity,
+            "mitigation": runs,
+            "n_selected": n_sel,
+            "seconds": {"rass": t_rass, "total": wall},
+            "hardware": hardware(),
+        },
+    )
+    md = report(result, hard, benign, diversity, runs, eval_config, wall, t_rass)
+    write_text(args.out / "rass_eval.md", md)
+    print(md)
+
+
+def report(result, hard, benign, diversity, runs, eval_config, wall, t_rass) -> str:
+    s = result.summary()
+    lines = [
+        f"RASS selected {s['selected']} of {len(result.candidates)} candidates "
+        f"({t_rass / 60:.1f} min).",
+        "",
+    ]
+    lines += ["| set | n | RR score | RR substring |", "|---|---:|---:|---:|"]
+    lines += [
+        f"| {k} | {v['n']} | {100 * v['score']:.0f} | {100 * v['substring']:.0f} |"
+        for k, v in hard.items()
+    ]
+    lines += ["", "| benign share | value |", "|---|---:|"]
+    for k, v in benign.items():
+        if isinstance(v, dict):
+            v = v["benign_share"] if v["labelled"] else None
+        lines.append(f"| {k} | {'–' if v is None else f'{100 * v:.0f} %'} |")
+    lines += [
+        "",
+        "| diversity | distinct-1 | distinct-2 | embedding spread |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {k} | {v['distinct-1']:.2f} | {v['distinct-2']:.2f} | {v['spread']:.3f} |"
+        for k, v in diversity.items()
+    ]
+    for judge in eval_config.judges if any(runs.values()) else ():
+        lines += ["", f"**Mitigation, judge: {judge}**", "", alignment_table(runs, judge)]
+    if s["warnings"]:
+        lines += ["", "Warnings: " + "; ".join(s["warnings"])]
+    lines += [
+        "",
+        f"{hardware()}; {wall / 60:.0f} min in all. Command: `python experiments/rass_eval.py`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""The safety decision boundary, layer by layer (paper 1's picture of over-refusal).
+
+At every layer ``ℓ`` the residual stream at one template position (``resid_pre``, the last
+token by default) of three prompt sets, harmful, harmless and borderline, is read once, and:
+
+- **projection** ``x · r̂_ℓ`` on the refusal direction: a given :class:`Direction` (its unit
+  vector at every layer) or, by default, the layer's own difference of means
+  ``mean(harmful_train) − mean(harmless_train)``;
+- **probe**: a logistic probe harmful vs harmless (:func:`refusal_lens.probes.fit_probe`) fitted
+  on a seeded ``1 − val_frac`` split of each class, with its accuracy on the held-out rest;
+- **margin**: each prompt's signed distance to the probe's hyperplane,
+  ``d(x) = logit(x) / ‖w‖`` in residual units (``w`` the probe's normal in raw coordinates),
+  divided by half the gap between the two training classes' mean distances, so that at
+  every layer the harmless training mean sits near −1, the harmful near +1 and the boundary
+  at 0. Positive = harmful side;
+- **2-D view**: ``(x − μ) · r̂_ℓ`` against the top principal component of what is left after
+  removing that projection (``μ`` the mean of all prompts). The boundary drawn there is the
+  trace of the probe's hyperplane in that plane through ``μ``; a point's margin is the full
+  distance, which also counts the dimensions the plane does not show.
+
+Borderline prompts are split by whether the model refuses them: refusal score > 0 unless the
+caller passes its own ``refused`` flags (e.g. from a generation judge).
+
+>>> geo = boundary_geometry(model, harmful, harmless, borderline)
+>>> geo.summary()[20]["borderline_harmful_share"], geo.save("runs/geometry")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from refusal_lens.activations import collect_residuals
+from refusal_lens.artifacts import atomic_dir, to_jsonable, write_json
+from refusal_lens.directions.direction import Direction
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.models import ModelHandle
+from refusal_lens.probes import MIN_PER_CLASS, LinearProbe, fit_probe
+from refusal_lens.prompts import PromptSet
+from refusal_lens.scoring import refusal_scores
+
+SETS = ("harmful", "harmless", "borderline")
+
+
+@dataclass(frozen=True)
+class GeometryConfig:
+    """What to read and how to fit; saved with every geometry artifact."""
+
+    layers: tuple[int, ...] | None = None  # None = every layer from 1 (layer 0's last token
+    # has seen no other token, so it is the same vector for every prompt)
+    position: int = -1
+    hook: str = "resid_pre"
+    val_frac: float = 0.25
+    l2: float = 1e-2
+    seed: int = 0
+    batch_size: int = 16
+
+
+@dataclass
+class LayerBoundary:
+    """One layer's probe and the frame of its 2-D view."""
+
+    layer: int
+    probe: LinearProbe
+    accuracy: float  # held-out, harmful vs harmless
+    scale: float  # residual units per margin unit
+    direction: Float[Tensor, " d_model"]  # unit refusal direction r̂
+    pc: Float[Tensor, " d_model"]  # unit top PC of the rest
+    origin: Float[Tensor, " d_model"]  # μ, the view's origin
+
+    def distance(self, x: Float[Tensor, "n d_model"]) -> Float[Tensor, " n"]:
+        """Signed distance to the hyperplane in residual units (positive = harmful side)."""
+        return self.probe.logits(x) / self.probe.direction().norm()
+
+    def margin(self, x: Float[Tensor, "n d_model"]) -> Float[Tensor, " n"]:
+        return self.distance(x) / self.scale
+
+    def view(self, x: Float[Tensor, "n d_model"]) -> Float[Tensor, "n 2"]:
+        centered = x.float() - self.origin
+        return torch.stack([centered @ self.direction, centered @ self.pc], dim=-1)
+
+    def line(self) -> tuple[float, float, float]:
+        """``(A, B, C)`` with ``A·u + B·v + C = 0`` the boundary's trace in the view."""
+        w = self.probe.direction()
+        c = float(self.probe.logits(self.origin[None])[0])
+        return float(w @ self.direction), float(w @ self.pc), c
+
+
+@dataclass
+class Geometry:
+    """Per-layer projections, margins and views of every prompt set."""
+
+    layers: list[int]
+    texts: dict[str, list[str]]
+    projection: dict[str, Float[Tensor, "n layer"]]
+    margin: dict[str, Float[Tensor, "n layer"]]
+    view: dict[str, Float[Tensor, "n layer 2"]]
+    accuracy: Float[Tensor, " layer"]
+    lines: Float[Tensor, "layer 3"]
+    refused: Bool[Tensor, " n_borderline"]
+    refusal_score: Float[Tensor, " n_borderline"]
+    config: GeometryConfig
+    model: str = ""
+    direction: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per layer: probe accuracy, where the borderline prompts sit, split by refusal."""
+        rows = []
+        m = self.margin["borderline"]
+        for i, layer in enumerate(self.layers):
+            col = m[:, i]
+            ref, ans = col[self.refused], col[~self.refused]
+            rows.append(
+                {
+                    "layer": layer,
+                    "probe_accuracy": float(self.accuracy[i]),
+                    "borderline_harmful_share": float((col > 0).float().mean()),
+                    "refused_harmful_share": _share(ref > 0),
+                    "answered_harmful_share": _share(ans > 0),
+                    "refused_margin_median": _median(ref),
+                    "answered_margin_median": _median(ans),
+                    "margin_auroc_refused": auroc(ref, ans),
+                    **{
+                        f"projection_mean_{name}": float(p[:, i].mean())
+                        for name, p in self.projection.items()
+                    },
+                }
+            )
+        return rows
+
+    def layer_index(self, layer: int) -> int:
+        if layer not in self.layers:
+            raise RefusalLensError(f"Layer {layer} was not read; this geometry has {self.layers}.")
+        return self.layers.index(layer)
+
+    def save(self, out: str | Path) -> Path:
+        """``geometry.safetensors`` (every tensor) and ``geometry.json`` (texts, config,
+        summary), written to a temporary folder and renamed."""
+        from safetensors.torch import save_file
+
+        tensors = {"accuracy": self.accuracy, "lines": self.lines}
+        tensors |= {"refused": self.refused.to(torch.uint8), "refusal_score": self.refusal_score}
+        for kind in ("projection", "margin", "view"):
+            tensors |= {f"{kind}.{k}": v.contiguous() for k, v in getattr(self, kind).items()}
+        meta = {
+            "model": self.model,
+            "layers": self.layers,
+            "texts": self.texts,
+            "config": asdict(self.config),
+            "direction": self.direction,
+            "summary": self.summary(),
+        }
+        with atomic_dir(out) as tmp:
+            tensors = {k: v.float().contiguous() for k, v in tensors.items()}
+            save_file(tensors, tmp / "geometry.safetensors")
+            write_json(tmp / "geometry.json", to_jsonable(meta))
+        return Path(out)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Geometry:
+        import json
+
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / "geometry.json").is_file():
+            raise RefusalLensError(f"No geometry.json in {folder}; run `refusal-lens geometry`.")
+        meta = json.loads((folder / "geometry.json").read_text())
+        t = load_file(folder / "geometry.safetensors")
+        config = meta["config"] | {"layers": tuple(meta["config"]["layers"] or ()) or None}
+        return cls(
+            layers=meta["layers"],
+            texts=meta["texts"],
+            projection={k: t[f"projection.{k}"] for k in meta["texts"]},
+            margin={k: t[f"margin.{k}"] for k in meta["texts"]},
+            view={k: t[f"view.{k}"] for k in meta["texts"]},
+            accuracy=t["accuracy"],
+            lines=t["lines"],
+            refused=t["refused"].bool(),
+            refusal_score=t["refusal_score"],
+            config=GeometryConfig(**config),
+            model=meta["model"],
+            direction=meta["direction"],
+        )
+
+
+def _share(flags: Tensor) -> float | None:
+    return float(flags.float().mean()) if flags.numel() else None
+
+
+def _median(x: Tensor) -> float | None:
+    return float(x.median()) if x.numel() else None
+
+
+def auroc(positive: Tensor, negative: Tensor) -> float | None:
+    """P(a positive scores above a negative), ties counted half; None if a side is empty."""
+    if positive.numel() == 0 or negative.numel() == 0:
+        return None
+    diff = positive.float()[:, None] - negative.float()[None, :]
+    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
+
+
+def heldout_split(n: int, val_frac: float, generator: torch.Generator) -> Bool[Tensor, " n"]:
+    """A seeded mask of ``round(val_frac · n)`` held-out rows (at least one)."""
+    val = torch.zeros(n, dtype=torch.bool)
+    val[torch.randperm(n, generator=generator)[: max(1, round(val_frac * n))]] = True
+    return val
+
+
+def top_pc(x: Float[Tensor, "n d"]) -> Float[Tensor, " d"]:
+    """Unit first principal component of ``x`` (rows already centred), sign fixed so that its
+    largest-magnitude coordinate is positive (deterministic across runs)."""
+    _, _, vh = torch.linalg.svd(x.double(), full_matrices=False)
+    pc = vh[0].float()
+    return pc * torch.sign(pc[pc.abs().argmax()])
+
+
+def fit_layer(
+    harmful: Float[Tensor, "n_h d"],
+    harmless: Float[Tensor, "n_b d"],
+    everything: Float[Tensor, "n d"],
+    layer: int,
+    direction: Float[Tensor, " d"] | None,
+    config: GeometryConfig,
+) -> LayerBoundary:
+    """One layer's boundary from its training rows; ``everything`` fixes the view's frame."""
+    gen = torch.Generator().manual_seed(config.seed + layer)
+    val_h, val_b = (heldout_split(len(x), config.val_frac, gen) for x in (harmful, harmless))
+    x_train = torch.cat([harmful[~val_h], harmless[~val_b]])
+    y_train = torch.cat([torch.ones(int((~val_h).sum())), torch.zeros(int((~val_b).sum()))])
+    probe = fit_probe(x_train, y_train.bool(), l2=config.l2)
+    x_val = torch.cat([harmful[val_h], harmless[val_b]])
+    y_val = torch.cat([torch.ones(int(val_h.sum())), torch.zeros(int(val_b.sum()))]).bool()
+    if direction is None:
+        direction = harmful[~val_h].mean(0) - harmless[~val_b].mean(0)
+    r = direction.float() / direction.float().norm().clamp(min=1e-12)
+    origin = everything.float().mean(0)
+    centered = everything.float() - origin
+    rest = centered - (centered @ r)[:, None] * r[None]
+    w = probe.direction()
+    gap = (harmful[~val_h] @ w).mean() - (harmless[~val_b] @ w).mean()
+    scale = abs(float(gap / w.norm() / 2)) or 1.0
+    return LayerBoundary(layer, probe, probe.accuracy(x_val, y_val), scale, r, top_pc(rest), origin)
+
+
+def read_layers(
+    model: ModelHandle, prompts: PromptSet | list[str], config: GeometryConfig
+) -> Float[Tensor, "n layer d_model"]:
+    layers = list(config.layers) if config.layers else list(range(1, model.n_layers))
+    res = collect_residuals(
+        model,
+        prompts,
+        layers=layers,
+        positions=[config.position],
+        hook=config.hook,
+        batch_size=config.batch_size,
+        show_progress=False,
+    )
+    return torch.as_tensor(res.acts[:, :, 0]).float()
+
+
+def boundary_geometry(
+    model: ModelHandle,
+    harmful: PromptSet,
+    harmless: PromptSet,
+    borderline: PromptSet,
+    direction: Direction | None = None,
+    config: GeometryConfig | None = None,
+    refused: Sequence[bool] | None = None,
+) -> Geometry:
+    """Read the three sets at every layer and place each prompt relative to the boundary."""
+    config = config or GeometryConfig()
+    n_val = lambda n: max(1, round(config.val_frac * n))  # noqa: E731
+    needed = next(n for n in range(MIN_PER_CLASS, 10**6) if n - n_val(n) >= MIN_PER_CLASS)
+    for name, ps in (("harmful", harmful), ("harmless", harmless)):
+        if len(ps) < needed:
+            raise RefusalLensError(
+                f"The {name} set has {len(ps)} prompts; the probe needs at least "
+                f"{MIN_PER_CLASS} training prompts per class plus {config.val_frac:.0%} held "
+                f"out, so give at least {needed} per class."
+            )
+    if len(borderline) == 0:
+        raise RefusalLensError("The borderline set is empty; give at least one prompt.")
+    if refused is not None and len(refused) != len(borderline):
+        raise RefusalLensError(
+            f"refused has {len(refused)} flags for {len(borderline)} borderline prompts."
+        )
+    if direction is not None:
+        direction.check(model)
+    sets = {"harmful": harmful, "harmless": harmless, "borderline": borderline}
+    acts = {name: read_layers(model, ps, config) for name, ps in sets.items()}
+    layers = list(config.layers) if config.layers else list(range(1, model.n_layers))
+    everything = torch.cat(list(acts.values()))
+    boundaries = [
+        fit_layer(
+            acts["harmful"][:, i],
+            acts["harmless"][:, i],
+            everything[:, i],
+            layer,
+            None if direction is None else direction.vector,
+            config,
+        )
+        for i, layer in enumerate(layers)
+    ]
+    if refused is None:
+        scores = refusal_scores(model, borderline, config.batch_size, show_progress=False)
+    else:
+        scores = torch.full((len(borderline),), float("nan"))
+    flags = scores > 0 if refused is None else torch.tensor(list(refused), dtype=torch.bool)
+
+    def per_layer(fn) -> dict[str, Tensor]:
+        return {
+            name: torch.stack([fn(b, a[:, i]) for i, b in enumerate(boundaries)], dim=1)
+            for name, a in acts.items()
+        }
+
+    return Geometry(
+        layers=layers,
+        texts={name: ps.texts for name, ps in sets.items()},
+        projection=per_layer(lambda b, x: x @ b.direction),
+        margin=per_layer(lambda b, x: b.margin(x)),
+        view=per_layer(lambda b, x: b.view(x)),
+        accuracy=torch.tensor([b.accuracy for b in boundaries]),
+        lines=torch.tensor([b.line() for b in boundaries]),
+        refused=flags,
+        refusal_score=scores,
+        config=config,
+        model=model.model_id,
+        direction=direction.metadata() if direction is not None else {"kind": "per-layer"},
+    )
+
+
+def layer_boundary(
+    model: ModelHandle,
+    harmful: PromptSet,
+    harmless: PromptSet,
+    layer: int,
+    direction: Direction | None = None,
+    config: GeometryConfig | None = None,
+) -> LayerBoundary:
+    """The boundary at one layer alone (what RASS selects against)."""
+    config = GeometryConfig(**{**asdict(config or GeometryConfig()), "layers": (layer,)})
+    h, b = (read_layers(model, ps, config)[:, 0] for ps in (harmful, harmless))
+    vector = None if direction is None else direction.vector
+    return fit_layer(h, b, torch.cat([h, b]), layer, vector, config)

@@ -1,0 +1,153 @@
+"""Layer-wise boundary geometry: margins, views and boundary lines against their definitions,
+the full pass on a tiny model against direct computations, the artifact, figures, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from refusal_lens.activations import collect_residuals
+from refusal_lens.directions import Direction
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.geometry import (
+    Geometry,
+    GeometryConfig,
+    auroc,
+    boundary_geometry,
+    fit_layer,
+    layer_boundary,
+)
+from refusal_lens.geometry_views import (
+    COLORS,
+    plot_boundary_grid,
+    plot_margins,
+    plot_probe_accuracy,
+    write_geometry_figures,
+)
+from refusal_lens.prompts import load_prompts
+from refusal_lens.scoring import refusal_scores
+
+
+def synthetic(n: int = 40, d: int = 6, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    harmful = torch.randn(n, d, generator=gen) + torch.tensor([3.0] + [0.0] * (d - 1))
+    harmless = torch.randn(n, d, generator=gen) - torch.tensor([3.0] + [0.0] * (d - 1))
+    return harmful, harmless
+
+
+def test_margin_is_the_scaled_signed_distance_to_the_hyperplane():
+    harmful, harmless = synthetic()
+    b = fit_layer(harmful, harmless, torch.cat([harmful, harmless]), 3, None, GeometryConfig())
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(1)) * 4
+    w = b.probe.direction()
+    d = b.distance(x)
+    # stepping back by the distance along the unit normal lands on the hyperplane
+    on_plane = x - d[:, None] * (w / w.norm())[None]
+    assert torch.allclose(b.probe.logits(on_plane), torch.zeros(5), atol=1e-3)
+    assert torch.allclose(b.margin(x), d / b.scale)
+    # the scale puts the two classes' mean margins about 2 apart, on either side
+    gap = b.margin(harmful).mean() - b.margin(harmless).mean()
+    assert gap == pytest.approx(2.0, rel=0.35)
+    assert b.margin(harmful).mean() > 0 > b.margin(harmless).mean()
+    assert b.accuracy > 0.95
+
+
+def test_view_axes_and_boundary_line_follow_their_definitions():
+    harmful, harmless = synthetic(d=8)
+    everything = torch.cat([harmful, harmless])
+    r = torch.randn(8, generator=torch.Generator().manual_seed(2))
+    b = fit_layer(harmful, harmless, everything, 0, r, GeometryConfig())
+    assert torch.allclose(b.direction, r / r.norm())
+    assert abs(float(b.pc @ b.direction)) < 1e-5 and float(b.pc.norm()) == pytest.approx(1.0)
+    v = b.view(harmful)
+    assert torch.allclose(v[:, 0], (harmful - everything.mean(0)) @ b.direction, atol=1e-5)
+    assert torch.allclose(v[:, 1], (harmful - everything.mean(0)) @ b.pc, atol=1e-4)
+    a, bb, c = b.line()
+    for u in (-2.0, 0.0, 3.0):  # points of the line, mapped back into the model's space
+        w = -(a * u + c) / bb
+        point = b.origin + u * b.direction + w * b.pc
+        assert float(b.probe.logits(point[None])[0]) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_auroc_counts_pairs_and_ties():
+    assert auroc(torch.tensor([2.0, 3.0]), torch.tensor([1.0, 0.0])) == 1.0
+    assert auroc(torch.tensor([1.0]), torch.tensor([1.0, 2.0])) == 0.25
+    assert auroc(torch.tensor([]), torch.tensor([1.0])) is None
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return [load_prompts(name)[:14] for name in ("harmful", "harmless", "borderline")]
+
+
+@pytest.fixture(scope="module")
+def geo(tiny_llama, sets):
+    return boundary_geometry(tiny_llama, *sets)
+
+
+def test_geometry_on_a_tiny_model_matches_direct_computation(tiny_llama, sets, geo):
+    assert geo.layers == list(range(1, tiny_llama.n_layers))
+    n = len(sets[2])
+    assert geo.margin["borderline"].shape == (n, len(geo.layers))
+    assert geo.view["harmful"].shape == (14, len(geo.layers), 2)
+    scores = refusal_scores(tiny_llama, sets[2], show_progress=False)
+    assert torch.equal(geo.refused, scores > 0)
+    acts = collect_residuals(tiny_llama, sets[2], layers=[1], positions=[-1], show_progress=False)
+    x = torch.as_tensor(acts.acts[:, 0, 0])
+    b = layer_boundary(tiny_llama, sets[0], sets[1], 1)
+    assert torch.allclose(geo.margin["borderline"][:, 0], b.margin(x), atol=1e-4)
+    assert torch.allclose(geo.projection["borderline"][:, 0], x @ b.direction, atol=1e-4)
+    row = geo.summary()[0]
+    share = float((geo.margin["borderline"][:, 0] > 0).float().mean())
+    assert row["borderline_harmful_share"] == pytest.approx(share)
+    assert row["probe_accuracy"] == pytest.approx(float(geo.accuracy[0]))
+
+
+def test_given_direction_and_refusal_flags_are_used(tiny_llama, sets):
+    v = torch.randn(tiny_llama.d_model, generator=torch.Generator().manual_seed(0))
+    r = Direction(v, 1, -1, tiny_llama.model_id)
+    flags = [i % 2 == 0 for i in range(len(sets[2]))]
+    geo = boundary_geometry(tiny_llama, *sets, direction=r, refused=flags)
+    acts = collect_residuals(tiny_llama, sets[0], layers=[1], positions=[-1], show_progress=False)
+    expected = torch.as_tensor(acts.acts[:, 0, 0]) @ (v / v.norm())
+    assert torch.allclose(geo.projection["harmful"][:, 0], expected, atol=1e-4)
+    assert geo.refused.tolist() == flags and geo.direction["layer"] == 1
+
+
+def test_save_load_round_trip_and_figures(geo, tmp_path):
+    geo.save(tmp_path / "g")
+    back = Geometry.load(tmp_path / "g")
+    assert back.layers == geo.layers and back.texts == geo.texts
+    for name in geo.margin:
+        assert torch.allclose(back.margin[name], geo.margin[name])
+        assert torch.allclose(back.view[name], geo.view[name])
+    assert torch.equal(back.refused, geo.refused) and back.config == geo.config
+    assert back.summary() == geo.summary()
+
+    fig = plot_boundary_grid(geo, layers=geo.layers)
+    labels = fig.legends[0].get_texts()
+    assert [t.get_text() for t in labels][:4] == list(COLORS)
+    assert fig.axes[0].get_xlabel() == "projection on refusal direction"
+    fig = plot_margins(geo)
+    assert fig.axes[0].get_xlabel() == "layer" and fig.axes[0].get_legend() is not None
+    fig = plot_probe_accuracy(geo)
+    assert list(fig.axes[0].lines[0].get_ydata()) == pytest.approx(geo.accuracy.tolist())
+    paths = write_geometry_figures(geo, tmp_path / "g")
+    assert [p.name for p in paths] == ["grid.png", "margins.png", "probe_accuracy.png"]
+    with pytest.raises(RefusalLensError, match="was not read"):
+        plot_boundary_grid(geo, layers=[99])
+
+
+def test_bad_input_is_refused_clearly(tiny_llama, sets):
+    harmful, harmless, borderline = sets
+    with pytest.raises(RefusalLensError, match="at least 8 training prompts per class"):
+        boundary_geometry(tiny_llama, harmful[:6], harmless, borderline)
+    with pytest.raises(RefusalLensError, match="borderline set is empty"):
+        boundary_geometry(tiny_llama, harmful, harmless, borderline[:0])
+    with pytest.raises(RefusalLensError, match="flags for"):
+        boundary_geometry(tiny_llama, harmful, harmless, borderline, refused=[True])
+    wrong = Direction(torch.ones(tiny_llama.d_model + 1), 1, -1, "other")
+    with pytest.raises(RefusalLensError):
+        boundary_geometry(tiny_llama, harmful, harmless, borderline, direction=wrong)
+    with pytest.raises(RefusalLensError, match=r"No geometry\.json"):
+        Geometry.load("/nonexistent")
