@@ -46,6 +46,7 @@ from refusal_lens.attribution import METHODS, TokenAttribution, attribute, score
 from refusal_lens.directions import Direction
 from refusal_lens.evaluation import held_out, training_prompts_of
 from refusal_lens.models import ModelHandle, load_model
+from refusal_lens.probes import auroc as probe_auroc
 from refusal_lens.prompts import Prompt, PromptSet, load_prompts
 from refusal_lens.scoring import refusal_scores
 
@@ -117,16 +118,9 @@ def trigger_labels(model: ModelHandle, a: TokenAttribution, trigger: str | None)
 
 
 def auroc(scores, labels) -> float | None:
-    """P(score of a positive > score of a negative), ties counted half (Mann–Whitney U from
-    ranks, ties averaged); ``None`` without both classes."""
+    """AUROC of ``scores`` for the binary ``labels`` (``refusal_lens.probes.auroc``)."""
     s, y = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ends = counts.cumsum()
-    ranks = (ends - (counts - 1) / 2)[inverse]  # 1-based, ties averaged
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return probe_auroc(s[y], s[~y])
 
 
 def deletion_sets(scores: torch.Tensor, k_max: int) -> list[list[int]]:

@@ -41,7 +41,7 @@ from refusal_lens.artifacts import atomic_dir, to_jsonable, write_json
 from refusal_lens.directions.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
-from refusal_lens.probes import MIN_PER_CLASS, LinearProbe, fit_probe
+from refusal_lens.probes import MIN_PER_CLASS, LinearProbe, auroc, fit_probe
 from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import refusal_scores
 
@@ -196,14 +196,6 @@ def _share(flags: Tensor) -> float | None:
 
 def _median(x: Tensor) -> float | None:
     return float(x.median()) if x.numel() else None
-
-
-def auroc(positive: Tensor, negative: Tensor) -> float | None:
-    """P(a positive scores above a negative), ties counted half; None if a side is empty."""
-    if positive.numel() == 0 or negative.numel() == 0:
-        return None
-    diff = positive.float()[:, None] - negative.float()[None, :]
-    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
 
 
 def heldout_split(n: int, val_frac: float, generator: torch.Generator) -> Bool[Tensor, " n"]:

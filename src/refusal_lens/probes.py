@@ -75,3 +75,19 @@ def fit_probe(
     with torch.enable_grad():
         opt.step(closure)
     return LinearProbe(w.detach(), float(b.detach()), mean, std)
+
+
+def auroc(positive: Tensor | list[float], negative: Tensor | list[float]) -> float | None:
+    """P(a positive scores above a negative), ties counted half: the Mann–Whitney U from
+    ranks (ties averaged), in O(n log n); ``None`` when a side is empty."""
+    pos = torch.as_tensor(positive, dtype=torch.float64).flatten()
+    neg = torch.as_tensor(negative, dtype=torch.float64).flatten()
+    if pos.numel() == 0 or neg.numel() == 0:
+        return None
+    _, inverse, counts = torch.unique(
+        torch.cat([pos, neg]), return_inverse=True, return_counts=True
+    )
+    ends = counts.cumsum(0).double()
+    ranks = (ends - (counts.double() - 1) / 2)[inverse]  # 1-based, ties averaged
+    n_pos, n_neg = pos.numel(), neg.numel()
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
