@@ -16,6 +16,7 @@ from refusal_lens.cli.common import (
     SystemOpt,
     _console,
     _load,
+    _parse_floats,
     _parse_ints,
     _prompts,
     app,
@@ -24,17 +25,6 @@ from refusal_lens.cli.common import (
 DirectionOpt = Annotated[
     Path | None, typer.Option(help="Folder written by `direction` (the refusal direction)")
 ]
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    from refusal_lens.errors import RefusalLensError
-
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise RefusalLensError(
-            f"--coefs takes numbers separated by commas, not {text!r}."
-        ) from None
 
 
 @app.command()
@@ -152,7 +142,7 @@ def rass(
     judge = fit_harm_judge(judge_handle, ref_h, ref_b + _prompts(judge_benign, None))
     config = RASSConfig(
         layer=layer,
-        coefs=_floats(coefs),
+        coefs=_parse_floats(coefs, "--coefs"),
         contexts=contexts,
         samples=samples,
         band=band,

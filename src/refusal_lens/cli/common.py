@@ -59,3 +59,14 @@ def _parse_ints(text: str | None) -> list[int] | None:
         start, stop = (int(x) for x in text.split(":"))
         return list(range(start, stop))
     return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _parse_floats(text: str, option: str) -> tuple[float, ...]:
+    from refusal_lens.errors import RefusalLensError
+
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise RefusalLensError(
+            f"{option} takes numbers separated by commas, not {text!r}."
+        ) from None
