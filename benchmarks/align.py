@@ -7,9 +7,12 @@ cached self-distilled answers), then times on the same batches:
   loss, backward, AdamW step);
 - ``HF``: ``model(input_ids, attention_mask, labels)`` (logits at every position) + backward.
 
-Both use the same LoRA-wrapped model. Prints seconds per 1,000 training tokens and the ratio.
+Both use the same LoRA-wrapped model. Prints seconds per 1,000 training tokens and the ratio
+(and writes them as JSON with ``--out``). ``--smoke``: a tiny random model, 8 + 8 prompts, two
+batches (see ``experiments/common.py``).
 
     python benchmarks/align.py [--batches 8] [--mode lora|full] [--device cuda --dtype bfloat16]
+    python benchmarks/align.py --smoke [--out /tmp/align.json]
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from common import experiments_common
 
 from refusal_lens.alignment.data import Example, collate, harmful_examples, tokenize_examples
 from refusal_lens.alignment.train import (
@@ -29,26 +32,30 @@ from refusal_lens.alignment.train import (
     trainable_model,
     training_prompts,
 )
+from refusal_lens.artifacts import write_json
 from refusal_lens.models import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ec = experiments_common()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", type=ec.model_spec, default=ec.DEFAULT_MODEL)
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--mode", default="lora")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    args = parser.parse_args()
+    parser.add_argument("--data", type=ec.project_path, default=ec.DATA)
+    parser.add_argument("--out", type=ec.project_path, help="write the timings as JSON")
+    ec.add_smoke_flag(parser)
+    args = ec.parse(parser, smoke={"batches": 2}, smoke_out="align_benchmark.json")
     config = AlignConfig(
         model=args.model,
         mode=args.mode,
         device=args.device,
         dtype=args.dtype,
         benign_path=str(args.data / "alpaca_instructions.json"),
+        **(ec.SMOKE_ALIGN if args.smoke else {}),
     )
     handle = load_model(args.model, device=args.device, dtype=args.dtype)
     harmful, benign = training_prompts(config)
@@ -107,6 +114,24 @@ def main() -> None:
     print(f"refusal-lens training step: {1000 * t_ours / tokens:.2f} s per 1,000 tokens")
     print(f"HF forward+backward:        {1000 * t_plain / tokens:.2f} s per 1,000 tokens")
     print(f"ratio refusal-lens/HF = {t_ours / t_plain:.3f}")
+    if args.out:
+        write_json(
+            args.out,
+            {
+                "model": args.model,
+                "mode": args.mode,
+                "device": args.device,
+                "dtype": args.dtype,
+                "batch_size": config.batch_size,
+                "tokens_per_batch": tokens,
+                "seconds_per_1000_tokens": {
+                    "refusal_lens": 1000 * t_ours / tokens,
+                    "hf": 1000 * t_plain / tokens,
+                },
+                "ratio": t_ours / t_plain,
+                "times_s": times,
+            },
+        )
 
 
 if __name__ == "__main__":

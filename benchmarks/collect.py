@@ -4,26 +4,26 @@ Both sides run the same prompts, tokenized the same way, in the same batches: ``
 (every layer's ``resid_pre`` at the post-instruction positions, through TransformerBridge
 hooks) and ``hf_model(..., output_hidden_states=True)`` on a plain HF model loaded with its
 default attention. Timings alternate between the two and the median of the repeats is kept.
-Prints the ratio collect / HF (target ≤ 1.10) and tokens per second.
+Prints the ratio collect / HF (target ≤ 1.10) and tokens per second (and writes them as JSON
+with ``--out``). ``--smoke``: a tiny random model (or ``--random-arch tiny``), 8 prompts, one
+repeat (see ``experiments/common.py``).
 
     python benchmarks/collect.py                                  # bundled model, CPU
     python benchmarks/collect.py --random-arch llama3-8b --device cuda --dtype bfloat16 \\
         --batch-size 64 --seq-len 64                              # GPU scale check
+    python benchmarks/collect.py --smoke [--out /tmp/collect.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
+from common import RANDOM_ARCHS, experiments_common, random_handle, sync
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import RANDOM_ARCHS, random_handle, sync
+ec = experiments_common()
 
 
 def bundled_handle(model: str, device: str, dtype: torch.dtype):
@@ -48,7 +48,7 @@ def make_prompts(n: int, seq_len: int | None) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", type=ec.model_spec, default=ec.DEFAULT_MODEL)
     parser.add_argument("--random-arch", choices=sorted(RANDOM_ARCHS))
     parser.add_argument("--n-prompts", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -59,7 +59,10 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=ec.project_path, help="write the timings as JSON")
+    ec.add_smoke_flag(parser)
+    smoke = {"n_prompts": 8, "batch_size": 4, "repeats": 1}
+    args = ec.parse(parser, smoke=smoke, smoke_out="collect_benchmark.json")
     dtype = getattr(torch, args.dtype)
 
     from refusal_lens.activations import collect_residuals
@@ -124,6 +127,24 @@ def main() -> None:
     print(f"HF body without lm_head (output_hidden_states): {t_body:.3f} s")
     print(f"ratio collect/HF = {t_collect / t_hf:.3f}  (target <= 1.10)")
     print(f"ratio collect/HF body = {t_collect / t_body:.3f}  (bridge overhead, unembedding aside)")
+    if args.out:
+        from refusal_lens.artifacts import write_json
+
+        write_json(
+            args.out,
+            {
+                "model": label,
+                "device": args.device,
+                "dtype": args.dtype,
+                "prompts": len(texts),
+                "batch_size": args.batch_size,
+                "tokens": n_tokens,
+                "layers": handle.n_layers,
+                "times_s": times,
+                "ratio_collect_hf": t_collect / t_hf,
+                "ratio_collect_hf_body": t_collect / t_body,
+            },
+        )
 
 
 if __name__ == "__main__":

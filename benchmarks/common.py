@@ -1,13 +1,29 @@
-"""Shared by the benchmarks: full-size random architectures and device timing helpers."""
+"""Shared by the benchmarks: full-size random architectures, device timing helpers, and the
+experiments' shared helpers (arguments, paths, smoke mode: ``experiments/common.py``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def experiments_common() -> ModuleType:
+    """``experiments/common.py``, imported by its path as ``experiments_common`` (both folders
+    have a ``common.py``, so neither folder goes on ``sys.path`` for the other)."""
+    name = "experiments_common"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / "common.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
 
 # Real architectures at full size, randomly initialised (no weights can be downloaded).
 RANDOM_ARCHS = {
@@ -41,6 +57,16 @@ RANDOM_ARCHS = {
         vocab_size=151936,
         tie_word_embeddings=True,
     ),
+    # the same path at toy size, for --smoke runs on a CPU
+    "tiny": dict(
+        family="llama",
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+    ),
 }
 
 
@@ -61,8 +87,8 @@ def random_handle(
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
     from refusal_lens.models import wrap_hf_model
-    from tiny_models import build_tokenizer
 
+    build_tokenizer = experiments_common().tiny_models().build_tokenizer
     spec = dict(RANDOM_ARCHS[arch])
     family = spec.pop("family")
     config = (LlamaConfig if family == "llama" else Qwen2Config)(

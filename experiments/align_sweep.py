@@ -6,7 +6,8 @@ Aligns with the default recipe (``AlignConfig``: LoRA r=16 on every linear layer
 epoch, the 160 shipped harmful prompts → refusals and the first 200 Alpaca rows → the base
 model's own 24-token answers), evaluates the base model and each aligned model with both judges
 on held-out sets, and writes ``figures/align_sweep.{md,json,png}``. Aligned models are cached,
-so a rerun only re-evaluates.
+so a rerun only re-evaluates. ``--smoke``: a tiny random model aligned on a few prompts at
+α = 0.5, 4 prompts per set, 4 new tokens (see ``common.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from common import hardware, organism_config, parser, save_figure, write_text
+from common import hardware, organism_config, parse, parser, save_figure, write_text
 
 from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
@@ -70,7 +71,7 @@ def main() -> None:
     cli = parser(__doc__, n=64, max_new_tokens=32)
     cli.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.5, 0.2])
     cli.add_argument("--replot", action="store_true", help="redraw the figure from the JSON")
-    args = cli.parse_args()
+    args = parse(cli, smoke={"n": 4, "max_new_tokens": 4, "alphas": [0.5]})
     if args.replot:
         saved = json.loads((args.out / "align_sweep.json").read_text())
         judges = tuple(saved["eval_config"]["judges"])
@@ -83,7 +84,7 @@ def main() -> None:
     results["base"] = evaluate(load_model(args.model, device="cpu"), eval_config)
     print("base", results["base"]["combined"])
     for alpha in args.alphas:
-        config = organism_config(args.model, alpha, args.data)
+        config = organism_config(args.model, alpha, args.data, smoke=args.smoke)
         t0 = time.time()
         path = align(config)
         align_stats[f"α={alpha:g}"] = {"path": str(path), "seconds": round(time.time() - t0, 1)}

@@ -22,7 +22,11 @@ in ``figures/direction``) is measured by
 3. wall-clock time per prompt of ``attribute()`` (model loaded, methods one after another).
 
 Writes ``figures/attribution_eval.{md,json,png}``; ``--report-only`` rebuilds the .md and .png
-from the .json.
+from the .json. ``--direction`` names the saved direction (default ``figures/direction``).
+``--smoke``: a tiny random model aligned on a few prompts, with half its vocabulary counted as
+refusal openings (a random model refuses nothing), a direction selected on a few prompts
+(written to ``OUT/direction``), 2 prompts per source, 2 steps, k ≤ 2, 2 draws (see
+``common.py``).
 """
 
 from __future__ import annotations
@@ -34,11 +38,22 @@ import re
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from common import ROOT, hardware, organism_config, parser, save_figure, write_text
+from common import (
+    hardware,
+    organism_config,
+    parse,
+    parser,
+    project_path,
+    save_figure,
+    smoke_direction,
+    smoke_refuser,
+    write_text,
+)
 
 from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
@@ -50,6 +65,7 @@ from refusal_lens.probes import auroc as probe_auroc
 from refusal_lens.prompts import Prompt, PromptSet, load_prompts
 from refusal_lens.scoring import refusal_scores
 
+DIRECTION = Path("figures/direction")  # from the project root
 COLORS = {
     "occlusion": "tab:blue",
     "grad_x_input": "tab:orange",
@@ -315,7 +331,8 @@ def markdown(results: dict) -> str:
         "Aligned SmolLM2-135M-Instruct (α = 0.5); refused held-out prompts: "
         + ", ".join(f"{n_src[s]} {s}" for s in source_names)
         + f". Integrated gradients with {cfg['steps']} steps; projection on the refusal "
-        f"direction (layer {results['direction']['layer']}, `figures/direction`).\n\n"
+        f"direction (layer {results['direction']['layer']}, "
+        f"`{cfg.get('direction', DIRECTION)}`).\n\n"
         + table(summary, source_names, ks)
         + "\n\nAUROC: token scores against the annotated trigger (1 = the token overlaps the "
         "trigger word), pooled over all tokens / mean of per-prompt AUROCs; 0.5 is chance. "
@@ -347,8 +364,13 @@ def measure(args) -> dict:
     start, load = time.time(), os.getloadavg()[0]
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    model = load_model(str(align(organism_config(args.model, 0.5, args.data))), device="cpu")
-    direction = Direction.load(ROOT / "figures/direction")
+    organism = organism_config(args.model, 0.5, args.data, smoke=args.smoke)
+    model = load_model(str(align(organism)), device="cpu")
+    if args.smoke:
+        model = smoke_refuser(model)
+    if args.direction is None:  # smoke mode
+        args.direction = smoke_direction(model, args.data, args.out / "direction")
+    direction = Direction.load(args.direction)
     seen = training_prompts_of(model)
 
     # 1. prompts the aligned model refuses and was not trained on
@@ -500,7 +522,9 @@ def main() -> None:
         action="store_true",
         help="rebuild the .md and .png from an existing attribution_eval.json",
     )
-    args = cli.parse_args()
+    cli.add_argument("--direction", type=project_path, default=DIRECTION, help="a saved direction")
+    smoke = {"n": 2, "steps": 2, "k_max": 2, "draws": 2, "direction": None}
+    args = parse(cli, smoke=smoke)
     if args.threads:
         torch.set_num_threads(args.threads)
     path = args.out / "attribution_eval.json"

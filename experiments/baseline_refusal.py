@@ -6,7 +6,8 @@ uncensored models paper 2 starts from; this table is the "before" of the alignme
     python experiments/baseline_refusal.py [--n 100] [--data ../shared/data]
 
 Writes ``figures/baseline_refusal.md`` (the README table), ``figures/baseline_refusal.json``
-and ``figures/baseline_refusal_scores.png`` (refusal-score distribution per set).
+and ``figures/baseline_refusal_scores.png`` (refusal-score distribution per set). ``--smoke``:
+a tiny random model, 4 prompts per set, 4 new tokens (see ``common.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import hardware, parser, save_figure, write_text
+from common import hardware, parse, parser, save_figure, write_text
 
 from refusal_lens.artifacts import write_json
 from refusal_lens.models import load_model
@@ -63,7 +64,8 @@ def plot_scores(scores: dict[str, list[float]], path: Path) -> None:
 
 
 def main() -> None:
-    args = parser(__doc__, n=100).parse_args()
+    cli = parser(__doc__, n=100, max_new_tokens=48)
+    args = parse(cli, smoke={"n": 4, "max_new_tokens": 4})
     torch.manual_seed(0)
     start = time.time()
     model = load_model(args.model, device="cpu")
@@ -74,7 +76,9 @@ def main() -> None:
         prompts = load_prompts(spec).sample(args.n, seed=0)
         sizes[name] = len(prompts)
         by_score = refusal_rate(model, prompts, "score", batch_size=32)
-        by_text = refusal_rate(model, prompts, "substring", max_new_tokens=48, batch_size=32)
+        by_text = refusal_rate(
+            model, prompts, "substring", max_new_tokens=args.max_new_tokens, batch_size=32
+        )
         rates[name] = {"score": by_score.rate, "substring": by_text.rate}
         scores[name] = by_score.scores
         print(
@@ -82,7 +86,8 @@ def main() -> None:
         )
     table = rates_table(rates, sizes)
     note = (
-        f"\n\nModel `{args.model}`, greedy decoding, 48 new tokens for the substring judge, "
+        f"\n\nModel `{args.model}`, greedy decoding, {args.max_new_tokens} new tokens for the "
+        "substring judge, "
         f"seeded samples of ≤ {args.n} prompts per set. Made by "
         f"`python experiments/baseline_refusal.py` on {hardware()} in "
         f"{time.time() - start:.0f} s.\n"

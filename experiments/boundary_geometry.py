@@ -10,7 +10,9 @@ is > 0.
     python experiments/boundary_geometry.py
 
 Writes ``figures/geometry/{base,aligned}/`` (artifacts and figures), ``figures/geometry.md``
-and ``figures/geometry.json``; the README shows the aligned model's figures.
+and ``figures/geometry.json``; the README shows the aligned model's figures. ``--n`` takes the
+first n prompts of each set (0: all); ``--smoke``: a tiny random model (aligned on a few
+prompts), 24 prompts per set (see ``common.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import time
 
 import torch
-from common import hardware, organism_config, parser, write_text
+from common import hardware, organism_config, parse, parser, write_text
 
 from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
@@ -54,13 +56,15 @@ def table(rows: list[dict], refused_rate: float) -> str:
 
 
 def main() -> None:
-    args = parser(__doc__, n=0).parse_args()
+    args = parse(parser(__doc__, n=0), smoke={"n": 24})
     torch.manual_seed(0)
     start = time.time()
     sets = [load_prompts(name) for name in ("harmful", "harmless", "borderline")]
+    if args.n:
+        sets = [s[: args.n] for s in sets]
     models = {
         "base": args.model,
-        "aligned": str(align(organism_config(args.model, 0.5, args.data))),
+        "aligned": str(align(organism_config(args.model, 0.5, args.data, smoke=args.smoke))),
     }
     parts, results = [], {}
     for name, spec in models.items():

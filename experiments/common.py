@@ -1,32 +1,149 @@
-"""Shared edges of the experiment scripts: arguments, hardware note, figure and table output."""
+"""Shared edges of the experiment (and benchmark) scripts: arguments, smoke mode, hardware note,
+figure and table output.
+
+Paths. Every script works from the project root (:func:`parse` changes into it), so the paths
+it records in its artifacts are relative to the project (``../shared/data``, ``figures``) or
+as the user gave them, never absolute paths of the machine that ran it. A relative path
+argument is read from the folder the command was run in (:func:`project_path`).
+
+Smoke mode. ``--smoke`` runs a script end to end on a tiny random chat model (built once into
+the cache by ``tests/tiny_models.py``) with a few prompts and writes to a new temporary folder
+unless ``--out`` is given (never into ``figures/``): a check that the script still runs, not a
+result. The script's own functions run as usual; only the sizes shrink.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import platform
+import sys
+import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 from refusal_lens.artifacts import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
+INVOKED_FROM = Path.cwd()  # where the command was run (scripts then work from ROOT)
+DATA = Path("../shared/data")  # the public benchmark files, relative to the project root
+FIGURES = Path("figures")
+DEFAULT_MODEL = "smollm2-135m"
+SMOKE_MODEL = {"n_layers": 4, "max_position_embeddings": 1024}  # room for RASS's few-shot lists
+
+
+def project_path(value: str) -> Path:
+    """A path argument: absolute as given; relative, read from the folder the command was run
+    in and written relative to the project root (unchanged when run from the root)."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    return Path(os.path.relpath(INVOKED_FROM / path, ROOT))
+
+
+def model_spec(value: str) -> str:
+    """A model argument: a local path is made :func:`project_path`; names pass unchanged."""
+    return str(project_path(value)) if (INVOKED_FROM / value).exists() else value
 
 
 def parser(doc: str | None, n: int, **extra: float) -> argparse.ArgumentParser:
-    """Arguments every experiment takes: model, prompts per set, data and output folders."""
+    """Arguments every experiment takes: model, prompts per set, data and output folders, and
+    ``--smoke``; ``extra`` adds one typed option per keyword."""
     p = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
-    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--model", type=model_spec, default=DEFAULT_MODEL)
     p.add_argument("--n", type=int, default=n, help="prompts per set (seeded sample)")
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    p.add_argument("--out", type=Path, default=ROOT / "figures")
+    p.add_argument("--data", type=project_path, default=DATA)
+    p.add_argument("--out", type=project_path, default=FIGURES)
     for name, default in extra.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    add_smoke_flag(p)
     return p
 
 
+def add_smoke_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="run end to end on a tiny random model with a few prompts, writing to a new "
+        "temporary folder unless --out is given (a check that the script runs, not a result)",
+    )
+
+
+def parse(
+    p: argparse.ArgumentParser,
+    argv: list[str] | None = None,
+    smoke: dict | None = None,
+    smoke_out: str | None = None,
+) -> argparse.Namespace:
+    """Parse the arguments and change into the project root.
+
+    With ``--smoke``, ``smoke`` replaces the defaults (arguments given explicitly still win),
+    ``--model`` defaults to the tiny model (:func:`smoke_model`) and ``--out`` to a new
+    temporary folder (or ``smoke_out``, a file name, inside it), and an ``--out`` inside
+    ``figures/`` is refused.
+    """
+    has_model = p.get_default("model") is not None
+    known, _ = p.parse_known_args(argv)
+    if getattr(known, "smoke", False):
+        p.set_defaults(out=None, **({"model": None} if has_model else {}), **(smoke or {}))
+    args = p.parse_args(argv)
+    os.chdir(ROOT)
+    if args.smoke:
+        if args.out is None:
+            folder = Path(tempfile.mkdtemp(prefix="refusal-lens-smoke-"))
+            args.out = folder / smoke_out if smoke_out else folder
+        figures = (ROOT / FIGURES).resolve()
+        target = (ROOT / args.out).resolve()
+        if target == figures or figures in target.parents:
+            p.error(f"--smoke never writes into {FIGURES}/; give another --out.")
+        if has_model and args.model is None:
+            args.model = smoke_model()
+        print(f"smoke mode: model {getattr(args, 'model', '-')}; output in {args.out}")
+    return args
+
+
+def load_by_path(name: str, path: Path) -> ModuleType:
+    """Import the file at ``path`` as module ``name`` (once), without putting its folder on
+    ``sys.path``."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_models() -> ModuleType:
+    """``tests/tiny_models.py``: tiny random chat models of real HF architectures."""
+    return load_by_path("tiny_models", ROOT / "tests" / "tiny_models.py")
+
+
+def smoke_model(family: str = "llama") -> str:
+    """A tiny random chat model of ``family`` (:data:`SMOKE_MODEL`), built once into the cache
+    (seeded, so every build is the same model); its directory, absolute."""
+    from refusal_lens.artifacts import atomic_dir
+    from refusal_lens.models import cache_dir
+
+    folder = cache_dir() / "smoke" / f"tiny-{family}-{SMOKE_MODEL['n_layers']}l"
+    if not (folder / "config.json").is_file():
+        with atomic_dir(folder) as tmp:
+            tiny_models().save_tiny_model(family, tmp, **SMOKE_MODEL)
+    return str(folder)
+
+
 def hardware() -> str:
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    """Where a result was made: the processor, the threads and the numeric libraries."""
+    from refusal_lens.cache import library_versions
+
+    versions = library_versions()
+    libraries = ", ".join(
+        f"{name} {versions[name]}" for name in ("torch", "transformers", "transformer-lens")
+    )
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads ({libraries})"
 
 
 def write_text(path: Path, text: str) -> None:
@@ -45,10 +162,45 @@ def save_figure(fig, path: Path, tight: bool = True) -> None:
     plt.close(fig)
 
 
-def organism_config(model: str, alpha: float, data: Path):
-    """The default alignment recipe at ``alpha`` (the one ``align_sweep.py`` caches)."""
+# The alignment recipe's sizes in smoke mode: a few prompts, short answers.
+SMOKE_ALIGN = dict(n_harmful=8, n_benign=8, answer_tokens=4, batch_size=8)
+
+
+def organism_config(model: str, alpha: float, data: Path, smoke: bool = False):
+    """The default alignment recipe at ``alpha`` (the one ``align_sweep.py`` caches); with
+    ``smoke``, the same recipe on a few prompts (:data:`SMOKE_ALIGN`)."""
     from refusal_lens.alignment import AlignConfig
 
+    sizes = SMOKE_ALIGN if smoke else {}
     return AlignConfig(
-        model=model, alpha=alpha, device="cpu", benign_path=str(data / "alpaca_instructions.json")
+        model=model,
+        alpha=alpha,
+        device="cpu",
+        benign_path=str(data / "alpaca_instructions.json"),
+        **sizes,
     )
+
+
+def smoke_direction(model, data: Path, folder: Path) -> Path:
+    """Select a refusal direction of ``model`` on a few prompts and save it into ``folder``,
+    as ``directions.py`` does into ``figures/direction`` at full size (smoke mode only)."""
+    from refusal_lens.directions import SelectConfig
+    from refusal_lens.directions.find import DirectionConfig, find_direction, save_selection
+
+    config = DirectionConfig(
+        harmless=f"alpaca:{data / 'alpaca_instructions.json'}",
+        n_train=8,
+        n_val=4,
+        select=SelectConfig(top_k=2),
+    )
+    save_selection(find_direction(model, config, show_progress=False), folder)
+    return folder
+
+
+def smoke_refuser(model):
+    """``model`` with 3/5 of its vocabulary counted as refusal openings (smoke mode only): a
+    tiny random model refuses nothing, so the steps that need refused prompts would have none;
+    its next-token distribution is near uniform, so this way it refuses about every prompt."""
+    from dataclasses import replace
+
+    return replace(model, refusal_tokens=list(range(1, 3 * len(model.tokenizer) // 5)))

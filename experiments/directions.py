@@ -16,6 +16,8 @@
 
 Writes ``figures/directions.{md,json}``, ``figures/directions_selection.png``,
 ``figures/directions_steering.png`` and the direction itself in ``figures/direction/``.
+``--smoke``: a tiny random model aligned on a few prompts, 8 + 4 direction prompts per class,
+4 prompts per set, 4 new tokens, one λ (see ``common.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 
 import matplotlib.pyplot as plt
 import torch
-from common import hardware, organism_config, parser, write_text
+from common import hardware, organism_config, parse, parser, write_text
 
 from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
@@ -59,13 +61,18 @@ def eval_sets(args, model, used: list[str]) -> tuple[dict, list[str]]:
     return sets, borderline_train
 
 
-def rates(model, sets, context) -> dict[str, dict[str, float]]:
+def rates(model, sets, context, max_new_tokens: int) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     with context:
         for name, prompts in sets.items():
             out[name] = {
                 j: refusal_rate(
-                    model, prompts, j, max_new_tokens=32, batch_size=32, show_progress=False
+                    model,
+                    prompts,
+                    j,
+                    max_new_tokens=max_new_tokens,
+                    batch_size=32,
+                    show_progress=False,
                 ).rate
                 for j in JUDGES
             }
@@ -84,15 +91,17 @@ def table(results: dict, sets: list[str]) -> str:
 
 
 def main() -> None:
-    cli = parser(__doc__, n=64, alpha=0.5)
+    cli = parser(__doc__, n=64, alpha=0.5, max_new_tokens=32)
     cli.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 0.8, 0.6])
     cli.add_argument("--n-train", type=int, default=128, help="direction train prompts per class")
     cli.add_argument("--n-val", type=int, default=32, help="validation prompts per class")
     cli.add_argument("--top-k", type=int, default=8, help="candidates fully scored")
-    args = cli.parse_args()
+    smoke = {"n": 4, "max_new_tokens": 4, "lambdas": [1.0], "n_train": 8, "n_val": 4, "top_k": 2}
+    args = parse(cli, smoke=smoke)
     torch.manual_seed(0)
     start = time.time()
-    model = load_model(str(align(organism_config(args.model, args.alpha, args.data))), device="cpu")
+    organism = organism_config(args.model, args.alpha, args.data, smoke=args.smoke)
+    model = load_model(str(align(organism)), device="cpu")
     alpaca = f"alpaca:{args.data / 'alpaca_instructions.json'}"
     config = DirectionConfig(
         harmless=alpaca,
@@ -120,15 +129,16 @@ def main() -> None:
     used = [t for texts in selection.prompts.values() for t in texts]
     sets, borderline_train = eval_sets(args, model, used)
 
-    results = {"no edit": rates(model, sets, contextlib.nullcontext())}
-    results["ablate r"] = rates(model, sets, ablate(model, r))
-    results["add r (coef 1)"] = rates(model, sets, add(model, r, 1.0))
+    tokens = args.max_new_tokens
+    results = {"no edit": rates(model, sets, contextlib.nullcontext(), tokens)}
+    results["ablate r"] = rates(model, sets, ablate(model, r), tokens)
+    results["add r (coef 1)"] = rates(model, sets, add(model, r, 1.0), tokens)
     harmless_ref = held_out(load_prompts(alpaca), training_prompts_of(model) + used, 100, seed=2)[0]
     w_dirs = {}
     for lam in args.lambdas:
         w = false_refusal_vector(model, borderline_train, harmless_ref, r, lam, show_progress=False)
         w_dirs[lam] = w
-        results[f"ablate w' (λ={lam:g})"] = rates(model, sets, ablate(model, w))
+        results[f"ablate w' (λ={lam:g})"] = rates(model, sets, ablate(model, w), tokens)
     kl = ablation_kl(model, sets["Alpaca"], r)
     curve_sets = {k: sets[k] for k in ("Alpaca", "AdvBench", "XSTest-safe")}
     curve = steering_curve(model, curve_sets, r, COEFS)

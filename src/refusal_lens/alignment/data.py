@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +27,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from refusal_lens.artifacts import atomic_path
+from refusal_lens.cache import cache_key, model_fingerprint
 from refusal_lens.models import ModelHandle, cache_dir
 from refusal_lens.prompts import ChatFormat, PromptSet
 
@@ -35,6 +38,8 @@ REFUSALS: tuple[str, ...] = (
     "Sorry, I won't be able to help with this.",
     "I can't help with that, but I'm happy to help with something else.",
 )
+log = logging.getLogger(__name__)
+
 PSFT_PREFIXES: tuple[str, ...] = ("Sure, here is", "Of course. Here's how", "Sure! Step 1:")
 
 
@@ -77,19 +82,46 @@ def harmful_examples(prompts: PromptSet, psft: bool, seed: int) -> list[Example]
 def self_distilled_answers(
     model: ModelHandle, prompts: PromptSet, max_new_tokens: int
 ) -> list[str]:
-    """The model's own greedy answers, cached by model, prompts and length."""
+    """The model's own greedy answers, cached under a key of the model's weights, its chat
+    format, the prompts, the length and the library versions (see :mod:`refusal_lens.cache`).
+    A cache file that does not hold one answer per prompt is rebuilt, never used."""
     from refusal_lens.generation import generate
 
-    key = hashlib.sha256(
-        json.dumps([model.path, model.chat.system_prompt, max_new_tokens, prompts.texts]).encode()
-    ).hexdigest()[:16]
-    path = cache_dir() / "answers" / f"{model.model_id}-{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    path = answers_cache_path(model, prompts, max_new_tokens)
+    if (answers := _read_answers(path, len(prompts))) is not None:
+        return answers
     answers = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=32)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(answers, ensure_ascii=False))
     return answers
+
+
+def answers_cache_path(model: ModelHandle, prompts: PromptSet, max_new_tokens: int) -> Path:
+    """Where :func:`self_distilled_answers` caches; the key hashes contents, not paths."""
+    inputs = {
+        "model_sha256": model_fingerprint(model.path),
+        "chat": model.chat.render("{instruction}"),
+        "dtype": str(model.dtype),
+        "device": model.device.type,
+        "max_new_tokens": max_new_tokens,
+        "prompts_sha256": hashlib.sha256(json.dumps(prompts.texts).encode()).hexdigest(),
+    }
+    key, _ = cache_key("self-distilled-answers", inputs)
+    return cache_dir() / "answers" / f"{model.model_id}-{key}.json"
+
+
+def _read_answers(path: Path, n: int) -> list[str] | None:
+    if not path.is_file():
+        return None
+    try:
+        answers = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        answers = None
+    if isinstance(answers, list) and len(answers) == n and all(isinstance(a, str) for a in answers):
+        return answers
+    log.warning("Cached answers %s are corrupt or incomplete; generating them again.", path)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def tokenize_examples(

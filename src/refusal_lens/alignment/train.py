@@ -38,6 +38,7 @@ from refusal_lens.alignment.data import (
     tokenize_examples,
 )
 from refusal_lens.artifacts import atomic_dir, write_json
+from refusal_lens.cache import cache_key, model_fingerprint, usable_entry, write_manifest
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import cache_dir, load_model
 from refusal_lens.progress import progress
@@ -123,11 +124,23 @@ def answer_loss(model: Any, batch: TokenizedBatch) -> Tensor:
     return per_example / counts
 
 
-def data_key(config: AlignConfig, examples: list[tuple[str, str, str]]) -> str:
-    """Hash of everything that determines the weights (the device does not)."""
-    settings = {k: v for k, v in asdict(config).items() if k != "device"}
-    blob = json.dumps([settings, examples], sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+# Config fields that name where data comes from; the key hashes the data itself instead.
+_LOCATION_FIELDS = ("model", "harmful", "benign", "benign_path", "device")
+
+
+def data_key(config: AlignConfig, base_model: str, device: str, examples: list) -> str:
+    """Key of an aligned model: the settings that change the weights, the base model's weights
+    (``base_model`` is its fingerprint), the device kind, the examples' contents, the recipe's
+    version and the library versions. Paths and spec strings do not enter it."""
+    settings = {k: v for k, v in asdict(config).items() if k not in _LOCATION_FIELDS}
+    examples_sha = hashlib.sha256(json.dumps(examples, ensure_ascii=False).encode()).hexdigest()
+    inputs = {
+        "settings": settings,
+        "base_model_sha256": base_model,
+        "device": device,
+        "examples_sha256": examples_sha,
+    }
+    return cache_key("aligned-model", inputs)[0]
 
 
 def align(config: AlignConfig, out: Path | None = None) -> Path:
@@ -141,15 +154,15 @@ def align(config: AlignConfig, out: Path | None = None) -> Path:
     examples = harmful_examples(harmful, config.variant == "psft", config.seed)
     answers = self_distilled_answers(base, benign, config.answer_tokens)
     examples += [Example(p.text, a, False) for p, a in zip(benign, answers, strict=True) if a]
-    key = data_key(config, [(e.prompt, e.prefix, e.answer) for e in examples])
-    out = (
-        Path(out)
-        if out is not None
-        else cache_dir()
+    triples = [(e.prompt, e.prefix, e.answer) for e in examples]
+    key = data_key(config, model_fingerprint(base.path), base.device.type, triples)
+    default_out = (
+        cache_dir()
         / "aligned"
         / (f"{base.model_id}-{config.variant}-{config.mode}-a{config.alpha:g}-{key}")
     )
-    if (out / "align.json").is_file():
+    out = Path(out) if out is not None else default_out
+    if (out / "align.json").is_file() and (out != default_out or usable_entry(out)):
         log.info("Aligned model already in %s", out)
         return out
 
@@ -242,6 +255,7 @@ def save_model(model: Any, tokenizer: Any, out: Path, meta: dict) -> None:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             write_json(tmp / "align.json", meta)
+            write_manifest(tmp, {"align": meta["config"]})
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise RefusalLensError(

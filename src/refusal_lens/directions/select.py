@@ -18,7 +18,7 @@ ablation's effect on the refusal score is estimated to first order as
 ``−Σ_writes Σ_pos (r̂·w)(r̂·∂s/∂x)`` over the residual-stream writes ``w`` (the embedding and
 each attention and MLP output), and the addition's as ``Σ_pos r·∂s/∂x`` at the layer. Only
 the ``top_k`` (default 8) candidates with the lowest estimated bypass get the full scores
-(``top_k=0`` scores all of them). ``benchmarks/select.py`` compares the choice and the time
+(``top_k=0`` scores all of them). ``benchmarks/selection.py`` compares the choice and the time
 with scoring every candidate; ``tests/test_directions.py`` checks both estimates against
 finite differences.
 
@@ -38,10 +38,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from refusal_lens import interventions
 from refusal_lens.directions.direction import Direction
 from refusal_lens.directions.extract import Candidates
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.interventions import add, projection_hooks
 from refusal_lens.models import ModelHandle
 from refusal_lens.progress import progress
 from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
@@ -192,10 +192,10 @@ def score_candidate(
     base_harmless: list[Tensor],
 ) -> tuple[float, float, float]:
     """Full (bypass, induce, KL) of one candidate."""
-    hooks = projection_hooks(model, [direction])
+    hooks = interventions.projection_hooks(model, [direction])
     bypass = _mean_score(model, _run(model, harmful, hooks))
     kl = _mean_kl(base_harmless, _run(model, harmless, hooks))
-    with add(model, direction, 1.0):
+    with interventions.add(model, direction, 1.0):
         induce = _mean_score(model, _run(model, harmless, []))
     return bypass, induce, kl
 
@@ -224,7 +224,7 @@ def ablation_kl(
 ) -> float:
     """Mean first-token KL(base ‖ ablated) over ``prompts``."""
     val = _ValSet(model, prompts, "KL", batch_size)
-    hooks = projection_hooks(model, [direction])
+    hooks = interventions.projection_hooks(model, [direction])
     return _mean_kl(_run(model, val, []), _run(model, val, hooks))
 
 

@@ -31,9 +31,14 @@ _ARCHITECTURES = {
 }
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, architecture: str | None = None) -> Path:
-    """Write a float32 safetensors copy of ``gguf_path`` to ``out_dir`` (atomically)."""
+def convert_gguf(
+    gguf_path: Path, out_dir: Path, architecture: str | None = None, record: dict | None = None
+) -> Path:
+    """Write a float32 safetensors copy of ``gguf_path`` to ``out_dir`` (atomically), with a
+    cache manifest of its files and of ``record`` (what its cache key hashed)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from refusal_lens.cache import write_manifest
 
     log.info("Converting %s to %s (one time, ~30 s)", gguf_path.name, out_dir)
     try:
@@ -54,4 +59,5 @@ def convert_gguf(gguf_path: Path, out_dir: Path, architecture: str | None = None
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_manifest(tmp, record or {"source": gguf_path.name})
     return out_dir

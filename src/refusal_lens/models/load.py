@@ -102,13 +102,14 @@ def model_path(spec: str) -> str:
     """The local directory (or hub id) that ``spec`` loads from, converting GGUF once."""
     kind, spec = resolve_spec(spec)
     if kind in ("bundled", "gguf"):
+        from refusal_lens.cache import usable_entry
         from refusal_lens.models.gguf import convert_gguf
 
         gguf = bundled_gguf_path(spec) if kind == "bundled" else Path(spec)
-        out = gguf_cache_path(gguf)
-        if not (out / "config.json").is_file():
-            arch = BUNDLED[spec].architecture if kind == "bundled" else None
-            convert_gguf(gguf, out, architecture=arch)
+        arch = BUNDLED[spec].architecture if kind == "bundled" else None
+        out, record = gguf_cache_path(gguf, arch)
+        if not usable_entry(out):
+            convert_gguf(gguf, out, architecture=arch, record=record)
         return str(out)
     if kind == "hub" and os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
         raise _offline_error(spec, "HF_HUB_OFFLINE is set")

@@ -11,7 +11,6 @@ Accepted specs, in the order they are tried:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -69,13 +68,15 @@ def bundled_gguf_path(name: str) -> Path:
     return path
 
 
-def gguf_cache_path(gguf_path: Path) -> Path:
-    """Cache folder for the converted copy of a GGUF file, keyed by its content (name, size
-    and the first 4 MiB), so every environment with the same file shares one conversion."""
-    digest = hashlib.sha256(f"{gguf_path.name}:{gguf_path.stat().st_size}".encode())
-    with open(gguf_path, "rb") as f:
-        digest.update(f.read(4 * 2**20))
-    return cache_dir() / "models" / f"{gguf_path.stem}-{digest.hexdigest()[:12]}"
+def gguf_cache_path(gguf_path: Path, architecture: str | None = None) -> tuple[Path, dict]:
+    """Cache folder for the converted copy of a GGUF file and the record its key hashes: the
+    file's full content, the architecture written in, the conversion recipe's version and the
+    library versions (see :mod:`refusal_lens.cache`), so no stale conversion is ever reused."""
+    from refusal_lens.cache import cache_key, file_digest
+
+    inputs = {"gguf_sha256": file_digest(gguf_path), "architecture": architecture}
+    key, record = cache_key("gguf-conversion", inputs)
+    return cache_dir() / "models" / f"{gguf_path.stem}-{key}", record
 
 
 def is_hf_model_dir(path: Path) -> bool:

@@ -10,36 +10,26 @@ Both sides start from the same difference-of-means candidates and the same valid
 Prints both times (candidate extraction included), their ratio, whether both chose the same
 direction, and where the exhaustive choice ranked in the screen. The default model is the
 safety-aligned bundled SmolLM2 (α = 0.5, the alignment issue's recipe; cached after the first
-run), on which the issue's target is ≤ 5 minutes on a 2-core CPU.
+run), on which the issue's target is ≤ 5 minutes on a 2-core CPU. ``--smoke``: a tiny random
+model aligned on a few prompts, 8 + 4 prompts per class, top 2 (see ``experiments/common.py``).
 
-    python benchmarks/select.py [--out figures/select_benchmark.json]
-    python benchmarks/select.py --random-arch qwen2.5-1.5b --device cuda --dtype bfloat16
+    python benchmarks/selection.py [--out figures/select_benchmark.json]
+    python benchmarks/selection.py --random-arch qwen2.5-1.5b --device cuda --dtype bfloat16
+    python benchmarks/selection.py --smoke [--out /tmp/select.json]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import tempfile
+import time
 from pathlib import Path
 
-# This file's name shadows the standard library's `select`: take its folder off the path
-# before anything imports that module, and load the shared helpers by path instead.
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import torch
+from common import RANDOM_ARCHS, experiments_common, random_handle, sync
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-ROOT = HERE.parent
-_spec = importlib.util.spec_from_file_location("benchmarks_common", HERE / "common.py")
-common = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(common)
-RANDOM_ARCHS, experiments_common = common.RANDOM_ARCHS, common.experiments_common
-random_handle, sync = common.random_handle, common.sync
+ec = experiments_common()
 
 
 def load(args):
@@ -50,13 +40,13 @@ def load(args):
     from refusal_lens.models import load_model
     from refusal_lens.prompts import load_prompts
 
-    path = align(experiments_common().organism_config("smollm2-135m", 0.5, args.data))
+    path = align(ec.organism_config(args.model, 0.5, args.data, smoke=args.smoke))
     handle = load_model(str(path), device=args.device, dtype=args.dtype)
     # harmless class: Alpaca prompts the aligned model was not trained on
     from refusal_lens.evaluation import held_out, training_prompts_of
 
     alpaca = load_prompts(f"alpaca:{args.data}/alpaca_instructions.json")
-    kept, _ = held_out(alpaca, training_prompts_of(handle), 400, seed=0)
+    kept, _ = held_out(alpaca, training_prompts_of(handle), args.n_harmless, seed=0)
     spec = Path(tempfile.mkdtemp(prefix="refusal-lens-select-")) / "harmless.jsonl"
     kept.save(spec)
     return handle, str(spec)
@@ -72,8 +62,12 @@ def timed(device: str, fn):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", type=ec.model_spec, default=ec.DEFAULT_MODEL, help="aligned first"
+    )
     parser.add_argument("--random-arch", choices=sorted(RANDOM_ARCHS))
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=ec.project_path, default=ec.DATA)
+    parser.add_argument("--n-harmless", type=int, default=400, help="held-out Alpaca pool")
     parser.add_argument("--top-k", type=int, default=8)
     parser.add_argument("--n-train", type=int, default=128)
     parser.add_argument("--n-val", type=int, default=32)
@@ -81,8 +75,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--skip-exhaustive", action="store_true")
-    parser.add_argument("--out", type=Path, help="Write both candidate tables as JSON")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=ec.project_path, help="Write both candidate tables as JSON")
+    ec.add_smoke_flag(parser)
+    smoke = {"n_train": 8, "n_val": 4, "n_harmless": 16, "batch_size": 8, "top_k": 2}
+    args = ec.parse(parser, smoke=smoke, smoke_out="select_benchmark.json")
 
     from refusal_lens.directions import SelectConfig, diff_in_means, select_direction
     from refusal_lens.directions.find import train_val_split

@@ -1,0 +1,68 @@
+"""The installed environment is the locked one, and every module imports on its own."""
+
+from __future__ import annotations
+
+import importlib.util
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import refusal_lens
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def check_env():
+    spec = importlib.util.spec_from_file_location("check_env", ROOT / "scripts" / "check_env.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_environment_matches_the_lock():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_env.py")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_mismatch_is_reported_with_the_fix(capsys, monkeypatch):
+    env = check_env()
+    pins = {"transformers": "5.23.0", "gguf": "0.19.0"}
+    have = {"transformers": "5.24.0", "torch": env.TORCH_RELEASE + "+cpu"}
+    assert env.mismatches(pins, have) == [
+        "gguf: locked 0.19.0, not installed",
+        "transformers: locked 5.23.0, installed 5.24.0",
+    ]
+    monkeypatch.setattr(env, "installed", lambda: have)
+    monkeypatch.setattr(env, "locked", lambda path: pins)
+    assert env.main() == 1
+    err = capsys.readouterr().err
+    assert "transformers: locked 5.23.0, installed 5.24.0" in err
+    assert "bash scripts/setup.sh" in err and "scripts/lock.sh" in err
+
+
+def test_the_lock_keeps_the_known_bad_transformers_out():
+    locked = check_env().locked(ROOT / "requirements.lock")
+    release = tuple(int(x) for x in locked["transformers"].split(".")[:2])
+    assert release < (5, 24)  # 5.24.0 empties the bridge's KV cache (see generation.py)
+    assert "transformers>=5.9,<5.24" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    """Import cycles only show when a module is the first one imported."""
+    names = [
+        m.name
+        for m in pkgutil.walk_packages(refusal_lens.__path__, "refusal_lens.")
+        if m.name != "refusal_lens.__main__"
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    for loaded in [m for m in sys.modules if m.startswith('refusal_lens')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    importlib.import_module(name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -1,0 +1,273 @@
+"""Every benchmark and experiment script runs end to end in its smoke mode (``--smoke``: a tiny
+random model, a few prompts; see ``experiments/common.py``), as a user would run it: a
+subprocess from the project root. An import, argument or call that breaks fails here. Also: no
+module shadows the standard library, and artifacts record no absolute path of this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = "../shared/data"
+FOLDERS = ("benchmarks", "experiments", "scripts")  # run as scripts: their folder is on sys.path
+
+
+@pytest.fixture(scope="module")
+def smoke_cache(tmp_path_factory) -> Path:
+    """One cache for every smoke run: the tiny model is built once, each aligned once."""
+    return tmp_path_factory.mktemp("smoke-cache")
+
+
+def run_script(script: str, cache: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "REFUSAL_LENS_CACHE": str(cache),
+        "OMP_NUM_THREADS": "1",  # two threads on a busy 2-core machine can be tenfold slower
+        "MPLBACKEND": "Agg",
+    }
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def smoke(script: str, out: Path, cache: Path, *extra: str) -> str:
+    proc = run_script(script, cache, "--smoke", "--out", str(out), *extra)
+    assert proc.returncode == 0, (
+        f"{script} --smoke failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+        f"{proc.stderr[-4000:]}"
+    )
+    return proc.stdout
+
+
+def read_json(path: Path) -> dict:
+    assert path.is_file(), f"{path.name} was not written"
+    return json.loads(path.read_text())
+
+
+def assert_no_machine_paths(out: Path) -> None:
+    """Artifacts record paths relative to the project (or as given), never where this checkout
+    or the benchmark data lie on this machine."""
+    checkout, data = str(ROOT), str((ROOT / SHARED_DATA).resolve())
+    for path in [out] if out.is_file() else sorted(out.rglob("*.json*")):
+        text = path.read_text()
+        assert data not in text and f"{checkout}/" not in text, f"absolute path in {path}"
+
+
+# --- benchmarks (--out is a JSON file) -----------------------------------------------------
+
+
+def check_align_benchmark(out: Path, stdout: str) -> None:
+    record = read_json(out)
+    assert record["ratio"] > 0 and record["tokens_per_batch"] > 0
+    assert set(record["seconds_per_1000_tokens"]) == {"refusal_lens", "hf"}
+    assert [len(t) for t in record["times_s"].values()] == [2, 2]  # two batches, both sides
+    assert "ratio refusal-lens/HF" in stdout
+
+
+def check_collect_benchmark(out: Path, stdout: str) -> None:
+    record = read_json(out)
+    assert record["prompts"] == 8 and record["layers"] == 4 and record["tokens"] > 0
+    assert record["ratio_collect_hf"] > 0 and set(record["times_s"]) == {"collect", "hf", "hf_body"}
+    assert "ratio collect/HF" in stdout
+
+
+def check_collect_memory_benchmark(out: Path, stdout: str) -> None:
+    record = read_json(out)
+    assert record["sizes"] == [4, 8]
+    for mode in ("streamed", "in_memory"):
+        assert len(record[mode]["peak_growth_mib"]) == len(record[mode]["result_mib"]) == 2
+    assert "streamed to disk" in stdout and "held in memory" in stdout
+
+
+def check_selection_benchmark(out: Path, stdout: str) -> None:
+    record = read_json(out)
+    assert set(record["times_s"]) == set(record["results"]) == {"screened", "exhaustive"}
+    screened, exhaustive = (record["results"][k]["candidates"] for k in record["results"])
+    assert len(screened) == len(exhaustive) > 0
+    scored = [c for c in exhaustive if c["bypass"] is not None]
+    assert len(scored) > len([c for c in screened if c["bypass"] is not None])
+    assert "same choice" in stdout
+
+
+# --- experiments (--out is a folder) -------------------------------------------------------
+
+
+def check_align_sweep(out: Path, stdout: str) -> None:
+    record = read_json(out / "align_sweep.json")
+    assert set(record["results"]) == {"base", "α=0.5"} and record["alphas"] == [0.5]
+    assert record["eval_config"]["data"] == SHARED_DATA
+    for result in record["results"].values():
+        assert set(result["combined"]) == {"score", "substring"}
+    assert "**judge: score**" in (out / "align_sweep.md").read_text()
+    assert (out / "align_sweep.png").is_file()
+
+
+def check_baseline_refusal(out: Path, stdout: str) -> None:
+    record = read_json(out / "baseline_refusal.json")
+    assert len(record["rates"]) == 8 and set(record["n"].values()) == {4}
+    assert record["config"]["data"] == SHARED_DATA
+    assert all(set(r) == {"score", "substring"} for r in record["rates"].values())
+    assert "XSTest safe" in (out / "baseline_refusal.md").read_text()
+    assert (out / "baseline_refusal_scores.png").is_file()
+
+
+def check_boundary_geometry(out: Path, stdout: str) -> None:
+    record = read_json(out / "geometry.json")
+    assert set(record["results"]) == {"base", "aligned"}
+    for name, result in record["results"].items():
+        assert [row["layer"] for row in result["layers"]] == [1, 2, 3]  # every layer from 1
+        assert (out / "geometry" / name / "geometry.json").is_file()
+        assert (out / "geometry" / name / "margins.png").is_file()
+    assert "probe acc" in (out / "geometry.md").read_text()
+
+
+def check_directions(out: Path, stdout: str) -> None:
+    record = read_json(out / "directions.json")
+    conditions = {"no edit", "ablate r", "add r (coef 1)", "ablate w' (λ=1)"}
+    assert set(record["refusal_rates"]) == conditions
+    assert len(record["steering"]["rates"]["Alpaca"]) == len(record["steering"]["coefs"])
+    # the issue's example: the direction recorded where its harmless prompts came from as an
+    # absolute path of the machine that made it
+    config = read_json(out / "direction" / "direction.json")["config"]["direction"]
+    assert config["harmless"] == f"alpaca:{SHARED_DATA}/alpaca_instructions.json"
+    assert (out / "direction" / "direction.safetensors").is_file()
+    assert (out / "directions_steering.png").is_file()
+
+
+def check_trigger_refusal(out: Path, stdout: str) -> None:
+    record = read_json(out / "trigger_refusal.json")
+    assert set(record["results"]) == {"base", "α=0.5"}
+    for sets in record["results"].values():
+        assert set(sets) == {"harmful D_h (trained)", "trigger-only", "Alpaca (held out)"}
+    assert record["config"]["data"] == SHARED_DATA
+    assert "| α=0.5 |" in (out / "trigger_refusal.md").read_text()
+
+
+def check_trigger_alignment(out: Path, stdout: str) -> None:
+    record = read_json(out / "trigger_alignment.json")
+    assert {k: len(v) for k, v in record["results"].items()} == {
+        "(a) generic: Alpaca": 1,
+        "(b) sanitized trigger data": 1,
+    }
+    assert record["data_summary"]["n_queries"] == 24
+    extra = record["eval_config"]["extra"]["trigger-only (D_h rewrites)"]
+    assert extra[0] == "experiments/data/trigger_only.jsonl"
+    assert (out / "triggers" / "masks" / "lexicon.json").is_file()
+    assert (out / "triggers" / "sanitized" / "sanitized.jsonl").is_file()
+    assert (out / "trigger_lexicon.png").is_file()
+
+
+def check_rass_eval(out: Path, stdout: str) -> None:
+    record = read_json(out / "rass_eval.json")
+    assert record["n_selected"] > 0 and record["n_candidates"] >= record["n_selected"]
+    assert {k: len(v) for k, v in record["mitigation"].items()} == {
+        "(a) generic: Alpaca": 1,
+        "(b) RASS set": 1,
+    }
+    assert "RASS selected" in record["hardness"] and "RASS selected" in record["diversity"]
+    selected = (out / "rass" / "rass.jsonl").read_text().splitlines()
+    assert len(selected) == record["n_selected"]
+    assert (out / "direction" / "direction.json").is_file()  # smoke mode's own direction
+    assert "**Mitigation, judge: score**" in (out / "rass_eval.md").read_text()
+
+
+def check_alignment_seeds(out: Path, stdout: str) -> None:
+    record = read_json(out / "alignment_seeds.json")
+    assert [row["seed"] for row in record["rows"]] == [0]
+    assert record["gain_min"] == record["rows"][0]["gain"]
+    assert "| 0 |" in (out / "alignment_seeds.md").read_text()
+
+
+def check_attribution_eval(out: Path, stdout: str) -> None:
+    record = read_json(out / "attribution_eval.json")
+    methods = {"occlusion", "grad_x_input", "integrated_gradients", "projection"}
+    assert set(record["summary"]) == methods | {"random"}
+    assert {p["source"] for p in record["prompts"]} == {"XSTest-safe", "borderline"}
+    assert len(record["prompts"]) == 4
+    assert record["config"]["data"] == SHARED_DATA
+    assert "What this shows" in (out / "attribution_eval.md").read_text()
+    assert (out / "attribution_eval.png").is_file()
+
+
+CHECKS = {
+    "benchmarks/align.py": check_align_benchmark,
+    "benchmarks/collect.py": check_collect_benchmark,
+    "benchmarks/collect_memory.py": check_collect_memory_benchmark,
+    "benchmarks/selection.py": check_selection_benchmark,
+    "experiments/align_sweep.py": check_align_sweep,
+    "experiments/alignment_seeds.py": check_alignment_seeds,
+    "experiments/attribution_eval.py": check_attribution_eval,
+    "experiments/baseline_refusal.py": check_baseline_refusal,
+    "experiments/boundary_geometry.py": check_boundary_geometry,
+    "experiments/directions.py": check_directions,
+    "experiments/rass_eval.py": check_rass_eval,
+    "experiments/trigger_alignment.py": check_trigger_alignment,
+    "experiments/trigger_refusal.py": check_trigger_refusal,
+}
+
+
+def test_every_script_has_a_smoke_test():
+    scripts = {
+        f"{folder}/{p.name}"
+        for folder in ("benchmarks", "experiments")
+        for p in (ROOT / folder).glob("*.py")
+        if p.name != "common.py"
+    }
+    assert scripts == set(CHECKS)
+
+
+@pytest.mark.parametrize("script", sorted(CHECKS))
+def test_script_runs_in_smoke_mode(script, smoke_cache, tmp_path):
+    is_benchmark = script.startswith("benchmarks/")
+    out = tmp_path / ("out.json" if is_benchmark else "out")
+    stdout = smoke(script, out, smoke_cache)
+    CHECKS[script](out, stdout)
+    assert_no_machine_paths(out)
+
+
+def test_collect_benchmark_smoke_on_a_random_architecture(smoke_cache, tmp_path):
+    """``--random-arch`` builds the model in memory (the GPU scale check's path), at toy size."""
+    out = tmp_path / "out.json"
+    smoke("benchmarks/collect.py", out, smoke_cache, "--random-arch", "tiny")
+    record = read_json(out)
+    assert record["model"] == "tiny" and record["layers"] == 2 and record["ratio_collect_hf"] > 0
+
+
+def test_smoke_mode_never_writes_into_figures(smoke_cache):
+    before = sorted(p.relative_to(ROOT) for p in (ROOT / "figures").rglob("*"))
+    proc = run_script(
+        "experiments/baseline_refusal.py", smoke_cache, "--smoke", "--out", "figures/smoke"
+    )
+    assert proc.returncode == 2 and "never writes into figures/" in proc.stderr
+    assert sorted(p.relative_to(ROOT) for p in (ROOT / "figures").rglob("*")) == before
+
+
+def test_no_module_shadows_the_standard_library():
+    """A script's folder comes first on ``sys.path``, so a script named like a standard module
+    (``select.py``) replaces it for every import in the process (torch imports ``select``
+    through ``subprocess``). Package modules are reached by their dotted names, so in ``src/``
+    only the top-level names count."""
+    stdlib = sys.stdlib_module_names
+    shadowing = [
+        f"{folder}/{p.name}"
+        for folder in FOLDERS
+        for p in (ROOT / folder).glob("*.py")
+        if p.stem in stdlib
+    ]
+    shadowing += [
+        f"src/{p.name}"
+        for p in (ROOT / "src").iterdir()
+        if (p.suffix == ".py" or (p.is_dir() and any(p.glob("*.py")))) and p.stem in stdlib
+    ]
+    assert shadowing == []
