@@ -3,10 +3,10 @@
     python experiments/alignment_seeds.py [--seeds 0 1 2 3 4]
 
 ``tests/test_alignment.py::test_lora_alignment_of_the_bundled_model_teaches_refusal`` aligns
-SmolLM2-135M with a short LoRA recipe (32 harmful, 16 benign, 8 answer tokens, lr 4e-3,
-2 epochs) and asserts, on 24 held-out AdvBench prompts, that the mean refusal score rises by
-more than 2.0 and that at least half are refused after (score > 0) while fewer than half were
-before. This script runs that recipe for several alignment seeds and reports each quantity, so
+SmolLM2-135M with a short LoRA recipe (``BUNDLED_TEST_RECIPE`` there) and asserts, on 24
+held-out AdvBench prompts, that the mean refusal score rises by more than ``MIN_GAIN`` and that
+at least ``MIN_REFUSED_AFTER`` of them are refused after (score > 0) while fewer were before.
+This script runs that recipe for several alignment seeds and reports each quantity, so
 the test's thresholds sit inside a measured margin. Writes ``figures/alignment_seeds.{json,md}``.
 ``--smoke``: a tiny random model, the recipe on 8 + 8 prompts with 4 answer tokens, one seed,
 4 prompts (see ``common.py``).
@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from common import SMOKE_ALIGN, hardware, parse, parser, write_text
+from common import ROOT, SMOKE_ALIGN, hardware, load_by_path, parse, parser, write_text
 
 from refusal_lens.alignment import AlignConfig, align
 from refusal_lens.artifacts import write_json
@@ -27,18 +27,20 @@ from refusal_lens.prompts import load_benchmark
 from refusal_lens.scoring import refusal_scores
 
 
+def bundled_test():
+    """``tests/test_alignment.py``, for its recipe and thresholds (one source for both)."""
+    return load_by_path("test_alignment", ROOT / "tests" / "test_alignment.py")
+
+
 def test_recipe(seed: int, data, model: str = "smollm2-135m", smoke: bool = False) -> AlignConfig:
     """The recipe of the bundled-model alignment test, at ``seed`` (with ``smoke``, on a few
     prompts)."""
-    sizes = {"n_harmful": 32, "n_benign": 16, "answer_tokens": 8}
     return AlignConfig(
+        **(bundled_test().BUNDLED_TEST_RECIPE | (SMOKE_ALIGN if smoke else {})),
         model=model,
-        lr=4e-3,
-        epochs=2,
         seed=seed,
         device="cpu",
         benign_path=str(data / "alpaca_instructions.json"),
-        **(sizes | (SMOKE_ALIGN if smoke else {})),
     )
 
 
@@ -72,19 +74,23 @@ def main() -> None:
         "gain_sd": statistics.stdev(gains) if len(gains) > 1 else 0.0,
         "gain_min": min(gains),
         "refused_after_min": min(shares),
+        "recipe": bundled_test().BUNDLED_TEST_RECIPE,
         "rows": rows,
         "libraries": library_versions(),
         "hardware": hardware(),
         "seconds": round(time.time() - start),
     }
     write_json(args.out / "alignment_seeds.json", summary)
+    test = bundled_test()
     lines = [
-        "| seed | mean score gain (test: > 2.0) | share refused after (test: ≥ 0.5) |",
+        f"| seed | mean score gain (test: > {test.MIN_GAIN}) "
+        f"| share refused after (test: ≥ {test.MIN_REFUSED_AFTER}) |",
         "|---:|---:|---:|",
         *(f"| {r['seed']} | {r['gain']:+.2f} | {r['refused_after']:.2f} |" for r in rows),
         "",
         f"Before alignment: mean score {summary['base_mean_score']:+.2f}, share refused "
-        f"{summary['refused_before']:.2f} (test: < 0.5). Gain {summary['gain_mean']:+.2f} ± "
+        f"{summary['refused_before']:.2f}. Recipe {summary['recipe']}. "
+        f"Gain {summary['gain_mean']:+.2f} ± "
         f"{summary['gain_sd']:.2f} (mean ± sd over {len(rows)} seeds), minimum "
         f"{summary['gain_min']:+.2f}. {args.n} AdvBench prompts. Made by "
         f"`python experiments/alignment_seeds.py` on {hardware()} in {summary['seconds']} s.",
