@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+# a Python string literal as repr() prints it (the notebooks print their chosen prompts so)
+QUOTED = r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+
+
+def chosen_prompts(text: str) -> list[str]:
+    """The prompts a notebook picked at run time, from its ``chosen: '...'`` lines."""
+    return [ast.literal_eval(q) for q in re.findall(rf"^chosen: {QUOTED}", text, re.M)]
 
 
 def run_notebook(path: Path, cache: Path, monkeypatch) -> list:
@@ -32,11 +40,24 @@ def run_notebook(path: Path, cache: Path, monkeypatch) -> list:
 @pytest.mark.model
 def test_ablate_directions_notebook(monkeypatch, shared_data):
     from conftest import USER_CACHE
+    from refusal_lens.prompts import load_prompts
+    from refusal_lens.scoring import is_refusal
 
     outputs = run_notebook(NOTEBOOKS / "ablate_directions.ipynb", USER_CACHE[0], monkeypatch)
     text = "".join(out.get("text", "") for out in outputs)
     assert "Selected layer" in text or "filtered out" in text
-    assert "score ablated:" in text and "added:" in text
+    # the examples are picked at run time from held-out benchmark prompts
+    harmful, harmless = chosen_prompts(text)
+    assert harmful in load_prompts(f"jailbreakbench:{shared_data / 'jailbreakbench.csv'}").texts
+    assert harmless in load_prompts(f"alpaca:{shared_data / 'alpaca_instructions.json'}").texts
+    lines = text.splitlines()
+    [refused, answered] = [line for line in lines if line.startswith("before: ")]
+    [steered] = [line for line in lines if line.startswith("added: ")]
+    assert is_refusal(refused) and not is_refusal(answered) and is_refusal(steered)
+    score, ablated = (
+        float(re.search(rf"score {w}: (\S+)", text).group(1)) for w in ("before", "ablated")
+    )
+    assert score > 0 and ablated < score  # ablating r lowers the refusal score
     figures = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(figures) == 2
 
@@ -44,18 +65,24 @@ def test_ablate_directions_notebook(monkeypatch, shared_data):
 @pytest.mark.model
 def test_attribute_refusals_notebook(monkeypatch, shared_data):
     from conftest import USER_CACHE
+    from refusal_lens.prompts import load_prompts
     from refusal_lens.scoring import is_refusal
 
     outputs = run_notebook(NOTEBOOKS / "attribute_refusals.ipynb", USER_CACHE[0], monkeypatch)
     text = "".join(out.get("text", "") for out in outputs)
+    # the prompt is picked at run time: a safe XSTest prompt that the model refuses
+    [prompt] = chosen_prompts(text)
+    assert prompt in load_prompts(f"xstest-safe:{shared_data / 'xstest_prompts.csv'}").texts
+    score, rank, n = re.search(r"refusal score: (\S+), rank (\d+) of (\d+)", text).groups()
+    assert float(score) > 0 and 1 <= int(rank) <= int(n)
     for method in ("occlusion", "grad_x_input", "integrated_gradients", "projection"):
-        assert f"{method}: '" in text  # each method attributed the refusal to named tokens
+        assert re.search(rf"{method}: ['\"]", text)  # each attributed the refusal to tokens
     before, after = (
         float(x)
         for x in re.search(r"score before: (\S+)\s+score after deleting: (\S+)", text).groups()
     )
     assert before > 0 > after  # refused, then answered once the top token is deleted
-    assert re.search(r"tokenized afresh: (\S+)", text).group(1) == f"{after:+.2f}"
+    assert float(re.search(r"tokenized afresh: (\S+)", text).group(1)) < 0
     answers = dict(re.findall(r"answer (before|after):\s+(.*)", text))
     assert is_refusal(answers["before"]) and not is_refusal(answers["after"])
     pages = [out["data"]["text/html"] for out in outputs if "text/html" in out.get("data", {})]
