@@ -53,3 +53,49 @@ def test_atomic_path_only_publishes_on_success(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("whole")
     assert target.read_text() == "whole"
+
+
+def test_artifacts_record_portable_paths(tmp_path, monkeypatch):
+    import json
+
+    from refusal_lens.artifacts import portable_path, write_json
+    from refusal_lens.models import cache_dir
+    from refusal_lens.models.spec import resolve_spec
+
+    cached = cache_dir() / "aligned" / "model-abc"
+    assert portable_path(str(cached)) == "$REFUSAL_LENS_CACHE/aligned/model-abc"
+    monkeypatch.chdir(tmp_path)
+    assert portable_path(f"alpaca:{tmp_path}/data/a.json") == "alpaca:data/a.json"
+    assert portable_path("/elsewhere/x.json") == "/elsewhere/x.json"  # as the user gave it
+    assert portable_path("harmful") == "harmful" and portable_path("a: /b") == "a: /b"
+    write_json(tmp_path / "meta.json", {"model": cached, "set": f"x:{tmp_path / 'p.jsonl'}"})
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta == {"model": "$REFUSAL_LENS_CACHE/aligned/model-abc", "set": "x:p.jsonl"}
+    cached.mkdir(parents=True)
+    (cached / "config.json").write_text("{}")
+    assert resolve_spec(meta["model"]) == ("dir", str(cached))  # read back as a model spec
+
+
+def test_committed_artifacts_record_no_machine_paths():
+    """figures/ is read on other machines: paths are project-relative or in the cache."""
+    import json
+    from pathlib import Path
+
+    def strings(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from strings(v)
+        elif isinstance(value, str):
+            yield value
+
+    figures = Path(__file__).resolve().parents[1] / "figures"
+    absolute = [
+        (path.name, text)
+        for path in figures.rglob("*.json")
+        for text in strings(json.loads(path.read_text()))
+        if text.startswith("/") or (":/" in text and not text.startswith(("http", "https")))
+    ]
+    assert not absolute, absolute[:5]

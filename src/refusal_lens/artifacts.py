@@ -67,15 +67,35 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def portable_path(text: str) -> str:
+    """An absolute path as artifacts record it: inside the cache as ``$REFUSAL_LENS_CACHE/…``
+    (``models.resolve_spec`` reads it back), inside the working folder relative to it, and
+    anything else unchanged. Other strings pass through (also after a ``kind:`` prefix)."""
+    from refusal_lens.models.spec import CACHE_PLACEHOLDER, cache_dir
+
+    prefix, sep, rest = text.partition(":") if ":/" in text else ("", "", text)
+    if not rest.startswith("/"):
+        return text
+    path = Path(rest)
+    cache = cache_dir().absolute()
+    if path == cache or cache in path.parents:
+        rest = CACHE_PLACEHOLDER + "/" + path.relative_to(cache).as_posix()
+    elif Path.cwd() in path.parents:
+        rest = path.relative_to(Path.cwd()).as_posix()
+    return prefix + sep + rest
+
+
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, paths, dtypes and tuples to plain JSON values."""
+    """Dataclasses, paths, dtypes and tuples to plain JSON values; paths made portable."""
     if is_dataclass(obj) and not isinstance(obj, type):
         return {k: to_jsonable(v) for k, v in asdict(obj).items()}
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path | torch.dtype | torch.device):
+    if isinstance(obj, str | Path):
+        return portable_path(str(obj))
+    if isinstance(obj, torch.dtype | torch.device):
         return str(obj)
     return obj
 

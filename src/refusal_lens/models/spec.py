@@ -18,6 +18,8 @@ from pathlib import Path
 
 from refusal_lens.errors import ModelSpecError
 
+CACHE_PLACEHOLDER = "$REFUSAL_LENS_CACHE"  # how artifacts record paths inside the cache
+
 
 @dataclass(frozen=True)
 class BundledModel:
@@ -88,6 +90,8 @@ def resolve_spec(spec: str) -> tuple[str, str]:
     if not spec or not spec.strip():
         raise ModelSpecError("Empty model spec. " + _SPEC_HELP)
     spec = spec.strip()
+    if spec.startswith(CACHE_PLACEHOLDER + "/"):  # a cached model as artifacts record it
+        spec = str(cache_dir() / spec.removeprefix(CACHE_PLACEHOLDER + "/"))
     if spec in BUNDLED:
         return "bundled", spec
     path = Path(spec).expanduser()
