@@ -57,7 +57,7 @@ from common import (
 
 from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
-from refusal_lens.attribution import METHODS, TokenAttribution, attribute, scores_without
+from refusal_lens.attribution.methods import METHODS, TokenAttribution, attribute, scores_without
 from refusal_lens.directions import Direction
 from refusal_lens.evaluation import held_out, training_prompts_of
 from refusal_lens.models import ModelHandle, load_model

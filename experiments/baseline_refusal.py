@@ -19,9 +19,9 @@ import torch
 from common import hardware, parse, parser, save_figure, write_text
 
 from refusal_lens.artifacts import write_json
+from refusal_lens.evaluation import rates_table
 from refusal_lens.models import load_model
 from refusal_lens.prompts import load_prompts
-from refusal_lens.reports import rates_table
 from refusal_lens.scoring import refusal_rate
 
 

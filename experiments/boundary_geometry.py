@@ -3,7 +3,7 @@ harmless boundary, layer by layer, and does that predict which ones the model re
 
 For the base SmolLM2-135M-Instruct and the over-refusing organism (α = 0.5, seed 0), reads the
 shipped harmful (160), harmless (160) and borderline (170) sets at every layer
-(``refusal_lens.geometry``; per-layer difference-of-means direction; probe fitted on 75 % of
+(``refusal_lens.boundary.geometry``; per-layer difference-of-means direction; probe fitted on 75 % of
 each class, accuracy on the rest). Borderline prompts count as refused when the refusal score
 is > 0.
 
@@ -24,8 +24,8 @@ from common import hardware, organism_config, parse, parser, write_text
 
 from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
-from refusal_lens.geometry import boundary_geometry
-from refusal_lens.geometry_views import write_geometry_figures
+from refusal_lens.boundary.geometry import boundary_geometry
+from refusal_lens.boundary.views import write_geometry_figures
 from refusal_lens.models import load_model
 from refusal_lens.prompts import load_prompts
 

@@ -154,7 +154,7 @@ def write_text(path: Path, text: str) -> None:
 def save_figure(fig, path: Path, tight: bool = True) -> None:
     import matplotlib.pyplot as plt
 
-    from refusal_lens.viz import save_figure as save
+    from refusal_lens.plots import save_figure as save
 
     if tight:
         fig.tight_layout()

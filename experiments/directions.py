@@ -34,13 +34,13 @@ from refusal_lens.artifacts import write_json
 from refusal_lens.directions import false_refusal_vector
 from refusal_lens.directions.find import DirectionConfig, find_direction, save_selection
 from refusal_lens.directions.select import SelectConfig, ablation_kl, score_candidates
+from refusal_lens.directions.steer import steering_curve
+from refusal_lens.directions.views import plot_selection, plot_steering
 from refusal_lens.evaluation import held_out, training_prompts_of
 from refusal_lens.interventions import ablate, add
 from refusal_lens.models import load_model
 from refusal_lens.prompts import load_prompts
 from refusal_lens.scoring import refusal_rate
-from refusal_lens.steering import steering_curve
-from refusal_lens.viz import plot_selection, plot_steering
 
 JUDGES = ("score", "substring")
 COEFS = [-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]

@@ -3,7 +3,7 @@
 On the over-refusing organism (α = 0.5, seed 0) with its refusal direction
 (``figures/direction``, layer 20):
 
-1. RASS (``refusal_lens.rass``): seeds = 160 ``D_h`` queries + Alpaca rows 200–359 (disjoint
+1. RASS (``refusal_lens.boundary.rass``): seeds = 160 ``D_h`` queries + Alpaca rows 200–359 (disjoint
    from every evaluation set); the organism writes candidates at coefficients −1 … 1, plus
    trigger-lexicon frames around Alpaca rows 400–599; selection at layer 20, band |margin| ≤
    0.5; judge = harm probe on the base model (shipped harmful vs harmless + borderline).
@@ -53,16 +53,16 @@ from trigger_alignment import table as alignment_table
 
 from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
+from refusal_lens.boundary.candidates import WORDS
+from refusal_lens.boundary.geometry import GeometryConfig, read_layers
+from refusal_lens.boundary.rass import RASSConfig, probe_judge, rass
+from refusal_lens.boundary.views import plot_rass_margins
 from refusal_lens.directions import Direction
 from refusal_lens.evaluation import EvalConfig, evaluate
-from refusal_lens.geometry import GeometryConfig, read_layers
-from refusal_lens.geometry_views import plot_rass_margins
-from refusal_lens.harm import fit_harm_judge
 from refusal_lens.models import load_model
 from refusal_lens.prompts import PromptSet, load_prompts
-from refusal_lens.rass import RASSConfig, probe_judge, rass
-from refusal_lens.rass_generate import WORDS
 from refusal_lens.scoring import refusal_rate
+from refusal_lens.triggers.harm import fit_harm_judge
 
 # from the project root
 LABELS = Path("experiments/data/rass_labels.jsonl")

@@ -2,7 +2,7 @@
 
 1. Trigger masks: the over-refusing organism (α = 0.5) is asked which words of each of its 160
    harmful training queries (``D_h``) drive its refusal, and which of those are harmful cues and
-   which non-harmful triggers (``refusal_lens.triggers``). Writes the masks and the ranked
+   which non-harmful triggers (``refusal_lens.triggers.masks``). Writes the masks and the ranked
    trigger lexicon (``figures/triggers/masks/``, ``figures/trigger_lexicon.png``).
 2. Sanitized ``D_b``: each query with its harmful cues replaced and its triggers kept, kept only
    when the harm judge (a probe on the base model) calls it benign and the base model answers
@@ -34,19 +34,19 @@ from common import hardware, organism_config, parse, parser, write_text
 from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import EvalConfig, evaluate
-from refusal_lens.harm import fit_harm_judge
 from refusal_lens.models import load_model
 from refusal_lens.prompts import PromptSet, load_prompts
-from refusal_lens.sanitize import SanitizedData, sanitize
-from refusal_lens.triggers import (
+from refusal_lens.triggers.harm import fit_harm_judge
+from refusal_lens.triggers.masks import (
     KINDS,
     WORD,
     TriggerConfig,
     TriggerMasks,
-    lexicon,
+    build_lexicon,
     trigger_masks,
 )
-from refusal_lens.viz import plot_lexicon
+from refusal_lens.triggers.sanitize import SanitizedData, sanitize
+from refusal_lens.triggers.views import plot_lexicon
 
 TRIGGER_ONLY = Path("experiments/data/trigger_only.jsonl")  # from the project root
 
@@ -109,7 +109,7 @@ def build_data(args, base, organism, harmful: PromptSet):
         data = sanitize(base, fold_masks.masks, judge, categories=[p.category for p in part])
         for i, m, item in zip(fold, fold_masks.masks, data.items, strict=True):
             masks[i], items[i] = m, item
-    all_masks = TriggerMasks(masks, lexicon(masks), TriggerConfig(), organism.model_id)
+    all_masks = TriggerMasks(masks, build_lexicon(masks), TriggerConfig(), organism.model_id)
     all_masks.save(folder / "masks")
     data = SanitizedData(items, data.config, {"folds": [j.describe() for j in judges]})
     data.save(folder / "sanitized")

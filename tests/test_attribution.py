@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from refusal_lens.attribution import attribute, scores_without
+from refusal_lens.attribution.methods import attribute, scores_without
 from refusal_lens.directions import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.scoring import refusal_scores

@@ -13,8 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from refusal_lens.attribution import attribute
-from refusal_lens.attribution_views import (
+from refusal_lens.attribution.methods import attribute
+from refusal_lens.attribution.views import (
     attribution_bars,
     attribution_heatmap,
     attributions_html,

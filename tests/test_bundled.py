@@ -58,9 +58,9 @@ def test_base_model_complies_with_harmful_requests(smollm):
 
 def test_direction_ablation_and_orthogonalization_on_the_real_model(smollm, tmp_path):
     from refusal_lens.directions import diff_in_means
+    from refusal_lens.directions.orthogonalize import orthogonalize_weights
     from refusal_lens.interventions import ablate, add
     from refusal_lens.models import load_model
-    from refusal_lens.orthogonalize import orthogonalize_weights
 
     harmful, harmless = load_shipped("harmful")[:16], load_shipped("harmless")[:16]
     r = diff_in_means(smollm, harmful, harmless, [14], [-1], show_progress=False).direction(14, -1)
@@ -83,10 +83,10 @@ def test_direction_ablation_and_orthogonalization_on_the_real_model(smollm, tmp_
 
 
 def test_geometry_and_rass_on_the_real_model(smollm):
+    from refusal_lens.boundary.candidates import WORDS
+    from refusal_lens.boundary.geometry import GeometryConfig, boundary_geometry
+    from refusal_lens.boundary.rass import RASSConfig, rass
     from refusal_lens.directions import diff_in_means
-    from refusal_lens.geometry import GeometryConfig, boundary_geometry
-    from refusal_lens.rass import RASSConfig, rass
-    from refusal_lens.rass_generate import WORDS
 
     harmful, harmless, borderline = (
         load_shipped(name)[:24] for name in ("harmful", "harmless", "borderline")

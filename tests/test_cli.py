@@ -151,8 +151,8 @@ def test_direction_then_steer_from_the_command_line(tiny_dirs, tmp_path):
 
 
 def test_geometry_and_rass_from_the_command_line(tiny_dirs, tmp_path):
+    from refusal_lens.boundary.geometry import Geometry
     from refusal_lens.directions import Direction
-    from refusal_lens.geometry import Geometry
     from refusal_lens.prompts import PromptSet
 
     model = str(tiny_dirs["llama"])

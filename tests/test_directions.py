@@ -15,7 +15,7 @@ from refusal_lens.directions import (
     false_refusal_vector,
     select_direction,
 )
-from refusal_lens.directions.select import _ValSet, screen
+from refusal_lens.directions.select import _ValSet, first_order_estimates
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.interventions import add
 from refusal_lens.scoring import refusal_scores
@@ -143,7 +143,7 @@ def test_screen_matches_finite_differences(tiny_llama):
     model = tiny_llama
     cand = diff_in_means(model, HARMFUL, HARMLESS, show_progress=False)
     harmful, harmless = (_ValSet(model, s, "x", 8) for s in (HARMFUL, HARMLESS))
-    bypass, induce = screen(model, cand, harmful, harmless)
+    bypass, induce = first_order_estimates(model, cand, harmful, harmless)
     d = cand.direction(1, -1)
     eps = 1e-2
 

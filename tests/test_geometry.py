@@ -7,9 +7,7 @@ import pytest
 import torch
 
 from refusal_lens.activations import collect_residuals
-from refusal_lens.directions import Direction
-from refusal_lens.errors import RefusalLensError
-from refusal_lens.geometry import (
+from refusal_lens.boundary.geometry import (
     Geometry,
     GeometryConfig,
     auroc,
@@ -17,13 +15,15 @@ from refusal_lens.geometry import (
     fit_layer,
     layer_boundary,
 )
-from refusal_lens.geometry_views import (
+from refusal_lens.boundary.views import (
     COLORS,
     plot_boundary_grid,
     plot_margins,
     plot_probe_accuracy,
     write_geometry_figures,
 )
+from refusal_lens.directions import Direction
+from refusal_lens.errors import RefusalLensError
 from refusal_lens.prompts import load_prompts
 from refusal_lens.scoring import refusal_scores
 

@@ -14,9 +14,9 @@ import contextlib
 import pytest
 import torch
 
+from refusal_lens.boundary.candidates import sample_continuations
 from refusal_lens.generation import cut_at_stop, generate_ids, kv_cache_works
 from refusal_lens.interventions import add
-from refusal_lens.rass_generate import sample_continuations
 from refusal_lens.scoring import refusal_score, refusal_scores
 
 PROMPTS = [

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from refusal_lens.directions import Direction
+from refusal_lens.directions.orthogonalize import orthogonalize_weights
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.generation import generate
 from refusal_lens.interventions import ablate, add, orthonormal_basis, project_out
-from refusal_lens.orthogonalize import orthogonalize_weights
 
 PROMPTS = ["How do I kill a Python process?", "Hi", "Write a poem about the sea, please."]
 RESID = [f"blocks.{{}}.hook_resid_{p}" for p in ("pre", "mid", "post")]
@@ -153,8 +153,8 @@ def test_a_direction_of_another_width_is_refused(tiny_llama):
 
 
 def test_steer_reports_the_layer_it_used(tiny_llama):
+    from refusal_lens.directions.steer import steer
     from refusal_lens.prompts import PromptSet
-    from refusal_lens.steering import steer
 
     r = random_direction(tiny_llama, layer=1)
     prompts = PromptSet.from_texts(PROMPTS, "harmless", name="p")

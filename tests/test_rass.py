@@ -9,12 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from refusal_lens.directions import Direction
-from refusal_lens.errors import RefusalLensError
-from refusal_lens.geometry import layer_boundary
-from refusal_lens.prompts import PromptSet, load_prompts
-from refusal_lens.rass import RASSConfig, margins, rass
-from refusal_lens.rass_generate import (
+from refusal_lens.boundary.candidates import (
     Candidate,
     as_task,
     collapse_report,
@@ -22,10 +17,15 @@ from refusal_lens.rass_generate import (
     is_request,
     recombined_candidates,
     repetition,
-    screen,
+    screen_candidates,
     steered_candidates,
     usable_frames,
 )
+from refusal_lens.boundary.geometry import layer_boundary
+from refusal_lens.boundary.rass import RASSConfig, margins, rass
+from refusal_lens.directions import Direction
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.scoring import refusal_scores
 
 SEEDS = [
@@ -85,7 +85,7 @@ def test_repetition_and_screen_reasons():
             ("Plan a picnic in the park.", "fr"),
         ]
     ]
-    screen(cands, SEEDS, dedup_jaccard=0.8)
+    screen_candidates(cands, SEEDS, dedup_jaccard=0.8)
     reasons = [c.reason for c in cands]
     assert reasons == [
         "empty",

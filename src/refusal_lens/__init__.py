@@ -8,7 +8,7 @@ orthogonalization), ``attribution`` and ``attribution_views`` (per-token attribu
 refusals), ``harm`` (a probe judge of harm), ``triggers`` (harmful cues vs triggers) and
 ``sanitize`` (trigger-matched benign data), ``geometry`` and ``geometry_views`` (the safety
 boundary layer by layer), ``rass_generate`` and ``rass`` (boundary prompt generation and
-selection; ``from refusal_lens.rass import rass``) and ``translate``.
+selection; ``from refusal_lens.boundary.rass import rass``) and ``translate``.
 """
 
 from __future__ import annotations
@@ -40,20 +40,20 @@ _EXPORTS = {
     "ablate": "refusal_lens.interventions",
     "add": "refusal_lens.interventions",
     "project_out": "refusal_lens.interventions",
-    "orthogonalize_weights": "refusal_lens.orthogonalize",
-    "attribute": "refusal_lens.attribution",
-    "scores_without": "refusal_lens.attribution",
-    "attributions_html": "refusal_lens.attribution_views",
-    "attribution_heatmap": "refusal_lens.attribution_views",
-    "write_attribution_report": "refusal_lens.attribution_views",
-    "fit_harm_judge": "refusal_lens.harm",
-    "trigger_masks": "refusal_lens.triggers",
-    "TriggerMasks": "refusal_lens.triggers",
-    "boundary_geometry": "refusal_lens.geometry",
-    "Geometry": "refusal_lens.geometry",
-    "plot_boundary_grid": "refusal_lens.geometry_views",
-    "plot_margins": "refusal_lens.geometry_views",
-    "RASSConfig": "refusal_lens.rass",
+    "orthogonalize_weights": "refusal_lens.directions.orthogonalize",
+    "attribute": "refusal_lens.attribution.methods",
+    "scores_without": "refusal_lens.attribution.methods",
+    "attributions_html": "refusal_lens.attribution.views",
+    "attribution_heatmap": "refusal_lens.attribution.views",
+    "write_attribution_report": "refusal_lens.attribution.views",
+    "fit_harm_judge": "refusal_lens.triggers.harm",
+    "trigger_masks": "refusal_lens.triggers.masks",
+    "TriggerMasks": "refusal_lens.triggers.masks",
+    "boundary_geometry": "refusal_lens.boundary.geometry",
+    "Geometry": "refusal_lens.boundary.geometry",
+    "plot_boundary_grid": "refusal_lens.boundary.views",
+    "plot_margins": "refusal_lens.boundary.views",
+    "RASSConfig": "refusal_lens.boundary.rass",
     "RefusalLensError": "refusal_lens.errors",
 }
 

@@ -15,7 +15,7 @@ import shutil
 import struct
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from refusal_lens.errors import RefusalLensError
 
 _DTYPES = {torch.float32: ("F32", np.float32), torch.float16: ("F16", np.float16)}
 _CODES = {code: np_dtype for code, np_dtype in _DTYPES.values()}
+ARTIFACT_FORMAT = 1  # bumped when a saved layout changes incompatibly
 
 
 def _umask() -> int:
@@ -52,9 +53,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory next to ``path``; rename it onto ``path`` only on success."""
+def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
+    """Yield a temporary directory next to ``path``; rename it onto ``path`` only on success.
+
+    For artifacts that *are* a folder (a model directory). ``marker`` is a file the writer
+    always puts in it: an existing folder without it holds something else, and is never
+    replaced (saving never deletes files it did not write).
+    """
     path = Path(path)
+    if path.exists() and any(path.iterdir()) and not (path / marker).is_file():
+        raise RefusalLensError(
+            f"{path} already holds files that refusal-lens did not write there as a {marker} "
+            "folder; it will not replace them. Choose another output folder."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp.chmod(0o777 & ~_umask())
@@ -65,6 +76,86 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+Writer = Callable[[Path], None]
+
+
+def save_artifact(folder: str | os.PathLike, files: dict[str, Writer]) -> Path:
+    """Write a stage result's own files into ``folder``; every other file there is kept.
+
+    ``files`` maps each file name (a module constant of the stage) to a function that writes
+    it at the path it is given. All files are written to temporary siblings first and renamed
+    into place only when every one succeeded; the last one (by convention the JSON metadata
+    that :func:`read_meta` checks) is renamed last, so a reader never sees new metadata
+    beside old tensors.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RefusalLensError(f"{folder} is a file; pass a folder to save the artifact in.")
+    with contextlib.ExitStack() as stack:
+        temps = {}
+        for name, write in files.items():
+            temps[name] = stack.enter_context(_staged(folder / name))
+            write(temps[name])
+        for name, tmp in temps.items():
+            os.replace(tmp, folder / name)
+    return folder
+
+
+@contextlib.contextmanager
+def _staged(path: Path) -> Iterator[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    tmp_path.chmod(0o666 & ~_umask())
+    try:
+        yield tmp_path
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def json_writer(data: Any) -> Writer:
+    """A :func:`save_artifact` writer for indented JSON (paths made portable)."""
+    text = json.dumps(to_jsonable(data), indent=2, ensure_ascii=False) + "\n"
+    return lambda path: path.write_text(text)
+
+
+def jsonl_writer(rows: list[Any]) -> Writer:
+    """A :func:`save_artifact` writer for one JSON object per line."""
+    text = "".join(json.dumps(to_jsonable(r), ensure_ascii=False) + "\n" for r in rows)
+    return lambda path: path.write_text(text)
+
+
+def artifact_meta(kind: str, config: Any = None, **fields: Any) -> dict[str, Any]:
+    """The metadata every saved stage result carries: its kind, format and config."""
+    meta: dict[str, Any] = {"kind": kind, "format": ARTIFACT_FORMAT}
+    if config is not None:
+        meta["config"] = to_jsonable(config)
+    return meta | fields
+
+
+def read_meta(folder: str | os.PathLike, name: str, kind: str) -> dict[str, Any]:
+    """Read and check the metadata file ``name`` of a ``kind`` artifact in ``folder``."""
+    path = Path(folder) / name
+    if not path.is_file():
+        raise RefusalLensError(
+            f"{folder} holds no {kind} artifact ({name} is missing). Pass the folder that the "
+            f"{kind} stage saved into, or run that stage first."
+        )
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RefusalLensError(f"{path} is not valid JSON ({exc}); save the artifact again.") from None
+    if not isinstance(meta, dict) or meta.get("kind", kind) != kind:
+        found = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
+        raise RefusalLensError(f"{path} holds a {found} artifact, not a {kind} one.")
+    if meta.get("format", ARTIFACT_FORMAT) > ARTIFACT_FORMAT:
+        raise RefusalLensError(
+            f"{path} was written by a newer refusal-lens (format {meta['format']}); upgrade."
+        )
+    return meta
 
 
 def portable_path(text: str) -> str:

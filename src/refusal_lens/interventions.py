@@ -15,7 +15,7 @@ every attention layer, MLP and the final norm, is then free of the direction at 
 and position, in any architecture (including post-norm ones such as Gemma-2). For pre-norm
 models this is the same edit as removing the direction from every write to the residual
 stream, which is what
-:func:`refusal_lens.orthogonalize.orthogonalize_weights` bakes into the weights.
+:func:`refusal_lens.directions.orthogonalize.orthogonalize_weights` bakes into the weights.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from refusal_lens.directions.direction import Direction
+from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 

@@ -33,9 +33,9 @@ class RunConfig:
 def run_pipeline(config: RunConfig, out: Path | None = None) -> Path:
     """Run every stage available so far and write the results under ``out``."""
     from refusal_lens.activations import collect_residuals
+    from refusal_lens.evaluation import rates_table, report_json
     from refusal_lens.models import load_model
     from refusal_lens.prompts import load_prompts
-    from refusal_lens.reports import rates_table, report_json
     from refusal_lens.scoring import refusal_rate
 
     # 1. model

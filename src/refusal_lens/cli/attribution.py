@@ -48,9 +48,9 @@ def attribute(
 ) -> None:
     """Attribute each prompt's refusal to its tokens; write an offline HTML report and JSON."""
     from refusal_lens.artifacts import write_json
-    from refusal_lens.attribution import METHODS
-    from refusal_lens.attribution import attribute as run_attribute
-    from refusal_lens.attribution_views import attribution_records, write_attribution_report
+    from refusal_lens.attribution.methods import METHODS
+    from refusal_lens.attribution.methods import attribute as run_attribute
+    from refusal_lens.attribution.views import attribution_records, write_attribution_report
     from refusal_lens.directions import Direction
     from refusal_lens.errors import RefusalLensError
     from refusal_lens.generation import generate

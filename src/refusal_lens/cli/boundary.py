@@ -48,10 +48,10 @@ def geometry(
 ) -> None:
     """Place harmful, harmless and borderline prompts against each layer's boundary; write
     geometry.{json,safetensors}, grid.png, margins.png and probe_accuracy.png."""
+    from refusal_lens.boundary.geometry import GeometryConfig, boundary_geometry
+    from refusal_lens.boundary.views import write_geometry_figures
     from refusal_lens.directions import Direction
     from refusal_lens.errors import RefusalLensError
-    from refusal_lens.geometry import GeometryConfig, boundary_geometry
-    from refusal_lens.geometry_views import write_geometry_figures
     from refusal_lens.scoring import refusal_rate
 
     if refused_by not in ("score", "substring"):
@@ -119,14 +119,14 @@ def rass(
     benign judge; write rass.jsonl, candidates.jsonl, summary.json and margins.png."""
     import json
 
+    from refusal_lens.boundary.rass import RASSConfig, probe_judge
+    from refusal_lens.boundary.rass import rass as run_rass
+    from refusal_lens.boundary.translate import model_translator
+    from refusal_lens.boundary.views import plot_rass_margins
     from refusal_lens.directions import Direction
     from refusal_lens.errors import RefusalLensError
-    from refusal_lens.geometry_views import plot_rass_margins
-    from refusal_lens.harm import fit_harm_judge
-    from refusal_lens.rass import RASSConfig, probe_judge
-    from refusal_lens.rass import rass as run_rass
-    from refusal_lens.translate import model_translator
-    from refusal_lens.viz import _pyplot
+    from refusal_lens.plots import pyplot
+    from refusal_lens.triggers.harm import fit_harm_judge
 
     if direction is None:
         raise RefusalLensError(
@@ -163,7 +163,7 @@ def rass(
         judge_info=judge.describe(),
     )
     result.save(out)
-    _pyplot().close(plot_rass_margins(result, out / "margins.png"))
+    pyplot().close(plot_rass_margins(result, out / "margins.png"))
     console = _console()
     for group, counts in result.summary()["groups"].items():
         console.print(f"{group:<28} " + ", ".join(f"{k} {v}" for k, v in counts.items()))

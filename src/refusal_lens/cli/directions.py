@@ -92,7 +92,7 @@ def steer(
 ) -> None:
     """Generations and refusal rates before and after ablating or adding a direction."""
     from refusal_lens.directions import Direction
-    from refusal_lens.steering import steer as run_steer
+    from refusal_lens.directions.steer import steer as run_steer
 
     direction_value = Direction.load(direction_dir)
     prompt_set = _prompts(prompts, limit)

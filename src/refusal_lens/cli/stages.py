@@ -90,7 +90,7 @@ def score(
     system: SystemOpt = None,
 ) -> None:
     """Refusal rate of a prompt set, by the refusal-score or the substring judge."""
-    from refusal_lens.reports import report_json
+    from refusal_lens.evaluation import report_json
     from refusal_lens.scoring import refusal_rate
 
     prompt_set = _prompts(prompts, limit)

@@ -1,6 +1,9 @@
-"""Refusal and false-refusal directions: extraction, selection, the ``Direction`` value."""
+"""Refusal and false-refusal directions: extract, select, find, steer, orthogonalize, views.
 
-from refusal_lens.directions.direction import Direction
+The ``Direction`` value itself lives one level down, in :mod:`refusal_lens.direction`, so the
+primitives (``interventions``) can use it without importing this stage."""
+
+from refusal_lens.direction import Direction
 from refusal_lens.directions.extract import (
     Candidates,
     diff_in_means,

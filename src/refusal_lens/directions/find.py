@@ -152,7 +152,7 @@ def selection_markdown(selection: Selection) -> str:
 
 def save_selection(selection: Selection, out: str | Path) -> Path:
     """Direction, candidate table (JSON + Markdown) and score figure into folder ``out``."""
-    from refusal_lens.viz import plot_selection
+    from refusal_lens.directions.views import plot_selection
 
     out = Path(out)
     selection.direction.save(out)

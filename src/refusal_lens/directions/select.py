@@ -39,7 +39,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from refusal_lens import interventions
-from refusal_lens.directions.direction import Direction
+from refusal_lens.direction import Direction
 from refusal_lens.directions.extract import Candidates
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
@@ -160,7 +160,7 @@ def _write_grads(
     return writes, torch.stack([g.float() for g in grads], dim=1) * mask
 
 
-def screen(
+def first_order_estimates(
     model: ModelHandle, candidates: Candidates, harmful: _ValSet, harmless: _ValSet
 ) -> tuple[Float[Tensor, "layer pos"], Float[Tensor, "layer pos"]]:
     """First-order estimates of the change in mean refusal score: under ablation on harmful
@@ -283,7 +283,7 @@ def select_direction(
             "tokens have the same embedding in every prompt)."
         )
     if config.top_k > 0:
-        d_bypass, d_induce = screen(model, candidates, harmful, harmless)
+        d_bypass, d_induce = first_order_estimates(model, candidates, harmful, harmless)
         for (layer, pos), c in table.items():
             li, pi = candidates.layers.index(layer), candidates.positions.index(pos)
             c.screen_bypass = base_harmful + float(d_bypass[li, pi])

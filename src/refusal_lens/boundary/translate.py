@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from refusal_lens.boundary.candidates import first_line
 from refusal_lens.generation import generate
 from refusal_lens.models import ModelHandle
-from refusal_lens.rass_generate import first_line
 
 LANGUAGES = {
     "en": "English",

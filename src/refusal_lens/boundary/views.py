@@ -1,4 +1,4 @@
-"""Figures of the layer-wise boundary (:mod:`refusal_lens.geometry`).
+"""Figures of the layer-wise boundary (:mod:`refusal_lens.boundary.geometry`).
 
 One colour per group in every figure: harmful red, harmless blue, borderline prompts the model
 refuses orange, borderline prompts it answers green. Each function returns the Figure and,
@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from refusal_lens.geometry import Geometry
-from refusal_lens.viz import _pyplot, save_figure
+from refusal_lens.boundary.geometry import Geometry
+from refusal_lens.plots import pyplot, save_figure
 
 COLORS = {
     "harmful": "#d62728",
@@ -70,7 +70,7 @@ def plot_boundary_grid(
 ) -> Any:
     """One panel per layer: every prompt in the (refusal direction, top PC of the rest) plane,
     with the trace of that layer's probe boundary and its held-out accuracy."""
-    plt = _pyplot()
+    plt = pyplot()
     layers = list(layers) if layers is not None else default_panels(geo)
     rows = math.ceil(len(layers) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
@@ -98,7 +98,7 @@ def plot_boundary_grid(
 def plot_margins(geo: Geometry, path: str | Path | None = None) -> Any:
     """Margin to the boundary against layer: the median (line) and interquartile band of the
     refused and the answered borderline prompts, with the two classes' medians for scale."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, (kind, mask) in groups(geo).items():
         m = geo.margin[kind][mask]
@@ -123,7 +123,7 @@ def plot_margins(geo: Geometry, path: str | Path | None = None) -> Any:
 
 def plot_probe_accuracy(geo: Geometry, path: str | Path | None = None) -> Any:
     """Held-out probe accuracy and the borderline share on the harmful side, by layer."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.plot(geo.layers, geo.accuracy, "k-o", ms=3, label="probe accuracy (held out)")
     rows = geo.summary()
@@ -146,7 +146,7 @@ def plot_probe_accuracy(geo: Geometry, path: str | Path | None = None) -> Any:
 
 def write_geometry_figures(geo: Geometry, out: str | Path, layers: Sequence[int] | None = None):
     """The three figures into folder ``out``: grid.png, margins.png, probe_accuracy.png."""
-    plt = _pyplot()
+    plt = pyplot()
     out = Path(out)
     paths = []
     for name, fn in (
@@ -163,7 +163,7 @@ def write_geometry_figures(geo: Geometry, out: str | Path, layers: Sequence[int]
 def plot_rass_margins(result: Any, path: str | Path | None = None) -> Any:
     """Histogram of the screened RASS candidates' margins, one line per steering coefficient
     (and one for trigger recombinations), with the selection band shaded."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     scored = [c for c in result.candidates if "margin" in c.scores]
     lines: dict[str, list[float]] = {}

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from refusal_lens.directions.direction import Direction
+from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.interventions import ablate as ablate_ctx
 from refusal_lens.interventions import add as add_ctx

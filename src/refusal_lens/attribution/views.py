@@ -12,7 +12,7 @@ Red tokens push towards refusal, blue ones away from it; each prompt has its own
 symmetric about 0. A prompt that was not attributed (``scores is None``) shows its tokens
 uncoloured, with the reason.
 
-Figures follow ``viz.py``: they return the matplotlib Figure and, given ``path``, also save it.
+Figures follow ``refusal_lens.plots``: they return the matplotlib Figure and, given ``path``, also save it.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from uuid import uuid4
 from torch import Tensor
 
 from refusal_lens.artifacts import atomic_path
-from refusal_lens.attribution import TokenAttribution
+from refusal_lens.attribution.methods import TokenAttribution
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.viz import _pyplot, save_figure
+from refusal_lens.plots import pyplot, save_figure
 
 POSITIVE_COLOR, NEGATIVE_COLOR = "red", "blue"  # towards refusal, away from it
 HEATMAP_CMAP = "RdBu_r"  # diverging: red > 0 > blue, like the coloured tokens
@@ -242,7 +242,7 @@ def attribution_heatmap(
     if len(layers) != grid.shape[0]:
         raise RefusalLensError(f"Got {len(layers)} layer labels for {grid.shape[0]} rows.")
     n_tok, n_layers = len(attribution.tokens), len(layers)
-    fig, ax = _pyplot().subplots(
+    fig, ax = pyplot().subplots(
         figsize=(max(5.0, 0.4 * n_tok + 2), max(3.5, 0.16 * n_layers + 1.5))
     )
     scale = float(abs(grid).max()) or 1.0
@@ -263,7 +263,7 @@ def attribution_bars(attribution: TokenAttribution, path: str | Path | None = No
             f"{attribution.prompt[:60]!r} was not attributed: {attribution.note or 'no scores'}."
         )
     values = [float(v) for v in attribution.scores]
-    fig, ax = _pyplot().subplots(figsize=(max(5.0, 0.4 * len(values) + 1.5), 3.5))
+    fig, ax = pyplot().subplots(figsize=(max(5.0, 0.4 * len(values) + 1.5), 3.5))
     ax.bar(
         range(len(values)),
         values,

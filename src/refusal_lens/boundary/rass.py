@@ -3,17 +3,17 @@
 Our own implementation of the idea in Pan et al. (EMNLP 2025), who released no code. Three
 steps, each documented where it lives:
 
-1. **Generation** (:mod:`refusal_lens.rass_generate`): the model writes new requests from the
+1. **Generation** (:mod:`refusal_lens.boundary.candidates`): the model writes new requests from the
    seeds while the refusal direction is added at several coefficients; optionally, frames made
    of the trigger lexicon's words wrap benign contexts. Empty, repetitive, refusing, copied and
    duplicate candidates are screened out, and a coefficient whose output is mostly empty or
    repetitive is reported.
 2. **Selection**, per language: the candidate's residual stream at ``layer`` (last template
    token) is placed against that layer's harmful-vs-harmless probe
-   (:func:`refusal_lens.geometry.layer_boundary`, fitted on the reference sets, translated into
+   (:func:`refusal_lens.boundary.geometry.layer_boundary`, fitted on the reference sets, translated into
    the language when a translator is given); candidates with ``|margin| ≤ band`` are kept
    (margin units: the class means sit near ±1). A judge then keeps those it deems benign: by
-   default a :class:`refusal_lens.harm.HarmJudge` (a probe on the judge model) reading the
+   default a :class:`refusal_lens.triggers.harm.HarmJudge` (a probe on the judge model) reading the
    English text, i.e. the candidate translated back to English when it is not.
 3. **Output**: one JSONL row per selected prompt, loadable as a ``PromptSet`` (label
    ``borderline``), with its margin, the refusal score of its seeds (before) and of itself
@@ -35,19 +35,24 @@ from typing import Any
 import torch
 
 from refusal_lens.artifacts import atomic_dir, write_json
-from refusal_lens.directions.direction import Direction
-from refusal_lens.errors import RefusalLensError
-from refusal_lens.geometry import GeometryConfig, LayerBoundary, layer_boundary, read_layers
-from refusal_lens.models import ModelHandle
-from refusal_lens.prompts import PromptSet
-from refusal_lens.rass_generate import (
+from refusal_lens.boundary.candidates import (
     HEADER,
     Candidate,
     collapse_report,
     recombined_candidates,
-    screen,
+    screen_candidates,
     steered_candidates,
 )
+from refusal_lens.boundary.geometry import (
+    GeometryConfig,
+    LayerBoundary,
+    layer_boundary,
+    read_layers,
+)
+from refusal_lens.direction import Direction
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.models import ModelHandle
+from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import refusal_scores
 
 log = logging.getLogger(__name__)
@@ -157,7 +162,7 @@ def _translated(
     return PromptSet.from_texts(translator(prompts.texts, language), prompts.prompts[0].label)
 
 
-def select(
+def select_near_boundary(
     model: ModelHandle,
     candidates: list[Candidate],
     boundary: LayerBoundary,
@@ -232,7 +237,7 @@ def rass(
     if len(config.languages) > 1 and translator is None:
         raise RefusalLensError(
             f"languages {config.languages} need a translator: pass translator= (e.g. "
-            "refusal_lens.translate.model_translator(model)) or use one language."
+            "refusal_lens.boundary.translate.model_translator(model)) or use one language."
         )
     layer = direction.layer if config.layer is None else config.layer
     geo = GeometryConfig(batch_size=config.batch_size, seed=config.seed)
@@ -263,7 +268,7 @@ def rass(
                 language=language,
                 limit=config.recombine,
             )
-        screen(
+        screen_candidates(
             found,
             lang_seeds,
             max_repeat=config.max_repeat,
@@ -276,7 +281,9 @@ def rass(
         def back(texts: list[str], language: str = language) -> list[str]:
             return translator(texts, base)  # type: ignore[misc]
 
-        select(model, found, boundary, judge, config, None if language == base else back)
+        select_near_boundary(
+            model, found, boundary, judge, config, None if language == base else back
+        )
         candidates += found
     warnings = collapse_report(candidates, config.collapse_share)
     for w in warnings:
@@ -297,7 +304,7 @@ def rass(
 
 
 def probe_judge(judge: Any, model: ModelHandle) -> Judge:
-    """A :class:`refusal_lens.harm.HarmJudge` on ``model`` as a RASS judge."""
+    """A :class:`refusal_lens.triggers.harm.HarmJudge` on ``model`` as a RASS judge."""
 
     def p_harmful(texts: list[str]) -> list[float]:
         return judge.p_harmful(model, texts).tolist()

@@ -1,8 +1,4 @@
-"""Matplotlib figures: direction selection scores by layer, refusal rate against steering.
-
-Functions return the Figure and, given ``path``, also save it (atomically). They import
-matplotlib lazily.
-"""
+"""Figures of the directions stage: selection scores by layer, refusal rate under steering."""
 
 from __future__ import annotations
 
@@ -10,22 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from refusal_lens.artifacts import atomic_path
+from refusal_lens.plots import pyplot, save_figure
 
 POSITION_CMAP = "viridis"
-
-
-def _pyplot():
-    import matplotlib.pyplot as plt  # headless machines fall back to Agg on their own
-
-    return plt
-
-
-def save_figure(fig: Any, path: str | Path, dpi: int = 150) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
-    return path
 
 
 def plot_selection(selection: Any, path: str | Path | None = None, title: str = "") -> Any:
@@ -34,7 +17,7 @@ def plot_selection(selection: Any, path: str | Path | None = None, title: str = 
     Fully scored candidates are solid markers; screen estimates (first order) are faint dashed
     lines; thresholds are grey lines; the chosen direction is a red star.
     """
-    plt = _pyplot()
+    plt = pyplot()
     config, chosen = selection.config, selection.direction
     positions = sorted({c.position for c in selection.table})
     colors = plt.get_cmap(POSITION_CMAP)(
@@ -94,7 +77,7 @@ def plot_steering(
     xlabel: str = "steering coefficient (× refusal direction)",
 ) -> Any:
     """Refusal rate (y, %) against steering coefficient (x), one line per prompt set."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, values in rates.items():
         ax.plot(list(coefs), [100 * v for v in values], "o-", label=name)
@@ -105,35 +88,6 @@ def plot_steering(
     ax.legend()
     ax.set_title(title)
     fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
-
-
-KIND_COLORS = {"trigger": "tab:orange", "harmful_cue": "tab:red", "neutral": "tab:gray"}
-
-
-def plot_lexicon(
-    lexicon: Sequence[Any], path: str | Path | None = None, top: int = 30, title: str = ""
-) -> Any:
-    """The ranked trigger lexicon: carrier effect per word, coloured by kind, with the number
-    of requests in which it has that kind (``LexiconEntry`` rows from ``refusal_lens.triggers``)."""
-    plt = _pyplot()
-    rows = list(lexicon)[:top][::-1]
-    fig, ax = plt.subplots(figsize=(6.5, 0.22 * len(rows) + 1.2))
-    ax.barh(
-        range(len(rows)),
-        [e.carrier_effect for e in rows],
-        color=[KIND_COLORS[e.kind] for e in rows],
-    )
-    ax.set_yticks(range(len(rows)), [f"{e.word}  (×{e.n_requests})" for e in rows], fontsize=8)
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("carrier effect: rise in refusal score in benign carriers (log-odds)")
-    handles = [
-        plt.Rectangle((0, 0), 1, 1, color=KIND_COLORS[k]) for k in ("trigger", "harmful_cue")
-    ]
-    ax.legend(handles, ["trigger", "harmful cue"], loc="lower right", fontsize=8)
-    ax.set_title(title or "Trigger lexicon (× = requests)", fontsize=10)
     if path is not None:
         save_figure(fig, path)
     return fig

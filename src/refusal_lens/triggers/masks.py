@@ -6,7 +6,7 @@ deletion read-outs (``attribution.scores_without``; every token of the word dele
 
 1. **Drive** ``d(w, q)``: the drop in the *aligned* model's refusal score (log-odds) when the
    word is deleted from request ``q``. The word drives the refusal when ``d ≥ drive_min``.
-2. **Harm** ``h(w, q)``: the drop in the harm judge's logit (``refusal_lens.harm``: a probe on
+2. **Harm** ``h(w, q)``: the drop in the harm judge's logit (``refusal_lens.triggers.harm``: a probe on
    the *base* model's residual stream, which was never taught to refuse) when the word is
    deleted. The word carries the request's harm when ``h ≥ harm_min``.
 3. A word that carries harm is a **harmful cue**, unless it is a function word or a
@@ -33,12 +33,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from refusal_lens.artifacts import atomic_dir, write_json
-from refusal_lens.attribution import BatchScore, scores_without
+from refusal_lens.attribution.methods import BatchScore, scores_without
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.harm import HarmJudge
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import refusal_scores
+from refusal_lens.triggers.harm import HarmJudge
 
 WORD = re.compile(r"[^\W_]+(?:[-'’][^\W_]+)*")
 CARRIERS = (
@@ -272,10 +272,10 @@ def _with_carriers(
             None if k == "neutral" else effect[w.lower()]
             for w, k in zip(m.words, m.kinds, strict=True)
         ]
-    return TriggerMasks(masks, lexicon(masks), config, model.model_id)
+    return TriggerMasks(masks, build_lexicon(masks), config, model.model_id)
 
 
-def lexicon(masks: list[TriggerMask]) -> list[LexiconEntry]:
+def build_lexicon(masks: list[TriggerMask]) -> list[LexiconEntry]:
     """Every cue and trigger across the masks. Triggers come first, ranked by how many
     requests they drive, then by carrier effect; harmful cues follow, ranked the same way."""
     seen: dict[tuple[str, str], list[tuple[float, float, float]]] = {}

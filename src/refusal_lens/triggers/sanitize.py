@@ -1,12 +1,12 @@
 """Paper 2's trigger-matched benign data ``D_b``, built from trigger masks.
 
-Each harmful query keeps its *triggers* and loses its *harmful cues* (``refusal_lens.triggers``):
+Each harmful query keeps its *triggers* and loses its *harmful cues* (``refusal_lens.triggers.masks``):
 a cue is replaced by the benign word from ``substitutes`` that the base model finds most
 likely in its place (``rewrite="replace"``, the default), or deleted (``rewrite="delete"``).
 A user with a stronger local chat model can pass ``rewriter(query, mask) -> str`` to write
 more fluent rewrites from the same masks.
 
-An item is kept only if it is benign by a documented judge (``refusal_lens.harm``, a probe on
+An item is kept only if it is benign by a documented judge (``refusal_lens.triggers.harm``, a probe on
 the base model's residual stream), differs from the harmful query, and the base model answers
 it (greedy answer, no refusal phrase); that answer is stored with it. Every item, kept or not,
 is exported with its mask and scores, so the filtering can be audited.
@@ -25,10 +25,10 @@ import torch
 from refusal_lens.artifacts import atomic_dir, write_json
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.generation import generate
-from refusal_lens.harm import HarmJudge
 from refusal_lens.models import ModelHandle
 from refusal_lens.scoring import is_refusal
-from refusal_lens.triggers import TriggerMask
+from refusal_lens.triggers.harm import HarmJudge
+from refusal_lens.triggers.masks import TriggerMask
 
 Rewriter = Callable[[str, TriggerMask], str]
 SUBSTITUTES = (

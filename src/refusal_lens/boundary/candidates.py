@@ -17,7 +17,7 @@ the list toward the harmful side, negative toward the harmless side, so candidat
 around the boundary. Seeds are shuffled into ``contexts`` lists of ``shots`` with a seeded
 generator.
 
-**Recombination.** The trigger lexicon (:mod:`refusal_lens.triggers`) ranks the words whose
+**Recombination.** The trigger lexicon (:mod:`refusal_lens.triggers.masks`) ranks the words whose
 deletion lowers refusal without carrying harm ("how", "I", "my", "draft", "plan", ...). Each
 frame in ``FRAMES`` names the trigger words it uses; the frames whose words are all among the
 lexicon's ``top_triggers`` wrap benign contexts: "Give three tips for staying healthy." →
@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from refusal_lens.directions.direction import Direction
+from refusal_lens.direction import Direction
 from refusal_lens.generation import hf_generate
 from refusal_lens.interventions import add
 from refusal_lens.models import ModelHandle
@@ -278,7 +278,7 @@ def _jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-def screen(
+def screen_candidates(
     candidates: list[Candidate],
     seeds: Sequence[str],
     *,

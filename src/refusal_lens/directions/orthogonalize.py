@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from refusal_lens.artifacts import atomic_dir, write_json
-from refusal_lens.directions.direction import Direction
+from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.interventions import as_direction
 from refusal_lens.models import ModelHandle

@@ -35,7 +35,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from refusal_lens.directions.direction import Direction
+from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import ChatBatch, PromptSet

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from refusal_lens.activations import collect_residuals
 from refusal_lens.artifacts import atomic_dir, to_jsonable, write_json
-from refusal_lens.directions.direction import Direction
+from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.probes import MIN_PER_CLASS, LinearProbe, auroc, fit_probe

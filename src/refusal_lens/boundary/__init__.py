@@ -1,0 +1,6 @@
+"""The safety boundary (paper 1): layer-wise geometry, and RASS's boundary prompts."""
+
+from refusal_lens.boundary.geometry import Geometry, GeometryConfig, boundary_geometry
+from refusal_lens.boundary.rass import RASSConfig, RASSResult, rass
+
+__all__ = ["Geometry", "GeometryConfig", "RASSConfig", "RASSResult", "boundary_geometry", "rass"]

@@ -1,0 +1,29 @@
+"""Refusal triggers (paper 2): the harm judge, trigger masks and lexicon, sanitized D_b."""
+
+from refusal_lens.triggers.harm import HarmJudge, HarmJudgeConfig, fit_harm_judge
+from refusal_lens.triggers.masks import (
+    LexiconEntry,
+    TriggerConfig,
+    TriggerMask,
+    TriggerMasks,
+    build_lexicon,
+    reclassify,
+    trigger_masks,
+)
+from refusal_lens.triggers.sanitize import SanitizeConfig, SanitizedData, sanitize
+
+__all__ = [
+    "HarmJudge",
+    "HarmJudgeConfig",
+    "LexiconEntry",
+    "SanitizeConfig",
+    "SanitizedData",
+    "TriggerConfig",
+    "TriggerMask",
+    "TriggerMasks",
+    "build_lexicon",
+    "fit_harm_judge",
+    "reclassify",
+    "sanitize",
+    "trigger_masks",
+]
