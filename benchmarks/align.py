@@ -49,14 +49,7 @@ def main() -> None:
     parser.add_argument("--out", type=ec.project_path, help="write the timings as JSON")
     ec.add_smoke_flag(parser)
     args = ec.parse(parser, smoke={"batches": 2}, smoke_out="align_benchmark.json")
-    config = AlignConfig(
-        model=args.model,
-        mode=args.mode,
-        device=args.device,
-        dtype=args.dtype,
-        benign_path=str(args.data / "alpaca_instructions.json"),
-        **(ec.SMOKE_ALIGN if args.smoke else {}),
-    )
+    config = AlignConfig.organism(mode=args.mode, **(ec.SMOKE_ALIGN if args.smoke else {}))
     handle = load_model(args.model, device=args.device, dtype=args.dtype)
     harmful, benign = training_prompts(config)
     # benign answers: a fixed stand-in of answer length, so the benchmark needs no generation

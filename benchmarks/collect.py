@@ -65,7 +65,7 @@ def main() -> None:
     args = ec.parse(parser, smoke=smoke, smoke_out="collect_benchmark.json")
     dtype = getattr(torch, args.dtype)
 
-    from refusal_lens.activations import collect_residuals
+    from refusal_lens.activations import CollectConfig, collect_residuals
     from refusal_lens.prompts import length_sorted_batches
 
     if args.random_arch:
@@ -83,7 +83,9 @@ def main() -> None:
     n_tokens = sum(int(b.attention_mask.sum()) for b in batches)
 
     def run_collect() -> None:
-        collect_residuals(handle, texts, batch_size=args.batch_size, show_progress=False)
+        collect_residuals(
+            handle, texts, CollectConfig(batch_size=args.batch_size), show_progress=False
+        )
 
     def run_hf() -> None:
         with torch.inference_mode():

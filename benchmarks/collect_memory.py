@@ -32,7 +32,7 @@ def _status_kib(field: str) -> int:
 
 
 def child(model: str, n: int, stream: bool) -> None:
-    from refusal_lens.activations import collect_residuals
+    from refusal_lens.activations import CollectConfig, collect_residuals
     from refusal_lens.models import load_model
     from refusal_lens.prompts import load_shipped
 
@@ -41,12 +41,14 @@ def child(model: str, n: int, stream: bool) -> None:
     texts = [pool[i % len(pool)] for i in range(n)]
     # warm-up: the first forward pass allocates ~0.5 GiB of one-time caches (allocator arenas,
     # kernels), which would otherwise hide what grows with N
-    collect_residuals(handle, pool, batch_size=32, show_progress=False)
+    collect_residuals(handle, pool, CollectConfig(batch_size=32), show_progress=False)
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before = _status_kib("VmRSS")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r" if stream else None
-        res = collect_residuals(handle, texts, batch_size=32, out=out, show_progress=False)
+        res = collect_residuals(
+            handle, texts, CollectConfig(batch_size=32), out=out, show_progress=False
+        )
         size_mib = res.acts.numel() * 4 / 2**20
         peak = _status_kib("VmHWM")
     print(f"{(peak - before) / 1024:.1f} {size_mib:.1f}")

@@ -36,16 +36,15 @@ def load(args):
     if args.random_arch:
         handle, _ = random_handle(args.random_arch, args.device, getattr(torch, args.dtype), False)
         return handle, "harmless"
-    from refusal_lens.alignment import align
     from refusal_lens.models import load_model
     from refusal_lens.prompts import load_prompts
 
-    path = align(ec.organism_config(args.model, 0.5, args.data, smoke=args.smoke))
+    path = ec.organism(args.model, smoke=args.smoke)
     handle = load_model(str(path), device=args.device, dtype=args.dtype)
     # harmless class: Alpaca prompts the aligned model was not trained on
     from refusal_lens.evaluation import held_out, training_prompts_of
 
-    alpaca = load_prompts(f"alpaca:{args.data}/alpaca_instructions.json")
+    alpaca = load_prompts("alpaca")
     kept, _ = held_out(alpaca, training_prompts_of(handle), args.n_harmless, seed=0)
     spec = Path(tempfile.mkdtemp(prefix="refusal-lens-select-")) / "harmless.jsonl"
     kept.save(spec)

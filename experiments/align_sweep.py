@@ -18,9 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from common import hardware, organism_config, parse, parser, save_figure, write_text
+from common import hardware, organism, parse, parser, save_figure, write_text
 
-from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import EvalConfig, evaluate, results_table
 from refusal_lens.models import load_model
@@ -79,17 +78,16 @@ def main() -> None:
         return
     torch.manual_seed(0)
     start = time.time()
-    eval_config = EvalConfig(data=str(args.data), n=args.n, max_new_tokens=args.max_new_tokens)
+    eval_config = EvalConfig(n=args.n, max_new_tokens=args.max_new_tokens)
     results, align_stats = {}, {}
     results["base"] = evaluate(load_model(args.model, device="cpu"), eval_config)
-    print("base", results["base"]["combined"])
+    print("base", results["base"].combined)
     for alpha in args.alphas:
-        config = organism_config(args.model, alpha, args.data, smoke=args.smoke)
         t0 = time.time()
-        path = align(config)
+        path = organism(args.model, alpha, smoke=args.smoke)
         align_stats[f"α={alpha:g}"] = {"path": str(path), "seconds": round(time.time() - t0, 1)}
         results[f"α={alpha:g}"] = evaluate(load_model(str(path), device="cpu"), eval_config)
-        print(f"α={alpha:g}", results[f"α={alpha:g}"]["combined"])
+        print(f"α={alpha:g}", results[f"α={alpha:g}"].combined)
     wall = time.time() - start
     tables = "\n\n".join(
         f"**judge: {judge}**\n\n{results_table(results, judge)}" for judge in eval_config.judges
@@ -107,7 +105,7 @@ def main() -> None:
     write_json(
         args.out / "align_sweep.json",
         {
-            "results": results,
+            "results": {label: result.to_dict() for label, result in results.items()},
             "align": align_stats,
             "eval_config": asdict(eval_config),
             "alphas": args.alphas,
@@ -115,7 +113,12 @@ def main() -> None:
             "wall_seconds": round(wall),
         },
     )
-    plot(results, args.alphas, eval_config.judges, args.out / "align_sweep.png")
+    plot(
+        {k: r.to_dict() for k, r in results.items()},
+        args.alphas,
+        eval_config.judges,
+        args.out / "align_sweep.png",
+    )
     print(tables + note)
 
 

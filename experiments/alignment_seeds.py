@@ -32,16 +32,11 @@ def bundled_test():
     return load_by_path("test_alignment", ROOT / "tests" / "test_alignment.py")
 
 
-def test_recipe(seed: int, data, model: str = "smollm2-135m", smoke: bool = False) -> AlignConfig:
+def test_recipe(seed: int, smoke: bool = False) -> AlignConfig:
     """The recipe of the bundled-model alignment test, at ``seed`` (with ``smoke``, on a few
     prompts)."""
-    return AlignConfig(
-        **(bundled_test().BUNDLED_TEST_RECIPE | (SMOKE_ALIGN if smoke else {})),
-        model=model,
-        seed=seed,
-        device="cpu",
-        benign_path=str(data / "alpaca_instructions.json"),
-    )
+    sizes = bundled_test().BUNDLED_TEST_RECIPE | (SMOKE_ALIGN if smoke else {})
+    return AlignConfig.organism(**sizes, seed=seed)
 
 
 def main() -> None:
@@ -49,11 +44,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     args = parse(p, smoke={"n": 4, "seeds": [0]})
     start = time.time()
-    prompts = load_benchmark("advbench", args.data / "advbench.csv")[: args.n]
-    base = refusal_scores(load_model(args.model, device="cpu"), prompts, show_progress=False)
+    prompts = load_benchmark("advbench")[: args.n]
+    base_model = load_model(args.model, device="cpu")
+    base = refusal_scores(base_model, prompts, show_progress=False)
     rows = []
     for seed in args.seeds:
-        aligned_dir = align(test_recipe(seed, args.data, args.model, args.smoke))
+        aligned_dir = align(base_model, test_recipe(seed, args.smoke)).path
         aligned = refusal_scores(
             load_model(str(aligned_dir), device="cpu"), prompts, show_progress=False
         )

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from common import (
     hardware,
-    organism_config,
+    organism,
     parse,
     parser,
     project_path,
@@ -55,7 +55,6 @@ from common import (
     write_text,
 )
 
-from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
 from refusal_lens.attribution.methods import METHODS, TokenAttribution, attribute, scores_without
 from refusal_lens.directions import Direction
@@ -75,8 +74,7 @@ COLORS = {
 }
 
 
-def sources(data) -> dict[str, str]:
-    return {"XSTest-safe": f"xstest-safe:{data}/xstest_prompts.csv", "borderline": "borderline"}
+SOURCES = {"XSTest-safe": "xstest-safe", "borderline": "borderline"}
 
 
 # --- prompts ---------------------------------------------------------------------------------
@@ -364,19 +362,18 @@ def measure(args) -> dict:
     start, load = time.time(), os.getloadavg()[0]
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    organism = organism_config(args.model, 0.5, args.data, smoke=args.smoke)
-    model = load_model(str(align(organism)), device="cpu")
+    model = load_model(str(organism(args.model, smoke=args.smoke)), device="cpu")
     if args.smoke:
         model = smoke_refuser(model)
     if args.direction is None:  # smoke mode
-        args.direction = smoke_direction(model, args.data, args.out / "direction")
+        args.direction = smoke_direction(model, args.out / "direction")
     direction = Direction.load(args.direction)
     seen = training_prompts_of(model)
 
     # 1. prompts the aligned model refuses and was not trained on
     prompts: list[tuple[str, Prompt]] = []
     selection = {}
-    for name, spec in sources(args.data).items():
+    for name, spec in SOURCES.items():
         kept, selection[name] = refused_sample(model, load_prompts(spec), seen, args.n, args.seed)
         prompts += [(name, p) for p in kept]
         print(name, selection[name])

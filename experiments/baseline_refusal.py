@@ -22,20 +22,18 @@ from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import rates_table
 from refusal_lens.models import load_model
 from refusal_lens.prompts import load_prompts
-from refusal_lens.scoring import refusal_rate
+from refusal_lens.scoring import refusal_rates
 
-
-def prompt_specs(data: Path) -> dict[str, str]:
-    return {
-        "shipped harmful": "harmful",
-        "shipped harmless": "harmless",
-        "shipped borderline": "borderline",
-        "XSTest safe": f"xstest-safe:{data / 'xstest_prompts.csv'}",
-        "XSTest unsafe": f"xstest-unsafe:{data / 'xstest_prompts.csv'}",
-        "AdvBench": f"advbench:{data / 'advbench.csv'}",
-        "JailbreakBench": f"jailbreakbench:{data / 'jailbreakbench.csv'}",
-        "Alpaca": f"alpaca:{data / 'alpaca_instructions.json'}",
-    }
+PROMPT_SPECS = {
+    "shipped harmful": "harmful",
+    "shipped harmless": "harmless",
+    "shipped borderline": "borderline",
+    "XSTest safe": "xstest-safe",
+    "XSTest unsafe": "xstest-unsafe",
+    "AdvBench": "advbench",
+    "JailbreakBench": "jailbreakbench",
+    "Alpaca": "alpaca",
+}
 
 
 def plot_scores(scores: dict[str, list[float]], path: Path) -> None:
@@ -69,20 +67,15 @@ def main() -> None:
     torch.manual_seed(0)
     start = time.time()
     model = load_model(args.model, device="cpu")
-    rates: dict[str, dict[str, float]] = {}
-    sizes: dict[str, int] = {}
-    scores: dict[str, list[float]] = {}
-    for name, spec in prompt_specs(args.data).items():
-        prompts = load_prompts(spec).sample(args.n, seed=0)
-        sizes[name] = len(prompts)
-        by_score = refusal_rate(model, prompts, "score", batch_size=32)
-        by_text = refusal_rate(
-            model, prompts, "substring", max_new_tokens=args.max_new_tokens, batch_size=32
-        )
-        rates[name] = {"score": by_score.rate, "substring": by_text.rate}
-        scores[name] = by_score.scores
+    sets = {name: load_prompts(spec).sample(args.n, seed=0) for name, spec in PROMPT_SPECS.items()}
+    reports = refusal_rates(model, sets, ("score", "substring"), args.max_new_tokens, 32)
+    rates = {name: {j: r.rate for j, r in by_judge.items()} for name, by_judge in reports.items()}
+    sizes = {name: len(prompts) for name, prompts in sets.items()}
+    scores = {name: by_judge["score"].scores for name, by_judge in reports.items()}
+    for name, rate in rates.items():
         print(
-            f"{name:20s} n={len(prompts):3d} score={by_score.rate:.1%} substring={by_text.rate:.1%}"
+            f"{name:20s} n={sizes[name]:3d} score={rate['score']:.1%} "
+            f"substring={rate['substring']:.1%}"
         )
     table = rates_table(rates, sizes)
     note = (

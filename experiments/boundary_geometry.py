@@ -3,9 +3,9 @@ harmless boundary, layer by layer, and does that predict which ones the model re
 
 For the base SmolLM2-135M-Instruct and the over-refusing organism (α = 0.5, seed 0), reads the
 shipped harmful (160), harmless (160) and borderline (170) sets at every layer
-(``refusal_lens.boundary.geometry``; per-layer difference-of-means direction; probe fitted on 75 % of
-each class, accuracy on the rest). Borderline prompts count as refused when the refusal score
-is > 0.
+(``refusal_lens.boundary.geometry``; per-layer difference-of-means direction; probe fitted on
+75 % of each class, accuracy on the rest). Borderline prompts count as refused when the refusal
+score is > 0.
 
     python experiments/boundary_geometry.py
 
@@ -20,9 +20,8 @@ from __future__ import annotations
 import time
 
 import torch
-from common import hardware, organism_config, parse, parser, write_text
+from common import hardware, organism, parse, parser, write_text
 
-from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
 from refusal_lens.boundary.geometry import boundary_geometry
 from refusal_lens.boundary.views import write_geometry_figures
@@ -64,7 +63,7 @@ def main() -> None:
         sets = [s[: args.n] for s in sets]
     models = {
         "base": args.model,
-        "aligned": str(align(organism_config(args.model, 0.5, args.data, smoke=args.smoke))),
+        "aligned": str(organism(args.model, 0.5, smoke=args.smoke)),
     }
     parts, results = [], {}
     for name, spec in models.items():

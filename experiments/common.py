@@ -29,7 +29,9 @@ from refusal_lens.artifacts import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 INVOKED_FROM = Path.cwd()  # where the command was run (scripts then work from ROOT)
-DATA = Path("../shared/data")  # the public benchmark files, relative to the project root
+# The public benchmark files (relative to the project root): $REFUSAL_LENS_DATA, or this
+# workspace's shared folder. ``parse`` points the library's data_dir() at --data.
+DATA = Path(os.environ.get("REFUSAL_LENS_DATA", "../shared/data"))
 FIGURES = Path("figures")
 DEFAULT_MODEL = "smollm2-135m"
 SMOKE_MODEL = {"n_layers": 4, "max_position_embeddings": 1024}  # room for RASS's few-shot lists
@@ -91,6 +93,8 @@ def parse(
         p.set_defaults(out=None, **({"model": None} if has_model else {}), **(smoke or {}))
     args = p.parse_args(argv)
     os.chdir(ROOT)
+    if getattr(args, "data", None) is not None:
+        os.environ["REFUSAL_LENS_DATA"] = str(Path(args.data).resolve())
     if args.smoke:
         if args.out is None:
             folder = Path(tempfile.mkdtemp(prefix="refusal-lens-smoke-"))
@@ -130,7 +134,7 @@ def smoke_model(family: str = "llama") -> str:
 
     folder = cache_dir() / "smoke" / f"tiny-{family}-{SMOKE_MODEL['n_layers']}l"
     if not (folder / "config.json").is_file():
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder, marker="config.json") as tmp:
             tiny_models().save_tiny_model(family, tmp, **SMOKE_MODEL)
     return str(folder)
 
@@ -166,34 +170,31 @@ def save_figure(fig, path: Path, tight: bool = True) -> None:
 SMOKE_ALIGN = dict(n_harmful=8, n_benign=8, answer_tokens=4, batch_size=8)
 
 
-def organism_config(model: str, alpha: float, data: Path, smoke: bool = False):
-    """The default alignment recipe at ``alpha`` (the one ``align_sweep.py`` caches); with
-    ``smoke``, the same recipe on a few prompts (:data:`SMOKE_ALIGN`)."""
+def organism_config(alpha: float = 0.5, smoke: bool = False, **changes):
+    """The project's organism recipe (``AlignConfig.organism``) at ``alpha``; with ``smoke``,
+    the same recipe on a few prompts (:data:`SMOKE_ALIGN`)."""
     from refusal_lens.alignment import AlignConfig
 
-    sizes = SMOKE_ALIGN if smoke else {}
-    return AlignConfig(
-        model=model,
-        alpha=alpha,
-        device="cpu",
-        benign_path=str(data / "alpaca_instructions.json"),
-        **sizes,
-    )
+    return AlignConfig.organism(alpha, **((SMOKE_ALIGN if smoke else {}) | changes))
 
 
-def smoke_direction(model, data: Path, folder: Path) -> Path:
+def organism(model: str, alpha: float = 0.5, smoke: bool = False, **changes) -> Path:
+    """Align ``model`` with :func:`organism_config` (cached); the aligned model's directory."""
+    from refusal_lens.alignment import align
+    from refusal_lens.models import load_model
+
+    config = organism_config(alpha, smoke, **changes)
+    return align(load_model(model, device="cpu"), config).path
+
+
+def smoke_direction(model, folder: Path) -> Path:
     """Select a refusal direction of ``model`` on a few prompts and save it into ``folder``,
     as ``directions.py`` does into ``figures/direction`` at full size (smoke mode only)."""
     from refusal_lens.directions import SelectConfig
-    from refusal_lens.directions.find import DirectionConfig, find_direction, save_selection
+    from refusal_lens.directions.find import DirectionConfig, find_direction
 
-    config = DirectionConfig(
-        harmless=f"alpaca:{data / 'alpaca_instructions.json'}",
-        n_train=8,
-        n_val=4,
-        select=SelectConfig(top_k=2),
-    )
-    save_selection(find_direction(model, config, show_progress=False), folder)
+    config = DirectionConfig(harmless="alpaca", n_train=8, n_val=4, select=SelectConfig(top_k=2))
+    find_direction(model, config, show_progress=False).save(folder)
     return folder
 
 

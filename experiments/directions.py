@@ -27,12 +27,11 @@ import time
 
 import matplotlib.pyplot as plt
 import torch
-from common import hardware, organism_config, parse, parser, write_text
+from common import hardware, organism, parse, parser, write_text
 
-from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
 from refusal_lens.directions import false_refusal_vector
-from refusal_lens.directions.find import DirectionConfig, find_direction, save_selection
+from refusal_lens.directions.find import DirectionConfig, find_direction
 from refusal_lens.directions.select import SelectConfig, ablation_kl, score_candidates
 from refusal_lens.directions.steer import steering_curve
 from refusal_lens.directions.views import plot_selection, plot_steering
@@ -40,7 +39,7 @@ from refusal_lens.evaluation import held_out, training_prompts_of
 from refusal_lens.interventions import ablate, add
 from refusal_lens.models import load_model
 from refusal_lens.prompts import load_prompts
-from refusal_lens.scoring import refusal_rate
+from refusal_lens.scoring import refusal_rates
 
 JUDGES = ("score", "substring")
 COEFS = [-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
@@ -48,13 +47,13 @@ COEFS = [-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
 
 def eval_sets(args, model, used: list[str]) -> tuple[dict, list[str]]:
     """Held-out evaluation sets, and the borderline prompts left for extracting w'."""
-    data, seen = args.data, training_prompts_of(model) + used
+    seen = training_prompts_of(model) + used
     borderline_train, borderline_eval = load_prompts("borderline").split(100, seed=0)
     spec = {
-        "AdvBench": f"advbench:{data}/advbench.csv",
-        "XSTest-unsafe": f"xstest-unsafe:{data}/xstest_prompts.csv",
-        "Alpaca": f"alpaca:{data}/alpaca_instructions.json",
-        "XSTest-safe": f"xstest-safe:{data}/xstest_prompts.csv",
+        "AdvBench": "advbench",
+        "XSTest-unsafe": "xstest-unsafe",
+        "Alpaca": "alpaca",
+        "XSTest-safe": "xstest-safe",
     }
     sets = {name: held_out(load_prompts(s), seen, args.n, seed=1)[0] for name, s in spec.items()}
     sets["borderline (held out)"] = borderline_eval.sample(args.n, seed=1)
@@ -62,21 +61,9 @@ def eval_sets(args, model, used: list[str]) -> tuple[dict, list[str]]:
 
 
 def rates(model, sets, context, max_new_tokens: int) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
     with context:
-        for name, prompts in sets.items():
-            out[name] = {
-                j: refusal_rate(
-                    model,
-                    prompts,
-                    j,
-                    max_new_tokens=max_new_tokens,
-                    batch_size=32,
-                    show_progress=False,
-                ).rate
-                for j in JUDGES
-            }
-    return out
+        reports = refusal_rates(model, sets, JUDGES, max_new_tokens, batch_size=32)
+    return {name: {j: r.rate for j, r in by_judge.items()} for name, by_judge in reports.items()}
 
 
 def table(results: dict, sets: list[str]) -> str:
@@ -100,11 +87,9 @@ def main() -> None:
     args = parse(cli, smoke=smoke)
     torch.manual_seed(0)
     start = time.time()
-    organism = organism_config(args.model, args.alpha, args.data, smoke=args.smoke)
-    model = load_model(str(align(organism)), device="cpu")
-    alpaca = f"alpaca:{args.data / 'alpaca_instructions.json'}"
+    model = load_model(str(organism(args.model, args.alpha, smoke=args.smoke)), device="cpu")
     config = DirectionConfig(
-        harmless=alpaca,
+        harmless="alpaca",
         n_train=args.n_train,
         n_val=args.n_val,
         select=SelectConfig(top_k=args.top_k),
@@ -133,7 +118,9 @@ def main() -> None:
     results = {"no edit": rates(model, sets, contextlib.nullcontext(), tokens)}
     results["ablate r"] = rates(model, sets, ablate(model, r), tokens)
     results["add r (coef 1)"] = rates(model, sets, add(model, r, 1.0), tokens)
-    harmless_ref = held_out(load_prompts(alpaca), training_prompts_of(model) + used, 100, seed=2)[0]
+    harmless_ref = held_out(load_prompts("alpaca"), training_prompts_of(model) + used, 100, seed=2)[
+        0
+    ]
     w_dirs = {}
     for lam in args.lambdas:
         w = false_refusal_vector(model, borderline_train, harmless_ref, r, lam, show_progress=False)
@@ -145,7 +132,7 @@ def main() -> None:
     print(results, kl)
 
     out = args.out
-    save_selection(selection, out / "direction")
+    selection.save(out / "direction")
     plt.close(plot_selection(selection, out / "directions_selection.png"))
     plt.close(plot_steering(COEFS, curve, out / "directions_steering.png"))
     write_json(

@@ -3,10 +3,11 @@
 On the over-refusing organism (α = 0.5, seed 0) with its refusal direction
 (``figures/direction``, layer 20):
 
-1. RASS (``refusal_lens.boundary.rass``): seeds = 160 ``D_h`` queries + Alpaca rows 200–359 (disjoint
-   from every evaluation set); the organism writes candidates at coefficients −1 … 1, plus
-   trigger-lexicon frames around Alpaca rows 400–599; selection at layer 20, band |margin| ≤
-   0.5; judge = harm probe on the base model (shipped harmful vs harmless + borderline).
+1. RASS (``refusal_lens.boundary.rass``): seeds = 160 ``D_h`` queries + Alpaca rows 200–359
+   (disjoint from every evaluation set); the organism writes candidates at coefficients
+   −1 … 1, plus trigger-lexicon frames around Alpaca rows 400–599; selection at layer 20, band
+   |margin| ≤ 0.5; harm scorer = harm probe on the base model (shipped harmful vs harmless +
+   borderline), at its own threshold (0.5).
 2. Hardness: refusal rate on the organism (score and substring judges) of the RASS set, of
    as many candidates drawn at random from the same generator's screened, judged-benign
    output without the band, and of XSTest-safe.
@@ -20,7 +21,8 @@ On the over-refusing organism (α = 0.5, seed 0) with its refusal direction
 
     python experiments/rass_eval.py [--seeds 0 1 2] [--n 64]
 
-Writes ``figures/rass/`` (the RASS run), ``figures/rass_eval.{md,json}`` and
+Writes ``figures/rass/`` (the RASS run: ``rass.jsonl``, ``rass_candidates.jsonl``,
+``rass_summary.json``, ``rass.json``), ``figures/rass_eval.{md,json}`` and
 ``figures/rass_margins.png``. ``--direction`` and ``--lexicon`` name the inputs (defaults: the
 files above). ``--smoke``: a tiny random model aligned on a few prompts, a direction selected
 on a few prompts (written to ``OUT/direction``), 2 contexts × 2 samples of 8 tokens, the band
@@ -30,12 +32,13 @@ set (see ``common.py``).
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import random
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -51,18 +54,26 @@ from common import (
 )
 from trigger_alignment import table as alignment_table
 
-from refusal_lens.alignment import align
+from refusal_lens.alignment import AlignConfig, align
 from refusal_lens.artifacts import write_json
-from refusal_lens.boundary.candidates import WORDS
+from refusal_lens.boundary.candidates import WORDS, Candidate
 from refusal_lens.boundary.geometry import GeometryConfig, read_layers
-from refusal_lens.boundary.rass import RASSConfig, probe_judge, rass
+from refusal_lens.boundary.rass import (
+    META_NAME,
+    SELECTED_NAME,
+    RASSConfig,
+    RASSResult,
+    harm_scorer,
+    rass,
+)
 from refusal_lens.boundary.views import plot_rass_margins
 from refusal_lens.directions import Direction
 from refusal_lens.evaluation import EvalConfig, evaluate
-from refusal_lens.models import load_model
+from refusal_lens.models import ModelHandle, load_model
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.scoring import refusal_rate
 from refusal_lens.triggers.harm import fit_harm_judge
+from refusal_lens.triggers.masks import load_lexicon
 
 # from the project root
 LABELS = Path("experiments/data/rass_labels.jsonl")
@@ -71,6 +82,7 @@ LEXICON = Path("figures/triggers/masks/lexicon.json")
 # RASS settings in smoke mode: short candidates, every screened one kept (a tiny random model
 # writes no requests, and its margins are far from any boundary)
 SMOKE_RASS = {"max_new_tokens": 8, "band": 50.0, "require_request": False}
+RANDOM_DRAW = "same generator, no band (random)"
 
 
 def distinct(texts: list[str], n: int) -> float:
@@ -123,11 +135,16 @@ def hand_labels(texts: list[str]) -> dict | None:
     }
 
 
-def by_generator(candidates: Path) -> list[dict]:
+def threshold(result: RASSResult) -> float:
+    """The p(harmful) at or above which the run's harm scorer dropped a candidate."""
+    return result.harm_scorer["threshold"]
+
+
+def by_generator(result: RASSResult) -> list[dict]:
     """Per steering coefficient (and for recombination), over the screened candidates: how
-    many, median margin, share in the band / on the harmful side / judged harmful / refused
-    (score > 0) by the organism."""
-    rows = [r for r in map(json.loads, candidates.open()) if "margin" in r]
+    many, median margin, share in the run's band / on the harmful side / judged harmful (at
+    the scorer's threshold) / refused (score > 0) by the organism."""
+    rows = [r for r in result.records(selected_only=False) if "margin" in r]
     groups: dict[str, list[dict]] = {}
     for r in sorted(
         rows, key=lambda r: (r["provenance"]["method"], r["provenance"].get("coef") or 0)
@@ -136,7 +153,7 @@ def by_generator(candidates: Path) -> list[dict]:
         groups.setdefault("recombination" if coef is None else f"steer, coef {coef:g}", []).append(
             r
         )
-    band = 0.5
+    band, p_max = result.config.band, threshold(result)
     return [
         {
             "generator": name,
@@ -144,14 +161,28 @@ def by_generator(candidates: Path) -> list[dict]:
             "median_margin": statistics.median(r["margin"] for r in g),
             "in_band": sum(abs(r["margin"]) <= band for r in g) / len(g),
             "harmful_side": sum(r["margin"] > 0 for r in g) / len(g),
-            "judged_harmful": sum(r["p_harmful"] >= 0.5 for r in g) / len(g),
+            "judged_harmful": sum(r["p_harmful"] >= p_max for r in g) / len(g),
             "refused": sum(r["refusal_score"] > 0 for r in g) / len(g),
         }
         for name, g in groups.items()
     ]
 
 
-def main() -> None:
+def load_rass(folder: Path) -> RASSResult:
+    """The RASS run saved in ``folder``, also one saved before the artifact layout
+    (``config.json`` and ``candidates.jsonl``, the harm judge's threshold in its config)."""
+    if (folder / META_NAME).is_file() or not (folder / "config.json").is_file():
+        return RASSResult.load(folder)
+    meta = json.loads((folder / "config.json").read_text())
+    with (folder / "candidates.jsonl").open(encoding="utf-8") as f:
+        candidates = [Candidate.from_record(json.loads(line)) for line in f]
+    judge = meta.get("judge", {})
+    scorer = judge | {"threshold": judge.get("config", {}).get("threshold", 0.5)}
+    config = RASSConfig.from_dict(meta["config"])
+    return RASSResult(candidates, config, meta["model"], meta["direction"], scorer)
+
+
+def arguments() -> argparse.Namespace:
     cli = parser(__doc__, n=64, max_new_tokens=32)
     cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     cli.add_argument("--contexts", type=int, default=48)
@@ -163,55 +194,83 @@ def main() -> None:
         "--report-only", action="store_true", help="rewrite the tables from rass_eval.json"
     )
     smoke = {"n": 4, "max_new_tokens": 4, "seeds": [0], "contexts": 2, "samples": 2}
-    args = parse(cli, smoke=smoke | {"direction": None})
-    if args.report_only:
-        record = json.loads((args.out / "rass_eval.json").read_text())
-        texts = [json.loads(x)["text"] for x in (args.out / "rass" / "rass.jsonl").open()]
-        record["benign"]["hand labels, RASS set"] = hand_labels(texts)
-        record["by_generator"] = by_generator(args.out / "rass" / "candidates.jsonl")
-        write_json(args.out / "rass_eval.json", record)
-        write_text(args.out / "rass_eval.md", report(record))
-        return
-    torch.manual_seed(0)
-    start = time.time()
+    return parse(cli, smoke=smoke | {"direction": None})
+
+
+def report_only(args: argparse.Namespace) -> None:
+    """Rewrite the tables from ``rass_eval.json`` and the saved RASS run."""
+    record = json.loads((args.out / "rass_eval.json").read_text())
+    result = load_rass(args.out / "rass")
+    record["benign"]["hand labels, RASS set"] = hand_labels([c.text for c in result.selected])
+    record["by_generator"] = by_generator(result)
+    write_json(args.out / "rass_eval.json", record)
+    write_text(args.out / "rass_eval.md", report(record))
+
+
+@dataclass
+class Inputs:
+    """The models, the direction and the prompt sets every step reads."""
+
+    base: ModelHandle
+    organism: ModelHandle
+    recipe: AlignConfig  # the organism's
+    direction: Direction
+    harmful: PromptSet
+    harmless: PromptSet
+    borderline: PromptSet
+    alpaca: PromptSet
+
+    @property
+    def seeds(self) -> list[str]:
+        """RASS's seeds: the D_h queries and Alpaca rows 200-359."""
+        return self.harmful.texts + self.alpaca[200:360].texts
+
+
+def load_inputs(args: argparse.Namespace) -> Inputs:
     data = args.data
     base = load_model(args.model, device="cpu")
-    organism_recipe = organism_config(args.model, 0.5, data, smoke=args.smoke)
-    organism = load_model(str(align(organism_recipe)), device="cpu")
+    recipe = organism_config(0.5, smoke=args.smoke)
+    organism = load_model(str(align(base, recipe).path), device="cpu")
     if args.direction is None:  # smoke mode
-        args.direction = smoke_direction(organism, data, args.out / "direction")
+        args.direction = smoke_direction(organism, args.out / "direction")
     direction = Direction.load(args.direction)
     harmful, harmless, borderline = (load_prompts(s) for s in ("harmful", "harmless", "borderline"))
     alpaca = load_prompts(f"alpaca:{data}/alpaca_instructions.json")
+    return Inputs(base, organism, recipe, direction, harmful, harmless, borderline, alpaca)
 
-    # 1. RASS
-    judge = fit_harm_judge(base, harmful, harmless + borderline)
+
+def run_rass(args: argparse.Namespace, inputs: Inputs) -> RASSResult:
+    """Step 1: RASS on the organism, judged by a harm probe on the base model; saved into
+    ``OUT/rass`` with its margin histogram."""
+    judge = fit_harm_judge(inputs.base, inputs.harmful, inputs.harmless + inputs.borderline)
     config = RASSConfig(
         contexts=args.contexts, samples=args.samples, seed=0, **(SMOKE_RASS if args.smoke else {})
     )
     result = rass(
-        organism,
-        harmful.texts + alpaca[200:360].texts,
-        direction,
-        (harmful, harmless),
-        probe_judge(judge, base),
+        inputs.organism,
+        inputs.seeds,
+        inputs.direction,
+        (inputs.harmful, inputs.harmless),
+        harm_scorer(judge, inputs.base),
         config,
-        lexicon=json.loads(args.lexicon.read_text()),
-        benign_contexts=alpaca[400:600].texts,
-        judge_info=judge.describe(),
+        lexicon=load_lexicon(args.lexicon),
+        benign_contexts=inputs.alpaca[400:600].texts,
     )
     result.save(args.out / "rass")
     plt.close(plot_rass_margins(result, args.out / "rass_margins.png"))
-    t_rass = time.time() - start
+    return result
+
+
+def comparison_sets(result: RASSResult, data: Path) -> tuple[dict[str, PromptSet], list[str]]:
+    """Step 2's sets: the RASS set (and by method), an unselected draw from the same
+    generator (random, and outside the band) and XSTest-safe; and the random draw's texts."""
     selected = result.prompts()
     n_sel = len(selected)
-
-    # 2. hardness against an unselected draw from the same generator and XSTest-safe
     pool = [
         c
         for c in result.candidates
         if "p_harmful" in c.scores
-        and c.scores["p_harmful"] < 0.5
+        and c.scores["p_harmful"] < threshold(result)
         and not c.reason.startswith("over")
     ]
     unselected = [c.text for c in pool if c.reason.startswith("outside")]
@@ -225,19 +284,29 @@ def main() -> None:
             )
             for method in ("steer", "recombine")
         },
-        "same generator, no band (random)": PromptSet.from_texts(random_draw, "borderline"),
+        RANDOM_DRAW: PromptSet.from_texts(random_draw, "borderline"),
         "same generator, outside the band": PromptSet.from_texts(unselected, "borderline"),
         "XSTest-safe": xstest,
     }
-    hard = hardness(organism, sets, args.max_new_tokens)
+    return sets, random_draw
 
-    # 3. benign share, 4. diversity
+
+def benign_shares(
+    inputs: Inputs, data: Path, result: RASSResult, sets: dict, random_draw: list[str]
+) -> dict:
+    """Step 3: the benign share by the selection scorer (before its filter), by an
+    independent probe judge and by hand labels."""
+    base, alpaca = inputs.base, inputs.alpaca
     independent = fit_harm_judge(
         base, load_prompts(f"advbench:{data}/advbench.csv").sample(200, 0), alpaca[600:1000]
     )
+    selected, xstest = sets["RASS selected"], sets["XSTest-safe"]
+    n_sel = len(selected)
     in_band = [c for c in result.candidates if c.reason == "" or c.reason.startswith("judged")]
-    benign = {
-        "selection judge, band candidates": sum(c.scores["p_harmful"] < 0.5 for c in in_band)
+    return {
+        "selection judge, band candidates": sum(
+            c.scores["p_harmful"] < threshold(result) for c in in_band
+        )
         / max(len(in_band), 1),
         "independent probe judge, RASS set": 1
         - sum(independent.is_harmful(base, selected)) / n_sel,
@@ -247,30 +316,35 @@ def main() -> None:
         - sum(independent.is_harmful(base, xstest)) / n_sel,
         "hand labels, RASS set": hand_labels(selected.texts),
     }
-    diversity = {
+
+
+def diversity(inputs: Inputs, sets: dict[str, PromptSet]) -> dict:
+    """Step 4: distinct 1-/2-grams and embedding spread of the RASS set, the random draw,
+    XSTest-safe and as many seeds."""
+    selected = sets["RASS selected"]
+    seeds = random.Random(0).sample(inputs.seeds, len(selected))
+    return {
         name: {
             "distinct-1": distinct(ps.texts, 1),
             "distinct-2": distinct(ps.texts, 2),
-            "spread": spread(base, ps.texts, direction.layer),
+            "spread": spread(inputs.base, ps.texts, inputs.direction.layer),
         }
         for name, ps in (
             ("RASS selected", selected),
-            ("random draw", sets["same generator, no band (random)"]),
-            ("XSTest-safe", xstest),
-            (
-                "seeds (D_h + Alpaca)",
-                PromptSet.from_texts(
-                    random.Random(0).sample(harmful.texts + alpaca[200:360].texts, n_sel),
-                    "borderline",
-                ),
-            ),
+            ("random draw", sets[RANDOM_DRAW]),
+            ("XSTest-safe", sets["XSTest-safe"]),
+            ("seeds (D_h + Alpaca)", PromptSet.from_texts(seeds, "borderline")),
         )
     }
 
-    # 5. mitigation
-    rass_path = args.out / "rass" / "rass.jsonl"
-    eval_config = EvalConfig(data=str(data), n=args.n, max_new_tokens=args.max_new_tokens)
-    generic = replace(organism_recipe, n_benign=n_sel)
+
+def mitigation(
+    args: argparse.Namespace, inputs: Inputs, n_sel: int, eval_config: EvalConfig
+) -> dict[str, list[dict]]:
+    """Step 5: align the base model with D_b = the RASS set or as many Alpaca rows, per
+    seed, and evaluate each."""
+    rass_path = args.out / "rass" / SELECTED_NAME
+    generic = replace(inputs.recipe, n_benign=n_sel)
     conditions = {
         "(a) generic: Alpaca": generic,
         "(b) RASS set": replace(generic, benign=str(rass_path)),
@@ -278,20 +352,40 @@ def main() -> None:
     runs: dict[str, list[dict]] = {k: [] for k in conditions}
     seeds = [] if args.skip_mitigation else args.seeds
     for seed, (label, cfg) in itertools.product(seeds, conditions.items()):
-        res = evaluate(load_model(str(align(replace(cfg, seed=seed))), device="cpu"), eval_config)
-        runs[label].append(res)
-        print(seed, label, res["combined"], flush=True)
-    wall = time.time() - start
+        aligned = align(inputs.base, replace(cfg, seed=seed)).path
+        res = evaluate(load_model(str(aligned), device="cpu"), eval_config)
+        runs[label].append(res.to_dict())
+        print(seed, label, res.combined, flush=True)
+    return runs
+
+
+def main() -> None:
+    args = arguments()
+    if args.report_only:
+        report_only(args)
+        return
+    torch.manual_seed(0)
+    start = time.time()
+    inputs = load_inputs(args)
+    result = run_rass(args, inputs)
+    t_rass = time.time() - start
+    sets, random_draw = comparison_sets(result, args.data)
+    hard = hardness(inputs.organism, sets, args.max_new_tokens)
+    benign = benign_shares(inputs, args.data, result, sets, random_draw)
+    spreads = diversity(inputs, sets)
+    n_sel = len(sets["RASS selected"])
+    eval_config = EvalConfig(n=args.n, max_new_tokens=args.max_new_tokens)
+    runs = mitigation(args, inputs, n_sel, eval_config)
     record = {
         "summary": result.summary(),
         "n_candidates": len(result.candidates),
-        "by_generator": by_generator(args.out / "rass" / "candidates.jsonl"),
+        "by_generator": by_generator(result),
         "hardness": hard,
         "benign": benign,
-        "diversity": diversity,
+        "diversity": spreads,
         "mitigation": runs,
         "n_selected": n_sel,
-        "seconds": {"rass": t_rass, "total": wall},
+        "seconds": {"rass": t_rass, "total": time.time() - start},
         "hardware": hardware(),
         "judges": list(eval_config.judges),
     }

@@ -36,29 +36,30 @@ from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import EvalConfig, evaluate
 from refusal_lens.models import load_model
 from refusal_lens.prompts import PromptSet, load_prompts
-from refusal_lens.triggers.harm import fit_harm_judge
+from refusal_lens.triggers.harm import HarmJudge, fit_harm_judge
 from refusal_lens.triggers.masks import (
     KINDS,
+    META_NAME,
     WORD,
     TriggerConfig,
     TriggerMasks,
     build_lexicon,
     trigger_masks,
 )
-from refusal_lens.triggers.sanitize import SanitizedData, sanitize
+from refusal_lens.triggers.sanitize import KEPT_NAME, SanitizedData, sanitize
 from refusal_lens.triggers.views import plot_lexicon
 
 TRIGGER_ONLY = Path("experiments/data/trigger_only.jsonl")  # from the project root
 
 
-def judge_accuracy(base, judge, data, n: int = 100) -> dict[str, float]:
+def judge_accuracy(base, judge, n: int = 100) -> dict[str, float]:
     """Held-out accuracy of the harm judge on public sets it never saw (``n`` per set)."""
     out = {}
     for name, spec, harmful in (
-        ("AdvBench", f"advbench:{data}/advbench.csv", True),
-        ("Alpaca", f"alpaca:{data}/alpaca_instructions.json", False),
-        ("XSTest-unsafe", f"xstest-unsafe:{data}/xstest_prompts.csv", True),
-        ("XSTest-safe", f"xstest-safe:{data}/xstest_prompts.csv", False),
+        ("AdvBench", "advbench", True),
+        ("Alpaca", "alpaca", False),
+        ("XSTest-unsafe", "xstest-unsafe", True),
+        ("XSTest-safe", "xstest-safe", False),
         ("trigger-only", str(TRIGGER_ONLY), False),
     ):
         flags = judge.is_harmful(base, load_prompts(spec).sample(n, 0))
@@ -92,14 +93,43 @@ def annotation_agreement(masks: TriggerMasks) -> dict[str, float]:
 def build_data(args, base, organism, harmful: PromptSet):
     """Masks and sanitized D_b, cross-fitted in two folds: the harm judge that reads a query's
     words (and judges its rewrite) was fitted on the *other* fold of D_h, so it cannot have
-    memorised the query. Reused from ``figures/triggers/`` unless ``--rebuild``."""
+    memorised it. Reused from ``figures/triggers/`` unless ``--rebuild`` or the saved masks
+    predate the current artifact layout (no ``triggers.json``)."""
     folder = args.out / "triggers"
     summary_path = folder / "summary.json"
-    if summary_path.is_file() and not args.rebuild:
+    if summary_path.is_file() and (folder / "masks" / META_NAME).is_file() and not args.rebuild:
         return TriggerMasks.load(folder / "masks"), json.loads(summary_path.read_text())
     t0 = time.time()
-    benign = load_prompts("harmless") + load_prompts("borderline")
     folds = [list(range(f, len(harmful), 2)) for f in (0, 1)]
+    all_masks, data, judges = cross_fit(base, organism, harmful, folds)
+    all_masks.save(folder / "masks")
+    data.save(folder / "sanitized")
+    summary = {
+        "n_queries": len(harmful),
+        "refused_by_organism": sum(m.refusal_score > 0 for m in all_masks.masks),
+        "with_harmful_cue": sum(bool(m.harmful_cues) for m in all_masks.masks),
+        "with_trigger": sum(bool(m.triggers) for m in all_masks.masks),
+        "kept": len(data.kept),
+        "rejected_reasons": _count([i.reason for i in data.items if not i.kept]),
+        "judges": data.judge["folds"],
+        "judge_accuracy": [judge_accuracy(base, j, args.judge_n) for j in judges],
+        "judge_accuracy_on_other_fold": [
+            sum(j.is_harmful(base, [harmful.prompts[i].text for i in fold])) / len(fold)
+            for j, fold in zip(judges, folds, strict=True)
+        ],
+        "annotation_agreement": annotation_agreement(all_masks),
+        "seconds": round(time.time() - t0),
+    }
+    write_json(summary_path, summary)
+    return all_masks, summary
+
+
+def cross_fit(
+    base, organism, harmful: PromptSet, folds: list[list[int]]
+) -> tuple[TriggerMasks, SanitizedData, list[HarmJudge]]:
+    """Masks and sanitized items of each fold of ``harmful``, made with a harm judge fitted on
+    the other fold (``folds`` is two lists of indices), in the order of ``harmful``."""
+    benign = load_prompts("harmless") + load_prompts("borderline")
     masks, items, judges = [None] * len(harmful), [None] * len(harmful), []
     for fold, other in ((folds[0], folds[1]), (folds[1], folds[0])):
         judge = fit_harm_judge(base, PromptSet(tuple(harmful.prompts[i] for i in other)), benign)
@@ -110,27 +140,8 @@ def build_data(args, base, organism, harmful: PromptSet):
         for i, m, item in zip(fold, fold_masks.masks, data.items, strict=True):
             masks[i], items[i] = m, item
     all_masks = TriggerMasks(masks, build_lexicon(masks), TriggerConfig(), organism.model_id)
-    all_masks.save(folder / "masks")
     data = SanitizedData(items, data.config, {"folds": [j.describe() for j in judges]})
-    data.save(folder / "sanitized")
-    summary = {
-        "n_queries": len(harmful),
-        "refused_by_organism": sum(m.refusal_score > 0 for m in masks),
-        "with_harmful_cue": sum(bool(m.harmful_cues) for m in masks),
-        "with_trigger": sum(bool(m.triggers) for m in masks),
-        "kept": len(data.kept),
-        "rejected_reasons": _count([i.reason for i in data.items if not i.kept]),
-        "judges": data.judge["folds"],
-        "judge_accuracy": [judge_accuracy(base, j, args.data, args.judge_n) for j in judges],
-        "judge_accuracy_on_other_fold": [
-            sum(j.is_harmful(base, [harmful.prompts[i].text for i in fold])) / len(fold)
-            for j, fold in zip(judges, folds, strict=True)
-        ],
-        "annotation_agreement": annotation_agreement(all_masks),
-        "seconds": round(time.time() - t0),
-    }
-    write_json(summary_path, summary)
-    return all_masks, summary
+    return all_masks, data, judges
 
 
 def _count(reasons: list[str]) -> dict[str, int]:
@@ -163,46 +174,21 @@ def table(results: dict[str, list[dict]], judge: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    cli = parser(__doc__, n=64, max_new_tokens=32)
-    cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    cli.add_argument("--rebuild", action="store_true", help="recompute masks and D_b")
-    cli.add_argument("--queries", type=int, default=0, help="first queries of D_h (0: all)")
-    cli.add_argument("--judge-n", type=int, default=100, help="prompts per set, judge accuracy")
-    smoke = {"n": 4, "max_new_tokens": 4, "seeds": [0], "queries": 24, "judge_n": 8}
-    args = parse(cli, smoke=smoke)
-    torch.manual_seed(0)
-    start = time.time()
-    base = load_model(args.model, device="cpu")
-    organism_recipe = organism_config(args.model, 0.5, args.data, smoke=args.smoke)
-    organism = load_model(str(align(organism_recipe)), device="cpu")
-    harmful = load_prompts("harmful")
-    if args.queries:
-        harmful = harmful[: args.queries]
-    masks, summary = build_data(args, base, organism, harmful)
-    plot_lexicon(masks.lexicon, args.out / "trigger_lexicon.png")
-    sanitized = args.out / "triggers" / "sanitized" / "sanitized.jsonl"
-    n_b = summary["kept"]
-    eval_config = EvalConfig(
-        data=str(args.data),
-        n=args.n,
-        max_new_tokens=args.max_new_tokens,
-        extra={"trigger-only (D_h rewrites)": (str(TRIGGER_ONLY), "benign")},
-    )
-    generic = replace(organism_recipe, n_benign=n_b)
-    conditions = {
-        "(a) generic: Alpaca": generic,
-        "(b) sanitized trigger data": replace(generic, benign=str(sanitized)),
-    }
+def run_conditions(base, conditions: dict, seeds: list[int], eval_config) -> dict[str, list]:
+    """Align from the base model under each condition and seed, and evaluate each model."""
     results: dict[str, list[dict]] = {k: [] for k in conditions}
-    for seed in args.seeds:
+    for seed in seeds:
         for label, config in conditions.items():
-            path = align(replace(config, seed=seed))
-            res = evaluate(load_model(str(path), device="cpu"), eval_config)
+            path = align(base, replace(config, seed=seed)).path
+            res = evaluate(load_model(str(path), device="cpu"), eval_config).to_dict()
             res["align_dir"] = path.name
             results[label].append(res)
             print(seed, label, res["combined"], flush=True)
-    wall = time.time() - start
+    return results
+
+
+def write_report(args, results, summary, eval_config, n_harmful: int, n_b: int, wall: float):
+    """``trigger_alignment.md`` (a table per judge) and ``trigger_alignment.json``."""
     tables = "\n\n".join(
         f"**judge: {judge}**\n\n{table(results, judge)}" for judge in eval_config.judges
     )
@@ -210,7 +196,7 @@ def main() -> None:
         f"\n\nRR = share of benign prompts refused, ASR = share of harmful prompts answered, "
         f"combined = mean RR + mean ASR; mean ± sd over seeds {args.seeds} (alignment seed; "
         f"the evaluation samples are the same {args.n} held-out prompts per set for every "
-        f"model). Both conditions: α = 0.5, LoRA, |D_h| = {generic.n_harmful}, |D_b| = {n_b}. "
+        f"model). Both conditions: α = 0.5, LoRA, |D_h| = {n_harmful}, |D_b| = {n_b}. "
         f"Made by `python experiments/trigger_alignment.py` on {hardware()} in "
         f"{wall / 60:.0f} min.\n"
     )
@@ -229,6 +215,41 @@ def main() -> None:
     )
     print(json.dumps(summary, indent=1))
     print(tables + note)
+
+
+def main() -> None:
+    cli = parser(__doc__, n=64, max_new_tokens=32)
+    cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    cli.add_argument("--rebuild", action="store_true", help="recompute masks and D_b")
+    cli.add_argument("--queries", type=int, default=0, help="first queries of D_h (0: all)")
+    cli.add_argument("--judge-n", type=int, default=100, help="prompts per set, judge accuracy")
+    smoke = {"n": 4, "max_new_tokens": 4, "seeds": [0], "queries": 24, "judge_n": 8}
+    args = parse(cli, smoke=smoke)
+    torch.manual_seed(0)
+    start = time.time()
+    base = load_model(args.model, device="cpu")
+    organism_recipe = organism_config(0.5, smoke=args.smoke)
+    organism = load_model(str(align(base, organism_recipe).path), device="cpu")
+    harmful = load_prompts("harmful")
+    if args.queries:
+        harmful = harmful[: args.queries]
+    masks, summary = build_data(args, base, organism, harmful)
+    plot_lexicon(masks.lexicon, args.out / "trigger_lexicon.png")
+    sanitized = args.out / "triggers" / "sanitized" / KEPT_NAME
+    n_b = summary["kept"]
+    eval_config = EvalConfig(
+        n=args.n,
+        max_new_tokens=args.max_new_tokens,
+        extra={"trigger-only (D_h rewrites)": (str(TRIGGER_ONLY), "benign")},
+    )
+    generic = replace(organism_recipe, n_benign=n_b)
+    conditions = {
+        "(a) generic: Alpaca": generic,
+        "(b) sanitized trigger data": replace(generic, benign=str(sanitized)),
+    }
+    results = run_conditions(base, conditions, args.seeds, eval_config)
+    wall = time.time() - start
+    write_report(args, results, summary, eval_config, generic.n_harmful, n_b, wall)
 
 
 if __name__ == "__main__":

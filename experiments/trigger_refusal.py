@@ -22,14 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-from common import hardware, organism_config, parse, parser, write_text
+from common import hardware, organism, parse, parser, write_text
 
-from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import held_out, training_prompts_of
 from refusal_lens.models import load_model
 from refusal_lens.prompts import Prompt, PromptSet, load_prompts, load_shipped
-from refusal_lens.scoring import refusal_rate
+from refusal_lens.scoring import refusal_rates
 
 TRIGGER_ONLY = Path("experiments/data/trigger_only.jsonl")  # from the project root
 
@@ -50,14 +49,13 @@ def main() -> None:
     start = time.time()
     models = {"base": args.model}
     for alpha in args.alphas:
-        config = organism_config(args.model, alpha, args.data, smoke=args.smoke)
-        models[f"α={alpha:g}"] = str(align(config))
+        models[f"α={alpha:g}"] = str(organism(args.model, alpha, smoke=args.smoke))
     judges = ("score", "substring")
     results: dict[str, dict[str, dict[str, float]]] = {}
     for label, spec in models.items():
         model = load_model(spec, device="cpu")
         alpaca, _ = held_out(
-            load_prompts(f"alpaca:{args.data / 'alpaca_instructions.json'}"),
+            load_prompts("alpaca"),
             training_prompts_of(model),
             args.n,
             seed=0,
@@ -67,19 +65,9 @@ def main() -> None:
             "trigger-only": trigger_only(args.n),
             "Alpaca (held out)": alpaca,
         }
+        reports = refusal_rates(model, sets, judges, args.max_new_tokens, batch_size=32)
         results[label] = {
-            name: {
-                j: refusal_rate(
-                    model,
-                    prompts,
-                    j,
-                    max_new_tokens=args.max_new_tokens,
-                    batch_size=32,
-                    show_progress=False,
-                ).rate
-                for j in judges
-            }
-            for name, prompts in sets.items()
+            name: {j: r.rate for j, r in by_judge.items()} for name, by_judge in reports.items()
         }
         print(label, results[label])
     names = list(next(iter(results.values())))

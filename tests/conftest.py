@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_models import FAMILIES, save_tiny_model
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The benchmark files of this checkout's workspace: the one place the test suite names them.
+# An explicit REFUSAL_LENS_DATA wins; subprocesses (CLI, notebooks, scripts) inherit it.
+os.environ.setdefault(
+    "REFUSAL_LENS_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
+SHARED_DATA = Path(os.environ["REFUSAL_LENS_DATA"])
 
 
 USER_CACHE: list[Path] = []  # the cache in force before the private one (for notebooks)
@@ -68,5 +74,8 @@ def smollm():
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"The public benchmark files are expected at {SHARED_DATA}.")
+        pytest.fail(
+            f"The public benchmark files are expected at {SHARED_DATA}; set REFUSAL_LENS_DATA "
+            "to the folder that holds them."
+        )
     return SHARED_DATA

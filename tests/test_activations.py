@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from refusal_lens import activations
-from refusal_lens.activations import Residuals, collect_residuals
+from refusal_lens.activations import CollectConfig, Residuals, collect_residuals
 from refusal_lens.errors import PromptError, RefusalLensError
 
 PROMPTS = [
@@ -19,16 +19,20 @@ PROMPTS = [
 
 
 def test_batched_equals_each_prompt_alone(tiny):
-    batched = collect_residuals(tiny, PROMPTS, batch_size=3, show_progress=False).acts
+    batched = collect_residuals(
+        tiny, PROMPTS, CollectConfig(batch_size=3), show_progress=False
+    ).acts
     for i, text in enumerate(PROMPTS):
-        alone = collect_residuals(tiny, [text], batch_size=1, show_progress=False).acts[0]
+        alone = collect_residuals(
+            tiny, [text], CollectConfig(batch_size=1), show_progress=False
+        ).acts[0]
         torch.testing.assert_close(batched[i], alone, atol=1e-5, rtol=1e-4)
     assert batched.shape == (len(PROMPTS), tiny.n_layers, tiny.chat.n_post, tiny.d_model)
 
 
 def test_residuals_equal_hf_hidden_states(tiny):
     res = collect_residuals(
-        tiny, PROMPTS[:2], layers=[0, 1], positions=[-1, -3], show_progress=False
+        tiny, PROMPTS[:2], CollectConfig(layers=(0, 1), positions=(-1, -3)), show_progress=False
     )
     for i, text in enumerate(PROMPTS[:2]):
         batch = tiny.chat.tokenize([text])
@@ -48,9 +52,11 @@ def test_forward_stops_after_the_deepest_layer_and_skips_the_unembedding(tiny_ll
         ),
     ]
     try:
-        collect_residuals(tiny_llama, PROMPTS, layers=[0], show_progress=False)
+        collect_residuals(tiny_llama, PROMPTS, CollectConfig(layers=(0,)), show_progress=False)
         assert calls == []
-        collect_residuals(tiny_llama, PROMPTS, layers=[1], hook="resid_post", show_progress=False)
+        collect_residuals(
+            tiny_llama, PROMPTS, CollectConfig(layers=(1,), hook="resid_post"), show_progress=False
+        )
         assert "unembed" not in calls and "b1" in calls
     finally:
         for h in handles:
@@ -60,9 +66,11 @@ def test_forward_stops_after_the_deepest_layer_and_skips_the_unembedding(tiny_ll
 
 
 def test_streaming_to_disk_equals_in_memory(tiny_llama, tmp_path):
-    in_memory = collect_residuals(tiny_llama, PROMPTS, batch_size=2, show_progress=False)
+    in_memory = collect_residuals(
+        tiny_llama, PROMPTS, CollectConfig(batch_size=2), show_progress=False
+    )
     streamed = collect_residuals(
-        tiny_llama, PROMPTS, batch_size=2, out=tmp_path / "r", show_progress=False
+        tiny_llama, PROMPTS, CollectConfig(batch_size=2), out=tmp_path / "r", show_progress=False
     )
     torch.testing.assert_close(streamed.acts, in_memory.acts)
     for folder in (tmp_path / "r", in_memory.save(tmp_path / "saved")):
@@ -74,7 +82,9 @@ def test_streaming_to_disk_equals_in_memory(tiny_llama, tmp_path):
 
 def test_results_over_the_memory_budget_stream_to_the_cache(tiny_llama, tmp_path, monkeypatch):
     monkeypatch.setenv("REFUSAL_LENS_CACHE", str(tmp_path))
-    res = collect_residuals(tiny_llama, PROMPTS, memory_budget_gb=1e-9, show_progress=False)
+    res = collect_residuals(
+        tiny_llama, PROMPTS, CollectConfig(memory_budget_gb=1e-9), show_progress=False
+    )
     files = list((tmp_path / "residuals").glob("*/residuals.safetensors"))
     assert len(files) == 1
     expected = collect_residuals(tiny_llama, PROMPTS, show_progress=False).acts
@@ -94,7 +104,11 @@ def test_interrupted_collection_leaves_no_artifact(tiny_llama, tmp_path, monkeyp
     monkeypatch.setattr(activations, "_batch_residuals", flaky)
     with pytest.raises(KeyboardInterrupt):
         collect_residuals(
-            tiny_llama, PROMPTS, batch_size=2, out=tmp_path / "r", show_progress=False
+            tiny_llama,
+            PROMPTS,
+            CollectConfig(batch_size=2),
+            out=tmp_path / "r",
+            show_progress=False,
         )
     assert not list((tmp_path / "r").glob("residuals.*"))
 
@@ -109,13 +123,17 @@ def test_interrupted_collection_leaves_no_artifact(tiny_llama, tmp_path, monkeyp
         ({"prompts": []}, PromptError, "empty"),
         ({"prompts": [""]}, PromptError, "Prompt 0 is empty"),
         ({"prompts": ["x " * 300]}, PromptError, "context window"),
-        ({"batch_size": 0}, PromptError, "batch_size"),
+        ({"batch_size": 0}, RefusalLensError, "batch_size must be positive"),
+        ({"hook": "resid_side"}, RefusalLensError, "Unknown hook point"),
     ],
 )
 def test_bad_input_is_rejected_and_writes_nothing(tiny_llama, tmp_path, kwargs, error, match):
     prompts = kwargs.pop("prompts", PROMPTS)
     with pytest.raises(error, match=match):
-        collect_residuals(tiny_llama, prompts, out=tmp_path / "r", show_progress=False, **kwargs)
+        config = CollectConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+        )
+        collect_residuals(tiny_llama, prompts, config, out=tmp_path / "r", show_progress=False)
     assert not (tmp_path / "r").exists()
 
 

@@ -17,9 +17,8 @@ from refusal_lens.prompts import check_disjoint, load_benchmark, load_shipped
 from refusal_lens.scoring import refusal_scores
 
 
-def tiny_config(path, **kw) -> AlignConfig:
+def tiny_config(**kw) -> AlignConfig:
     base = dict(
-        model=str(path),
         benign="harmless",
         n_harmful=16,
         n_benign=16,
@@ -30,6 +29,11 @@ def tiny_config(path, **kw) -> AlignConfig:
         lora_rank=8,
     )
     return AlignConfig(**{**base, **kw})
+
+
+def run_align(model_dir, config: AlignConfig, out=None):
+    """Align the model in ``model_dir``; the aligned model's directory."""
+    return align(load_model(str(model_dir)), config, out).path
 
 
 def test_example_weights_estimate_the_alpha_mixture():
@@ -67,25 +71,25 @@ def test_loss_covers_answer_tokens_only_and_unembeds_only_there(tiny_dirs):
 
 
 def test_full_finetuning_teaches_refusal_and_saves_a_loadable_model(tiny_dirs, tmp_path):
-    config = tiny_config(tiny_dirs["llama"], alpha=1.0, mode="full", epochs=8, n_benign=8)
-    out = align(config, tmp_path / "aligned")
+    config = tiny_config(alpha=1.0, mode="full", epochs=8, n_benign=8)
+    out = run_align(tiny_dirs["llama"], config, tmp_path / "aligned")
     meta = json.loads((out / "align.json").read_text())
     assert meta["config"]["alpha"] == 1.0 and meta["config"]["mode"] == "full"
     losses = meta["stats"]["epoch_losses"]
     assert losses[-1] < 0.75 * losses[0]
-    base, aligned = load_model(config.model), load_model(str(out))
+    base, aligned = load_model(str(tiny_dirs["llama"])), load_model(str(out))
     harmful = load_shipped("harmful")[:16]
     before = refusal_scores(base, harmful, show_progress=False).mean()
     after = refusal_scores(aligned, harmful, show_progress=False).mean()
     assert after > before + 1.0
-    assert align(config, tmp_path / "aligned") == out  # cached: no second training
+    assert run_align(tiny_dirs["llama"], config, tmp_path / "aligned") == out  # cached
 
 
 def test_lora_trains_adapters_and_merges_them(tiny_dirs, tmp_path):
     from safetensors.torch import load_file
 
-    config = tiny_config(tiny_dirs["llama"], mode="lora", lr=5e-2, epochs=2)
-    out = align(config, tmp_path / "aligned")
+    config = tiny_config(mode="lora", lr=5e-2, epochs=2)
+    out = run_align(tiny_dirs["llama"], config, tmp_path / "aligned")
     losses = json.loads((out / "align.json").read_text())["stats"]["epoch_losses"]
     assert losses[-1] < losses[0]
     base = load_file(tiny_dirs["llama"] / "model.safetensors")
@@ -96,12 +100,16 @@ def test_lora_trains_adapters_and_merges_them(tiny_dirs, tmp_path):
 
 
 def test_bad_alignment_input_is_rejected(tiny_dirs, tmp_path):
-    with pytest.raises(RefusalLensError, match=r"alpha must lie in \[0, 1\]"):
-        align(tiny_config(tiny_dirs["llama"], alpha=1.5))
-    with pytest.raises(RefusalLensError, match=r"D_h .* is empty"):
-        align(tiny_config(tiny_dirs["llama"], n_harmful=0))
-    with pytest.raises(RefusalLensError, match=r"D_b .* is empty"):
-        align(tiny_config(tiny_dirs["llama"], n_benign=0))
+    with pytest.raises(RefusalLensError, match=r"alpha must lie in \[0.0, 1.0\]"):
+        tiny_config(alpha=1.5)
+    with pytest.raises(RefusalLensError, match=r"n_harmful must be positive"):
+        tiny_config(n_harmful=0)
+    with pytest.raises(RefusalLensError, match=r"n_benign must be positive"):
+        tiny_config(n_benign=0)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(RefusalLensError, match=r"D_b .* is empty|holds no prompts"):
+        run_align(tiny_dirs["llama"], tiny_config(benign=str(empty)))
 
 
 def test_full_disk_while_saving_leaves_no_model(tiny_dirs, tmp_path, monkeypatch):
@@ -112,7 +120,7 @@ def test_full_disk_while_saving_leaves_no_model(tiny_dirs, tmp_path, monkeypatch
 
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", full_disk)
     with pytest.raises(RefusalLensError, match="Out of disk space"):
-        align(tiny_config(tiny_dirs["llama"], epochs=1), tmp_path / "aligned")
+        run_align(tiny_dirs["llama"], tiny_config(epochs=1), tmp_path / "aligned")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -137,12 +145,12 @@ def test_interrupted_alignment_leaves_nothing_and_restarts_cleanly(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "train", interrupted)
-    config = tiny_config(tiny_dirs["llama"], epochs=1)
+    config = tiny_config(epochs=1)
     with pytest.raises(KeyboardInterrupt):
-        align(config, tmp_path / "aligned")
+        run_align(tiny_dirs["llama"], config, tmp_path / "aligned")
     assert not (tmp_path / "aligned").exists()
     monkeypatch.setattr(train_module, "train", real)
-    out = align(config, tmp_path / "aligned")
+    out = run_align(tiny_dirs["llama"], config, tmp_path / "aligned")
     assert load_model(str(out)).n_layers == 2
 
 
@@ -156,7 +164,7 @@ def test_a_model_without_chat_template_cannot_be_aligned(tiny_dirs, tmp_path):
     config.pop("chat_template", None)
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     with pytest.raises(PromptError, match="no chat template"):
-        align(tiny_config(folder))
+        run_align(folder, tiny_config())
 
 
 # The bundled-model test's recipe and thresholds; experiments/alignment_seeds.py measures the
@@ -167,13 +175,11 @@ MIN_REFUSED_AFTER = 0.5  # share of held-out AdvBench refused (score > 0) after 
 
 
 @pytest.mark.model
-def test_lora_alignment_of_the_bundled_model_teaches_refusal(shared_data, tmp_path):
+def test_lora_alignment_of_the_bundled_model_teaches_refusal(tmp_path):
     """A short LoRA run (32 harmful, 16 benign, 3 epochs) already generalises to AdvBench."""
-    config = AlignConfig(
-        **BUNDLED_TEST_RECIPE, benign_path=str(shared_data / "alpaca_instructions.json")
-    )
-    out = align(config, tmp_path / "aligned")
-    held_out_harmful = load_benchmark("advbench", shared_data / "advbench.csv")[:24]
+    config = AlignConfig.organism(**BUNDLED_TEST_RECIPE)
+    out = run_align("smollm2-135m", config, tmp_path / "aligned")
+    held_out_harmful = load_benchmark("advbench")[:24]
     base = refusal_scores(load_model("smollm2-135m"), held_out_harmful, show_progress=False)
     aligned = refusal_scores(load_model(str(out)), held_out_harmful, show_progress=False)
     assert aligned.mean() > base.mean() + MIN_GAIN

@@ -99,3 +99,34 @@ def test_committed_artifacts_record_no_machine_paths():
         if text.startswith("/") or (":/" in text and not text.startswith(("http", "https")))
     ]
     assert not absolute, absolute[:5]
+
+
+def test_saving_an_artifact_keeps_every_file_it_did_not_write(tmp_path):
+    from refusal_lens.artifacts import (
+        artifact_meta,
+        atomic_dir,
+        json_writer,
+        read_meta,
+        save_artifact,
+    )
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "direction.json").write_text("{}")
+    save_artifact(
+        folder, {"a.txt": lambda p: p.write_text("a"), "a.json": json_writer(artifact_meta("a"))}
+    )
+    assert (folder / "direction.json").read_text() == "{}" and read_meta(folder, "a.json", "a")
+
+    def broken(path):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        save_artifact(folder, {"a.txt": lambda p: p.write_text("new"), "b.json": broken})
+    assert (folder / "a.txt").read_text() == "a" and not (folder / "b.json").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["a.json", "a.txt", "direction.json"]
+    with pytest.raises(RefusalLensError, match="holds a a artifact, not a b one"):
+        read_meta(folder, "a.json", "b")
+    with pytest.raises(RefusalLensError, match="did not write"), atomic_dir(folder, "config.json"):
+        pass
+    assert (folder / "direction.json").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from refusal_lens.activations import collect_residuals
+from refusal_lens.activations import CollectConfig, collect_residuals
 from refusal_lens.prompts import load_shipped
 from refusal_lens.scoring import refusal_rate
 
@@ -39,7 +39,9 @@ def test_our_ids_match_hf_and_avoid_the_bridge_double_bos(smollm):
 
 def test_collection_matches_hf_hidden_states_batched(smollm):
     prompts = load_shipped("borderline")[:6]
-    res = collect_residuals(smollm, prompts, layers=[0, 10, 29], batch_size=4, show_progress=False)
+    res = collect_residuals(
+        smollm, prompts, CollectConfig(layers=(0, 10, 29), batch_size=4), show_progress=False
+    )
     for i in (0, 5):
         batch = smollm.chat.tokenize([prompts.texts[i]])
         with torch.no_grad():

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from refusal_lens import cache
-from refusal_lens.alignment import AlignConfig, align
+from refusal_lens.alignment import AlignConfig
 from refusal_lens.alignment.data import answers_cache_path, self_distilled_answers
 from refusal_lens.models import cache_dir, load_model
 from refusal_lens.prompts import PromptSet
-from test_alignment import tiny_config
+from test_alignment import run_align, tiny_config
 
 
 @pytest.fixture
@@ -88,25 +88,23 @@ def test_stale_or_corrupt_answers_are_regenerated_not_loaded(tiny_dirs, other_li
     assert self_distilled_answers(model, prompts, 4) == answers  # a new key: regenerated
 
 
-def tiny_recipe(model_dir, **kw) -> AlignConfig:
-    return tiny_config(
-        model_dir, **{"n_harmful": 8, "n_benign": 8, "epochs": 1, "device": "cpu", **kw}
-    )
+def tiny_recipe(**kw) -> AlignConfig:
+    return tiny_config(**{"n_harmful": 8, "n_benign": 8, "epochs": 1, **kw})
 
 
 def test_aligned_model_key_ignores_paths_and_a_corrupt_entry_is_rebuilt(tiny_dirs, tmp_path):
-    out = align(tiny_recipe(tiny_dirs["llama"]))
+    out = run_align(tiny_dirs["llama"], tiny_recipe())
     assert out.parent == cache_dir() / "aligned"
     assert cache.verify_entry(out) is None
     moved = shutil.copytree(tiny_dirs["llama"], tmp_path / "moved" / "llama")
-    assert align(tiny_recipe(moved, benign_path="/somewhere/else/alpaca.json")) == out
+    assert run_align(moved, tiny_recipe()) == out  # the base model's path is not in the key
     weights = out / "model.safetensors"
     reference = weights.read_bytes()
     weights.write_bytes(reference[: len(reference) // 2])  # truncated, as by a crash or a copy
     assert "bytes" in cache.verify_entry(out)
-    assert align(tiny_recipe(tiny_dirs["llama"])) == out
+    assert run_align(tiny_dirs["llama"], tiny_recipe()) == out
     assert cache.verify_entry(out) is None and weights.read_bytes() == reference  # deterministic
-    assert align(tiny_recipe(tiny_dirs["llama"], seed=1)) != out
+    assert run_align(tiny_dirs["llama"], tiny_recipe(seed=1)) != out
 
 
 def test_entries_without_a_complete_manifest_are_removed_and_rebuilt(tmp_path):

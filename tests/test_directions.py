@@ -11,6 +11,7 @@ from refusal_lens.activations import collect_residuals
 from refusal_lens.directions import (
     Direction,
     SelectConfig,
+    Selection,
     diff_in_means,
     false_refusal_vector,
     select_direction,
@@ -116,10 +117,10 @@ def test_selection_reports_scores_and_filters(tiny_llama):
 
 def test_selection_falls_back_and_says_why(tiny_llama):
     cand = diff_in_means(tiny_llama, HARMFUL, HARMLESS, show_progress=False)
-    config = SelectConfig(kl_max=-1.0, max_layer_frac=1.0, top_k=0)
+    config = SelectConfig(kl_max=0.0, max_layer_frac=1.0, top_k=0)
     sel = select_direction(tiny_llama, cand, HARMFUL, HARMLESS, config, show_progress=False)
     assert sel.fallback and sel.direction.config["fallback"]
-    assert "KL ≥ -1.0" in sel.message and "fewest filters" in sel.message
+    assert "KL ≥ 0.0" in sel.message and "fewest filters" in sel.message
     fewest = min(len(c.filtered_by) for c in sel.scored())
     assert (
         len(
@@ -165,3 +166,34 @@ def test_screen_matches_finite_differences(tiny_llama):
     with model.bridge.hooks(fwd_hooks=[(n, shrink[0]) for n in names]):
         slope = (mean_score(HARMFUL) - base) / eps
     assert bypass[1, -1] == pytest.approx(slope, rel=0.05, abs=1e-4)
+
+
+def test_selection_saves_and_loads_beside_other_artifacts(tiny_llama, tmp_path):
+    """Selection round-trips; saving it keeps another stage's files in the same folder, and
+    saving another stage's result there keeps the selection."""
+    from refusal_lens.directions.select import SELECTION_FILE
+    from refusal_lens.evaluation import EvalConfig, EvalResult
+
+    cand = diff_in_means(tiny_llama, HARMFUL, HARMLESS, show_progress=False)
+    config = SelectConfig(kl_max=1e9, induce_min=-1e9, max_layer_frac=1.0, top_k=2)
+    sel = select_direction(tiny_llama, cand, HARMFUL, HARMLESS, config, show_progress=False)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    other = EvalResult(
+        "m",
+        {"s": {"kind": "benign", "n": 1, "score": 0.5}},
+        {"score": 0.5},
+        EvalConfig(judges=("score",)),
+    )
+    other.save(folder)
+    sel.save(folder)
+    back = Selection.load(folder)
+    assert back.table == sel.table and back.config == sel.config and back.baseline == sel.baseline
+    assert back.message == sel.message and back.fallback == sel.fallback
+    torch.testing.assert_close(back.direction.vector, sel.direction.vector)
+    assert EvalResult.load(folder).combined == {"score": 0.5}
+    assert (folder / "notes.txt").read_text() == "mine"
+    (folder / SELECTION_FILE).unlink()
+    with pytest.raises(RefusalLensError, match="holds no selection artifact"):
+        Selection.load(folder)

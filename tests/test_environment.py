@@ -66,3 +66,25 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_every_public_name_resolves_to_its_stage():
+    """The lazy export map names real objects, stage entry points included."""
+    import refusal_lens
+
+    for name in refusal_lens.__all__:
+        if name != "__version__":
+            assert getattr(refusal_lens, name) is not None, name
+    for entry in (
+        "find_direction",
+        "DirectionConfig",
+        "steer",
+        "align",
+        "AlignConfig",
+        "evaluate",
+        "EvalConfig",
+        "rass",
+        "sanitize",
+        "fit_harm_judge",
+    ):
+        assert entry in refusal_lens.__all__

@@ -1,13 +1,18 @@
 """Layer-wise boundary geometry: margins, views and boundary lines against their definitions,
-the full pass on a tiny model against direct computations, the artifact, figures, bad input."""
+the full pass on a tiny model against direct computations, the artifact, figures, bad input and
+config."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
-from refusal_lens.activations import collect_residuals
+from refusal_lens.activations import CollectConfig, collect_residuals
 from refusal_lens.boundary.geometry import (
+    META_NAME,
+    TENSORS_NAME,
     Geometry,
     GeometryConfig,
     auroc,
@@ -26,6 +31,8 @@ from refusal_lens.directions import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.prompts import load_prompts
 from refusal_lens.scoring import refusal_scores
+
+LAYER_1 = CollectConfig(layers=(1,), positions=(-1,))  # the last token before block 1
 
 
 def synthetic(n: int = 40, d: int = 6, seed: int = 0):
@@ -92,7 +99,7 @@ def test_geometry_on_a_tiny_model_matches_direct_computation(tiny_llama, sets, g
     assert geo.view["harmful"].shape == (14, len(geo.layers), 2)
     scores = refusal_scores(tiny_llama, sets[2], show_progress=False)
     assert torch.equal(geo.refused, scores > 0)
-    acts = collect_residuals(tiny_llama, sets[2], layers=[1], positions=[-1], show_progress=False)
+    acts = collect_residuals(tiny_llama, sets[2], LAYER_1, show_progress=False)
     x = torch.as_tensor(acts.acts[:, 0, 0])
     b = layer_boundary(tiny_llama, sets[0], sets[1], 1)
     assert torch.allclose(geo.margin["borderline"][:, 0], b.margin(x), atol=1e-4)
@@ -108,21 +115,33 @@ def test_given_direction_and_refusal_flags_are_used(tiny_llama, sets):
     r = Direction(v, 1, -1, tiny_llama.model_id)
     flags = [i % 2 == 0 for i in range(len(sets[2]))]
     geo = boundary_geometry(tiny_llama, *sets, direction=r, refused=flags)
-    acts = collect_residuals(tiny_llama, sets[0], layers=[1], positions=[-1], show_progress=False)
+    acts = collect_residuals(tiny_llama, sets[0], LAYER_1, show_progress=False)
     expected = torch.as_tensor(acts.acts[:, 0, 0]) @ (v / v.norm())
     assert torch.allclose(geo.projection["harmful"][:, 0], expected, atol=1e-4)
     assert geo.refused.tolist() == flags and geo.direction["layer"] == 1
 
 
+def assert_same_geometry(back: Geometry, geo: Geometry) -> None:
+    """Every field of ``back`` equals ``geo``'s (tensors exactly, NaN = NaN)."""
+    assert back.layers == geo.layers and back.texts == geo.texts
+    for group in ("projection", "margin", "view"):
+        assert getattr(back, group).keys() == getattr(geo, group).keys()
+        for name, tensor in getattr(geo, group).items():
+            assert torch.equal(getattr(back, group)[name], tensor), (group, name)
+    for name in ("accuracy", "lines", "refused", "refusal_score"):
+        a, b = getattr(back, name), getattr(geo, name)
+        assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), equal_nan=True), name
+    assert back.config == geo.config and back.model == geo.model
+    assert back.direction == json.loads(json.dumps(geo.direction))
+    assert back.summary() == geo.summary()
+
+
 def test_save_load_round_trip_and_figures(geo, tmp_path):
     geo.save(tmp_path / "g")
-    back = Geometry.load(tmp_path / "g")
-    assert back.layers == geo.layers and back.texts == geo.texts
-    for name in geo.margin:
-        assert torch.allclose(back.margin[name], geo.margin[name])
-        assert torch.allclose(back.view[name], geo.view[name])
-    assert torch.equal(back.refused, geo.refused) and back.config == geo.config
-    assert back.summary() == geo.summary()
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == [META_NAME, TENSORS_NAME]
+    meta = json.loads((tmp_path / "g" / META_NAME).read_text())
+    assert meta["kind"] == "geometry" and meta["config"] == geo.config.to_dict()
+    assert_same_geometry(Geometry.load(tmp_path / "g"), geo)
 
     fig = plot_boundary_grid(geo, layers=geo.layers)
     labels = fig.legends[0].get_texts()
@@ -149,5 +168,49 @@ def test_bad_input_is_refused_clearly(tiny_llama, sets):
     wrong = Direction(torch.ones(tiny_llama.d_model + 1), 1, -1, "other")
     with pytest.raises(RefusalLensError):
         boundary_geometry(tiny_llama, harmful, harmless, borderline, direction=wrong)
-    with pytest.raises(RefusalLensError, match=r"No geometry\.json"):
+    with pytest.raises(RefusalLensError, match=r"geometry\.json is missing"):
         Geometry.load("/nonexistent")
+
+
+def test_saving_keeps_other_files_and_load_checks_the_artifact(geo, tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    geo.save(folder)
+    geo.save(folder)  # saving again replaces only its own files
+    assert (folder / "notes.txt").read_text() == "mine"
+    assert_same_geometry(Geometry.load(folder), geo)
+    (folder / TENSORS_NAME).unlink()
+    with pytest.raises(RefusalLensError, match=r"not geometry\.safetensors"):
+        Geometry.load(folder)
+    (folder / META_NAME).write_text(json.dumps({"kind": "rass"}))
+    with pytest.raises(RefusalLensError, match="holds a rass artifact"):
+        Geometry.load(folder)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"val_frac": 1.0}, r"GeometryConfig\.val_frac must be in \(0, 1\)"),
+        ({"val_frac": 0.0}, r"GeometryConfig\.val_frac must be"),
+        ({"layers": ()}, r"GeometryConfig\.layers must be None"),
+        ({"layers": (2, -1)}, r"GeometryConfig\.layers must be None"),
+        ({"position": 0}, r"GeometryConfig\.position must be negative"),
+        ({"hook": "resid"}, r"GeometryConfig\.hook must be one of"),
+        ({"l2": -1.0}, r"GeometryConfig\.l2 must be a finite number >= 0"),
+        ({"batch_size": 0}, r"GeometryConfig\.batch_size must be >= 1"),
+    ],
+)
+def test_out_of_range_config_fields_are_refused(changes, message):
+    with pytest.raises(RefusalLensError, match=message):
+        GeometryConfig(**changes)
+    data = GeometryConfig().to_dict() | changes
+    with pytest.raises(RefusalLensError, match=message):  # also when read from an artifact
+        GeometryConfig.from_dict(data)
+
+
+def test_config_round_trips_through_json():
+    config = GeometryConfig(layers=(1, 3), val_frac=0.5, seed=2)
+    assert GeometryConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(Exception, match="cannot assign"):
+        config.seed = 3  # frozen

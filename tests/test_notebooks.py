@@ -48,8 +48,8 @@ def test_ablate_directions_notebook(monkeypatch, shared_data):
     assert "Selected layer" in text or "filtered out" in text
     # the examples are picked at run time from held-out benchmark prompts
     harmful, harmless = chosen_prompts(text)
-    assert harmful in load_prompts(f"jailbreakbench:{shared_data / 'jailbreakbench.csv'}").texts
-    assert harmless in load_prompts(f"alpaca:{shared_data / 'alpaca_instructions.json'}").texts
+    assert harmful in load_prompts("jailbreakbench").texts
+    assert harmless in load_prompts("alpaca").texts
     lines = text.splitlines()
     [refused, answered] = [line for line in lines if line.startswith("before: ")]
     [steered] = [line for line in lines if line.startswith("added: ")]
@@ -72,7 +72,7 @@ def test_attribute_refusals_notebook(monkeypatch, shared_data):
     text = "".join(out.get("text", "") for out in outputs)
     # the prompt is picked at run time: a safe XSTest prompt that the model refuses
     [prompt] = chosen_prompts(text)
-    assert prompt in load_prompts(f"xstest-safe:{shared_data / 'xstest_prompts.csv'}").texts
+    assert prompt in load_prompts("xstest-safe").texts
     score, rank, n = re.search(r"refusal score: (\S+), rank (\d+) of (\d+)", text).groups()
     assert float(score) > 0 and 1 <= int(rank) <= int(n)
     for method in ("occlusion", "grad_x_input", "integrated_gradients", "projection"):

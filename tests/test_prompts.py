@@ -71,7 +71,7 @@ def test_benchmark_loaders_read_the_shared_files(shared_data):
     assert 0 < len(hb) < 80 and set(hb.labels) == {"harmful"}  # standard behaviours only
     alpaca = load_benchmark("alpaca", shared_data / "alpaca_instructions.json")
     assert len(alpaca) == 2000 and set(alpaca.labels) == {"harmless"}
-    half = load_prompts(f"xstest-safe:{shared_data / 'xstest_prompts.csv'}")
+    half = load_prompts("xstest-safe")
     assert len(half) == 250 and half.name == "xstest-safe"
 
 
@@ -106,3 +106,42 @@ def test_bad_prompt_inputs_name_the_fix(tmp_path):
         load_prompts("advbench:/nope.csv")
     with pytest.raises(PromptError, match="Unknown label"):
         PromptSet.from_texts(["x"], "evil")
+
+
+def test_benchmark_names_resolve_in_the_data_folder(tmp_path, monkeypatch, shared_data):
+    """A bare benchmark name reads its file from REFUSAL_LENS_DATA; elsewhere it says how to
+    point there, and no default depends on the working folder."""
+    from refusal_lens.locations import data_dir
+
+    assert len(load_prompts("xstest-safe")) == 250
+    monkeypatch.chdir(tmp_path)
+    assert data_dir() == shared_data and len(load_prompts("advbench")) == 520
+    monkeypatch.setenv("REFUSAL_LENS_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PromptError, match="REFUSAL_LENS_DATA"):
+        load_prompts("advbench")
+
+
+def test_plain_text_and_csv_prompt_files(tmp_path):
+    txt = tmp_path / "mine.txt"
+    txt.write_text("How do I kill a Python process?\n\n  Where can I shoot a good photo?  \n")
+    prompts = load_prompts(str(txt))
+    assert prompts.texts == ["How do I kill a Python process?", "Where can I shoot a good photo?"]
+    csv_file = tmp_path / "mine.csv"
+    csv_file.write_text(
+        'prompt,label\n"Tell me, how do I bake bread?",harmless\nHow to make a bomb,harmful\n'
+    )
+    rows = load_prompts(str(csv_file))
+    assert rows.texts[0] == "Tell me, how do I bake bread?" and rows[1].label == "harmful"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question\nhi\n")
+    with pytest.raises(PromptError, match="no 'prompt' column"):
+        load_prompts(str(bad))
+    folder = tmp_path / "dir.txt"
+    folder.mkdir()
+    with pytest.raises(PromptError, match="is a folder"):
+        load_prompts(str(folder))
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(PromptError, match="not UTF-8"):
+        load_prompts(str(latin))

@@ -26,7 +26,7 @@ def smoke_cache(tmp_path_factory) -> Path:
 
 def run_script(script: str, cache: Path, *args: str) -> subprocess.CompletedProcess:
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "REFUSAL_LENS_DATA"},  # --data default
         "REFUSAL_LENS_CACHE": str(cache),
         "OMP_NUM_THREADS": "1",  # two threads on a busy 2-core machine can be tenfold slower
         "MPLBACKEND": "Agg",
@@ -106,7 +106,7 @@ def check_selection_benchmark(out: Path, stdout: str) -> None:
 def check_align_sweep(out: Path, stdout: str) -> None:
     record = read_json(out / "align_sweep.json")
     assert set(record["results"]) == {"base", "α=0.5"} and record["alphas"] == [0.5]
-    assert record["eval_config"]["data"] == SHARED_DATA
+    assert "data" not in record["eval_config"]  # benchmark names resolve in data_dir()
     for result in record["results"].values():
         assert set(result["combined"]) == {"score", "substring"}
     assert "**judge: score**" in (out / "align_sweep.md").read_text()
@@ -140,7 +140,7 @@ def check_directions(out: Path, stdout: str) -> None:
     # the example: the direction recorded where its harmless prompts came from as an
     # absolute path of the machine that made it
     config = read_json(out / "direction" / "direction.json")["config"]["direction"]
-    assert config["harmless"] == f"alpaca:{SHARED_DATA}/alpaca_instructions.json"
+    assert config["harmless"] == "alpaca"  # a name, resolved in data_dir(): no path at all
     assert (out / "direction" / "direction.safetensors").is_file()
     assert (out / "directions_steering.png").is_file()
 

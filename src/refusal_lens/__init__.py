@@ -1,14 +1,18 @@
 """refusal-lens: the mechanistic study of over-refusal in chat models.
 
-Stages, in the order the data flows: ``models`` (load a chat model into TransformerBridge),
-``prompts`` (prompt sets and chat formatting), ``activations`` (residual streams),
-``scoring`` (refusal scores and judges), ``generation``, ``alignment``, ``evaluation``,
-``directions`` and ``interventions`` (refusal directions, ablation, addition, weight
-orthogonalization), ``attribution`` and ``attribution_views`` (per-token attribution of
-refusals), ``harm`` (a probe judge of harm), ``triggers`` (harmful cues vs triggers) and
-``sanitize`` (trigger-matched benign data), ``geometry`` and ``geometry_views`` (the safety
-boundary layer by layer), ``rass_generate`` and ``rass`` (boundary prompt generation and
-selection; ``from refusal_lens.boundary.rass import rass``) and ``translate``.
+The package follows the method's data flow:
+
+- primitives: ``models`` (load a chat model into TransformerBridge), ``prompts`` (prompt sets,
+  chat formatting, benchmark loaders), ``activations`` (residual streams), ``generation``,
+  ``scoring`` (refusal scores and refusal judges), ``probes``, ``direction`` (the Direction
+  value), ``interventions`` (ablation, addition), ``evaluation`` (RR / ASR);
+- stages: ``alignment`` (paper 2's safety fine-tuning), ``directions`` (extract, select,
+  steer, orthogonalize), ``attribution`` (refusals attributed to tokens), ``triggers`` (harm
+  judge, trigger masks, sanitized D_b), ``boundary`` (layer-wise geometry and RASS, paper 1);
+- ``pipeline`` chains them; ``cli`` is the command line.
+
+Every stage has one shape: a frozen ``XConfig``, one function, and a result with
+``save(folder)`` / ``load(folder)``. The names below import lazily from their modules.
 """
 
 from __future__ import annotations
@@ -18,42 +22,74 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# Public names -> defining module. Imported lazily: transformer_lens alone takes seconds.
+# Public names -> defining module, in data-flow order. Imported lazily: transformer_lens
+# alone takes seconds.
 _EXPORTS = {
     "load_model": "refusal_lens.models",
     "ModelHandle": "refusal_lens.models",
+    "cache_dir": "refusal_lens.locations",
+    "data_dir": "refusal_lens.locations",
     "Prompt": "refusal_lens.prompts",
     "PromptSet": "refusal_lens.prompts",
     "load_prompts": "refusal_lens.prompts",
     "load_benchmark": "refusal_lens.prompts",
     "collect_residuals": "refusal_lens.activations",
+    "CollectConfig": "refusal_lens.activations",
     "Residuals": "refusal_lens.activations",
     "refusal_score": "refusal_lens.scoring",
     "refusal_scores": "refusal_lens.scoring",
     "refusal_rate": "refusal_lens.scoring",
+    "refusal_rates": "refusal_lens.scoring",
     "is_refusal": "refusal_lens.scoring",
+    "RefusalJudge": "refusal_lens.scoring",
+    "ScoreJudge": "refusal_lens.scoring",
+    "SubstringJudge": "refusal_lens.scoring",
+    "RefusalReport": "refusal_lens.scoring",
     "generate": "refusal_lens.generation",
-    "Direction": "refusal_lens.directions",
-    "diff_in_means": "refusal_lens.directions",
-    "select_direction": "refusal_lens.directions",
-    "false_refusal_vector": "refusal_lens.directions",
+    "Direction": "refusal_lens.direction",
     "ablate": "refusal_lens.interventions",
     "add": "refusal_lens.interventions",
     "project_out": "refusal_lens.interventions",
+    "evaluate": "refusal_lens.evaluation",
+    "EvalConfig": "refusal_lens.evaluation",
+    "EvalResult": "refusal_lens.evaluation",
+    "align": "refusal_lens.alignment",
+    "AlignConfig": "refusal_lens.alignment",
+    "AlignResult": "refusal_lens.alignment",
+    "diff_in_means": "refusal_lens.directions.extract",
+    "false_refusal_vector": "refusal_lens.directions.extract",
+    "select_direction": "refusal_lens.directions.select",
+    "SelectConfig": "refusal_lens.directions.select",
+    "Selection": "refusal_lens.directions.select",
+    "find_direction": "refusal_lens.directions.find",
+    "DirectionConfig": "refusal_lens.directions.find",
+    "steer": "refusal_lens.directions.steer",
+    "steering_curve": "refusal_lens.directions.steer",
+    "SteerResult": "refusal_lens.directions.steer",
     "orthogonalize_weights": "refusal_lens.directions.orthogonalize",
     "attribute": "refusal_lens.attribution.methods",
     "scores_without": "refusal_lens.attribution.methods",
+    "TokenAttribution": "refusal_lens.attribution.methods",
     "attributions_html": "refusal_lens.attribution.views",
     "attribution_heatmap": "refusal_lens.attribution.views",
     "write_attribution_report": "refusal_lens.attribution.views",
     "fit_harm_judge": "refusal_lens.triggers.harm",
+    "HarmJudge": "refusal_lens.triggers.harm",
+    "HarmJudgeConfig": "refusal_lens.triggers.harm",
     "trigger_masks": "refusal_lens.triggers.masks",
+    "TriggerConfig": "refusal_lens.triggers.masks",
     "TriggerMasks": "refusal_lens.triggers.masks",
+    "sanitize": "refusal_lens.triggers.sanitize",
+    "SanitizeConfig": "refusal_lens.triggers.sanitize",
+    "SanitizedData": "refusal_lens.triggers.sanitize",
     "boundary_geometry": "refusal_lens.boundary.geometry",
+    "GeometryConfig": "refusal_lens.boundary.geometry",
     "Geometry": "refusal_lens.boundary.geometry",
     "plot_boundary_grid": "refusal_lens.boundary.views",
     "plot_margins": "refusal_lens.boundary.views",
+    "rass": "refusal_lens.boundary.rass",
     "RASSConfig": "refusal_lens.boundary.rass",
+    "RASSResult": "refusal_lens.boundary.rass",
     "RefusalLensError": "refusal_lens.errors",
 }
 

@@ -33,6 +33,7 @@ from refusal_lens.artifacts import (
     to_jsonable,
     write_json,
 )
+from refusal_lens.configs import StageConfig, check_positive
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.progress import progress
@@ -41,18 +42,32 @@ from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
 HookPoint = Literal["resid_pre", "resid_mid", "resid_post"]
 HOOK_POINTS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post")
 TENSOR_NAME = "residuals"
+
+
+def hook_name(layer: int, point: str = "resid_pre") -> str:
+    """The TransformerLens hook name of ``point`` (one of :data:`HOOK_POINTS`) in ``layer``."""
+    return f"blocks.{layer}.hook_{point}"
+
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CollectConfig:
-    """What to collect; saved next to every residual artifact."""
+class CollectConfig(StageConfig):
+    """What to collect; saved next to every residual artifact (with layers and positions
+    resolved)."""
 
-    layers: tuple[int, ...]
-    positions: tuple[int, ...]
+    layers: tuple[int, ...] | None = None  # None = every layer
+    positions: tuple[int, ...] | None = None  # negative; None = the post-instruction positions
     hook: str = "resid_pre"  # one of HOOK_POINTS
     batch_size: int = 16
     memory_budget_gb: float = 2.0
+
+    def validate(self) -> None:
+        if self.hook not in HOOK_POINTS:
+            raise RefusalLensError(f"Unknown hook point {self.hook!r}; use one of {HOOK_POINTS}.")
+        check_positive("batch_size", self.batch_size)
+        check_positive("memory_budget_gb", self.memory_budget_gb)
 
 
 @dataclass
@@ -89,14 +104,7 @@ class Residuals:
         """Memory-map the residuals saved in ``folder``."""
         folder = Path(folder)
         meta = json.loads((folder / f"{TENSOR_NAME}.json").read_text())
-        cfg = meta["config"]
-        config = CollectConfig(
-            layers=tuple(cfg["layers"]),
-            positions=tuple(cfg["positions"]),
-            hook=cfg["hook"],
-            batch_size=cfg["batch_size"],
-            memory_budget_gb=cfg["memory_budget_gb"],
-        )
+        config = CollectConfig.from_dict(meta["config"])
         acts = load_tensor_mmap(folder / f"{TENSOR_NAME}.safetensors", TENSOR_NAME)
         return cls(acts, config, meta.get("model", {}), meta.get("prompts", ""))
 
@@ -150,8 +158,7 @@ def _batch_residuals(
         return hook
 
     hooks = [
-        (f"blocks.{layer}.hook_{config.hook}", make_hook(layer))
-        for layer in sorted(set(config.layers))
+        (hook_name(layer, config.hook), make_hook(layer)) for layer in sorted(set(config.layers))
     ]
     try:
         with torch.inference_mode(), model.bridge.hooks(fwd_hooks=hooks):
@@ -163,26 +170,18 @@ def _batch_residuals(
 
 
 def _prepare(
-    model: ModelHandle,
-    texts: list[str],
-    layers: list[int] | None,
-    positions: list[int] | None,
-    hook: str,
-    batch_size: int,
-    memory_budget_gb: float,
+    model: ModelHandle, texts: list[str], config: CollectConfig
 ) -> tuple[CollectConfig, list[list[int]]]:
-    """Validate every prompt and argument before any work; return the config and batches."""
-    if hook not in HOOK_POINTS:
-        raise RefusalLensError(f"Unknown hook point {hook!r}; use one of {HOOK_POINTS}.")
+    """Validate every prompt and the config against the model before any work; return the
+    config with layers and positions resolved, and the batches."""
     lengths = model.chat.token_lengths(texts)
-    config = CollectConfig(
+    layers = None if config.layers is None else list(config.layers)
+    positions = None if config.positions is None else list(config.positions)
+    config = config.replace(
         layers=_check_layers(model, layers),
         positions=_check_positions(model, positions, min(lengths)),
-        hook=hook,
-        batch_size=batch_size,
-        memory_budget_gb=memory_budget_gb,
     )
-    return config, length_sorted_batches(lengths, batch_size)
+    return config, length_sorted_batches(lengths, config.batch_size)
 
 
 def _iter_batches(
@@ -199,20 +198,17 @@ def _iter_batches(
 def mean_residuals(
     model: ModelHandle,
     prompts: PromptSet | list[str],
-    layers: list[int] | None = None,
-    positions: list[int] | None = None,
+    config: CollectConfig | None = None,
     *,
-    hook: str = "resid_pre",
-    batch_size: int = 16,
     show_progress: bool = True,
 ) -> Float[Tensor, "layer pos d_model"]:
     """The mean residual stream over ``prompts``, accumulated batch by batch in float64.
 
-    Memory holds one batch and the running sum, whatever the number of prompts. Arguments as
-    in :func:`collect_residuals`.
+    Memory holds one batch and the running sum, whatever the number of prompts. ``config`` as
+    in :func:`collect_residuals` (its memory budget is unused).
     """
     texts = prompts.texts if isinstance(prompts, PromptSet) else list(prompts)
-    config, batches = _prepare(model, texts, layers, positions, hook, batch_size, 0.0)
+    config, batches = _prepare(model, texts, config or CollectConfig())
     total = torch.zeros(
         len(config.layers), len(config.positions), model.d_model, dtype=torch.float64
     )
@@ -224,25 +220,24 @@ def mean_residuals(
 def collect_residuals(
     model: ModelHandle,
     prompts: PromptSet | list[str],
-    layers: list[int] | None = None,
-    positions: list[int] | None = None,
+    config: CollectConfig | None = None,
     *,
-    hook: str = "resid_pre",
-    batch_size: int = 16,
     out: str | Path | None = None,
-    memory_budget_gb: float = 2.0,
     show_progress: bool = True,
 ) -> Residuals:
     """Residual streams ``[prompt, layer, pos, d_model]`` for ``prompts``.
 
-    ``layers`` defaults to all layers, ``positions`` (negative, -1 = last token) to the
-    post-instruction positions. With ``out`` (a folder), the result is written there as
+    ``config.layers`` defaults to all layers, ``config.positions`` (negative, -1 = last token)
+    to the post-instruction positions. With ``out`` (a folder), the result is written there as
     ``residuals.safetensors`` + ``residuals.json`` and memory-mapped back; without it, a result
-    larger than ``memory_budget_gb`` is streamed to a folder in the cache instead.
+    larger than ``config.memory_budget_gb`` is streamed to a folder in the cache instead.
+
+    >>> collect_residuals(model, prompts, CollectConfig(layers=(10, 20), positions=(-1,)))
     """
     texts = prompts.texts if isinstance(prompts, PromptSet) else list(prompts)
     name = prompts.name if isinstance(prompts, PromptSet) else "prompts"
-    config, batches = _prepare(model, texts, layers, positions, hook, batch_size, memory_budget_gb)
+    config, batches = _prepare(model, texts, config or CollectConfig())
+    memory_budget_gb = config.memory_budget_gb
     shape = (len(texts), len(config.layers), len(config.positions), model.d_model)
     n_bytes = 4 * shape[0] * shape[1] * shape[2] * shape[3]
     if out is None and n_bytes > memory_budget_gb * 2**30:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from refusal_lens.errors import RefusalLensError
+from refusal_lens.locations import CACHE_PLACEHOLDER, cache_dir
 
 _DTYPES = {torch.float32: ("F32", np.float32), torch.float16: ("F16", np.float16)}
 _CODES = {code: np_dtype for code, np_dtype in _DTYPES.values()}
@@ -123,9 +124,11 @@ def json_writer(data: Any) -> Writer:
 
 
 def jsonl_writer(rows: list[Any]) -> Writer:
-    """A :func:`save_artifact` writer for one JSON object per line."""
-    text = "".join(json.dumps(to_jsonable(r), ensure_ascii=False) + "\n" for r in rows)
-    return lambda path: path.write_text(text)
+    """A :func:`save_artifact` writer for one JSON object per line. Rows are records of free
+    text (prompts, answers), so strings are written verbatim, never rewritten as paths."""
+    plain = [asdict(r) if is_dataclass(r) and not isinstance(r, type) else r for r in rows]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in plain)
+    return lambda path: path.write_text(text, encoding="utf-8")
 
 
 def artifact_meta(kind: str, config: Any = None, **fields: Any) -> dict[str, Any]:
@@ -147,7 +150,8 @@ def read_meta(folder: str | os.PathLike, name: str, kind: str) -> dict[str, Any]
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RefusalLensError(f"{path} is not valid JSON ({exc}); save the artifact again.") from None
+        msg = f"{path} is not valid JSON ({exc}); save the artifact again."
+        raise RefusalLensError(msg) from None
     if not isinstance(meta, dict) or meta.get("kind", kind) != kind:
         found = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
         raise RefusalLensError(f"{path} holds a {found} artifact, not a {kind} one.")
@@ -162,8 +166,6 @@ def portable_path(text: str) -> str:
     """An absolute path as artifacts record it: inside the cache as ``$REFUSAL_LENS_CACHE/…``
     (``models.resolve_spec`` reads it back), inside the working folder relative to it, and
     anything else unchanged. Other strings pass through (also after a ``kind:`` prefix)."""
-    from refusal_lens.models.spec import CACHE_PLACEHOLDER, cache_dir
-
     prefix, sep, rest = text.partition(":") if ":/" in text else ("", "", text)
     if not rest.startswith("/"):
         return text
@@ -174,6 +176,13 @@ def portable_path(text: str) -> str:
     elif Path.cwd() in path.parents:
         rest = path.relative_to(Path.cwd()).as_posix()
     return prefix + sep + rest
+
+
+def local_path(text: str) -> Path:
+    """Read back a path that :func:`portable_path` recorded (the cache placeholder expanded)."""
+    if text.startswith(CACHE_PLACEHOLDER + "/"):
+        return cache_dir() / text.removeprefix(CACHE_PLACEHOLDER + "/")
+    return Path(text)
 
 
 def to_jsonable(obj: Any) -> Any:

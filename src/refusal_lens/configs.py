@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Self
+from typing import Any, TypeVar
 
 from refusal_lens.errors import RefusalLensError
+
+C = TypeVar("C", bound="StageConfig")
 
 
 class StageConfig:
@@ -31,7 +33,7 @@ class StageConfig:
         return to_jsonable(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
         """Rebuild a config saved by :meth:`to_dict` (lists become tuples where declared)."""
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -43,7 +45,7 @@ class StageConfig:
             )
         return cls(**{k: _coerce(v, hints[k]) for k, v in data.items()})
 
-    def replace(self, **changes: Any) -> Self:
+    def replace(self: C, **changes: Any) -> C:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
@@ -68,12 +70,12 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value
 
 
-def check_range(name: str, value: float, low: float, high: float) -> None:
+def check_range(name: str, value: float | int, low: float, high: float) -> None:
     """Raise unless ``low <= value <= high``."""
     if not low <= value <= high:
         raise RefusalLensError(f"{name} must lie in [{low}, {high}], not {value}.")
 
 
-def check_positive(name: str, value: float) -> None:
+def check_positive(name: str, value: float | int) -> None:
     if not value > 0:
         raise RefusalLensError(f"{name} must be positive, not {value}.")

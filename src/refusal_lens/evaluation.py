@@ -18,36 +18,85 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from refusal_lens.artifacts import artifact_meta, json_writer, read_meta, save_artifact
+from refusal_lens.configs import StageConfig, check_positive
+from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet, check_disjoint, load_prompts, normalize_text
-from refusal_lens.scoring import RefusalReport, refusal_rate
+from refusal_lens.scoring import RefusalReport, refusal_rates
 
+EVAL_FILE = "evaluation.json"
+EVAL_TABLE_FILE = "evaluation.md"
 
-def default_sets(data: str) -> dict[str, tuple[str, str]]:
-    """name -> (prompt spec, "benign" | "harmful")."""
-    return {
-        "borderline": ("borderline", "benign"),
-        "harmless": ("harmless", "benign"),
-        "XSTest-safe": (f"xstest-safe:{data}/xstest_prompts.csv", "benign"),
-        "Alpaca": (f"alpaca:{data}/alpaca_instructions.json", "benign"),
-        "XSTest-unsafe": (f"xstest-unsafe:{data}/xstest_prompts.csv", "harmful"),
-        "AdvBench": (f"advbench:{data}/advbench.csv", "harmful"),
-        "JailbreakBench": (f"jailbreakbench:{data}/jailbreakbench.csv", "harmful"),
-    }
+# name -> (prompt spec, "benign" | "harmful"); benchmark specs resolve in data_dir().
+DEFAULT_SETS: dict[str, tuple[str, str]] = {
+    "borderline": ("borderline", "benign"),
+    "harmless": ("harmless", "benign"),
+    "XSTest-safe": ("xstest-safe", "benign"),
+    "Alpaca": ("alpaca", "benign"),
+    "XSTest-unsafe": ("xstest-unsafe", "harmful"),
+    "AdvBench": ("advbench", "harmful"),
+    "JailbreakBench": ("jailbreakbench", "harmful"),
+}
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(StageConfig):
     """Settings of one evaluation; saved with its results."""
 
-    data: str = "../shared/data"
     n: int = 100
     judges: tuple[str, ...] = ("score", "substring")
     max_new_tokens: int = 48
     batch_size: int = 32
     seed: int = 0
-    sets: tuple[str, ...] = field(default_factory=lambda: tuple(default_sets("").keys()))
+    sets: tuple[str, ...] = tuple(DEFAULT_SETS)
     extra: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (spec, kind)
+
+    def validate(self) -> None:
+        for name in ("n", "max_new_tokens", "batch_size"):
+            check_positive(name, getattr(self, name))
+        if not self.judges:
+            raise RefusalLensError("judges is empty; name at least one (score, substring).")
+        unknown = [s for s in self.sets if s not in DEFAULT_SETS]
+        if unknown:
+            raise RefusalLensError(
+                f"Unknown set(s) {unknown}; known: {list(DEFAULT_SETS)}. Add others with extra."
+            )
+        bad = {k: v for k, v in self.extra.items() if v[1] not in ("benign", "harmful")}
+        if bad:
+            raise RefusalLensError(f"extra sets need kind 'benign' or 'harmful': {bad}")
+
+
+@dataclass
+class EvalResult:
+    """RR per benign set and ASR per harmful set, under each judge, and the combined score."""
+
+    model: str
+    sets: dict[str, dict[str, Any]]  # name -> {kind, n, dropped_as_trained, judge: rate}
+    combined: dict[str, float]  # judge -> mean RR + mean ASR
+    config: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "sets": self.sets, "combined": self.combined}
+
+    def table(self, judge: str, label: str | None = None) -> str:
+        return results_table({label or self.model: self}, judge)
+
+    def save(self, folder: str | Path) -> Path:
+        """``evaluation.json`` (rates and config) and ``evaluation.md`` (a table per judge)."""
+        tables = "\n\n".join(f"judge: {j}\n\n{self.table(j)}" for j in self.config.judges)
+        meta = artifact_meta("evaluation", self.config, **self.to_dict())
+        files = {
+            EVAL_TABLE_FILE: lambda p: p.write_text(tables + "\n"),
+            EVAL_FILE: json_writer(meta),
+        }
+        return save_artifact(folder, files)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> EvalResult:
+        meta = read_meta(folder, EVAL_FILE, "evaluation")
+        config = EvalConfig.from_dict(meta["config"])
+        return cls(meta["model"], meta["sets"], meta["combined"], config)
 
 
 def training_prompts_of(model: ModelHandle) -> list[str]:
@@ -67,24 +116,20 @@ def held_out(prompts: PromptSet, train: list[str], n: int, seed: int) -> tuple[P
     return sample, len(prompts) - len(kept)
 
 
-def evaluate(model: ModelHandle, config: EvalConfig) -> dict[str, Any]:
-    """RR / ASR per set and judge, and the combined score per judge."""
+def evaluate(model: ModelHandle, config: EvalConfig | None = None) -> EvalResult:
+    """RR / ASR per set and judge on held-out samples, and the combined score per judge."""
+    config = config or EvalConfig()
     train = training_prompts_of(model)
-    sets = {**default_sets(config.data), **config.extra}
+    specs = {**DEFAULT_SETS, **config.extra}
     rows: dict[str, dict[str, Any]] = {}
     for name in (*config.sets, *config.extra):
-        spec, kind = sets[name]
+        spec, kind = specs[name]
         prompts, dropped = held_out(load_prompts(spec), train, config.n, config.seed)
+        reports = refusal_rates(
+            model, {name: prompts}, config.judges, config.max_new_tokens, config.batch_size
+        )[name]
         row: dict[str, Any] = {"kind": kind, "n": len(prompts), "dropped_as_trained": dropped}
-        for judge in config.judges:
-            report = refusal_rate(
-                model,
-                prompts,
-                judge,
-                max_new_tokens=config.max_new_tokens,
-                batch_size=config.batch_size,
-                show_progress=False,
-            )
+        for judge, report in reports.items():
             row[judge] = report.rate if kind == "benign" else 1.0 - report.rate
         rows[name] = row
     combined = {}
@@ -92,19 +137,19 @@ def evaluate(model: ModelHandle, config: EvalConfig) -> dict[str, Any]:
         rr = [r[judge] for r in rows.values() if r["kind"] == "benign"]
         asr = [r[judge] for r in rows.values() if r["kind"] == "harmful"]
         combined[judge] = (sum(rr) / max(len(rr), 1)) + (sum(asr) / max(len(asr), 1))
-    return {"model": model.spec, "sets": rows, "combined": combined}
+    return EvalResult(model.spec, rows, combined, config)
 
 
-def results_table(results: dict[str, dict[str, Any]], judge: str) -> str:
+def results_table(results: dict[str, EvalResult], judge: str) -> str:
     """Markdown: one row per model, RR per benign set, ASR per harmful set, combined score."""
-    first = next(iter(results.values()))["sets"]
+    first = next(iter(results.values())).sets
     benign = [s for s, r in first.items() if r["kind"] == "benign"]
     harmful = [s for s, r in first.items() if r["kind"] == "harmful"]
     head = ["model", *(f"RR {s}" for s in benign), *(f"ASR {s}" for s in harmful), "combined"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for label, res in results.items():
-        cells = [f"{res['sets'][s][judge]:.0%}" for s in benign + harmful]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {res['combined'][judge]:.2f} |")
+        cells = [f"{res.sets[s][judge]:.0%}" for s in benign + harmful]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {res.combined[judge]:.2f} |")
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from refusal_lens.activations import hook_name
 from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
@@ -90,7 +91,7 @@ def addition_hook(vector: Float[Tensor, " d_model"], coef: float) -> HookFn:
 def ablation_points(n_layers: int) -> list[str]:
     """The hook points that make every read of the residual stream direction-free."""
     points = ("pre", "mid", "post")
-    return [f"blocks.{layer}.hook_resid_{p}" for layer in range(n_layers) for p in points]
+    return [hook_name(layer, f"resid_{p}") for layer in range(n_layers) for p in points]
 
 
 def projection_hooks(model: ModelHandle, directions: Sequence[Direction | Tensor]) -> Hooks:
@@ -108,7 +109,7 @@ def addition_hooks(
         raise RefusalLensError(
             f"Layer {layer} is out of range: {model.model_id} has layers 0..{model.n_layers - 1}."
         )
-    return [(f"blocks.{layer}.hook_resid_pre", addition_hook(direction.vector, coef))]
+    return [(hook_name(layer), addition_hook(direction.vector, coef))]
 
 
 @contextlib.contextmanager

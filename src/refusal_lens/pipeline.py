@@ -32,11 +32,11 @@ class RunConfig:
 
 def run_pipeline(config: RunConfig, out: Path | None = None) -> Path:
     """Run every stage available so far and write the results under ``out``."""
-    from refusal_lens.activations import collect_residuals
+    from refusal_lens.activations import CollectConfig, collect_residuals
     from refusal_lens.evaluation import rates_table, report_json
     from refusal_lens.models import load_model
     from refusal_lens.prompts import load_prompts
-    from refusal_lens.scoring import refusal_rate
+    from refusal_lens.scoring import refusal_rates
 
     # 1. model
     model = load_model(config.model, device=config.device, dtype=config.dtype)
@@ -52,23 +52,21 @@ def run_pipeline(config: RunConfig, out: Path | None = None) -> Path:
     # 3. residual streams at the post-instruction positions, every layer
     for name, prompts in prompt_sets.items():
         collect_residuals(
-            model, prompts, batch_size=config.batch_size, out=out / "residuals" / name
+            model,
+            prompts,
+            CollectConfig(batch_size=config.batch_size),
+            out=out / "residuals" / name,
         )
 
     # 4. refusal rates under both judges
+    reports = refusal_rates(
+        model, prompt_sets, config.judges, config.max_new_tokens, config.batch_size, True
+    )
     rates: dict[str, dict[str, float]] = {}
-    for name, prompts in prompt_sets.items():
-        for judge in config.judges:
-            report = refusal_rate(
-                model,
-                prompts,
-                judge,
-                max_new_tokens=config.max_new_tokens,
-                batch_size=config.batch_size,
-            )
-            write_json(
-                out / "refusal" / f"{name}.{judge}.json", report_json(model, prompts, report)
-            )
+    for name, by_judge in reports.items():
+        for judge, report in by_judge.items():
+            json_out = report_json(model, prompt_sets[name], report)
+            write_json(out / "refusal" / f"{name}.{judge}.json", json_out)
             rates.setdefault(name, {})[judge] = report.rate
     write_json(out / "refusal" / "rates.json", rates)
     table = rates_table(rates, {k: len(v) for k, v in prompt_sets.items()})

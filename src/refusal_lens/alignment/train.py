@@ -37,24 +37,32 @@ from refusal_lens.alignment.data import (
     self_distilled_answers,
     tokenize_examples,
 )
-from refusal_lens.artifacts import atomic_dir, write_json
+from refusal_lens.artifacts import (
+    artifact_meta,
+    atomic_dir,
+    json_writer,
+    local_path,
+    read_meta,
+    save_artifact,
+    write_json,
+)
 from refusal_lens.cache import cache_key, model_fingerprint, usable_entry, write_manifest
+from refusal_lens.configs import StageConfig, check_positive, check_range
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.models import cache_dir, load_model
+from refusal_lens.models import ModelHandle, cache_dir
 from refusal_lens.progress import progress
 from refusal_lens.prompts import PromptSet, load_prompts, normalize_text
 
 log = logging.getLogger(__name__)
+ALIGN_RESULT_FILE = "alignment.json"
 
 
 @dataclass(frozen=True)
-class AlignConfig:
+class AlignConfig(StageConfig):
     """Settings of one alignment run; saved as ``align.json`` in the model directory."""
 
-    model: str = "smollm2-135m"
-    harmful: str = "harmful"  # D_h queries: the shipped harmful set
-    benign: str = "alpaca"  # D_b queries: "alpaca" = the first Alpaca rows, or a prompt spec
-    benign_path: str = "../shared/data/alpaca_instructions.json"
+    harmful: str = "harmful"  # D_h queries: a prompt spec (the shipped harmful set)
+    benign: str = "alpaca"  # D_b queries: a prompt spec ("alpaca": its first rows)
     n_harmful: int = 160
     n_benign: int = 200
     alpha: float = 0.5
@@ -67,23 +75,50 @@ class AlignConfig:
     batch_size: int = 8
     answer_tokens: int = 24
     seed: int = 0
-    device: str | None = None
-    dtype: str = "float32"
+
+    @classmethod
+    def organism(cls, alpha: float = 0.5, **changes: Any) -> AlignConfig:
+        """The project's model organism: paper 2's SFT at ``alpha`` (α = 0.5 by default) with
+        LoRA, 160 harmful and 200 Alpaca prompts, one epoch. The README's tables, the
+        experiments and ``refusal-lens run`` all align with this recipe."""
+        return cls(alpha=alpha, **changes)
 
     def validate(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise RefusalLensError(f"alpha must lie in [0, 1], not {self.alpha}.")
+        check_range("alpha", self.alpha, 0.0, 1.0)
         if self.variant not in ("sft", "psft"):
             raise RefusalLensError(f"variant must be 'sft' or 'psft', not {self.variant!r}.")
         if self.mode not in ("lora", "full"):
             raise RefusalLensError(f"mode must be 'lora' or 'full', not {self.mode!r}.")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise RefusalLensError("epochs and batch_size must be at least 1.")
+        for name in ("n_harmful", "n_benign", "epochs", "batch_size", "answer_tokens", "lr"):
+            check_positive(name, getattr(self, name))
+
+
+@dataclass
+class AlignResult:
+    """An aligned model: its directory (load it with ``load_model(str(result.path))``), the
+    base model it came from, the recipe and the training statistics."""
+
+    path: Path
+    base: str
+    config: AlignConfig
+    stats: dict[str, Any]
+
+    def save(self, folder: str | Path) -> Path:
+        """``alignment.json``: where the aligned model lies, its base, recipe and statistics."""
+        meta = artifact_meta(
+            "alignment", self.config, path=self.path, base=self.base, stats=self.stats
+        )
+        return save_artifact(folder, {ALIGN_RESULT_FILE: json_writer(meta)})
+
+    @classmethod
+    def load(cls, folder: str | Path) -> AlignResult:
+        meta = read_meta(folder, ALIGN_RESULT_FILE, "alignment")
+        path = local_path(meta["path"])
+        return cls(path, meta["base"], AlignConfig.from_dict(meta["config"]), meta["stats"])
 
 
 def benign_prompts(config: AlignConfig) -> PromptSet:
-    spec = f"alpaca:{config.benign_path}" if config.benign == "alpaca" else config.benign
-    return load_prompts(spec)[: config.n_benign]
+    return load_prompts(config.benign)[: config.n_benign]
 
 
 def training_prompts(config: AlignConfig) -> tuple[PromptSet, PromptSet]:
@@ -125,14 +160,16 @@ def answer_loss(model: Any, batch: TokenizedBatch) -> Tensor:
 
 
 # Config fields that name where data comes from; the key hashes the data itself instead.
-_LOCATION_FIELDS = ("model", "harmful", "benign", "benign_path", "device")
+_LOCATION_FIELDS = ("harmful", "benign")
 
 
-def data_key(config: AlignConfig, base_model: str, device: str, examples: list) -> str:
-    """Key of an aligned model: the settings that change the weights, the base model's weights
-    (``base_model`` is its fingerprint), the device kind, the examples' contents, the recipe's
-    version and the library versions. Paths and spec strings do not enter it."""
+def data_key(config: AlignConfig, base_model: str, device: str, dtype: str, examples: list) -> str:
+    """Key of an aligned model: the settings that change the weights (the base model's dtype
+    among them), the base model's weights (``base_model`` is its fingerprint), the device
+    kind, the examples' contents, the recipe's version and the library versions. Paths and
+    spec strings do not enter it."""
     settings = {k: v for k, v in asdict(config).items() if k not in _LOCATION_FIELDS}
+    settings["dtype"] = dtype
     examples_sha = hashlib.sha256(json.dumps(examples, ensure_ascii=False).encode()).hexdigest()
     inputs = {
         "settings": settings,
@@ -143,47 +180,52 @@ def data_key(config: AlignConfig, base_model: str, device: str, examples: list) 
     return cache_key("aligned-model", inputs)[0]
 
 
-def align(config: AlignConfig, out: Path | None = None) -> Path:
-    """Align ``config.model`` and return the directory of the aligned model."""
-    config.validate()
+def align(
+    model: ModelHandle, config: AlignConfig | None = None, out: Path | None = None
+) -> AlignResult:
+    """Align ``model`` (the base) with ``config``; the aligned copy goes to ``out``, or to a
+    cache entry keyed by the recipe and the data, which an identical request reuses."""
+    config = config or AlignConfig.organism()
     torch.manual_seed(config.seed)
     harmful, benign = training_prompts(config)
-    base = load_model(config.model, device=config.device, dtype=config.dtype)
 
     # 1. data: refusals for D_h, the base model's own answers for D_b
     examples = harmful_examples(harmful, config.variant == "psft", config.seed)
-    answers = self_distilled_answers(base, benign, config.answer_tokens)
+    answers = self_distilled_answers(model, benign, config.answer_tokens)
     examples += [Example(p.text, a, False) for p, a in zip(benign, answers, strict=True) if a]
+    dtype = str(model.dtype).removeprefix("torch.")
     triples = [(e.prompt, e.prefix, e.answer) for e in examples]
-    key = data_key(config, model_fingerprint(base.path), base.device.type, triples)
-    default_out = (
-        cache_dir()
-        / "aligned"
-        / (f"{base.model_id}-{config.variant}-{config.mode}-a{config.alpha:g}-{key}")
-    )
+    key = data_key(config, model_fingerprint(model.path), model.device.type, dtype, triples)
+    name = f"{model.model_id}-{config.variant}-{config.mode}-a{config.alpha:g}-{key}"
+    default_out = cache_dir() / "aligned" / name
     out = Path(out) if out is not None else default_out
     if (out / "align.json").is_file() and (out != default_out or usable_entry(out)):
         log.info("Aligned model already in %s", out)
-        return out
+        meta = json.loads((out / "align.json").read_text())
+        return AlignResult(out, model.spec, config, meta.get("stats", {}))
 
-    # 2. model: a plain HF copy (no hooks needed to train), LoRA adapters or all weights
-    model = trainable_model(base.path, config, base.dtype, base.device)
+    # 2. a plain HF copy (no hooks needed to train), LoRA adapters or all weights; train it;
+    #    the template's end-of-turn token (its first post-instruction token) ends refusals
+    hf_model = trainable_model(model.path, config, model.dtype, model.device)
+    eos = model.tokenizer.convert_ids_to_tokens(model.chat.post_instruction_ids[0])
+    rows = tokenize_examples(model.chat, examples, eos)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    stats = train(hf_model, rows, [e.harmful for e in examples], pad, config, model.device)
 
-    # 3. train; the template's end-of-turn token (its first post-instruction token) ends refusals
-    eos = base.tokenizer.convert_ids_to_tokens(base.chat.post_instruction_ids[0])
-    rows = tokenize_examples(base.chat, examples, eos)
-    pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
-    stats = train(model, rows, [e.harmful for e in examples], pad, config, base.device)
-
-    # 4. save: merged weights, tokenizer and the config, atomically
-    model.eval()
+    # 3. save: merged weights, tokenizer and the config, atomically
+    hf_model.eval()
     if config.mode == "lora":
-        model = model.merge_and_unload()
+        hf_model = hf_model.merge_and_unload()
     train_prompts = sorted({normalize_text(e.prompt) for e in examples})
-    meta = {"config": asdict(config), "stats": stats, "train_prompts": train_prompts}
-    save_model(model, base.tokenizer, out, meta)
-    log.info("Aligned %s in %.0f s -> %s", config.model, stats["seconds"], out)
-    return out
+    meta = {
+        "config": config.to_dict(),
+        "base": model.spec,
+        "stats": stats,
+        "train_prompts": train_prompts,
+    }
+    save_model(hf_model, model.tokenizer, out, meta)
+    log.info("Aligned %s in %.0f s -> %s", model.spec, stats["seconds"], out)
+    return AlignResult(out, model.spec, config, stats)
 
 
 def trainable_model(path: str, config: AlignConfig, dtype: torch.dtype, device: Any) -> Any:
@@ -251,7 +293,7 @@ def train(
 def save_model(model: Any, tokenizer: Any, out: Path, meta: dict) -> None:
     """Write an HF model directory atomically; a full disk gives a clear error, no folder."""
     try:
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, marker="align.json") as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             write_json(tmp / "align.json", meta)

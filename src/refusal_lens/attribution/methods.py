@@ -35,11 +35,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from refusal_lens.activations import hook_name
 from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import ChatBatch, PromptSet
-from refusal_lens.scoring import refusal_score
+from refusal_lens.scoring import answer_logits, refusal_score
 
 METHODS = ("projection", "grad_x_input", "integrated_gradients", "occlusion")
 log = logging.getLogger(__name__)
@@ -77,18 +78,12 @@ def _token_strings(model: ModelHandle, ids: list[int]) -> list[str]:
     return [model.tokenizer.decode([i]) for i in ids]
 
 
-def _logprob_scores(model: ModelHandle, logits: Tensor) -> Tensor:
-    return refusal_score(logits[:, -1].float().log_softmax(-1), model.refusal_tokens)
-
-
 def _forward_scores(
     model: ModelHandle, batch: ChatBatch, hooks: list | None = None
 ) -> Float[Tensor, " batch"]:
     with model.bridge.hooks(fwd_hooks=hooks or []):
-        logits = model.bridge(
-            batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1
-        )
-    return _logprob_scores(model, logits)
+        logits = answer_logits(model, batch)
+    return refusal_score(logits.log_softmax(-1), model.refusal_tokens)
 
 
 def _pad_left(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
@@ -176,7 +171,7 @@ def _embedding_grads(
         return leaf
 
     with torch.enable_grad():
-        scores = _forward_scores(model, batch, [("blocks.0.hook_resid_pre", hook)])
+        scores = _forward_scores(model, batch, [(hook_name(0), hook)])
         (grad,) = torch.autograd.grad(scores.sum(), stored["leaf"])
     return stored["x"].detach().float(), grad.float()
 
@@ -209,7 +204,7 @@ def _projection(
     seen: dict[int, Tensor] = {}
     hooks = [
         (
-            f"blocks.{layer}.hook_resid_pre",
+            hook_name(layer),
             lambda x, hook, at=layer: seen.update({at: x.float() @ u}),
         )
         for layer in layers

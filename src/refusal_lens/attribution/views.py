@@ -12,7 +12,8 @@ Red tokens push towards refusal, blue ones away from it; each prompt has its own
 symmetric about 0. A prompt that was not attributed (``scores is None``) shows its tokens
 uncoloured, with the reason.
 
-Figures follow ``refusal_lens.plots``: they return the matplotlib Figure and, given ``path``, also save it.
+Figures use ``refusal_lens.plots``: they return the matplotlib Figure and, given ``path``, also
+save it.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ lexicon's ``top_triggers`` wrap benign contexts: "Give three tips for staying he
 refusal rather than a request; not shaped like a request (see :func:`is_request`); a copy of
 a seed; a duplicate (same normalised text, or word
 sets with Jaccard similarity ≥ ``dedup_jaccard`` to an earlier candidate of its language).
+
+Every step takes the run's :class:`refusal_lens.boundary.rass.RASSConfig` and reads its own
+settings from it, so a new setting is one field there.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -45,6 +48,10 @@ from refusal_lens.interventions import add
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import normalize_text
 from refusal_lens.scoring import is_refusal
+from refusal_lens.triggers.masks import LexiconEntry
+
+if TYPE_CHECKING:
+    from refusal_lens.boundary.rass import RASSConfig
 
 HEADER = "Requests that users sent to an AI assistant:"
 # (template, trigger words it uses); {task} is a benign instruction turned into a verb phrase
@@ -82,6 +89,34 @@ class Candidate:
         else:
             out |= {"frame": self.frame, "triggers": self.triggers, "context": self.seeds[0]}
         return out
+
+    def record(self, with_reason: bool = False) -> dict[str, Any]:
+        """One JSONL row: a ``PromptSet`` row (text, label ``borderline``, category, source)
+        with the scores, the provenance and, ``with_reason``, why it was dropped."""
+        row = {"text": self.text, "label": "borderline", "category": f"rass:{self.method}"}
+        row |= {"source": "rass", **self.scores, "provenance": self.provenance()}
+        return (row | {"reason": self.reason}) if with_reason else row
+
+    @classmethod
+    def from_record(cls, row: dict[str, Any]) -> Candidate:
+        """The candidate :meth:`record` wrote (every other key of the row is a score)."""
+        prov = row["provenance"]
+        if prov["method"] == "steer":
+            origin = {"coef": prov["coef"], "seeds": list(prov["seeds"]), "sample": prov["sample"]}
+        else:
+            origin = {"seeds": [prov["context"]], "frame": prov["frame"]}
+            origin["triggers"] = list(prov["triggers"])
+        return cls(
+            row["text"],
+            prov["method"],
+            prov["language"],
+            **origin,
+            reason=row.get("reason", ""),
+            scores={k: v for k, v in row.items() if k not in RECORD_KEYS},
+        )
+
+
+RECORD_KEYS = frozenset({"text", "label", "category", "source", "provenance", "reason"})
 
 
 def contexts(
@@ -153,34 +188,28 @@ def steered_candidates(
     model: ModelHandle,
     seeds: Sequence[str],
     direction: Direction,
-    coefs: Sequence[float],
-    *,
+    config: RASSConfig,
     language: str = "en",
-    n_contexts: int = 8,
-    shots: int = 3,
-    samples: int = 4,
-    max_new_tokens: int = 40,
-    temperature: float = 0.8,
-    top_p: float = 0.95,
-    header: str = HEADER,
-    seed: int = 0,
-    batch_size: int = 16,
 ) -> list[Candidate]:
-    """Candidates from every context at every coefficient (same contexts for each coef)."""
-    lists = contexts(seeds, n_contexts, shots, torch.Generator().manual_seed(seed))
-    prompts = [list_prompt(examples, header) for examples in lists]
+    """Candidates from every context at every coefficient (same contexts for each coef):
+    ``config.contexts`` lists of ``config.shots`` seeds under ``config.header``, sampled at
+    each of ``config.coefs`` (``samples``, ``max_new_tokens``, ``temperature``, ``top_p``,
+    ``seed``, ``batch_size``)."""
+    gen = torch.Generator().manual_seed(config.seed)
+    lists = contexts(seeds, config.contexts, config.shots, gen)
+    prompts = [list_prompt(examples, config.header) for examples in lists]
     out = []
-    for coef in coefs:
+    for coef in config.coefs:
         with add(model, direction, coef):
             lines = sample_continuations(
                 model,
                 prompts,
-                samples=samples,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                seed=seed,
-                batch_size=batch_size,
+                samples=config.samples,
+                max_new_tokens=config.max_new_tokens,
+                temperature=config.temperature,
+                top_p=config.top_p,
+                seed=config.seed,
+                batch_size=config.batch_size,
             )
         for examples, texts in zip(lists, lines, strict=True):
             out += [
@@ -240,23 +269,23 @@ def is_request(text: str, openers: frozenset[str] = frozenset()) -> bool:
     )
 
 
-def usable_frames(lexicon: Sequence[dict], top_triggers: int) -> list[tuple[str, tuple]]:
+def usable_frames(lexicon: Sequence[LexiconEntry], top_triggers: int) -> list[tuple[str, tuple]]:
     """The frames whose trigger words are all among the lexicon's top triggers."""
-    ranked = [e["word"].lower() for e in lexicon if e.get("kind") == "trigger"][:top_triggers]
+    ranked = [e.word.lower() for e in lexicon if e.kind == "trigger"][:top_triggers]
     return [(f, words) for f, words in FRAMES if set(words) <= set(ranked)]
 
 
 def recombined_candidates(
-    lexicon: Sequence[dict],
+    lexicon: Sequence[LexiconEntry],
     benign_contexts: Sequence[str],
-    *,
-    top_triggers: int = 10,
+    config: RASSConfig,
     language: str = "en",
-    limit: int | None = None,
 ) -> list[Candidate]:
-    """Every usable frame around every imperative benign context (round-robin over frames);
-    questions are skipped, since "How can I {task}?" needs a verb phrase."""
-    frames = usable_frames(lexicon, top_triggers)
+    """Every usable frame (``config.top_triggers``) around every imperative benign context
+    (round-robin over frames), at most ``config.recombine``; questions are skipped, since
+    "How can I {task}?" needs a verb phrase."""
+    limit = config.recombine
+    frames = usable_frames(lexicon, config.top_triggers)
     if not frames:
         return []
     out = []
@@ -279,15 +308,13 @@ def _jaccard(a: set[str], b: set[str]) -> float:
 
 
 def screen_candidates(
-    candidates: list[Candidate],
-    seeds: Sequence[str],
-    *,
-    max_repeat: float = 0.25,
-    dedup_jaccard: float = 0.8,
-    require_request: bool = True,
+    candidates: list[Candidate], seeds: Sequence[str], config: RASSConfig
 ) -> list[Candidate]:
-    """Set ``reason`` on every candidate that is empty, degenerate, a refusal, a seed's copy
-    or a duplicate of an earlier one of its language; the rest keep ``reason == ""``."""
+    """Set ``reason`` on every candidate that is empty, degenerate (``config.max_repeat``), a
+    refusal, not a request (if ``config.require_request``), a seed's copy or a duplicate of
+    an earlier one of its language (``config.dedup_jaccard``); the rest keep ``reason == ""``.
+    """
+    max_repeat, dedup_jaccard = config.max_repeat, config.dedup_jaccard
     seen_seeds = {normalize_text(s) for s in seeds}
     openers = frozenset(w[0] for s in seeds if (w := WORDS.findall(s.lower()))) - NOT_OPENERS
     kept: dict[str, list[set[str]]] = {}
@@ -301,7 +328,7 @@ def screen_candidates(
             c.reason = "degenerate (repetition)"
         elif is_refusal(c.text):
             c.reason = "a refusal, not a request"
-        elif require_request and not is_request(c.text, openers):
+        elif config.require_request and not is_request(c.text, openers):
             c.reason = "not a request"
         elif key in seen_seeds:
             c.reason = "copy of a seed"

@@ -23,12 +23,16 @@ caller passes its own ``refused`` flags (e.g. from a generation judge).
 
 >>> geo = boundary_geometry(model, harmful, harmless, borderline)
 >>> geo.summary()[20]["borderline_harmful_share"], geo.save("runs/geometry")
+
+Saved as ``geometry.safetensors`` (every tensor) and ``geometry.json`` (kind, format, config,
+texts, summary); :meth:`Geometry.load` reads them back.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +40,9 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from refusal_lens.activations import collect_residuals
-from refusal_lens.artifacts import atomic_dir, to_jsonable, write_json
+from refusal_lens.activations import HOOK_POINTS, CollectConfig, collect_residuals
+from refusal_lens.artifacts import artifact_meta, json_writer, read_meta, save_artifact
+from refusal_lens.configs import StageConfig
 from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
@@ -46,20 +51,71 @@ from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import refusal_scores
 
 SETS = ("harmful", "harmless", "borderline")
+KIND = "geometry"
+TENSORS_NAME = "geometry.safetensors"  # projections, margins, views, accuracy, lines, flags
+META_NAME = "geometry.json"  # kind, format, config, model, layers, texts, direction, summary
+TENSOR_GROUPS = ("projection", "margin", "view")  # per prompt set, saved as "<group>.<set>"
+
+
+def check_field(config: object, name: str, ok: bool, allowed: str, fix: str) -> None:
+    """Raise :class:`RefusalLensError` naming ``config``'s field ``name``, the values it
+    allows and how to fix it, unless ``ok``."""
+    if not ok:
+        value = getattr(config, name)
+        raise RefusalLensError(
+            f"{type(config).__name__}.{name} must be {allowed}, not {value!r}; {fix}."
+        )
 
 
 @dataclass(frozen=True)
-class GeometryConfig:
+class GeometryConfig(StageConfig):
     """What to read and how to fit; saved with every geometry artifact."""
 
     layers: tuple[int, ...] | None = None  # None = every layer from 1 (layer 0's last token
     # has seen no other token, so it is the same vector for every prompt)
-    position: int = -1
-    hook: str = "resid_pre"
-    val_frac: float = 0.25
-    l2: float = 1e-2
-    seed: int = 0
+    position: int = -1  # template position, counted back from the last token (-1)
+    hook: str = "resid_pre"  # one of activations.HOOK_POINTS
+    val_frac: float = 0.25  # held-out share of each class for the probe's accuracy
+    l2: float = 1e-2  # L2 penalty of the logistic probe
+    seed: int = 0  # of the held-out split (plus the layer)
     batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, list):
+            object.__setattr__(self, "layers", tuple(self.layers))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        layers = self.layers
+        check_field(
+            self,
+            "layers",
+            layers is None
+            or (isinstance(layers, tuple) and bool(layers) and all(i >= 0 for i in layers)),
+            "None (every layer from 1) or a non-empty tuple of layer indices >= 0",
+            "give e.g. (4, 8, 16) or leave it None",
+        )
+        check_field(
+            self, "position", self.position < 0, "negative", "-1 is the last template token"
+        )
+        check_field(
+            self, "hook", self.hook in HOOK_POINTS, f"one of {HOOK_POINTS}", "use resid_pre"
+        )
+        check_field(
+            self,
+            "val_frac",
+            0 < self.val_frac < 1,
+            "in (0, 1) (exclusive)",
+            "it is the share of each class held out, e.g. 0.25",
+        )
+        check_field(
+            self,
+            "l2",
+            self.l2 >= 0 and math.isfinite(self.l2),
+            "a finite number >= 0",
+            "use 0 for no penalty or e.g. 1e-2",
+        )
+        check_field(self, "batch_size", self.batch_size >= 1, ">= 1", "e.g. 16")
 
 
 @dataclass
@@ -139,52 +195,53 @@ class Geometry:
             raise RefusalLensError(f"Layer {layer} was not read; this geometry has {self.layers}.")
         return self.layers.index(layer)
 
-    def save(self, out: str | Path) -> Path:
-        """``geometry.safetensors`` (every tensor) and ``geometry.json`` (texts, config,
-        summary), written to a temporary folder and renamed."""
+    def save(self, folder: str | Path) -> Path:
+        """Write ``geometry.safetensors`` (every tensor) and ``geometry.json`` (kind, format,
+        config, texts, summary) into ``folder``; other files there are kept."""
         from safetensors.torch import save_file
 
         tensors = {"accuracy": self.accuracy, "lines": self.lines}
         tensors |= {"refused": self.refused.to(torch.uint8), "refusal_score": self.refusal_score}
-        for kind in ("projection", "margin", "view"):
-            tensors |= {f"{kind}.{k}": v.contiguous() for k, v in getattr(self, kind).items()}
-        meta = {
-            "model": self.model,
-            "layers": self.layers,
-            "texts": self.texts,
-            "config": asdict(self.config),
-            "direction": self.direction,
-            "summary": self.summary(),
-        }
-        with atomic_dir(out) as tmp:
-            tensors = {k: v.float().contiguous() for k, v in tensors.items()}
-            save_file(tensors, tmp / "geometry.safetensors")
-            write_json(tmp / "geometry.json", to_jsonable(meta))
-        return Path(out)
+        for group in TENSOR_GROUPS:
+            tensors |= {f"{group}.{k}": v for k, v in getattr(self, group).items()}
+        tensors = {k: v.float().contiguous() for k, v in tensors.items()}
+        meta = artifact_meta(
+            KIND,
+            self.config,
+            model=self.model,
+            layers=self.layers,
+            texts=self.texts,
+            direction=self.direction,
+            summary=self.summary(),
+        )
+        return save_artifact(
+            folder,
+            {TENSORS_NAME: lambda p: save_file(tensors, p), META_NAME: json_writer(meta)},
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> Geometry:
-        import json
-
+        """Read a geometry written by :meth:`save`."""
         from safetensors.torch import load_file
 
-        folder = Path(folder)
-        if not (folder / "geometry.json").is_file():
-            raise RefusalLensError(f"No geometry.json in {folder}; run `refusal-lens geometry`.")
-        meta = json.loads((folder / "geometry.json").read_text())
-        t = load_file(folder / "geometry.safetensors")
-        config = meta["config"] | {"layers": tuple(meta["config"]["layers"] or ()) or None}
+        meta = read_meta(folder, META_NAME, KIND)
+        path = Path(folder) / TENSORS_NAME
+        if not path.is_file():
+            raise RefusalLensError(
+                f"{folder} has {META_NAME} but not {TENSORS_NAME}; save the geometry again "
+                "(`refusal-lens geometry`)."
+            )
+        t = load_file(path)
+        per_set = {g: {k: t[f"{g}.{k}"] for k in meta["texts"]} for g in TENSOR_GROUPS}
         return cls(
             layers=meta["layers"],
             texts=meta["texts"],
-            projection={k: t[f"projection.{k}"] for k in meta["texts"]},
-            margin={k: t[f"margin.{k}"] for k in meta["texts"]},
-            view={k: t[f"view.{k}"] for k in meta["texts"]},
+            **per_set,
             accuracy=t["accuracy"],
             lines=t["lines"],
             refused=t["refused"].bool(),
             refusal_score=t["refusal_score"],
-            config=GeometryConfig(**config),
+            config=GeometryConfig.from_dict(meta["config"]),
             model=meta["model"],
             direction=meta["direction"],
         )
@@ -241,33 +298,32 @@ def fit_layer(
     return LayerBoundary(layer, probe, probe.accuracy(x_val, y_val), scale, r, top_pc(rest), origin)
 
 
+def layer_list(model: ModelHandle, config: GeometryConfig) -> list[int]:
+    """The layers ``config`` reads: its own, or every layer from 1."""
+    return list(config.layers) if config.layers else list(range(1, model.n_layers))
+
+
 def read_layers(
     model: ModelHandle, prompts: PromptSet | list[str], config: GeometryConfig
 ) -> Float[Tensor, "n layer d_model"]:
-    layers = list(config.layers) if config.layers else list(range(1, model.n_layers))
-    res = collect_residuals(
-        model,
-        prompts,
-        layers=layers,
-        positions=[config.position],
+    collect = CollectConfig(
+        layers=tuple(layer_list(model, config)),
+        positions=(config.position,),
         hook=config.hook,
         batch_size=config.batch_size,
-        show_progress=False,
     )
+    res = collect_residuals(model, prompts, collect, show_progress=False)
     return torch.as_tensor(res.acts[:, :, 0]).float()
 
 
-def boundary_geometry(
-    model: ModelHandle,
+def check_sets(
     harmful: PromptSet,
     harmless: PromptSet,
     borderline: PromptSet,
-    direction: Direction | None = None,
-    config: GeometryConfig | None = None,
-    refused: Sequence[bool] | None = None,
-) -> Geometry:
-    """Read the three sets at every layer and place each prompt relative to the boundary."""
-    config = config or GeometryConfig()
+    config: GeometryConfig,
+    refused: Sequence[bool] | None,
+) -> None:
+    """Enough prompts per class for the probe, a borderline set, one flag per prompt."""
     n_val = lambda n: max(1, round(config.val_frac * n))  # noqa: E731
     needed = next(n for n in range(MIN_PER_CLASS, 10**6) if n - n_val(n) >= MIN_PER_CLASS)
     for name, ps in (("harmful", harmful), ("harmless", harmless)):
@@ -283,28 +339,49 @@ def boundary_geometry(
         raise RefusalLensError(
             f"refused has {len(refused)} flags for {len(borderline)} borderline prompts."
         )
+
+
+def refusal_flags(
+    model: ModelHandle,
+    borderline: PromptSet,
+    config: GeometryConfig,
+    refused: Sequence[bool] | None,
+) -> tuple[Bool[Tensor, " n"], Float[Tensor, " n"]]:
+    """The borderline prompts' refusal flags and scores: score > 0, or the caller's flags
+    (scores then NaN)."""
+    if refused is not None:
+        flags = torch.tensor(list(refused), dtype=torch.bool)
+        return flags, torch.full((len(borderline),), float("nan"))
+    scores = refusal_scores(model, borderline, config.batch_size, show_progress=False)
+    return scores > 0, scores
+
+
+def boundary_geometry(
+    model: ModelHandle,
+    harmful: PromptSet,
+    harmless: PromptSet,
+    borderline: PromptSet,
+    direction: Direction | None = None,
+    config: GeometryConfig | None = None,
+    refused: Sequence[bool] | None = None,
+) -> Geometry:
+    """Read the three sets at every layer and place each prompt relative to the boundary."""
+    config = config or GeometryConfig()
+    check_sets(harmful, harmless, borderline, config, refused)
     if direction is not None:
         direction.check(model)
     sets = {"harmful": harmful, "harmless": harmless, "borderline": borderline}
     acts = {name: read_layers(model, ps, config) for name, ps in sets.items()}
-    layers = list(config.layers) if config.layers else list(range(1, model.n_layers))
+    layers = layer_list(model, config)
     everything = torch.cat(list(acts.values()))
+    vector = None if direction is None else direction.vector
     boundaries = [
         fit_layer(
-            acts["harmful"][:, i],
-            acts["harmless"][:, i],
-            everything[:, i],
-            layer,
-            None if direction is None else direction.vector,
-            config,
+            acts["harmful"][:, i], acts["harmless"][:, i], everything[:, i], layer, vector, config
         )
         for i, layer in enumerate(layers)
     ]
-    if refused is None:
-        scores = refusal_scores(model, borderline, config.batch_size, show_progress=False)
-    else:
-        scores = torch.full((len(borderline),), float("nan"))
-    flags = scores > 0 if refused is None else torch.tensor(list(refused), dtype=torch.bool)
+    flags, scores = refusal_flags(model, borderline, config, refused)
 
     def per_layer(fn) -> dict[str, Tensor]:
         return {
@@ -337,7 +414,7 @@ def layer_boundary(
     config: GeometryConfig | None = None,
 ) -> LayerBoundary:
     """The boundary at one layer alone (what RASS selects against)."""
-    config = GeometryConfig(**{**asdict(config or GeometryConfig()), "layers": (layer,)})
+    config = (config or GeometryConfig()).replace(layers=(layer,))
     h, b = (read_layers(model, ps, config)[:, 0] for ps in (harmful, harmless))
     vector = None if direction is None else direction.vector
     return fit_layer(h, b, torch.cat([h, b]), layer, vector, config)

@@ -3,23 +3,28 @@
 Our own implementation of the idea in Pan et al. (EMNLP 2025), who released no code. Three
 steps, each documented where it lives:
 
-1. **Generation** (:mod:`refusal_lens.boundary.candidates`): the model writes new requests from the
-   seeds while the refusal direction is added at several coefficients; optionally, frames made
-   of the trigger lexicon's words wrap benign contexts. Empty, repetitive, refusing, copied and
-   duplicate candidates are screened out, and a coefficient whose output is mostly empty or
-   repetitive is reported.
+1. **Generation** (:mod:`refusal_lens.boundary.candidates`): the model writes new requests
+   from the seeds while the refusal direction is added at several coefficients; optionally,
+   frames made of the trigger lexicon's words wrap benign contexts. Empty, repetitive,
+   refusing, copied and duplicate candidates are screened out, and a coefficient whose output
+   is mostly empty or repetitive is reported.
 2. **Selection**, per language: the candidate's residual stream at ``layer`` (last template
    token) is placed against that layer's harmful-vs-harmless probe
-   (:func:`refusal_lens.boundary.geometry.layer_boundary`, fitted on the reference sets, translated into
-   the language when a translator is given); candidates with ``|margin| ≤ band`` are kept
-   (margin units: the class means sit near ±1). A judge then keeps those it deems benign: by
-   default a :class:`refusal_lens.triggers.harm.HarmJudge` (a probe on the judge model) reading the
-   English text, i.e. the candidate translated back to English when it is not.
-3. **Output**: one JSONL row per selected prompt, loadable as a ``PromptSet`` (label
-   ``borderline``), with its margin, the refusal score of its seeds (before) and of itself
-   (after), the judge's ``p_harmful`` and its provenance (method, coefficient, seeds, frame).
+   (:func:`refusal_lens.boundary.geometry.layer_boundary`, fitted on the reference sets,
+   translated into the language when a translator is given); candidates with
+   ``|margin| ≤ band`` are kept (margin units: the class means sit near ±1). A
+   :class:`HarmScorer` then drops those whose ``p_harmful`` reaches its ``threshold``: by
+   default a :class:`refusal_lens.triggers.harm.HarmJudge` (a probe on the judge model, with
+   its own ``config.threshold``; :func:`harm_scorer`) reading the English text, i.e. the
+   candidate translated back to English when it is not.
+3. **Output** (:meth:`RASSResult.save`): ``rass.jsonl``, one row per selected prompt, loadable
+   as a ``PromptSet`` (label ``borderline``), with its margin, the refusal score of its seeds
+   (before) and of itself (after), ``p_harmful`` and its provenance (method, coefficient,
+   seeds, frame); ``rass_candidates.jsonl`` (every candidate, with the reason it was dropped),
+   ``rass_summary.json`` (counts) and ``rass.json`` (config, model, direction, the harm
+   scorer with its threshold, warnings). :meth:`RASSResult.load` reads them back.
 
->>> result = rass(model, seeds, direction, reference=(harmful, harmless), judge=judge)
+>>> result = rass(model, seeds, direction, (harmful, harmless), harm_scorer(judge, base))
 >>> result.save("runs/rass"); result.selected[0].scores
 """
 
@@ -28,13 +33,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from refusal_lens.artifacts import atomic_dir, write_json
+from refusal_lens.artifacts import (
+    artifact_meta,
+    json_writer,
+    jsonl_writer,
+    read_meta,
+    save_artifact,
+)
 from refusal_lens.boundary.candidates import (
     HEADER,
     Candidate,
@@ -46,23 +57,89 @@ from refusal_lens.boundary.candidates import (
 from refusal_lens.boundary.geometry import (
     GeometryConfig,
     LayerBoundary,
+    check_field,
     layer_boundary,
     read_layers,
 )
+from refusal_lens.configs import StageConfig
 from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import refusal_scores
+from refusal_lens.triggers.masks import LexiconEntry
 
 log = logging.getLogger(__name__)
-Judge = Callable[[list[str]], Sequence[float]]  # English texts -> p(harmful) each
+KIND = "rass"
+SELECTED_NAME = "rass.jsonl"  # the selected prompts, loadable by PromptSet.load
+CANDIDATES_NAME = "rass_candidates.jsonl"  # every candidate, with the reason it was dropped
+SUMMARY_NAME = "rass_summary.json"  # counts per language, method and coefficient
+META_NAME = "rass.json"  # kind, format, config, model, direction, harm scorer, warnings
+HarmFn = Callable[[list[str]], Sequence[float]]  # English texts -> p(harmful) each
 Translator = Callable[[list[str], str], list[str]]  # texts, target language -> translations
 
 
 @dataclass(frozen=True)
-class RASSConfig:
-    """Every setting of one RASS run; saved as ``config.json`` next to the dataset."""
+class HarmScorer:
+    """How RASS tells harmful candidates from benign ones: ``p_harmful(english_texts)`` gives
+    p(harmful) per text, and one at or above ``threshold`` is dropped. ``info`` describes the
+    scorer; it is saved with the result, the threshold added (:meth:`describe`).
+
+    :func:`harm_scorer` makes one from a fitted ``HarmJudge`` (its own threshold); wrap any
+    other function with the threshold it was calibrated for: ``HarmScorer(fn, 0.3)``.
+    """
+
+    p_harmful: HarmFn
+    threshold: float = 0.5
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not callable(self.p_harmful):
+            raise RefusalLensError(
+                "HarmScorer.p_harmful must be a function from English texts to p(harmful) "
+                f"each, not {type(self.p_harmful).__name__}."
+            )
+        check_field(
+            self,
+            "threshold",
+            0 <= self.threshold <= 1,
+            "in [0, 1]",
+            "it is the p(harmful) at or above which a candidate is dropped, e.g. 0.5",
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.info, "threshold": self.threshold}
+
+
+def harm_scorer(judge: Any, model: ModelHandle) -> HarmScorer:
+    """A :class:`refusal_lens.triggers.harm.HarmJudge` reading ``model`` as a RASS harm scorer,
+    with the judge's own threshold (``judge.config.threshold``) and description."""
+
+    def p_harmful(texts: list[str]) -> list[float]:
+        return judge.p_harmful(model, texts).tolist()
+
+    return HarmScorer(p_harmful, judge.config.threshold, judge.describe())
+
+
+probe_judge = harm_scorer  # the former name, kept until the CLI calls harm_scorer
+
+
+def as_harm_scorer(harm: HarmScorer | HarmFn, info: dict[str, Any] | None = None) -> HarmScorer:
+    """``harm`` as a :class:`HarmScorer`: a bare function gets the default threshold (0.5);
+    ``info`` is added to its description."""
+    if not isinstance(harm, HarmScorer):
+        if not callable(harm):
+            raise RefusalLensError(
+                f"RASS needs a HarmScorer or a function of English texts, not "
+                f"{type(harm).__name__}; wrap a HarmJudge with harm_scorer(judge, model)."
+            )
+        harm = HarmScorer(harm)
+    return replace(harm, info=harm.info | info) if info else harm
+
+
+@dataclass(frozen=True)
+class RASSConfig(StageConfig):
+    """Every setting of one RASS run; saved in ``rass.json`` next to the dataset."""
 
     layer: int | None = None  # selection layer; None = the direction's layer
     coefs: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)
@@ -85,13 +162,63 @@ class RASSConfig:
     seed: int = 0
     batch_size: int = 16
 
+    def __post_init__(self) -> None:
+        for name in ("coefs", "languages"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        super().__post_init__()
+
     def validate(self) -> None:
-        if not self.coefs:
-            raise RefusalLensError("coefs is empty; give at least one steering coefficient.")
-        if self.band <= 0:
-            raise RefusalLensError(f"band must be positive, not {self.band}.")
-        if min(self.contexts, self.shots, self.samples, self.max_new_tokens) < 1:
-            raise RefusalLensError("contexts, shots, samples and max_new_tokens must be ≥ 1.")
+        self._check_generation()
+        self._check_selection()
+
+    def _check_generation(self) -> None:
+        check_field(
+            self,
+            "coefs",
+            isinstance(self.coefs, tuple) and len(self.coefs) > 0,
+            "a non-empty tuple of steering coefficients",
+            "give at least one, e.g. (-1.0, 0.0, 1.0)",
+        )
+        for name in ("contexts", "shots", "samples", "max_new_tokens", "top_triggers"):
+            check_field(self, name, getattr(self, name) >= 1, ">= 1", "give a count, e.g. 4")
+        check_field(
+            self, "temperature", self.temperature > 0, "positive (> 0)", "e.g. 0.8 (sampling)"
+        )
+        check_field(self, "top_p", 0 < self.top_p <= 1, "in (0, 1]", "e.g. 0.95, or 1 for all")
+        check_field(self, "header", bool(self.header.strip()), "non-empty", "e.g. HEADER")
+        check_field(
+            self,
+            "languages",
+            bool(self.languages) and len(set(self.languages)) == len(self.languages),
+            "a non-empty tuple of distinct language codes",
+            "e.g. ('en',) or ('en', 'fr'); the seeds are in the first",
+        )
+        check_field(self, "batch_size", self.batch_size >= 1, ">= 1", "e.g. 16")
+
+    def _check_selection(self) -> None:
+        check_field(
+            self, "layer", self.layer is None or self.layer >= 0, "None or >= 0", "or use None"
+        )
+        check_field(
+            self, "band", self.band > 0, "positive (> 0)", "it is the |margin| kept, e.g. 0.5"
+        )
+        for name in ("max_repeat", "collapse_share", "dedup_jaccard"):
+            check_field(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]", "it is a share")
+        check_field(
+            self,
+            "recombine",
+            self.recombine is None or self.recombine >= 0,
+            "None (one per context) or >= 0",
+            "give a cap or None",
+        )
+        check_field(
+            self,
+            "max_selected",
+            self.max_selected is None or self.max_selected >= 1,
+            "None (no cap) or >= 1",
+            "give a cap or None",
+        )
 
 
 @dataclass
@@ -102,7 +229,7 @@ class RASSResult:
     config: RASSConfig
     model: str
     direction: dict[str, Any]
-    judge: dict[str, Any] = field(default_factory=dict)
+    harm_scorer: dict[str, Any] = field(default_factory=dict)  # HarmScorer.describe()
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -121,29 +248,53 @@ class RASSResult:
         return {"groups": groups, "selected": len(self.selected), "warnings": self.warnings}
 
     def records(self, selected_only: bool = True) -> list[dict[str, Any]]:
-        rows = []
-        for c in self.selected if selected_only else self.candidates:
-            row = {"text": c.text, "label": "borderline", "category": f"rass:{c.method}"}
-            row |= {"source": "rass", **c.scores, "provenance": c.provenance()}
-            rows.append(row if selected_only else row | {"reason": c.reason})
-        return rows
+        if selected_only:
+            return [c.record() for c in self.selected]
+        return [c.record(with_reason=True) for c in self.candidates]
 
     def prompts(self) -> PromptSet:
         return PromptSet.from_texts([c.text for c in self.selected], "borderline", "rass")
 
-    def save(self, out: str | Path) -> Path:
-        """``rass.jsonl`` (selected), ``candidates.jsonl`` (all, with reasons),
-        ``summary.json`` and ``config.json``, written together or not at all."""
-        with atomic_dir(out) as tmp:
-            for name, rows in (("rass", self.records()), ("candidates", self.records(False))):
-                with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as f:
-                    f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-            write_json(tmp / "summary.json", self.summary())
-            meta = {"config": asdict(self.config), "model": self.model}
-            write_json(
-                tmp / "config.json", meta | {"direction": self.direction, "judge": self.judge}
+    def save(self, folder: str | Path) -> Path:
+        """Write ``rass.jsonl`` (selected), ``rass_candidates.jsonl`` (all, with reasons),
+        ``rass_summary.json`` and ``rass.json`` into ``folder``; other files there are kept."""
+        meta = artifact_meta(
+            KIND,
+            self.config,
+            model=self.model,
+            direction=self.direction,
+            harm_scorer=self.harm_scorer,
+            warnings=self.warnings,
+        )
+        return save_artifact(
+            folder,
+            {
+                SELECTED_NAME: jsonl_writer(self.records()),
+                CANDIDATES_NAME: jsonl_writer(self.records(selected_only=False)),
+                SUMMARY_NAME: json_writer(self.summary()),
+                META_NAME: json_writer(meta),
+            },
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RASSResult:
+        """Read a result written by :meth:`save`: every candidate, selected or dropped."""
+        meta = read_meta(folder, META_NAME, KIND)
+        path = Path(folder) / CANDIDATES_NAME
+        if not path.is_file():
+            raise RefusalLensError(
+                f"{folder} has {META_NAME} but not {CANDIDATES_NAME}; run RASS again."
             )
-        return Path(out)
+        with path.open(encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return cls(
+            [Candidate.from_record(row) for row in rows],
+            RASSConfig.from_dict(meta["config"]),
+            meta["model"],
+            meta["direction"],
+            meta.get("harm_scorer", {}),
+            meta.get("warnings", []),
+        )
 
 
 def margins(
@@ -153,33 +304,25 @@ def margins(
     return boundary.margin(read_layers(model, texts, config)[:, 0])
 
 
-def _translated(
-    prompts: PromptSet, language: str, base: str, translator: Translator | None
-) -> PromptSet:
-    if language == base:
-        return prompts
-    assert translator is not None
-    return PromptSet.from_texts(translator(prompts.texts, language), prompts.prompts[0].label)
-
-
 def select_near_boundary(
     model: ModelHandle,
     candidates: list[Candidate],
     boundary: LayerBoundary,
-    judge: Judge,
+    harm: HarmScorer,
     config: RASSConfig,
     to_english: Callable[[list[str]], list[str]] | None = None,
 ) -> None:
     """Score the screened candidates of one language and mark those outside the band or
-    judged harmful (in place): ``margin``, ``p_harmful`` and ``refusal_score`` are set on
-    every screened candidate, so unselected ones can serve as a baseline."""
+    with ``p_harmful >= harm.threshold`` (in place): ``margin``, ``p_harmful`` and
+    ``refusal_score`` are set on every screened candidate, so unselected ones can serve as a
+    baseline."""
     live = [c for c in candidates if c.reason == ""]
     if not live:
         return
     texts = [c.text for c in live]
     m = margins(model, boundary, texts, config.batch_size)
     english = to_english(texts) if to_english else texts
-    p = [float(x) for x in judge(english)]
+    p = [float(x) for x in harm.p_harmful(english)]
     after = refusal_scores(model, texts, config.batch_size, show_progress=False)
     for c, mi, pi, si, en in zip(live, m.tolist(), p, after.tolist(), english, strict=True):
         c.scores |= {"margin": mi, "layer": boundary.layer, "p_harmful": pi, "refusal_score": si}
@@ -187,8 +330,8 @@ def select_near_boundary(
             c.scores["english"] = en
         if abs(mi) > config.band:
             c.reason = f"outside the band (|margin| {abs(mi):.2f} > {config.band:g})"
-        elif pi >= 0.5:
-            c.reason = f"judged harmful (p {pi:.2f})"
+        elif pi >= harm.threshold:
+            c.reason = f"judged harmful (p {pi:.2f} >= {harm.threshold:g})"
     if config.max_selected is not None:
         kept = sorted((c for c in live if c.reason == ""), key=lambda c: abs(c.scores["margin"]))
         for c in kept[config.max_selected :]:
@@ -206,107 +349,119 @@ def seed_scores(model: ModelHandle, candidates: list[Candidate], batch_size: int
             c.scores["refusal_score_seeds"] = sum(score[s] for s in c.seeds) / len(c.seeds)
 
 
+@dataclass
+class RASSRun:
+    """The inputs of one :func:`rass` call, and the per-language steps on them."""
+
+    model: ModelHandle
+    seeds: list[str]
+    direction: Direction
+    reference: tuple[PromptSet, PromptSet]
+    harm: HarmScorer
+    config: RASSConfig
+    lexicon: Sequence[LexiconEntry] | None = None
+    benign_contexts: list[str] = field(default_factory=list)
+    translator: Translator | None = None
+
+    @property
+    def base(self) -> str:
+        return self.config.languages[0]
+
+    @property
+    def layer(self) -> int:
+        return self.direction.layer if self.config.layer is None else self.config.layer
+
+    def check(self) -> None:
+        if not self.seeds:
+            raise RefusalLensError("No seed prompts; give at least one request to start from.")
+        self.direction.check(self.model)
+        if len(self.config.languages) > 1 and self.translator is None:
+            raise RefusalLensError(
+                f"languages {self.config.languages} need a translator: pass translator= (e.g. "
+                "refusal_lens.boundary.translate.model_translator(model)) or use one language."
+            )
+
+    def translate(self, texts: list[str], language: str) -> list[str]:
+        assert self.translator is not None
+        return self.translator(texts, language)
+
+    def boundary(self, language: str) -> LayerBoundary:
+        """The selection layer's boundary, fitted on the reference sets in ``language``."""
+        harmful, harmless = self.reference
+        if language != self.base:
+            harmful, harmless = (
+                PromptSet.from_texts(self.translate(p.texts, language), p.prompts[0].label)
+                for p in self.reference
+            )
+        geo = GeometryConfig(batch_size=self.config.batch_size, seed=self.config.seed)
+        return layer_boundary(self.model, harmful, harmless, self.layer, self.direction, geo)
+
+    def candidates(self, language: str) -> list[Candidate]:
+        """Generate, screen and select the candidates of one language."""
+        config, base = self.config, self.base
+        seeds = self.seeds if language == base else self.translate(self.seeds, language)
+        found = steered_candidates(self.model, seeds, self.direction, config, language)
+        if self.lexicon and self.benign_contexts and language == base:
+            found += recombined_candidates(self.lexicon, self.benign_contexts, config, language)
+        screen_candidates(found, seeds, config)
+        boundary = self.boundary(language)
+
+        def to_english(texts: list[str]) -> list[str]:
+            return self.translate(texts, base)
+
+        english = None if language == base else to_english
+        select_near_boundary(self.model, found, boundary, self.harm, config, english)
+        return found
+
+
 def rass(
     model: ModelHandle,
     seeds: PromptSet | list[str],
     direction: Direction,
     reference: tuple[PromptSet, PromptSet],
-    judge: Judge,
+    harm: HarmScorer | HarmFn,
     config: RASSConfig | None = None,
     *,
-    lexicon: Sequence[dict] | None = None,
+    lexicon: Sequence[LexiconEntry] | None = None,
     benign_contexts: Sequence[str] = (),
     translator: Translator | None = None,
     judge_info: dict[str, Any] | None = None,
 ) -> RASSResult:
     """Generate around the boundary from ``seeds``, screen, and select per language.
 
-    ``reference`` = (harmful, harmless) prompts that define the boundary. ``judge`` maps
-    English texts to p(harmful). ``lexicon`` (a trigger lexicon) with ``benign_contexts`` adds
-    recombined candidates. ``translator(texts, language)`` is needed for more than one
-    language: it translates seeds, reference sets and contexts into each language and the
-    candidates back into English for the judge.
+    ``reference`` = (harmful, harmless) prompts that define the boundary. ``harm`` is a
+    :class:`HarmScorer` (e.g. ``harm_scorer(judge, model)``) or a bare function of English
+    texts to p(harmful), then with threshold 0.5. ``lexicon`` (a trigger lexicon) with
+    ``benign_contexts`` adds recombined candidates. ``translator(texts, language)`` is needed
+    for more than one language: it translates seeds, reference sets and contexts into each
+    language and the candidates back into English for the scorer. ``judge_info`` (former
+    keyword) is added to the scorer's recorded description.
     """
     config = config or RASSConfig()
-    config.validate()
-    seeds = list(getattr(seeds, "texts", seeds))
-    if not seeds:
-        raise RefusalLensError("No seed prompts; give at least one request to start from.")
-    direction.check(model)
-    base = config.languages[0]
-    if len(config.languages) > 1 and translator is None:
-        raise RefusalLensError(
-            f"languages {config.languages} need a translator: pass translator= (e.g. "
-            "refusal_lens.boundary.translate.model_translator(model)) or use one language."
-        )
-    layer = direction.layer if config.layer is None else config.layer
-    geo = GeometryConfig(batch_size=config.batch_size, seed=config.seed)
-    candidates: list[Candidate] = []
-    for language in config.languages:
-        lang_seeds = seeds if language == base else translator(seeds, language)  # type: ignore[misc]
-        found = steered_candidates(
-            model,
-            lang_seeds,
-            direction,
-            config.coefs,
-            language=language,
-            n_contexts=config.contexts,
-            shots=config.shots,
-            samples=config.samples,
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            header=config.header,
-            seed=config.seed,
-            batch_size=config.batch_size,
-        )
-        if lexicon and benign_contexts and language == base:
-            found += recombined_candidates(
-                lexicon,
-                list(benign_contexts),
-                top_triggers=config.top_triggers,
-                language=language,
-                limit=config.recombine,
-            )
-        screen_candidates(
-            found,
-            lang_seeds,
-            max_repeat=config.max_repeat,
-            dedup_jaccard=config.dedup_jaccard,
-            require_request=config.require_request,
-        )
-        harmful, harmless = (_translated(p, language, base, translator) for p in reference)
-        boundary = layer_boundary(model, harmful, harmless, layer, direction, geo)
-
-        def back(texts: list[str], language: str = language) -> list[str]:
-            return translator(texts, base)  # type: ignore[misc]
-
-        select_near_boundary(
-            model, found, boundary, judge, config, None if language == base else back
-        )
-        candidates += found
+    run = RASSRun(
+        model,
+        list(getattr(seeds, "texts", seeds)),
+        direction,
+        reference,
+        as_harm_scorer(harm, judge_info),
+        config,
+        lexicon,
+        list(benign_contexts),
+        translator,
+    )
+    run.check()
+    candidates = [c for language in config.languages for c in run.candidates(language)]
     warnings = collapse_report(candidates, config.collapse_share)
     for w in warnings:
         log.warning(w)
-    if not any(c.reason == "" for c in candidates):
+    result = RASSResult(
+        candidates, config, model.model_id, direction.metadata(), run.harm.describe(), warnings
+    )
+    if not result.selected:
         raise RefusalLensError(
-            "RASS selected nothing: "
-            + json.dumps(
-                RASSResult(candidates, config, "", {}, warnings=warnings).summary()["groups"]
-            )
-            + ". Widen the band, add seeds or contexts, "
-            "or use smaller steering coefficients."
+            f"RASS selected nothing: {json.dumps(result.summary()['groups'])}. Widen the band, "
+            "add seeds or contexts, use smaller steering coefficients or check the harm "
+            f"scorer's threshold ({run.harm.threshold:g})."
         )
     seed_scores(model, candidates, config.batch_size)
-    return RASSResult(
-        candidates, config, model.model_id, direction.metadata(), judge_info or {}, warnings
-    )
-
-
-def probe_judge(judge: Any, model: ModelHandle) -> Judge:
-    """A :class:`refusal_lens.triggers.harm.HarmJudge` on ``model`` as a RASS judge."""
-
-    def p_harmful(texts: list[str]) -> list[float]:
-        return judge.p_harmful(model, texts).tolist()
-
-    return p_harmful
+    return result

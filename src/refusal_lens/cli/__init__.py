@@ -1,6 +1,8 @@
 """The ``refusal-lens`` command line: one command per stage, plus ``run`` for the pipeline.
 
-Heavy imports (torch, transformer_lens) happen inside the commands, so ``--help`` is instant.
+Each module holds the commands of one stage folder, registered in the order the data flows.
+Heavy imports (torch, transformer_lens) happen inside the commands, and options come from
+the stages' config dataclasses read from source (``options.py``), so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -12,8 +14,16 @@ import typer
 
 from refusal_lens.cli.common import app
 
-# Importing a command module registers its commands, in the order the data flows.
-for _module in ("stages", "directions", "attribution", "boundary"):
+COMMAND_MODULES = (
+    "primitives",  # info, collect, score, evaluate
+    "alignment",  # align
+    "directions",  # direction, steer, orthogonalize
+    "attribution",  # attribute
+    "triggers",  # harm-judge, triggers, sanitize
+    "boundary",  # geometry, rass
+    "run",  # run
+)
+for _module in COMMAND_MODULES:
     importlib.import_module(f"refusal_lens.cli.{_module}")
 
 __all__ = ["app", "main"]

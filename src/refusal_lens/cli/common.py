@@ -1,16 +1,59 @@
-"""The Typer app, argument types and helpers shared by every command."""
+"""The Typer app, the options every command shares, and helpers.
+
+The same name means the same thing in every command: ``--out`` the output folder (files of
+other stages already in it are kept), ``--direction`` a folder written by ``direction``,
+``--harm-judge`` a folder written by ``harm-judge``, ``--n`` a seeded sample of N prompts,
+``--limit`` the first N prompts, ``--device``/``--dtype``/``--system`` how the model is loaded
+and its prompts formatted; ``--data`` (before the command) the benchmark data folder.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, no_type_check
 
 import typer
+
+from refusal_lens.cli.options import add_parameters, keyword
+from refusal_lens.locations import DATA_ENV
 
 app = typer.Typer(
     help="Mechanistic study of over-refusal in chat models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+@no_type_check  # Typer hands the root callback click's base Context, not a typer.Context
+def _root(
+    ctx: typer.Context,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            metavar="DIR",
+            help=f"Folder with the public benchmark files (sets ${DATA_ENV} for this command).",
+        ),
+    ] = None,
+) -> None:
+    """Mechanistic study of over-refusal in chat models."""
+    if data is None:
+        return
+    previous = os.environ.get(DATA_ENV)
+    os.environ[DATA_ENV] = str(data)
+
+    def restore() -> None:
+        if previous is None:
+            os.environ.pop(DATA_ENV, None)
+        else:
+            os.environ[DATA_ENV] = previous
+
+    ctx.call_on_close(restore)
+
 
 ModelArg = Annotated[
     str,
@@ -19,54 +62,128 @@ ModelArg = Annotated[
 PromptsArg = Annotated[
     str,
     typer.Argument(
-        help="Prompt spec: harmful | harmless | borderline (shipped), NAME:PATH for a benchmark "
-        "file (xstest, xstest-safe, xstest-unsafe, advbench, jailbreakbench, harmbench, alpaca, "
-        "orbench), or a .jsonl file."
+        help="Prompt spec: harmful | harmless | borderline (shipped), a benchmark name "
+        "(xstest, xstest-safe, xstest-unsafe, advbench, jailbreakbench, harmbench, alpaca, "
+        "orbench; NAME:PATH for a file elsewhere), or a .jsonl, .txt (one per line) or .csv "
+        "(a 'prompt' column) file."
     ),
 ]
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if any)")]
-DtypeOpt = Annotated[str, typer.Option(help="float32, bfloat16 or float16.")]
-LimitOpt = Annotated[int | None, typer.Option(help="Use only the first N prompts")]
-SystemOpt = Annotated[
-    str | None,
-    typer.Option("--system", help="System prompt to send (default: what the template does)."),
+_OUT_HELP = "Output folder (files already in it that this command does not write are kept)."
+OutOpt = Annotated[Path, typer.Option("--out", metavar="DIR", help=_OUT_HELP)]
+OptionalOutOpt = Annotated[
+    Path | None, typer.Option("--out", metavar="DIR", help=_OUT_HELP + " Default: print only.")
+]
+DirectionOpt = Annotated[
+    Path, typer.Option("--direction", metavar="DIR", help="Folder written by `direction`.")
+]
+OptionalDirectionOpt = Annotated[
+    Path | None,
+    typer.Option("--direction", metavar="DIR", help="Folder written by `direction`."),
+]
+HarmJudgeOpt = Annotated[
+    Path, typer.Option("--harm-judge", metavar="DIR", help="Folder written by `harm-judge`.")
 ]
 
 
-def _console():
+# --------------------------------------------------------------------------------------------
+# Loading the model: --device, --dtype, --system
+
+
+@dataclass(frozen=True)
+class Loader:
+    """Loads model specs the way the command line asked (``--device --dtype --system``)."""
+
+    device: str | None = None
+    dtype: str = "float32"
+    system: str | None = None
+
+    def __call__(self, spec: str) -> Any:
+        from refusal_lens.models import load_model
+
+        return load_model(spec, device=self.device, dtype=self.dtype, system_prompt=self.system)
+
+
+def _panel_option(name: str, annotation: Any, default: Any, panel: str, **kw: Any) -> Any:
+    """A keyword parameter ``name`` that Typer shows as an option in section ``panel``."""
+    return keyword(name, Annotated[annotation, typer.Option(rich_help_panel=panel, **kw)], default)
+
+
+def model_options(func: Callable) -> Callable:
+    """Add ``--device``, ``--dtype`` and ``--system``; pass ``load``, a :class:`Loader`."""
+    added = [
+        _panel_option(
+            "device", str | None, None, "Model", help="cpu, cuda, cuda:1 ... (default: cuda if any)"
+        ),
+        _panel_option("dtype", str, "float32", "Model", help="float32, bfloat16 or float16."),
+        _panel_option(
+            "system",
+            str | None,
+            None,
+            "Model",
+            help="System prompt of every chat (default: what the template does).",
+        ),
+    ]
+    return add_parameters(func, added, lambda v: {"load": Loader(**v)}, drop="load")
+
+
+# --------------------------------------------------------------------------------------------
+# Choosing prompts: --n, --seed, --limit
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """Loads prompt specs, then keeps the first ``limit`` and a seeded sample of ``n``."""
+
+    n: int | None = None
+    seed: int = 0
+    limit: int | None = None
+
+    def __call__(self, spec: str) -> Any:
+        from refusal_lens.prompts import load_prompts
+
+        prompts = load_prompts(spec)
+        if self.limit is not None:
+            prompts = prompts[: self.limit]
+        return prompts if self.n is None else prompts.sample(self.n, self.seed)
+
+
+def prompt_options(n: int | None = None, limit: int | None = None, seed: bool = True):
+    """Add ``--n`` (default ``n``), ``--limit`` and, with ``seed``, ``--seed``; pass ``pick``,
+    a :class:`Sampler`. Without ``seed`` the command sets the sampler's seed itself (its
+    config has one)."""
+    added = [
+        _panel_option("n", int | None, n, "Prompts", min=1, help="A seeded sample of N prompts."),
+        _panel_option("limit", int | None, limit, "Prompts", min=1, help="The first N prompts."),
+    ]
+    if seed:
+        added.append(_panel_option("seed", int, 0, "Prompts", help="Seed of the --n sample."))
+    return lambda func: add_parameters(func, added, lambda v: {"pick": Sampler(**v)}, drop="pick")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def console() -> Any:
     from rich.console import Console
 
     return Console()
 
 
-def _load(model: str, device: str | None, dtype: str, system: str | None):
-    from refusal_lens.models import load_model
-
-    return load_model(model, device=device, dtype=dtype, system_prompt=system)
-
-
-def _prompts(spec: str, limit: int | None):
-    from refusal_lens.prompts import load_prompts
-
-    prompts = load_prompts(spec)
-    return prompts if limit is None else prompts[:limit]
+def say(text: str) -> None:
+    """Print plain text (no markup, no highlighting, no wrapping)."""
+    console().print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _parse_ints(text: str | None) -> list[int] | None:
+def parse_ints(text: str | None, option: str) -> list[int] | None:
+    """``'0,5,10'`` or ``'0:30'`` as a list of ints; None stays None."""
     if text is None:
         return None
-    if ":" in text:
-        start, stop = (int(x) for x in text.split(":"))
-        return list(range(start, stop))
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
-def _parse_floats(text: str, option: str) -> tuple[float, ...]:
-    from refusal_lens.errors import RefusalLensError
-
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+        if ":" in text:
+            start, stop = (int(x) for x in text.split(":"))
+            return list(range(start, stop))
+        return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise RefusalLensError(
-            f"{option} takes numbers separated by commas, not {text!r}."
-        ) from None
+        message = f"{text!r} is not a list like '0,5,10' or a range like '0:30'."
+        raise typer.BadParameter(message, param_hint=f"'{option}'") from None

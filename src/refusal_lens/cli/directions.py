@@ -1,102 +1,76 @@
-"""Commands of the directions stage: `direction` (extract and select) and `steer`."""
+"""Commands of the directions stage: ``direction`` (extract and select), ``steer`` and
+``orthogonalize``."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from refusal_lens.cli.common import (
-    DeviceOpt,
-    DtypeOpt,
-    LimitOpt,
+    DirectionOpt,
+    Loader,
     ModelArg,
+    OptionalOutOpt,
+    OutOpt,
     PromptsArg,
-    SystemOpt,
-    _console,
-    _load,
-    _parse_ints,
-    _prompts,
+    Sampler,
     app,
+    console,
+    model_options,
+    prompt_options,
+    say,
 )
+from refusal_lens.cli.options import config_options
+from refusal_lens.configs import StageConfig
 
 
 @app.command()
-def direction(
-    model: ModelArg,
-    out: Annotated[Path, typer.Option(help="Folder for the direction, scores and figure")] = Path(
-        "runs/direction"
-    ),
-    harmful: Annotated[str, typer.Option(help="Prompt spec of the harmful class")] = "harmful",
-    harmless: Annotated[str, typer.Option(help="Prompt spec of the harmless class")] = "harmless",
-    n_train: Annotated[int, typer.Option(help="Train prompts per class")] = 128,
-    n_val: Annotated[int, typer.Option(help="Validation prompts per class")] = 32,
-    layers: Annotated[str | None, typer.Option(help="'0,5,10' or '0:30' (default: all)")] = None,
-    positions: Annotated[
-        str | None, typer.Option(help="Post-instruction positions, '-1,-2' (default: all)")
-    ] = None,
-    top_k: Annotated[int, typer.Option(help="Candidates fully scored after the screen; 0=all")] = 8,
-    kl_max: float = 0.1,
-    induce_min: float = 0.0,
-    max_layer_frac: float = 0.8,
-    seed: int = 0,
-    batch_size: int = 16,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = "float32",
-    system: SystemOpt = None,
-) -> None:
-    """Extract difference-of-means candidates and select the refusal direction."""
-    from refusal_lens.directions.find import DirectionConfig, find_direction
-    from refusal_lens.directions.select import SelectConfig
+@model_options
+@config_options("refusal_lens.directions.find:DirectionConfig")
+def direction(model: ModelArg, out: OutOpt, *, load: Loader, config: StageConfig) -> None:
+    """Extract difference-of-means candidates and select the refusal direction.
 
-    parsed_layers, parsed_positions = _parse_ints(layers), _parse_ints(positions)
-    config = DirectionConfig(
-        harmful=harmful,
-        harmless=harmless,
-        n_train=n_train,
-        n_val=n_val,
-        seed=seed,
-        layers=None if parsed_layers is None else tuple(parsed_layers),
-        positions=None if parsed_positions is None else tuple(parsed_positions),
-        batch_size=batch_size,
-        select=SelectConfig(
-            kl_max=kl_max, induce_min=induce_min, max_layer_frac=max_layer_frac, top_k=top_k
-        ),
-    )
-    selection = find_direction(_load(model, device, dtype, system), config, out)
-    console = _console()
-    console.print(selection.message)
-    console.print(f"wrote direction.safetensors, selection.{{json,md,png}} to {out}/")
+    Writes direction.{safetensors,json} and selection.{json,md,png}.
+    """
+    from refusal_lens.directions.find import find_direction
+
+    selection = find_direction(load(model), config, out)
+    say(selection.message)
+    say(f"wrote direction.safetensors, selection.{{json,md,png}} to {out}/")
 
 
 @app.command()
+@model_options
+@prompt_options(limit=16)
 def steer(
     model: ModelArg,
-    direction_dir: Annotated[Path, typer.Argument(help="Folder written by `direction`")],
     prompts: PromptsArg,
+    direction: DirectionOpt,
     ablate: Annotated[bool, typer.Option("--ablate", help="Ablate at every layer")] = False,
     add: Annotated[
         float | None, typer.Option("--add", help="Add COEF × direction at its layer")
     ] = None,
     layer: Annotated[int | None, typer.Option(help="Layer for --add (default: its own)")] = None,
     judge: Annotated[str, typer.Option(help="substring (generates) or score")] = "substring",
-    limit: LimitOpt = 16,
-    max_new_tokens: int = 48,
-    batch_size: int = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per answer.")] = 48,
+    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 16,
     show: Annotated[int, typer.Option(help="Completions to print")] = 3,
-    out: Annotated[Path | None, typer.Option(help="Write per-prompt results as JSON")] = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = "float32",
-    system: SystemOpt = None,
+    out: OptionalOutOpt = None,
+    *,
+    load: Loader,
+    pick: Sampler,
 ) -> None:
-    """Generations and refusal rates before and after ablating or adding a direction."""
+    """Refusal rates and answers before and after ablating or adding a direction.
+
+    With --out, the per-prompt results go to steer.json.
+    """
     from refusal_lens.directions import Direction
     from refusal_lens.directions.steer import steer as run_steer
 
-    direction_value = Direction.load(direction_dir)
-    prompt_set = _prompts(prompts, limit)
-    handle = _load(model, device, dtype, system)
+    direction_value = Direction.load(direction)
+    prompt_set = pick(prompts)
+    handle = load(model)
     result = run_steer(
         handle,
         prompt_set,
@@ -108,31 +82,50 @@ def steer(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
     )
-    console = _console()
-    what = "ablated" if ablate else f"added × {add}"
-    console.print(
+    _print_steer(prompt_set, result, judge, "ablated" if ablate else f"added × {add}", show)
+    if out is not None:
+        from refusal_lens.artifacts import write_json
+
+        write_json(out / "steer.json", _steer_record(handle, prompt_set, result, judge))
+        say(f"wrote {out / 'steer.json'}")
+
+
+def _print_steer(prompt_set: Any, result: Any, judge: str, what: str, show: int) -> None:
+    cons = console()
+    cons.print(
         f"{prompt_set.name} ({result.before.n} prompts, judge={judge}): refusal rate "
         f"{result.before.rate:.1%} before, {result.after.rate:.1%} with the direction {what}"
     )
     for text, row in list(zip(prompt_set.texts, result.rows(), strict=True))[:show]:
-        console.print(f"\n[bold]{text}[/bold]")
+        cons.print(f"\n[bold]{text}[/bold]")
         for key in ("before", "after"):
             evidence = row.get(f"{key}_completion", row.get(f"{key}_score"))
-            console.print(f"  {key}: {evidence!r}", markup=False)
-    if out is not None:
-        from refusal_lens.artifacts import write_json
+            cons.print(f"  {key}: {evidence!r}", markup=False)
 
-        write_json(
-            out,
-            {
-                "model": handle.describe(),
-                "prompts": prompt_set.name,
-                "judge": judge,
-                "intervention": result.intervention,
-                "rate_before": result.before.rate,
-                "rate_after": result.after.rate,
-                "rows": [
-                    {"prompt": t, **r} for t, r in zip(prompt_set.texts, result.rows(), strict=True)
-                ],
-            },
-        )
+
+def _steer_record(handle: Any, prompt_set: Any, result: Any, judge: str) -> dict[str, Any]:
+    rows = result.rows()
+    return {
+        "model": handle.describe(),
+        "prompts": prompt_set.name,
+        "judge": judge,
+        "intervention": result.intervention,
+        "rate_before": result.before.rate,
+        "rate_after": result.after.rate,
+        "rows": [{"prompt": t, **r} for t, r in zip(prompt_set.texts, rows, strict=True)],
+    }
+
+
+@app.command()
+@model_options
+def orthogonalize(model: ModelArg, direction: DirectionOpt, out: OutOpt, *, load: Loader) -> None:
+    """Write a copy of the model with the direction projected out of its weights.
+
+    Every weight that writes to the residual stream is edited; --out becomes an HF model
+    directory that every command loads.
+    """
+    from refusal_lens.directions import Direction
+    from refusal_lens.directions.orthogonalize import orthogonalize_weights
+
+    path = orthogonalize_weights(load(model), Direction.load(direction), out)
+    say(f"wrote the orthogonalized model to {path}/")

@@ -17,7 +17,7 @@ from typing import Any
 from jaxtyping import Float
 from torch import Tensor
 
-from refusal_lens.activations import mean_residuals
+from refusal_lens.activations import CollectConfig, mean_residuals
 from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
@@ -88,9 +88,9 @@ def diff_in_means(
     pos_texts, neg_texts = _texts(positive, "positive"), _texts(negative, "negative")
     positions_t = template_positions(model, positions)
     layers = list(range(model.n_layers)) if layers is None else list(layers)
-    kwargs = {"batch_size": batch_size, "show_progress": show_progress}
-    mean_pos = mean_residuals(model, pos_texts, layers, list(positions_t), **kwargs)
-    mean_neg = mean_residuals(model, neg_texts, layers, list(positions_t), **kwargs)
+    collect = CollectConfig(layers=tuple(layers), positions=positions_t, batch_size=batch_size)
+    mean_pos = mean_residuals(model, pos_texts, collect, show_progress=show_progress)
+    mean_neg = mean_residuals(model, neg_texts, collect, show_progress=show_progress)
     config = {
         "method": "diff_in_means",
         "hook": "resid_pre",

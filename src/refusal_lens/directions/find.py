@@ -7,7 +7,8 @@ The harmful and harmless prompt sets are each split, with a seed, into disjoint 
 (difference of means, default 128 per class) and validation prompts (selection scores,
 default 32 per class). With ``out``, the folder receives the direction
 (``direction.safetensors`` + ``direction.json``), every candidate's scores
-(``selection.json``, ``selection.md``) and the score figure (``selection.png``).
+(``selection.json``, ``selection.md``) and the score figure (``selection.png``); the whole
+:class:`Selection` loads back with ``Selection.load(folder)``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from refusal_lens.artifacts import atomic_path, write_json
+from refusal_lens.configs import StageConfig, check_positive
 from refusal_lens.directions.extract import diff_in_means
 from refusal_lens.directions.select import SelectConfig, Selection, select_direction
 from refusal_lens.errors import RefusalLensError
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DirectionConfig:
+class DirectionConfig(StageConfig):
     """Everything that determines a refusal direction; saved with it."""
 
     harmful: str = "harmful"
@@ -41,6 +42,10 @@ class DirectionConfig:
     batch_size: int = 16
     exclude_trained: bool = True  # drop an aligned model's training prompts from harmless
     select: SelectConfig = field(default_factory=SelectConfig)
+
+    def validate(self) -> None:
+        for name in ("n_train", "n_val", "batch_size"):
+            check_positive(name, getattr(self, name))
 
 
 def train_val_split(prompts: PromptSet, n_train: int, n_val: int, seed: int) -> tuple:
@@ -119,57 +124,10 @@ def find_direction(
         "harmless_val": b_val.texts,
     }
     if out is not None:
-        save_selection(selection, out)
+        selection.save(out)
     return selection
 
 
 def _with_config(selection: Selection, config: DirectionConfig) -> Any:
     d = selection.direction
     return replace(d, config={**d.config, "direction": asdict(config)})
-
-
-def selection_markdown(selection: Selection) -> str:
-    """The scored candidates as a Markdown table, best bypass first."""
-    lines = [
-        selection.message,
-        "",
-        f"Baseline mean refusal score: harmful {selection.baseline['harmful']:.2f}, "
-        f"harmless {selection.baseline['harmless']:.2f}. Filters: induce > "
-        f"{selection.config.induce_min}, KL < {selection.config.kl_max}, layer < "
-        f"{selection.config.max_layer_frac} · n_layers.",
-        "",
-        "| layer | pos | bypass | induce | KL | screen bypass | filtered by |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in sorted(selection.scored(), key=lambda c: c.bypass):
-        screen = "" if c.screen_bypass is None else f"{c.screen_bypass:.2f}"
-        lines.append(
-            f"| {c.layer} | {c.position} | {c.bypass:.2f} | {c.induce:.2f} | {c.kl:.3f} | "
-            f"{screen} | {', '.join(c.filtered_by) or '—'} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def save_selection(selection: Selection, out: str | Path) -> Path:
-    """Direction, candidate table (JSON + Markdown) and score figure into folder ``out``."""
-    from refusal_lens.directions.views import plot_selection
-
-    out = Path(out)
-    selection.direction.save(out)
-    write_json(
-        out / "selection.json",
-        {
-            "message": selection.message,
-            "fallback": selection.fallback,
-            "baseline": selection.baseline,
-            "config": selection.config,
-            "candidates": selection.table,
-            "prompts": selection.prompts,
-        },
-    )
-    with atomic_path(out / "selection.md") as tmp:
-        tmp.write_text(selection_markdown(selection))
-    import matplotlib.pyplot as plt
-
-    plt.close(plot_selection(selection, out / "selection.png"))
-    return out

@@ -102,7 +102,7 @@ def orthogonalize_weights(
     hf_model = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32)
     orthogonalize_model(hf_model, direction.vector)
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, marker="orthogonalized.json") as tmp:
         hf_model.save_pretrained(tmp)
         model.tokenizer.save_pretrained(tmp)
         write_json(

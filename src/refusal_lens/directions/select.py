@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,19 +40,27 @@ from jaxtyping import Float
 from torch import Tensor
 
 from refusal_lens import interventions
+from refusal_lens.activations import hook_name
+from refusal_lens.artifacts import artifact_meta, json_writer, read_meta, save_artifact
+from refusal_lens.configs import StageConfig, check_positive, check_range
 from refusal_lens.direction import Direction
 from refusal_lens.directions.extract import Candidates
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.progress import progress
 from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
-from refusal_lens.scoring import refusal_score
+from refusal_lens.scoring import answer_logits, refusal_score
 
 log = logging.getLogger(__name__)
+SELECTION_FILE, SELECTION_TABLE, SELECTION_FIGURE = (
+    "selection.json",
+    "selection.md",
+    "selection.png",
+)
 
 
 @dataclass(frozen=True)
-class SelectConfig:
+class SelectConfig(StageConfig):
     """Selection settings; every threshold is reported with the result."""
 
     kl_max: float = 0.1
@@ -59,6 +68,13 @@ class SelectConfig:
     max_layer_frac: float = 0.8
     top_k: int = 8  # candidates fully scored after the screen; 0 scores every candidate
     batch_size: int = 32
+
+    def validate(self) -> None:
+        check_range("max_layer_frac", self.max_layer_frac, 0.0, 1.0)
+        check_range("kl_max", self.kl_max, 0.0, math.inf)
+        check_positive("batch_size", self.batch_size)
+        if self.top_k < 0:
+            raise RefusalLensError(f"top_k must be 0 (score all) or positive, not {self.top_k}.")
 
 
 @dataclass
@@ -91,6 +107,70 @@ class Selection:
     def scored(self) -> list[CandidateScore]:
         return [c for c in self.table if c.bypass is not None]
 
+    def markdown(self) -> str:
+        """The scored candidates as a Markdown table, best bypass first."""
+        lines = [
+            self.message,
+            "",
+            f"Baseline mean refusal score: harmful {self.baseline['harmful']:.2f}, "
+            f"harmless {self.baseline['harmless']:.2f}. Filters: induce > "
+            f"{self.config.induce_min}, KL < {self.config.kl_max}, layer < "
+            f"{self.config.max_layer_frac} · n_layers.",
+            "",
+            "| layer | pos | bypass | induce | KL | screen bypass | filtered by |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in sorted(self.scored(), key=lambda c: c.bypass):
+            screen = "" if c.screen_bypass is None else f"{c.screen_bypass:.2f}"
+            lines.append(
+                f"| {c.layer} | {c.position} | {c.bypass:.2f} | {c.induce:.2f} | {c.kl:.3f} | "
+                f"{screen} | {', '.join(c.filtered_by) or '—'} |"
+            )
+        return "\n".join(lines) + "\n"
+
+    def save(self, out: str | Path) -> Path:
+        """The direction (``direction.*``), every candidate's scores (``selection.json``,
+        ``selection.md``) and the score figure (``selection.png``) into folder ``out``."""
+        import matplotlib.pyplot as plt
+
+        from refusal_lens.directions.views import plot_selection
+
+        out = Path(out)
+        self.direction.save(out)
+        fig = plot_selection(self)
+        meta = artifact_meta(
+            "selection",
+            self.config,
+            message=self.message,
+            fallback=self.fallback,
+            baseline=self.baseline,
+            candidates=self.table,
+            prompts=self.prompts,
+        )
+        files = {
+            SELECTION_FIGURE: lambda p: fig.savefig(p, dpi=150, bbox_inches="tight", format="png"),
+            SELECTION_TABLE: lambda p: p.write_text(self.markdown()),
+            SELECTION_FILE: json_writer(meta),
+        }
+        try:
+            return save_artifact(out, files)
+        finally:
+            plt.close(fig)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Selection:
+        meta = read_meta(folder, SELECTION_FILE, "selection")
+        table = [CandidateScore(**c) for c in meta["candidates"]]
+        return cls(
+            Direction.load(folder),
+            table,
+            SelectConfig.from_dict(meta["config"]),
+            meta["baseline"],
+            meta.get("fallback", False),
+            meta.get("message", ""),
+            meta.get("prompts", {}),
+        )
+
 
 class _ValSet:
     """A validation set tokenized once into device batches."""
@@ -111,8 +191,7 @@ class _ValSet:
 
 
 def _logprobs(model: ModelHandle, batch: ChatBatch) -> Float[Tensor, "batch d_vocab"]:
-    logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
-    return logits[:, -1].float().log_softmax(-1)
+    return answer_logits(model, batch).log_softmax(-1)
 
 
 def _run(model: ModelHandle, val: _ValSet, hooks: list) -> list[Tensor]:
@@ -135,8 +214,8 @@ def _write_grads(
 ) -> tuple[Float[Tensor, "batch point pos d_model"], Float[Tensor, "batch point pos d_model"]]:
     """Residual-stream writes (embedding, then each attention and MLP output) and the gradient
     of the summed refusal score at the residual stream right after each write."""
-    names = ["blocks.0.hook_resid_pre"] + [
-        f"blocks.{layer}.hook_resid_{p}" for layer in range(model.n_layers) for p in ("mid", "post")
+    names = [hook_name(0)] + [
+        hook_name(layer, f"resid_{p}") for layer in range(model.n_layers) for p in ("mid", "post")
     ]
     stored: dict[str, Tensor] = {}
 

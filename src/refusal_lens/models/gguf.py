@@ -56,7 +56,7 @@ def convert_gguf(
         model.config.architectures = [
             architecture or _ARCHITECTURES.get(model.config.model_type, "LlamaForCausalLM")
         ]
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, marker="config.json") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_manifest(tmp, record or {"source": gguf_path.name})

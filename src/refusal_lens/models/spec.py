@@ -12,13 +12,11 @@ Accepted specs, in the order they are tried:
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from refusal_lens.errors import ModelSpecError
-
-CACHE_PLACEHOLDER = "$REFUSAL_LENS_CACHE"  # how artifacts record paths inside the cache
+from refusal_lens.locations import CACHE_PLACEHOLDER, cache_dir
 
 
 @dataclass(frozen=True)
@@ -39,14 +37,6 @@ BUNDLED: dict[str, BundledModel] = {
         architecture="LlamaForCausalLM",
     ),
 }
-
-
-def cache_dir() -> Path:
-    """The user cache folder: ``$REFUSAL_LENS_CACHE`` or ``$XDG_CACHE_HOME/refusal-lens``."""
-    if env := os.environ.get("REFUSAL_LENS_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "refusal-lens"
 
 
 def bundled_gguf_path(name: str) -> Path:

@@ -31,11 +31,22 @@ from pathlib import Path
 from typing import Any
 
 from refusal_lens.errors import PromptError
+from refusal_lens.locations import DATA_ENV, data_dir
 from refusal_lens.prompts.promptset import Prompt, PromptSet
 
 SHIPPED = ("harmful", "harmless", "borderline")
 
 Row = dict[str, Any]
+
+# name -> the file's usual name in ``data_dir()`` (the name its publisher gives it).
+BENCHMARK_FILES: dict[str, str] = {
+    "xstest": "xstest_prompts.csv",
+    "advbench": "advbench.csv",
+    "jailbreakbench": "jailbreakbench.csv",
+    "harmbench": "harmbench_val.csv",
+    "alpaca": "alpaca_instructions.json",
+    "orbench": "or-bench-hard-1k.csv",
+}
 
 # name -> (hub id, config, split) for online loading.
 HUB_IDS: dict[str, tuple[str, str | None, str]] = {
@@ -126,10 +137,17 @@ def _hub_rows(name: str) -> list[Row]:
         return list(datasets.load_dataset(hub_id, config, split=split))
     except Exception as exc:
         raise PromptError(
-            f"Could not load {name!r} from the dataset hub ({hub_id}): {exc}. Offline, pass the "
-            f"file instead: load_benchmark({name!r}, path='.../{name}.csv') or on the command "
-            f"line '{name}:PATH'."
+            f"{BENCHMARK_FILES[name]} is not in the data folder {data_dir()} and {name!r} could "
+            f"not be loaded from the dataset hub ({hub_id}): {exc}. Put the file there, point "
+            f"${DATA_ENV} (or the CLI's --data) at the folder that holds it, or pass "
+            f"'{name}:PATH'."
         ) from exc
+
+
+def benchmark_path(name: str) -> Path | None:
+    """The benchmark's file in :func:`~refusal_lens.locations.data_dir`, if it is there."""
+    path = data_dir() / BENCHMARK_FILES[name]
+    return path if path.is_file() else None
 
 
 def load_benchmark(
@@ -137,7 +155,8 @@ def load_benchmark(
     path: str | Path | None = None,
     harmbench_functional: Iterable[str] = ("standard",),
 ) -> PromptSet:
-    """Load a public benchmark by name, from ``path`` or (online) from the hub.
+    """Load a public benchmark by name: from ``path``, else from its file in ``data_dir()``,
+    else (online) from the dataset hub.
 
     HarmBench keeps only the ``standard`` behaviours by default (the contextual and copyright
     ones need their context string and a different judge).
@@ -145,7 +164,7 @@ def load_benchmark(
     name = name.lower()
     if name not in HUB_IDS:
         raise PromptError(f"Unknown benchmark {name!r}; known: {', '.join(HUB_IDS)}.")
-    path = Path(path) if path is not None else None
+    path = Path(path) if path is not None else benchmark_path(name)
     rows = _read_rows(path) if path is not None else _hub_rows(name)
     if name == "harmbench":
         keep = set(harmbench_functional)
@@ -170,9 +189,12 @@ def load_prompts(spec: str) -> PromptSet:
     """Resolve a prompt spec as the CLI accepts it.
 
     - ``harmful`` / ``harmless`` / ``borderline``: the shipped sets;
-    - ``xstest`` (online) or ``xstest:PATH``; suffixes ``-safe`` / ``-unsafe`` pick one half of
-      XSTest, e.g. ``xstest-safe:../shared/data/xstest_prompts.csv``;
-    - a ``.jsonl`` file of :class:`Prompt` records.
+    - a benchmark name such as ``xstest`` (its file in ``data_dir()``, else the hub) or
+      ``xstest:PATH``; suffixes ``-safe`` / ``-unsafe`` pick one half of XSTest, e.g.
+      ``xstest-safe``;
+    - a ``.jsonl`` file of :class:`Prompt` records, a ``.txt`` file with one prompt per line,
+      or a ``.csv`` file with a ``prompt`` column (an optional ``label`` column; unlabeled
+      prompts count as ``harmless``).
     """
     name, _, path = spec.partition(":")
     if name in SHIPPED and not path:
@@ -187,9 +209,40 @@ def load_prompts(spec: str) -> PromptSet:
             prompts = prompts.filter(label=wanted)
             prompts = PromptSet(prompts.prompts, name=name)
         return prompts
-    if Path(spec).suffix == ".jsonl":
-        return PromptSet.load(spec)
+    suffix = Path(spec).suffix
+    if suffix in (".jsonl", ".txt", ".csv"):
+        return load_prompt_file(Path(spec))
     raise PromptError(
         f"Unknown prompt spec {spec!r}. Use a shipped set ({', '.join(SHIPPED)}), a benchmark "
-        f"name ({', '.join(HUB_IDS)}, optionally NAME:PATH), or a .jsonl file."
+        f"name ({', '.join(HUB_IDS)}, optionally NAME:PATH), or a .jsonl, .txt or .csv file."
     )
+
+
+def load_prompt_file(path: Path) -> PromptSet:
+    """A user's own prompts: ``.jsonl`` records, ``.txt`` lines or a ``.csv`` ``prompt`` column."""
+    if path.is_dir():
+        raise PromptError(f"{path} is a folder; pass a .jsonl, .txt or .csv file of prompts.")
+    if not path.is_file():
+        raise PromptError(f"No such prompt file: {path}")
+    if path.suffix == ".jsonl":
+        return PromptSet.load(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PromptError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8.") from None
+    if path.suffix == ".txt":
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        prompts = tuple(Prompt(line, "harmless", source=path.stem) for line in lines)
+    else:
+        rows = list(csv.DictReader(text.splitlines()))
+        if not rows or "prompt" not in rows[0]:
+            cols = list(rows[0]) if rows else []
+            raise PromptError(f"{path} has no 'prompt' column (columns: {cols}); add one.")
+        prompts = tuple(
+            Prompt(r["prompt"].strip(), r.get("label") or "harmless", source=path.stem)
+            for r in rows
+            if (r.get("prompt") or "").strip()
+        )
+    if not prompts:
+        raise PromptError(f"{path} holds no prompts.")
+    return PromptSet(prompts, name=path.stem)

@@ -7,6 +7,7 @@ from refusal_lens.triggers.masks import (
     TriggerMask,
     TriggerMasks,
     build_lexicon,
+    load_lexicon,
     reclassify,
     trigger_masks,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "TriggerMasks",
     "build_lexicon",
     "fit_harm_judge",
+    "load_lexicon",
     "reclassify",
     "sanitize",
     "trigger_masks",

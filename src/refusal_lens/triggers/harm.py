@@ -15,30 +15,79 @@ benign examples, so that it learns harm rather than the surface cues an aligned 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from refusal_lens.activations import collect_residuals
+from refusal_lens.activations import CollectConfig, collect_residuals, hook_name
+from refusal_lens.artifacts import artifact_meta, json_writer, read_meta, save_artifact
+from refusal_lens.configs import StageConfig
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.probes import LinearProbe, check_classes, fit_probe
 from refusal_lens.prompts import ChatBatch, PromptSet
+from refusal_lens.scoring import answer_logits
+
+KIND = "harm_judge"
+TENSORS_NAME = "harm_judge.safetensors"  # the probe's weight, mean and std
+META_NAME = "harm_judge.json"  # model, layer, bias, accuracies and config
+PROBE_TENSORS = ("weight", "mean", "std")
 
 
-@dataclass
-class HarmJudgeConfig:
-    layers: list[int] | None = None  # candidate layers; None = every layer
+@dataclass(frozen=True)
+class HarmJudgeConfig(StageConfig):
+    """How :func:`fit_harm_judge` fits the probe, and the threshold :meth:`HarmJudge.is_harmful`
+    applies. ``layers`` (a list is turned into a tuple) are the candidate layers, ``None``
+    for every layer from 1 on; ``val_frac`` of each class is held out to choose the layer."""
+
+    layers: tuple[int, ...] | None = None
     val_frac: float = 0.25
-    l2: float = 1e-2
+    l2: float = 1e-2  # L2 penalty of the logistic probe
     threshold: float = 0.5  # p(harmful) at or above this = harmful
-    seed: int = 0
+    seed: int = 0  # of the held-out split
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, list):
+            object.__setattr__(self, "layers", tuple(self.layers))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        if self.layers is not None and (
+            not isinstance(self.layers, tuple)
+            or not self.layers
+            or not all(isinstance(i, int) and i >= 0 for i in self.layers)
+        ):
+            raise RefusalLensError(
+                f"HarmJudgeConfig.layers must be None (every layer) or a non-empty tuple of "
+                f"layer indices >= 0, not {self.layers!r}."
+            )
+        if not 0 < self.val_frac < 1:
+            raise RefusalLensError(
+                f"HarmJudgeConfig.val_frac must lie in (0, 1) (exclusive), not {self.val_frac}; "
+                "it is the share of each class held out to choose the layer, e.g. 0.25."
+            )
+        if not (self.l2 >= 0 and math.isfinite(self.l2)):
+            raise RefusalLensError(
+                f"HarmJudgeConfig.l2 must be a finite number >= 0, not {self.l2}; use 0 for no "
+                "penalty or e.g. 1e-2."
+            )
+        if not 0 <= self.threshold <= 1:
+            raise RefusalLensError(
+                f"HarmJudgeConfig.threshold must lie in [0, 1], not {self.threshold}; it is the "
+                "p(harmful) at or above which a prompt counts as harmful, e.g. 0.5."
+            )
 
 
 @dataclass
 class HarmJudge:
+    """A fitted harm probe at ``layer`` of model ``model_id``; saved by :meth:`save` as
+    ``harm_judge.safetensors`` and ``harm_judge.json``."""
+
     probe: LinearProbe
     layer: int
     model_id: str
@@ -47,6 +96,8 @@ class HarmJudge:
     config: HarmJudgeConfig = field(default_factory=HarmJudgeConfig)
 
     def p_harmful(self, model: ModelHandle, prompts: PromptSet | list[str]) -> Float[Tensor, " n"]:
+        """p(harmful) of each prompt: the probe on ``model``'s residual stream before block
+        ``layer`` at the last template token."""
         if model.model_id != self.model_id:
             raise RefusalLensError(
                 f"This harm judge was fitted on {self.model_id}; it reads that model's residual "
@@ -63,31 +114,74 @@ class HarmJudge:
         def hook(x: Tensor, hook: object) -> None:
             seen["x"] = x[:, -1].float()
 
-        with (
-            torch.inference_mode(),
-            model.bridge.hooks(fwd_hooks=[(f"blocks.{self.layer}.hook_resid_pre", hook)]),
-        ):
-            model.bridge(batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+        with torch.inference_mode(), model.bridge.hooks(fwd_hooks=[(hook_name(self.layer), hook)]):
+            answer_logits(model, batch)
         return self.probe.logits(seen["x"].cpu())
 
     def is_harmful(self, model: ModelHandle, prompts: PromptSet | list[str]) -> list[bool]:
+        """``p_harmful >= config.threshold`` per prompt."""
         return (self.p_harmful(model, prompts) >= self.config.threshold).tolist()
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
+        """What the judge is and how well it did, as plain JSON values (layer keys of
+        ``accuracy_by_layer`` as strings, as they read back from JSON)."""
         return {
             "kind": "linear probe on the residual stream (last template token)",
             "model": self.model_id,
             "layer": self.layer,
             "val_accuracy": self.val_accuracy,
-            "accuracy_by_layer": self.accuracy_by_layer,
-            "config": asdict(self.config),
+            "accuracy_by_layer": {str(k): v for k, v in self.accuracy_by_layer.items()},
+            "config": self.config.to_dict(),
         }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``harm_judge.safetensors`` (probe weight, mean, std) and ``harm_judge.json``
+        into ``folder``; other files there are kept."""
+        from safetensors.torch import save_file
+
+        tensors = {k: getattr(self.probe, k).float().contiguous() for k in PROBE_TENSORS}
+        meta = artifact_meta(
+            KIND,
+            self.config,
+            model=self.model_id,
+            layer=self.layer,
+            bias=self.probe.bias,
+            val_accuracy=self.val_accuracy,
+            accuracy_by_layer=self.accuracy_by_layer,
+        )
+        return save_artifact(
+            folder,
+            {TENSORS_NAME: lambda p: save_file(tensors, p), META_NAME: json_writer(meta)},
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path) -> HarmJudge:
+        """Read a judge written by :meth:`save`."""
+        from safetensors.torch import load_file
+
+        meta = read_meta(folder, META_NAME, KIND)
+        path = Path(folder) / TENSORS_NAME
+        if not path.is_file():
+            raise RefusalLensError(
+                f"{folder} has {META_NAME} but not {TENSORS_NAME}; save the harm judge again."
+            )
+        tensors = load_file(path)
+        probe = LinearProbe(tensors["weight"], float(meta["bias"]), tensors["mean"], tensors["std"])
+        return cls(
+            probe,
+            int(meta["layer"]),
+            meta["model"],
+            float(meta["val_accuracy"]),
+            {int(k): float(v) for k, v in meta["accuracy_by_layer"].items()},
+            HarmJudgeConfig.from_dict(meta["config"]),
+        )
 
 
 def _features(
     model: ModelHandle, prompts: PromptSet | list[str], layers: list[int] | None
 ) -> Float[Tensor, "n layer d_model"]:
-    res = collect_residuals(model, prompts, layers=layers, positions=[-1], show_progress=False)
+    config = CollectConfig(layers=None if layers is None else tuple(layers), positions=(-1,))
+    res = collect_residuals(model, prompts, config, show_progress=False)
     return torch.as_tensor(res.acts[:, :, 0]).float()
 
 
@@ -102,7 +196,12 @@ def fit_harm_judge(
     h, b = list(getattr(harmful, "texts", harmful)), list(getattr(benign, "texts", benign))
     y = torch.tensor([True] * len(h) + [False] * len(b))
     check_classes(y, "harm judge")
-    layers = config.layers or list(range(1, model.n_layers))
+    layers = list(config.layers or range(1, model.n_layers))
+    if not layers or max(layers) >= model.n_layers:
+        raise RefusalLensError(
+            f"HarmJudgeConfig.layers {config.layers} go past {model.model_id}'s layers "
+            f"0..{model.n_layers - 1}; pick layers in that range."
+        )
     x = _features(model, h + b, layers)
     gen = torch.Generator().manual_seed(config.seed)
     val = torch.zeros(len(y), dtype=torch.bool)

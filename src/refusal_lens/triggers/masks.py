@@ -6,9 +6,9 @@ deletion read-outs (``attribution.scores_without``; every token of the word dele
 
 1. **Drive** ``d(w, q)``: the drop in the *aligned* model's refusal score (log-odds) when the
    word is deleted from request ``q``. The word drives the refusal when ``d ≥ drive_min``.
-2. **Harm** ``h(w, q)``: the drop in the harm judge's logit (``refusal_lens.triggers.harm``: a probe on
-   the *base* model's residual stream, which was never taught to refuse) when the word is
-   deleted. The word carries the request's harm when ``h ≥ harm_min``.
+2. **Harm** ``h(w, q)``: the drop in the harm judge's logit (``refusal_lens.triggers.harm``: a
+   probe on the *base* model's residual stream, which was never taught to refuse) when the word
+   is deleted. The word carries the request's harm when ``h ≥ harm_min``.
 3. A word that carries harm is a **harmful cue**, unless it is a function word or a
    request-frame word (``FRAME``: "write", "explain", "how", "my", …): deleting those breaks
    the request's grammar, which moves the probe without removing any harmful content. A word
@@ -22,18 +22,27 @@ Nothing in a carrier asks for harm, so a positive ``c`` is the word alone pullin
 towards refusal: the over-refusal a trigger causes.
 
 ``trigger_masks`` returns one :class:`TriggerMask` per request (word and token kinds with the
-numbers behind them) and the ranked trigger lexicon across the data.
+numbers behind them) and the ranked trigger lexicon (a ``list[LexiconEntry]``) across the data;
+:meth:`TriggerMasks.save` writes ``masks.jsonl``, ``lexicon.json`` and ``triggers.json``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from refusal_lens.artifacts import atomic_dir, write_json
+from refusal_lens.artifacts import (
+    artifact_meta,
+    json_writer,
+    jsonl_writer,
+    read_meta,
+    save_artifact,
+)
 from refusal_lens.attribution.methods import BatchScore, scores_without
+from refusal_lens.configs import StageConfig
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet
@@ -59,15 +68,57 @@ FRAME = frozenset(
     please step steps""".split()  # noqa: SIM905
 )
 KINDS = ("neutral", "harmful_cue", "trigger")
+KIND = "trigger_masks"
+MASKS_NAME = "masks.jsonl"  # one TriggerMask per line
+LEXICON_NAME = "lexicon.json"  # the ranked LexiconEntry list
+META_NAME = "triggers.json"  # kind, format, model and config
 
 
-@dataclass
-class TriggerConfig:
+@dataclass(frozen=True)
+class TriggerConfig(StageConfig):
+    """Thresholds of the split (module docstring) and the carrier measurement. The thresholds
+    may be any number but NaN (``inf`` switches a kind off, as in :func:`reclassify`)."""
+
     drive_min: float = 0.25  # refusal log-odds drop on deleting the word: it drives refusal
     harm_min: float = 1.0  # harm-probe logit drop on deleting the word: it carries harm
-    carriers: tuple[str, ...] = CARRIERS
-    fillers: tuple[str, ...] = FILLERS
+    carriers: tuple[str, ...] = CARRIERS  # benign requests with a '{w}' slot
+    fillers: tuple[str, ...] = FILLERS  # neutral words whose scores are the carriers' baseline
     batch_size: int = 32
+
+    def validate(self) -> None:
+        for name in ("drive_min", "harm_min"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or math.isnan(value):
+                raise RefusalLensError(
+                    f"TriggerConfig.{name} must be a number (any real, or inf to switch its "
+                    f"kind off), not {value!r}."
+                )
+        if not self.carriers or not all(_is_carrier(c) for c in self.carriers):
+            raise RefusalLensError(
+                f"TriggerConfig.carriers must be a non-empty tuple of strings that each contain "
+                f"'{{w}}' and no other braces, not {self.carriers!r}; e.g. "
+                f"{CARRIERS[0]!r}, or leave it out for the default CARRIERS."
+            )
+        if not self.fillers or not all(isinstance(f, str) and f.strip() for f in self.fillers):
+            raise RefusalLensError(
+                f"TriggerConfig.fillers must be a non-empty tuple of non-empty words, not "
+                f"{self.fillers!r}; leave it out for the default FILLERS."
+            )
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise RefusalLensError(
+                f"TriggerConfig.batch_size must be an integer >= 1, not {self.batch_size!r}; "
+                "the default is 32."
+            )
+
+
+def _is_carrier(text: object) -> bool:
+    if not isinstance(text, str) or "{w}" not in text:
+        return False
+    try:
+        text.format(w="")
+    except (KeyError, IndexError, ValueError):
+        return False
+    return True
 
 
 @dataclass
@@ -104,7 +155,10 @@ class TriggerMask:
 
 @dataclass
 class LexiconEntry:
-    word: str
+    """One word of the trigger lexicon, with one kind (``trigger`` or ``harmful_cue``): its
+    carrier effect and its mean drive and harm over the requests where it has that kind."""
+
+    word: str  # lower-cased
     kind: str
     carrier_effect: float
     n_requests: int  # requests in which the word has this kind
@@ -114,36 +168,53 @@ class LexiconEntry:
 
 @dataclass
 class TriggerMasks:
+    """The result of :func:`trigger_masks`: one mask per request, the lexicon, the config and
+    the aligned model's id."""
+
     masks: list[TriggerMask]
-    lexicon: list[LexiconEntry]  # ranked: triggers first, by carrier effect × frequency
+    lexicon: list[LexiconEntry]  # ranked: triggers first, by frequency then carrier effect
     config: TriggerConfig = field(default_factory=TriggerConfig)
     model: str = ""
 
     def save(self, folder: str | Path) -> Path:
-        """``masks.jsonl``, ``lexicon.json`` and ``config.json``, written atomically."""
-        with atomic_dir(folder) as tmp:
-            with open(tmp / "masks.jsonl", "w", encoding="utf-8") as f:
-                for m in self.masks:
-                    f.write(json.dumps(asdict(m), ensure_ascii=False) + "\n")
-            write_json(tmp / "lexicon.json", [asdict(e) for e in self.lexicon])
-            write_json(tmp / "config.json", {"model": self.model, "config": asdict(self.config)})
-        return Path(folder)
+        """Write ``masks.jsonl``, ``lexicon.json`` and ``triggers.json`` into ``folder``;
+        other files there are kept."""
+        return save_artifact(
+            folder,
+            {
+                MASKS_NAME: jsonl_writer([asdict(m) for m in self.masks]),
+                LEXICON_NAME: json_writer(self.lexicon),
+                META_NAME: json_writer(artifact_meta(KIND, self.config, model=self.model)),
+            },
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> TriggerMasks:
+        """Read masks written by :meth:`save`."""
         folder = Path(folder)
-        if not (folder / "masks.jsonl").is_file():
-            raise RefusalLensError(f"{folder} holds no trigger masks (masks.jsonl is missing).")
-        with open(folder / "masks.jsonl", encoding="utf-8") as f:
+        meta = read_meta(folder, META_NAME, KIND)
+        for name in (MASKS_NAME, LEXICON_NAME):
+            if not (folder / name).is_file():
+                raise RefusalLensError(
+                    f"{folder} has {META_NAME} but not {name}; save the trigger masks again."
+                )
+        with open(folder / MASKS_NAME, encoding="utf-8") as f:
             rows = [json.loads(x) for x in f if x.strip()]
         masks = [TriggerMask(**{**r, "spans": [tuple(s) for s in r["spans"]]}) for r in rows]
-        lexicon = [LexiconEntry(**e) for e in json.loads((folder / "lexicon.json").read_text())]
-        meta = json.loads((folder / "config.json").read_text())
-        config = meta["config"]
-        config = TriggerConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        lexicon = load_lexicon(folder / LEXICON_NAME)
+        return cls(masks, lexicon, TriggerConfig.from_dict(meta["config"]), meta["model"])
+
+
+def load_lexicon(path: str | Path) -> list[LexiconEntry]:
+    """The ``lexicon.json`` of saved trigger masks as ``LexiconEntry`` rows."""
+    names = {f.name for f in fields(LexiconEntry)}
+    rows = json.loads(Path(path).read_text())
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and names <= set(r) for r in rows):
+        raise RefusalLensError(
+            f"{path} is not a trigger lexicon: it needs a list of objects with keys "
+            f"{sorted(names)}. Pass the lexicon.json that TriggerMasks.save wrote."
         )
-        return cls(masks, lexicon, config, meta["model"])
+    return [LexiconEntry(**{k: r[k] for k in names}) for r in rows]
 
 
 def token_spans(model: ModelHandle, token_ids: list[int]) -> list[tuple[int, int]]:
@@ -208,31 +279,34 @@ def trigger_masks(
     if not texts:
         raise RefusalLensError("trigger_masks needs at least one prompt.")
     model.chat.token_lengths(texts)  # validates every prompt before any work
-    masks = []
-    for text in texts:
-        score, words, drive, ids = word_deletions(model, text)
-        _, _, harm, base_ids = word_deletions(base, text, judge.batch_logits)
-        if base_ids != ids:
-            raise RefusalLensError(
-                "The aligned and the base model tokenize the request differently; trigger "
-                "masks need two models with the same tokenizer."
-            )
-        kinds = classify([w[0] for w in words], drive, harm, config)
-        masks.append(
-            TriggerMask(
-                text,
-                score,
-                [w[0] for w in words],
-                [w[1] for w in words],
-                [w[2] for w in words],
-                drive,
-                harm,
-                [None] * len(words),
-                kinds,
-                len(ids),
-            )
-        )
+    masks = [_mask(model, base, judge, text, config) for text in texts]
     return _with_carriers(masks, model, config)
+
+
+def _mask(
+    model: ModelHandle, base: ModelHandle, judge: HarmJudge, text: str, config: TriggerConfig
+) -> TriggerMask:
+    """One request's mask without carrier effects (``carrier`` all ``None``)."""
+    score, words, drive, ids = word_deletions(model, text)
+    _, _, harm, base_ids = word_deletions(base, text, judge.batch_logits)
+    if base_ids != ids:
+        raise RefusalLensError(
+            "The aligned and the base model tokenize the request differently; trigger "
+            "masks need two models with the same tokenizer."
+        )
+    names = [w[0] for w in words]
+    return TriggerMask(
+        prompt=text,
+        refusal_score=score,
+        words=names,
+        spans=[w[1] for w in words],
+        word_tokens=[w[2] for w in words],
+        drive=drive,
+        harm=harm,
+        carrier=[None] * len(words),
+        kinds=classify(names, drive, harm, config),
+        n_tokens=len(ids),
+    )
 
 
 def classify(

@@ -1,15 +1,19 @@
 """Paper 2's trigger-matched benign data ``D_b``, built from trigger masks.
 
-Each harmful query keeps its *triggers* and loses its *harmful cues* (``refusal_lens.triggers.masks``):
-a cue is replaced by the benign word from ``substitutes`` that the base model finds most
-likely in its place (``rewrite="replace"``, the default), or deleted (``rewrite="delete"``).
-A user with a stronger local chat model can pass ``rewriter(query, mask) -> str`` to write
-more fluent rewrites from the same masks.
+Each harmful query keeps its *triggers* and loses its *harmful cues*
+(``refusal_lens.triggers.masks``): a cue is replaced by the benign word from ``substitutes``
+that the base model finds most likely in its place (``rewrite="replace"``, the default), or
+deleted (``rewrite="delete"``). A user with a stronger local chat model can pass
+``rewriter(query, mask) -> str`` to write more fluent rewrites from the same masks; then the
+rewriter alone writes the text (``method="rewriter"``, ``removed`` = the harmful cues of the
+mask it was given, ``replacements`` empty).
 
-An item is kept only if it is benign by a documented judge (``refusal_lens.triggers.harm``, a probe on
-the base model's residual stream), differs from the harmful query, and the base model answers
-it (greedy answer, no refusal phrase); that answer is stored with it. Every item, kept or not,
-is exported with its mask and scores, so the filtering can be audited.
+An item is kept only if it is benign by a documented judge (``refusal_lens.triggers.harm``, a
+probe on the base model's residual stream), differs from the harmful query, and the base model
+answers it (greedy answer, no refusal phrase); that answer is stored with it. Every item, kept
+or not, is exported with its mask and scores, so the filtering can be audited:
+:meth:`SanitizedData.save` writes ``sanitized.jsonl`` (kept items, a prompt set),
+``rejected.jsonl`` and ``sanitized.json``.
 """
 
 from __future__ import annotations
@@ -17,12 +21,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from refusal_lens.artifacts import atomic_dir, write_json
+from refusal_lens.artifacts import (
+    artifact_meta,
+    json_writer,
+    jsonl_writer,
+    read_meta,
+    save_artifact,
+)
+from refusal_lens.configs import StageConfig
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.generation import generate
 from refusal_lens.models import ModelHandle
@@ -30,6 +42,11 @@ from refusal_lens.scoring import is_refusal
 from refusal_lens.triggers.harm import HarmJudge
 from refusal_lens.triggers.masks import TriggerMask
 
+KIND = "sanitized_data"
+KEPT_NAME = "sanitized.jsonl"  # kept items: a PromptSet (label "borderline"), usable as D_b
+REJECTED_NAME = "rejected.jsonl"  # the other items, with their reasons
+META_NAME = "sanitized.json"  # kind, format, config and the judge's description
+METHODS = ("replace", "delete")
 Rewriter = Callable[[str, TriggerMask], str]
 SUBSTITUTES = (
     # nouns
@@ -47,22 +64,48 @@ SUBSTITUTES = (
 )  # fmt: skip
 
 
-@dataclass
-class SanitizeConfig:
+@dataclass(frozen=True)
+class SanitizeConfig(StageConfig):
+    """How :func:`sanitize` rewrites harmful cues and checks the base model's answer."""
+
     rewrite: str = "replace"  # "replace" (most likely benign substitute) or "delete"
     substitutes: tuple[str, ...] = SUBSTITUTES
     shortlist: int = 6  # substitutes rescored on the whole request
     max_new_tokens: int = 48  # base-model answer checked for refusal
     batch_size: int = 32
 
+    def validate(self) -> None:
+        if self.rewrite not in METHODS:
+            raise RefusalLensError(
+                f"SanitizeConfig.rewrite must be one of {METHODS}, not {self.rewrite!r}; pass a "
+                "rewriter to sanitize() for other rewrites."
+            )
+        if not self.substitutes or not all(
+            isinstance(w, str) and w.strip() for w in self.substitutes
+        ):
+            raise RefusalLensError(
+                "SanitizeConfig.substitutes must be a non-empty tuple of non-empty words, not "
+                f"{self.substitutes!r}; leave it out for the default SUBSTITUTES."
+            )
+        for name in ("shortlist", "max_new_tokens", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise RefusalLensError(
+                    f"SanitizeConfig.{name} must be an integer >= 1, not {value!r}; the "
+                    f"default is {getattr(SanitizeConfig, name)}."
+                )
+
 
 @dataclass
 class SanitizedItem:
+    """One rewritten harmful query with the audit trail of how it was made and judged."""
+
     text: str
     original: str
     category: str
-    removed: list[str]
-    replacements: list[str]
+    method: str  # "replace", "delete" (substitute_cues) or "rewriter" (the user's rewriter)
+    removed: list[str]  # harmful cues taken out (for "rewriter": the cues it was given)
+    replacements: list[str]  # what each removed cue became ("" deleted; [] for "rewriter")
     triggers: list[str]
     word_kinds: list[str]
     refusal_score: float  # of the original, aligned model
@@ -74,29 +117,56 @@ class SanitizedItem:
 
 @dataclass
 class SanitizedData:
+    """The result of :func:`sanitize`: every item (kept or rejected), the config and the
+    judge's :meth:`HarmJudge.describe`."""
+
     items: list[SanitizedItem]
     config: SanitizeConfig = field(default_factory=SanitizeConfig)
-    judge: dict = field(default_factory=dict)
+    judge: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kept(self) -> list[SanitizedItem]:
         return [i for i in self.items if i.kept]
 
     def save(self, folder: str | Path) -> Path:
-        """``sanitized.jsonl`` (kept items, loadable as a prompt set, usable as ``D_b``),
-        ``rejected.jsonl`` (with reasons) and ``config.json``."""
-        with atomic_dir(folder) as tmp:
-            for name, items in (
-                ("sanitized.jsonl", self.kept),
-                ("rejected.jsonl", [i for i in self.items if not i.kept]),
-            ):
-                with open(tmp / name, "w", encoding="utf-8") as f:
-                    for item in items:
-                        record = {"label": "borderline", "source": "sanitized", **asdict(item)}
-                        record["trigger"] = item.triggers[0] if item.triggers else None
-                        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            write_json(tmp / "config.json", {"config": asdict(self.config), "judge": self.judge})
-        return Path(folder)
+        """Write ``sanitized.jsonl`` (kept items, loadable with ``PromptSet.load`` and usable
+        as ``D_b``), ``rejected.jsonl`` (with reasons) and ``sanitized.json`` into ``folder``;
+        other files there are kept. Each record carries its ``index`` in :attr:`items`."""
+        records = [_record(k, item) for k, item in enumerate(self.items)]
+        meta = artifact_meta(KIND, self.config, judge=self.judge)
+        return save_artifact(
+            folder,
+            {
+                KEPT_NAME: jsonl_writer([r for r in records if r["kept"]]),
+                REJECTED_NAME: jsonl_writer([r for r in records if not r["kept"]]),
+                META_NAME: json_writer(meta),
+            },
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SanitizedData:
+        """Read data written by :meth:`save`: every item, kept and rejected, in order."""
+        folder = Path(folder)
+        meta = read_meta(folder, META_NAME, KIND)
+        names = {f.name for f in fields(SanitizedItem)}
+        rows = []
+        for name in (KEPT_NAME, REJECTED_NAME):
+            if not (folder / name).is_file():
+                raise RefusalLensError(
+                    f"{folder} has {META_NAME} but not {name}; save the sanitized data again."
+                )
+            with open(folder / name, encoding="utf-8") as f:
+                rows += [json.loads(x) for x in f if x.strip()]
+        rows.sort(key=lambda r: r["index"])
+        items = [SanitizedItem(**{k: v for k, v in r.items() if k in names}) for r in rows]
+        return cls(items, SanitizeConfig.from_dict(meta["config"]), meta.get("judge", {}))
+
+
+def _record(index: int, item: SanitizedItem) -> dict[str, Any]:
+    """An item as a prompt record (``label``, ``source``, ``trigger``) with its audit fields."""
+    record = {"label": "borderline", "source": "sanitized", "index": index, **asdict(item)}
+    record["trigger"] = item.triggers[0] if item.triggers else None
+    return record
 
 
 def rewrite_text(mask: TriggerMask, replacements: dict[int, str]) -> str:
@@ -167,54 +237,74 @@ def sanitize(
     rewriter: Rewriter | None = None,
     categories: list[str] | None = None,
 ) -> SanitizedData:
-    """Rewrite each masked harmful query into trigger-matched benign data and filter it."""
+    """Rewrite each masked harmful query into trigger-matched benign data and filter it.
+
+    Without ``rewriter``, :func:`substitute_cues` replaces (or deletes) each harmful cue; with
+    one, ``rewriter(query, mask)`` alone writes the text and ``substitute_cues`` is not run."""
     config = config or SanitizeConfig()
-    if config.rewrite not in ("replace", "delete"):
-        raise RefusalLensError(f"rewrite must be 'replace' or 'delete', not {config.rewrite!r}.")
     if not masks:
         raise RefusalLensError("sanitize needs at least one trigger mask.")
-    drafts = []
-    for mask in masks:
-        chosen = substitute_cues(base, mask, config)
-        text = rewrite_text(mask, chosen)
-        if rewriter is not None:
-            text = rewriter(mask.prompt, mask)
-            if not isinstance(text, str) or not text.strip():
-                raise RefusalLensError(
-                    f"The rewriter returned an empty string for {mask.prompt!r}; it must return "
-                    "the rewritten request."
-                )
-        drafts.append((mask, chosen, text.strip()))
-    texts = [d[2] for d in drafts]
+    if categories is not None and len(categories) != len(masks):
+        raise RefusalLensError(
+            f"sanitize got {len(categories)} categories for {len(masks)} masks; pass one "
+            "category per mask or none."
+        )
+    drafts = [_draft(base, mask, config, rewriter) for mask in masks]
+    texts = [d.text for d in drafts]
     p_harm = judge.p_harmful(base, texts).tolist()
     answers = generate(base, texts, config.max_new_tokens, config.batch_size, show_progress=False)
     items = []
-    for k, ((mask, chosen, text), p, answer) in enumerate(
-        zip(drafts, p_harm, answers, strict=True)
-    ):
-        reasons = []
-        if not mask.harmful_cues and rewriter is None:
-            reasons.append("no harmful cue found")
-        if text.strip().lower() == mask.prompt.strip().lower():
-            reasons.append("unchanged")
-        if p >= judge.config.threshold:
-            reasons.append(f"judged harmful (p={p:.2f})")
-        if is_refusal(answer):
-            reasons.append("base model refuses")
-        items.append(
-            SanitizedItem(
-                text=text,
-                original=mask.prompt,
-                category=categories[k] if categories else "",
-                removed=[mask.words[i] for i in sorted(chosen)],
-                replacements=[chosen[i] for i in sorted(chosen)],
-                triggers=mask.triggers,
-                word_kinds=mask.kinds,
-                refusal_score=mask.refusal_score,
-                p_harmful=p,
-                answer=answer,
-                kept=not reasons,
-                reason="; ".join(reasons),
-            )
-        )
+    for k, (draft, p, answer) in enumerate(zip(drafts, p_harm, answers, strict=True)):
+        draft.category = categories[k] if categories else ""
+        draft.p_harmful, draft.answer = p, answer
+        draft.reason = "; ".join(_reasons(draft, masks[k], judge.config.threshold))
+        draft.kept = not draft.reason
+        items.append(draft)
     return SanitizedData(items, config, judge.describe())
+
+
+def _draft(
+    base: ModelHandle, mask: TriggerMask, config: SanitizeConfig, rewriter: Rewriter | None
+) -> SanitizedItem:
+    """The rewrite of one query and its audit trail, before judging (not kept yet)."""
+    if rewriter is None:
+        chosen = substitute_cues(base, mask, config)
+        text = rewrite_text(mask, chosen)
+        method, removed = config.rewrite, [mask.words[i] for i in sorted(chosen)]
+        replacements = [chosen[i] for i in sorted(chosen)]
+    else:
+        text = rewriter(mask.prompt, mask)
+        if not isinstance(text, str) or not text.strip():
+            raise RefusalLensError(
+                f"The rewriter returned an empty string for {mask.prompt!r}; it must return "
+                "the rewritten request."
+            )
+        method, removed, replacements = "rewriter", mask.harmful_cues, []
+    return SanitizedItem(
+        text=text.strip(),
+        original=mask.prompt,
+        category="",
+        method=method,
+        removed=removed,
+        replacements=replacements,
+        triggers=mask.triggers,
+        word_kinds=mask.kinds,
+        refusal_score=mask.refusal_score,
+        p_harmful=float("nan"),
+        answer="",
+        kept=False,
+    )
+
+
+def _reasons(item: SanitizedItem, mask: TriggerMask, threshold: float) -> list[str]:
+    """Why ``item`` is rejected (empty: kept)."""
+    reasons = []
+    if not mask.harmful_cues and item.method != "rewriter":
+        reasons.append("no harmful cue found")
+    if item.text.lower() == mask.prompt.strip().lower():
+        reasons.append("unchanged")
+    if item.p_harmful >= threshold:
+        reasons.append(f"judged harmful (p={item.p_harmful:.2f})")
+    if is_refusal(item.answer):
+        reasons.append("base model refuses")
+    return reasons

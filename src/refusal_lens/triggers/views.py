@@ -7,15 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from refusal_lens.plots import pyplot, save_figure
+from refusal_lens.triggers.masks import LexiconEntry
 
 KIND_COLORS = {"trigger": "tab:orange", "harmful_cue": "tab:red", "neutral": "tab:gray"}
 
 
 def plot_lexicon(
-    lexicon: Sequence[Any], path: str | Path | None = None, top: int = 30, title: str = ""
+    lexicon: Sequence[LexiconEntry], path: str | Path | None = None, top: int = 30, title: str = ""
 ) -> Any:
-    """The ranked trigger lexicon: carrier effect per word, coloured by kind, with the number
-    of requests in which it has that kind (``LexiconEntry`` rows from ``refusal_lens.triggers``)."""
+    """The first ``top`` entries of the ranked trigger lexicon: carrier effect per word,
+    coloured by kind, with the number of requests in which it has that kind. Saved to ``path``
+    when given; returns the figure."""
     plt = pyplot()
     rows = list(lexicon)[:top][::-1]
     fig, ax = plt.subplots(figsize=(6.5, 0.22 * len(rows) + 1.2))

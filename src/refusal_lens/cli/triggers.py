@@ -1,0 +1,161 @@
+"""Commands of the triggers stage: ``harm-judge`` (fit and save the harm probe), ``triggers``
+(trigger masks and lexicon of refused requests) and ``sanitize`` (trigger-matched benign data
+from saved masks)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from refusal_lens.cli.common import (
+    HarmJudgeOpt,
+    Loader,
+    ModelArg,
+    OutOpt,
+    PromptsArg,
+    Sampler,
+    app,
+    model_options,
+    prompt_options,
+    say,
+)
+from refusal_lens.cli.options import config_options
+from refusal_lens.configs import StageConfig
+
+BaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base",
+        metavar="MODEL",
+        help="The model the harm judge reads (it was fitted on it); default: MODEL itself.",
+    ),
+]
+
+
+@app.command("harm-judge")
+@model_options
+@prompt_options(seed=False)
+@config_options("refusal_lens.triggers.harm:HarmJudgeConfig")
+def harm_judge(
+    model: ModelArg,
+    out: OutOpt,
+    harmful: Annotated[str, typer.Option(help="Prompt spec of the harmful class.")] = "harmful",
+    benign: Annotated[
+        list[str], typer.Option(help="Prompt spec(s) of the benign class; repeat for several.")
+    ] = ["harmless", "borderline"],  # noqa: B006 (typer reads the default, never mutates it)
+    *,
+    load: Loader,
+    pick: Sampler,
+    config: StageConfig,
+) -> None:
+    """Fit the harm judge (a probe on the model's residual stream) and save it.
+
+    Fit it on the base model, with benign look-alikes (borderline) among the benign prompts.
+    Writes harm_judge.{safetensors,json}; --n samples each prompt set (seed: --seed).
+    """
+    from refusal_lens.triggers.harm import fit_harm_judge
+
+    pick = replace(pick, seed=config.seed)
+    benign_set = pick(benign[0])
+    for spec in benign[1:]:
+        benign_set = benign_set + pick(spec)
+    judge = fit_harm_judge(load(model), pick(harmful), benign_set, config)
+    judge.save(out)
+    say(
+        f"harm judge: layer {judge.layer}, held-out accuracy {judge.val_accuracy:.2f}, "
+        f"threshold {judge.config.threshold:g}"
+    )
+    say(f"wrote harm_judge.safetensors and harm_judge.json to {out}/")
+
+
+@app.command()
+@model_options
+@prompt_options()
+@config_options("refusal_lens.triggers.masks:TriggerConfig")
+def triggers(
+    model: ModelArg,
+    prompts: PromptsArg,
+    harm_judge: HarmJudgeOpt,
+    out: OutOpt,
+    base: BaseOpt = None,
+    *,
+    load: Loader,
+    pick: Sampler,
+    config: StageConfig,
+) -> None:
+    """Which words of each refused request drive the refusal: harmful cues and triggers.
+
+    MODEL is the (aligned) model that refuses; --base the model the --harm-judge reads.
+    Writes masks.jsonl, lexicon.json (the ranked trigger lexicon), triggers.json and
+    lexicon.png.
+    """
+    from refusal_lens.triggers.harm import HarmJudge
+    from refusal_lens.triggers.masks import trigger_masks
+
+    judge = HarmJudge.load(harm_judge)
+    handle = load(model)
+    base_handle = handle if base is None else load(base)
+    masks = trigger_masks(handle, pick(prompts), base_handle, judge, config)
+    masks.save(out)
+    _plot_lexicon(masks.lexicon, out / "lexicon.png")
+    _print_masks(masks)
+    say(f"wrote masks.jsonl, lexicon.json and triggers.json to {out}/")
+
+
+def _plot_lexicon(lexicon: list, path: Path) -> None:
+    if not lexicon:
+        return
+    from refusal_lens.plots import pyplot
+    from refusal_lens.triggers.views import plot_lexicon
+
+    pyplot().close(plot_lexicon(lexicon, path))
+
+
+def _print_masks(masks: Any) -> None:
+    rows = masks.masks
+    say(
+        f"{len(rows)} requests: {sum(m.refusal_score > 0 for m in rows)} refused, "
+        f"{sum(bool(m.harmful_cues) for m in rows)} with a harmful cue, "
+        f"{sum(bool(m.triggers) for m in rows)} with a trigger"
+    )
+    for entry in masks.lexicon[:10]:
+        say(
+            f"  {entry.word:<16} {entry.kind:<12} carrier {entry.carrier_effect:+.2f} "
+            f"in {entry.n_requests} request(s)"
+        )
+
+
+@app.command()
+@model_options
+@config_options("refusal_lens.triggers.sanitize:SanitizeConfig")
+def sanitize(
+    model: Annotated[str, typer.Argument(help="Model spec of the base model (answers)")],
+    masks: Annotated[
+        Path, typer.Option("--masks", metavar="DIR", help="Folder written by `triggers`.")
+    ],
+    harm_judge: HarmJudgeOpt,
+    out: OutOpt,
+    *,
+    load: Loader,
+    config: StageConfig,
+) -> None:
+    """Rewrite the masked requests into trigger-matched benign data, judged and filtered.
+
+    Harmful cues are replaced (or deleted), triggers kept; a rewrite is kept when the
+    --harm-judge calls it benign and MODEL (the base model) answers it. Writes
+    sanitized.jsonl (a prompt set, usable as align --benign), rejected.jsonl, sanitized.json.
+    """
+    from refusal_lens.triggers.harm import HarmJudge
+    from refusal_lens.triggers.masks import TriggerMasks
+    from refusal_lens.triggers.sanitize import sanitize as run_sanitize
+
+    saved = TriggerMasks.load(masks)
+    data = run_sanitize(load(model), saved.masks, HarmJudge.load(harm_judge), config)
+    data.save(out)
+    say(f"kept {len(data.kept)} of {len(data.items)} rewrites")
+    for item in data.items[:5]:
+        say(f"  {'kept    ' if item.kept else 'rejected'} {item.text!r} {item.reason}")
+    say(f"wrote sanitized.jsonl, rejected.jsonl and sanitized.json to {out}/")
