@@ -38,7 +38,7 @@ from refusal_lens.models import load_model
 ec = experiments_common()
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=ec.model_spec, default=ec.DEFAULT_MODEL)
     parser.add_argument("--batches", type=int, default=8)
@@ -48,11 +48,13 @@ def main() -> None:
     parser.add_argument("--data", type=ec.project_path, default=ec.DATA)
     parser.add_argument("--out", type=ec.project_path, help="write the timings as JSON")
     ec.add_smoke_flag(parser)
-    args = ec.parse(parser, smoke={"batches": 2}, smoke_out="align_benchmark.json")
-    config = AlignConfig.organism(mode=args.mode, **(ec.SMOKE_ALIGN if args.smoke else {}))
-    handle = load_model(args.model, device=args.device, dtype=args.dtype)
+    return ec.parse(parser, smoke={"batches": 2}, smoke_out="align_benchmark.json")
+
+
+def training_batches(handle, config: AlignConfig, n_batches: int, device: str):
+    """Tokenized rows of the recipe's examples (benign answers: a fixed stand-in of answer
+    length, so the benchmark needs no generation), cut into ``n_batches`` mixed batches."""
     harmful, benign = training_prompts(config)
-    # benign answers: a fixed stand-in of answer length, so the benchmark needs no generation
     examples = harmful_examples(harmful, False, 0) + [
         Example(p.text, "Here is a short and helpful answer to your question, step by step.", False)
         for p in benign
@@ -61,19 +63,20 @@ def main() -> None:
     rows = tokenize_examples(handle.chat, examples, eos)
     flags = [e.harmful for e in examples]
     pad = handle.tokenizer.pad_token_id
-    model = trainable_model(handle.path, config, handle.dtype, handle.device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    n_h = sum(flags)
     batches = []
-    for b in range(args.batches):
+    for b in range(n_batches):
         idx = list(range(b * config.batch_size, (b + 1) * config.batch_size))
         idx = [(i * 7) % len(rows) for i in idx]  # a mix of harmful and benign rows
-        batches.append(
-            collate([rows[i] for i in idx], [flags[i] for i in idx], pad).to(args.device)
-        )
+        batches.append(collate([rows[i] for i in idx], [flags[i] for i in idx], pad).to(device))
+    return batches, sum(flags), len(rows)
+
+
+def time_steps(model, config: AlignConfig, batches, n_h: int, n_rows: int, device: str) -> dict:
+    """Our training step against a plain HF forward+backward (logits at every position)."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
     def ours(batch) -> None:
-        w = example_weights(batch.harmful, config.alpha, n_h, len(rows) - n_h)
+        w = example_weights(batch.harmful, config.alpha, n_h, n_rows - n_h)
         loss = (answer_loss(model, batch) * w).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -86,7 +89,7 @@ def main() -> None:
         out.loss.backward()
 
     def sync() -> None:
-        if args.device.startswith("cuda"):
+        if device.startswith("cuda"):
             torch.cuda.synchronize()
 
     ours(batches[0]), plain(batches[0])  # warm-up
@@ -98,6 +101,16 @@ def main() -> None:
             fn(batch)
             sync()
             times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    args = arguments()
+    config = AlignConfig.organism(mode=args.mode, **(ec.SMOKE_ALIGN if args.smoke else {}))
+    handle = load_model(args.model, device=args.device, dtype=args.dtype)
+    batches, n_h, n_rows = training_batches(handle, config, args.batches, args.device)
+    model = trainable_model(handle.path, config, handle.dtype, handle.device)
+    times = time_steps(model, config, batches, n_h, n_rows, args.device)
     tokens = statistics.mean(int(b.attention_mask.sum()) for b in batches)
     t_ours, t_plain = statistics.median(times["ours"]), statistics.median(times["plain"])
     print(

@@ -46,7 +46,7 @@ def make_prompts(n: int, seq_len: int | None) -> list[str]:
     return texts
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=ec.model_spec, default=ec.DEFAULT_MODEL)
     parser.add_argument("--random-arch", choices=sorted(RANDOM_ARCHS))
@@ -62,10 +62,85 @@ def main() -> None:
     parser.add_argument("--out", type=ec.project_path, help="write the timings as JSON")
     ec.add_smoke_flag(parser)
     smoke = {"n_prompts": 8, "batch_size": 4, "repeats": 1}
-    args = ec.parse(parser, smoke=smoke, smoke_out="collect_benchmark.json")
-    dtype = getattr(torch, args.dtype)
+    return ec.parse(parser, smoke=smoke, smoke_out="collect_benchmark.json")
 
+
+def runners(handle, hf, texts: list[str], batches: list, batch_size: int) -> dict:
+    """The three timed calls: collect_residuals, the HF forward with hidden states, and the
+    same without the unembedding (isolates the bridge's overhead)."""
     from refusal_lens.activations import CollectConfig, collect_residuals
+
+    def run_collect() -> None:
+        collect_residuals(handle, texts, CollectConfig(batch_size=batch_size), show_progress=False)
+
+    def run_hf(body: bool) -> None:
+        forward = hf.model if body else hf
+        with torch.inference_mode():
+            for b in batches:
+                forward(
+                    input_ids=b.input_ids,
+                    attention_mask=b.attention_mask,
+                    output_hidden_states=True,
+                )
+
+    return {
+        "collect": run_collect,
+        "hf": lambda: run_hf(False),
+        "hf_body": lambda: run_hf(True),
+    }
+
+
+def time_runs(runs: dict, repeats: int, device: str) -> dict[str, list[float]]:
+    """Each call once to warm up, then ``repeats`` interleaved timed rounds."""
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def report(args, label: str, handle, n_texts: int, n_tokens: int, times: dict) -> None:
+    t_collect, t_hf = statistics.median(times["collect"]), statistics.median(times["hf"])
+    t_body = statistics.median(times["hf_body"])
+    print(
+        f"model={label} device={args.device} dtype={args.dtype} prompts={n_texts} "
+        f"batch={args.batch_size} tokens={n_tokens} layers={handle.n_layers} "
+        f"positions={handle.chat.n_post}"
+    )
+    print(f"collect_residuals: {t_collect:.3f} s  ({n_tokens / t_collect:,.0f} tokens/s)")
+    print(f"HF forward (output_hidden_states): {t_hf:.3f} s  ({n_tokens / t_hf:,.0f} tokens/s)")
+    print(f"HF body without lm_head (output_hidden_states): {t_body:.3f} s")
+    print(f"ratio collect/HF = {t_collect / t_hf:.3f}  (target <= 1.10)")
+    print(f"ratio collect/HF body = {t_collect / t_body:.3f}  (bridge overhead, unembedding aside)")
+    if args.out:
+        from refusal_lens.artifacts import write_json
+
+        write_json(
+            args.out,
+            {
+                "model": label,
+                "device": args.device,
+                "dtype": args.dtype,
+                "prompts": n_texts,
+                "batch_size": args.batch_size,
+                "tokens": n_tokens,
+                "layers": handle.n_layers,
+                "times_s": times,
+                "ratio_collect_hf": t_collect / t_hf,
+                "ratio_collect_hf_body": t_collect / t_body,
+            },
+        )
+
+
+def main() -> None:
+    args = arguments()
+    dtype = getattr(torch, args.dtype)
     from refusal_lens.prompts import length_sorted_batches
 
     if args.random_arch:
@@ -81,72 +156,10 @@ def main() -> None:
         for idx in length_sorted_batches(lengths, args.batch_size)
     ]
     n_tokens = sum(int(b.attention_mask.sum()) for b in batches)
-
-    def run_collect() -> None:
-        collect_residuals(
-            handle, texts, CollectConfig(batch_size=args.batch_size), show_progress=False
-        )
-
-    def run_hf() -> None:
-        with torch.inference_mode():
-            for b in batches:
-                hf(
-                    input_ids=b.input_ids,
-                    attention_mask=b.attention_mask,
-                    output_hidden_states=True,
-                )
-
-    def run_hf_body() -> None:  # the same without the unembedding: isolates bridge overhead
-        with torch.inference_mode():
-            for b in batches:
-                hf.model(
-                    input_ids=b.input_ids,
-                    attention_mask=b.attention_mask,
-                    output_hidden_states=True,
-                )
-
-    runs = {"collect": run_collect, "hf": run_hf, "hf_body": run_hf_body}
-    for fn in runs.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            sync(args.device)
-            start = time.perf_counter()
-            fn()
-            sync(args.device)
-            times[name].append(time.perf_counter() - start)
-    t_collect, t_hf = statistics.median(times["collect"]), statistics.median(times["hf"])
-    label = args.random_arch or args.model
-    print(
-        f"model={label} device={args.device} dtype={args.dtype} prompts={len(texts)} "
-        f"batch={args.batch_size} tokens={n_tokens} layers={handle.n_layers} "
-        f"positions={handle.chat.n_post}"
+    times = time_runs(
+        runners(handle, hf, texts, batches, args.batch_size), args.repeats, args.device
     )
-    print(f"collect_residuals: {t_collect:.3f} s  ({n_tokens / t_collect:,.0f} tokens/s)")
-    print(f"HF forward (output_hidden_states): {t_hf:.3f} s  ({n_tokens / t_hf:,.0f} tokens/s)")
-    t_body = statistics.median(times["hf_body"])
-    print(f"HF body without lm_head (output_hidden_states): {t_body:.3f} s")
-    print(f"ratio collect/HF = {t_collect / t_hf:.3f}  (target <= 1.10)")
-    print(f"ratio collect/HF body = {t_collect / t_body:.3f}  (bridge overhead, unembedding aside)")
-    if args.out:
-        from refusal_lens.artifacts import write_json
-
-        write_json(
-            args.out,
-            {
-                "model": label,
-                "device": args.device,
-                "dtype": args.dtype,
-                "prompts": len(texts),
-                "batch_size": args.batch_size,
-                "tokens": n_tokens,
-                "layers": handle.n_layers,
-                "times_s": times,
-                "ratio_collect_hf": t_collect / t_hf,
-                "ratio_collect_hf_body": t_collect / t_body,
-            },
-        )
+    report(args, args.random_arch or args.model, handle, len(texts), n_tokens, times)
 
 
 if __name__ == "__main__":

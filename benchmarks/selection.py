@@ -59,7 +59,7 @@ def timed(device: str, fn):
     return result, time.perf_counter() - start
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model", type=ec.model_spec, default=ec.DEFAULT_MODEL, help="aligned first"
@@ -77,25 +77,15 @@ def main() -> None:
     parser.add_argument("--out", type=ec.project_path, help="Write both candidate tables as JSON")
     ec.add_smoke_flag(parser)
     smoke = {"n_train": 8, "n_val": 4, "n_harmless": 16, "batch_size": 8, "top_k": 2}
-    args = ec.parse(parser, smoke=smoke, smoke_out="select_benchmark.json")
+    return ec.parse(parser, smoke=smoke, smoke_out="select_benchmark.json")
 
-    from refusal_lens.directions import SelectConfig, diff_in_means, select_direction
-    from refusal_lens.directions.find import train_val_split
-    from refusal_lens.prompts import load_prompts
 
-    torch.manual_seed(0)
-    model, harmless_spec = load(args)
-    split = lambda spec: train_val_split(load_prompts(spec), args.n_train, args.n_val, 0)  # noqa: E731
-    (h_train, h_val), (b_train, b_val) = split("harmful"), split(harmless_spec)
-    candidates, t_extract = timed(
-        args.device, lambda: diff_in_means(model, h_train, b_train, show_progress=False)
-    )
+def select_timed(args, model, candidates, h_val, b_val, t_extract: float):
+    """Selection with the screen (``top_k``) and, unless skipped, exhaustively; timed."""
+    from refusal_lens.directions import SelectConfig, select_direction
+
     results, times = {}, {}
-    runs = (
-        {"screened": args.top_k}
-        if args.skip_exhaustive
-        else {"screened": args.top_k, "exhaustive": 0}
-    )
+    runs = {"screened": args.top_k} | ({} if args.skip_exhaustive else {"exhaustive": 0})
     for name, top_k in runs.items():
         config = SelectConfig(top_k=top_k, batch_size=args.batch_size)
         results[name], t = timed(
@@ -112,26 +102,49 @@ def main() -> None:
             f"{d.position}, bypass {d.scores['bypass']:.2f}, induce {d.scores['induce']:.2f}, "
             f"KL {d.scores['kl']:.3f}{' (fallback)' if results[name].fallback else ''}"
         )
+    return results, times
+
+
+def compare(results: dict, times: dict) -> None:
+    """The time ratio, and where the exhaustive choice ranks in the screen."""
+    screened, exhaustive = results["screened"].direction, results["exhaustive"].direction
+    ranking = sorted(
+        (c for c in results["screened"].table if c.screen_bypass is not None),
+        key=lambda c: c.screen_bypass,
+    )
+    rank = next(
+        i
+        for i, c in enumerate(ranking, 1)
+        if (c.layer, c.position) == (exhaustive.layer, exhaustive.position)
+    )
+    same = (screened.layer, screened.position) == (exhaustive.layer, exhaustive.position)
+    print(
+        f"ratio screened / exhaustive time: {times['screened'] / times['exhaustive']:.3f}; "
+        f"same choice: {same}; exhaustive choice ranks {rank} of {len(ranking)} in the screen"
+    )
+
+
+def main() -> None:
+    args = arguments()
+    from refusal_lens.directions import diff_in_means
+    from refusal_lens.directions.find import train_val_split
+    from refusal_lens.prompts import load_prompts
+
+    torch.manual_seed(0)
+    model, harmless_spec = load(args)
+    split = lambda spec: train_val_split(load_prompts(spec), args.n_train, args.n_val, 0)  # noqa: E731
+    (h_train, h_val), (b_train, b_val) = split("harmful"), split(harmless_spec)
+    candidates, t_extract = timed(
+        args.device, lambda: diff_in_means(model, h_train, b_train, show_progress=False)
+    )
+    results, times = select_timed(args, model, candidates, h_val, b_val, t_extract)
     print(f"model {model.model_id} on {args.device} {args.dtype}, {model.n_layers} layers")
     if "exhaustive" in results:
-        screened, exhaustive = results["screened"].direction, results["exhaustive"].direction
-        ranking = sorted(
-            (c for c in results["screened"].table if c.screen_bypass is not None),
-            key=lambda c: c.screen_bypass,
-        )
-        rank = next(
-            i
-            for i, c in enumerate(ranking, 1)
-            if (c.layer, c.position) == (exhaustive.layer, exhaustive.position)
-        )
-        same = (screened.layer, screened.position) == (exhaustive.layer, exhaustive.position)
-        print(
-            f"ratio screened / exhaustive time: {times['screened'] / times['exhaustive']:.3f}; "
-            f"same choice: {same}; exhaustive choice ranks {rank} of {len(ranking)} in the screen"
-        )
+        compare(results, times)
     if args.out:
         from refusal_lens.artifacts import write_json
 
+        tables = {k: {"message": r.message, "candidates": r.table} for k, r in results.items()}
         write_json(
             args.out,
             {
@@ -139,9 +152,7 @@ def main() -> None:
                 "extract_s": t_extract,
                 "model": model.model_id,
                 "device": args.device,
-                "results": {
-                    k: {"message": r.message, "candidates": r.table} for k, r in results.items()
-                },
+                "results": tables,
             },
         )
         print(json.dumps(times))

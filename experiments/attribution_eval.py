@@ -56,7 +56,13 @@ from common import (
 )
 
 from refusal_lens.artifacts import write_json
-from refusal_lens.attribution.methods import METHODS, TokenAttribution, attribute, scores_without
+from refusal_lens.attribution.methods import (
+    METHODS,
+    AttributionConfig,
+    TokenAttribution,
+    attribute,
+    scores_without,
+)
 from refusal_lens.directions import Direction
 from refusal_lens.evaluation import held_out, training_prompts_of
 from refusal_lens.models import ModelHandle, load_model
@@ -358,6 +364,63 @@ def markdown(results: dict) -> str:
 # --- measurement -----------------------------------------------------------------------------
 
 
+def refused_prompts(model, seen: list[str], args) -> tuple[list[tuple[str, Prompt]], dict]:
+    """Step 1: prompts the aligned model refuses and was not trained on, per source."""
+    prompts: list[tuple[str, Prompt]] = []
+    selection = {}
+    for name, spec in SOURCES.items():
+        kept, selection[name] = refused_sample(model, load_prompts(spec), seen, args.n, args.seed)
+        prompts += [(name, p) for p in kept]
+        print(name, selection[name])
+    return prompts, selection
+
+
+def timed_attributions(model, texts: list[str], direction, args) -> tuple[dict, dict]:
+    """Step 2: every method over all prompts, timed per prompt after one warm-up prompt."""
+    attributions: dict[str, list[TokenAttribution]] = {}
+    seconds = {}
+    for method in METHODS:
+        config = AttributionConfig(method, steps=args.steps, attribute_unrefused=True)
+        attribute(model, texts[:1], config, direction=direction)
+        t0 = time.perf_counter()
+        attributions[method] = list(attribute(model, texts, config, direction=direction))
+        seconds[method] = (time.perf_counter() - t0) / len(texts)
+        print(f"{method}: {seconds[method]:.2f} s/prompt")
+    return attributions, seconds
+
+
+def prompt_detail(model, source: str, p: Prompt, attributions: dict, args, rng) -> dict:
+    """Step 3, one prompt: deletion curves of every method and of random draws, and the
+    trigger labels."""
+    a = attributions["occlusion"]
+    labels, why = trigger_labels(model, a, p.trigger)
+    scores = {m: attributions[m].scores for m in METHODS}
+    sets = {m: deletion_sets(s, args.k_max) for m, s in scores.items()}
+    draws = random_sets(len(a.tokens), args.k_max, args.draws, rng)
+    sets.update({f"random{d}": ds for d, ds in enumerate(draws)})
+    trigger = [j for j, y in enumerate(labels or []) if y]
+    if trigger and len(trigger) < len(a.tokens):
+        sets["trigger"] = [trigger]
+    after = deletions(model, p.text, sets)
+    random_after = np.mean([after[f"random{d}"] for d in range(args.draws)], axis=0)
+    return {
+        "source": source,
+        "prompt": p.text,
+        "trigger": p.trigger,
+        "tokens": a.tokens,
+        "labels": labels,
+        "label_note": why,
+        "refusal_score": after["base"],
+        "scores": {m: s.tolist() for m, s in scores.items()},
+        "deleted": {m: sets[m] for m in METHODS},
+        "after": {m: after[m] for m in METHODS} | {"random": random_after.tolist()},
+        "trigger_after": after["trigger"][0] if "trigger" in after else None,
+        # occlusion's top-1 deletion is its largest score, by definition
+        "occlusion_k1_check": float(scores["occlusion"].max())
+        - (after["base"] - after["occlusion"][0]),
+    }
+
+
 def measure(args) -> dict:
     start, load = time.time(), os.getloadavg()[0]
     torch.manual_seed(args.seed)
@@ -368,60 +431,12 @@ def measure(args) -> dict:
     if args.direction is None:  # smoke mode
         args.direction = smoke_direction(model, args.out / "direction")
     direction = Direction.load(args.direction)
-    seen = training_prompts_of(model)
-
-    # 1. prompts the aligned model refuses and was not trained on
-    prompts: list[tuple[str, Prompt]] = []
-    selection = {}
-    for name, spec in SOURCES.items():
-        kept, selection[name] = refused_sample(model, load_prompts(spec), seen, args.n, args.seed)
-        prompts += [(name, p) for p in kept]
-        print(name, selection[name])
-    texts = [p.text for _, p in prompts]
-
-    # 2. attribution, each method timed over all prompts (after one warm-up prompt)
-    attributions: dict[str, list[TokenAttribution]] = {}
-    seconds = {}
-    for method in METHODS:
-        kwargs = {"direction": direction, "steps": args.steps, "attribute_unrefused": True}
-        attribute(model, texts[:1], method, **kwargs)
-        t0 = time.perf_counter()
-        attributions[method] = attribute(model, texts, method, **kwargs)
-        seconds[method] = (time.perf_counter() - t0) / len(texts)
-        print(f"{method}: {seconds[method]:.2f} s/prompt")
-
-    # 3. deletion curves and trigger labels, per prompt
-    details = []
-    for i, (source, p) in enumerate(prompts):
-        a = attributions["occlusion"][i]
-        labels, why = trigger_labels(model, a, p.trigger)
-        scores = {m: attributions[m][i].scores for m in METHODS}
-        sets = {m: deletion_sets(s, args.k_max) for m, s in scores.items()}
-        draws = random_sets(len(a.tokens), args.k_max, args.draws, rng)
-        sets.update({f"random{d}": ds for d, ds in enumerate(draws)})
-        trigger = [j for j, y in enumerate(labels or []) if y]
-        if trigger and len(trigger) < len(a.tokens):
-            sets["trigger"] = [trigger]
-        after = deletions(model, p.text, sets)
-        random_after = np.mean([after[f"random{d}"] for d in range(args.draws)], axis=0)
-        details.append(
-            {
-                "source": source,
-                "prompt": p.text,
-                "trigger": p.trigger,
-                "tokens": a.tokens,
-                "labels": labels,
-                "label_note": why,
-                "refusal_score": after["base"],
-                "scores": {m: s.tolist() for m, s in scores.items()},
-                "deleted": {m: sets[m] for m in METHODS},
-                "after": {m: after[m] for m in METHODS} | {"random": random_after.tolist()},
-                "trigger_after": after["trigger"][0] if "trigger" in after else None,
-                # occlusion's top-1 deletion is its largest score, by definition
-                "occlusion_k1_check": float(scores["occlusion"].max())
-                - (after["base"] - after["occlusion"][0]),
-            }
-        )
+    prompts, selection = refused_prompts(model, training_prompts_of(model), args)
+    attributions, seconds = timed_attributions(model, [p.text for _, p in prompts], direction, args)
+    details = [
+        prompt_detail(model, source, p, {m: attributions[m][i] for m in METHODS}, args, rng)
+        for i, (source, p) in enumerate(prompts)
+    ]
     return {
         "config": vars(args) | {"command": command_line()},
         "model": str(model.path),

@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import os
 import platform
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -205,3 +206,26 @@ def smoke_refuser(model):
     from dataclasses import replace
 
     return replace(model, refusal_tokens=list(range(1, 3 * len(model.tokenizer) // 5)))
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.0f} ± {100 * sd:.0f}"
+
+
+def seeds_table(results: dict[str, list[dict]], judge: str, label: str = "model") -> str:
+    """Markdown: one row per condition, mean ± sd over its seeds of RR per benign set, ASR per
+    harmful set and the combined score (each run an ``EvalResult.to_dict()``)."""
+    first = next(iter(results.values()))[0]["sets"]
+    benign = [s for s, r in first.items() if r["kind"] == "benign"]
+    harmful = [s for s, r in first.items() if r["kind"] == "harmful"]
+    head = [label, *(f"RR {s}" for s in benign), *(f"ASR {s}" for s in harmful), "combined"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for label, runs in results.items():
+        cells = [mean_sd([r["sets"][s][judge] for r in runs]) for s in benign + harmful]
+        comb = [r["combined"][judge] for r in runs]
+        sd = statistics.stdev(comb) if len(comb) > 1 else 0.0
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | {statistics.mean(comb):.2f} ± {sd:.2f} |"
+        )
+    return "\n".join(lines)

@@ -77,17 +77,18 @@ def table(results: dict, sets: list[str]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
-def main() -> None:
+def arguments():
     cli = parser(__doc__, n=64, alpha=0.5, max_new_tokens=32)
     cli.add_argument("--lambdas", type=float, nargs="+", default=[1.0, 0.8, 0.6])
     cli.add_argument("--n-train", type=int, default=128, help="direction train prompts per class")
     cli.add_argument("--n-val", type=int, default=32, help="validation prompts per class")
     cli.add_argument("--top-k", type=int, default=8, help="candidates fully scored")
     smoke = {"n": 4, "max_new_tokens": 4, "lambdas": [1.0], "n_train": 8, "n_val": 4, "top_k": 2}
-    args = parse(cli, smoke=smoke)
-    torch.manual_seed(0)
-    start = time.time()
-    model = load_model(str(organism(args.model, args.alpha, smoke=args.smoke)), device="cpu")
+    return parse(cli, smoke=smoke)
+
+
+def select(args, model):
+    """The refusal direction, with every layer at its position scored in full (the figure)."""
     config = DirectionConfig(
         harmless="alpaca",
         n_train=args.n_train,
@@ -96,9 +97,6 @@ def main() -> None:
     )
     selection = find_direction(model, config, show_progress=False)
     r = selection.direction
-    print(selection.message, f"({time.time() - start:.0f} s)")
-
-    # every layer at the chosen position, scored in full, for the figure
     todo = [
         (c.layer, c.position)
         for c in selection.table
@@ -111,16 +109,20 @@ def main() -> None:
     for c in selection.table:
         if (c.layer, c.position) in scores:
             c.bypass, c.induce, c.kl = scores[(c.layer, c.position)]
+    return selection
+
+
+def interventions(args, model, selection):
+    """Refusal rates under each edit, the w' directions, the KL and the steering curve."""
+    r = selection.direction
     used = [t for texts in selection.prompts.values() for t in texts]
     sets, borderline_train = eval_sets(args, model, used)
-
     tokens = args.max_new_tokens
     results = {"no edit": rates(model, sets, contextlib.nullcontext(), tokens)}
     results["ablate r"] = rates(model, sets, ablate(model, r), tokens)
     results["add r (coef 1)"] = rates(model, sets, add(model, r, 1.0), tokens)
-    harmless_ref = held_out(load_prompts("alpaca"), training_prompts_of(model) + used, 100, seed=2)[
-        0
-    ]
+    seen = training_prompts_of(model) + used
+    harmless_ref = held_out(load_prompts("alpaca"), seen, 100, seed=2)[0]
     w_dirs = {}
     for lam in args.lambdas:
         w = false_refusal_vector(model, borderline_train, harmless_ref, r, lam, show_progress=False)
@@ -129,9 +131,11 @@ def main() -> None:
     kl = ablation_kl(model, sets["Alpaca"], r)
     curve_sets = {k: sets[k] for k in ("Alpaca", "AdvBench", "XSTest-safe")}
     curve = steering_curve(model, curve_sets, r, COEFS)
-    print(results, kl)
+    return list(sets), results, w_dirs, kl, curve
 
-    out = args.out
+
+def write_outputs(args, selection, names, results, w_dirs, kl, curve, start: float) -> str:
+    out, r = args.out, selection.direction
     selection.save(out / "direction")
     plt.close(plot_selection(selection, out / "directions_selection.png"))
     plt.close(plot_steering(COEFS, curve, out / "directions_steering.png"))
@@ -149,7 +153,6 @@ def main() -> None:
             "minutes": (time.time() - start) / 60,
         },
     )
-    names = list(sets)
     text = (
         f"Aligned SmolLM2-135M-Instruct (α = {args.alpha}); refusal direction at layer "
         f"{r.layer}, position {r.position} ({selection.message})\n\n"
@@ -161,7 +164,19 @@ def main() -> None:
         + f"{(time.time() - start) / 60:.0f} min.\n"
     )
     write_text(out / "directions.md", text)
-    print(text)
+    return text
+
+
+def main() -> None:
+    args = arguments()
+    torch.manual_seed(0)
+    start = time.time()
+    model = load_model(str(organism(args.model, args.alpha, smoke=args.smoke)), device="cpu")
+    selection = select(args, model)
+    print(selection.message, f"({time.time() - start:.0f} s)")
+    names, results, w_dirs, kl, curve = interventions(args, model, selection)
+    print(results, kl)
+    print(write_outputs(args, selection, names, results, w_dirs, kl, curve, start))
 
 
 if __name__ == "__main__":

@@ -49,21 +49,19 @@ from common import (
     parse,
     parser,
     project_path,
+    seeds_table,
     smoke_direction,
     write_text,
 )
-from trigger_alignment import table as alignment_table
 
 from refusal_lens.alignment import AlignConfig, align
 from refusal_lens.artifacts import write_json
-from refusal_lens.boundary.candidates import WORDS, Candidate
+from refusal_lens.boundary.candidates import WORDS
 from refusal_lens.boundary.geometry import GeometryConfig, read_layers
 from refusal_lens.boundary.rass import (
-    META_NAME,
     SELECTED_NAME,
     RASSConfig,
     RASSResult,
-    harm_scorer,
     rass,
 )
 from refusal_lens.boundary.views import plot_rass_margins
@@ -72,7 +70,7 @@ from refusal_lens.evaluation import EvalConfig, evaluate
 from refusal_lens.models import ModelHandle, load_model
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.scoring import refusal_rate
-from refusal_lens.triggers.harm import fit_harm_judge
+from refusal_lens.triggers.harm import fit_harm_judge, harm_scorer
 from refusal_lens.triggers.masks import load_lexicon
 
 # from the project root
@@ -168,20 +166,6 @@ def by_generator(result: RASSResult) -> list[dict]:
     ]
 
 
-def load_rass(folder: Path) -> RASSResult:
-    """The RASS run saved in ``folder``, also one saved before the artifact layout
-    (``config.json`` and ``candidates.jsonl``, the harm judge's threshold in its config)."""
-    if (folder / META_NAME).is_file() or not (folder / "config.json").is_file():
-        return RASSResult.load(folder)
-    meta = json.loads((folder / "config.json").read_text())
-    with (folder / "candidates.jsonl").open(encoding="utf-8") as f:
-        candidates = [Candidate.from_record(json.loads(line)) for line in f]
-    judge = meta.get("judge", {})
-    scorer = judge | {"threshold": judge.get("config", {}).get("threshold", 0.5)}
-    config = RASSConfig.from_dict(meta["config"])
-    return RASSResult(candidates, config, meta["model"], meta["direction"], scorer)
-
-
 def arguments() -> argparse.Namespace:
     cli = parser(__doc__, n=64, max_new_tokens=32)
     cli.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -200,7 +184,7 @@ def arguments() -> argparse.Namespace:
 def report_only(args: argparse.Namespace) -> None:
     """Rewrite the tables from ``rass_eval.json`` and the saved RASS run."""
     record = json.loads((args.out / "rass_eval.json").read_text())
-    result = load_rass(args.out / "rass")
+    result = RASSResult.load(args.out / "rass")
     record["benign"]["hand labels, RASS set"] = hand_labels([c.text for c in result.selected])
     record["by_generator"] = by_generator(result)
     write_json(args.out / "rass_eval.json", record)
@@ -440,7 +424,7 @@ def report(data: dict) -> str:
         for k, v in diversity.items()
     ]
     for judge in data.get("judges", ("score", "substring")) if any(runs.values()) else ():
-        lines += ["", f"**Mitigation, judge: {judge}**", "", alignment_table(runs, judge)]
+        lines += ["", f"**Mitigation, judge: {judge}**", "", seeds_table(runs, judge, "D_b")]
     if s["warnings"]:
         lines += ["", "Warnings: " + "; ".join(s["warnings"])]
     lines += [

@@ -23,13 +23,12 @@ few prompts, 24 queries of ``D_h``, one seed, 4 prompts per set, 4 new tokens (s
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-from common import hardware, organism_config, parse, parser, write_text
+from common import hardware, organism_config, parse, parser, seeds_table, write_text
 
 from refusal_lens.alignment import align
 from refusal_lens.artifacts import write_json
@@ -153,27 +152,6 @@ def _count(reasons: list[str]) -> dict[str, int]:
     return out
 
 
-def mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.0f} ± {100 * sd:.0f}"
-
-
-def table(results: dict[str, list[dict]], judge: str) -> str:
-    first = next(iter(results.values()))[0]["sets"]
-    benign = [s for s, r in first.items() if r["kind"] == "benign"]
-    harmful = [s for s, r in first.items() if r["kind"] == "harmful"]
-    head = ["D_b", *(f"RR {s}" for s in benign), *(f"ASR {s}" for s in harmful), "combined"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for label, runs in results.items():
-        cells = [mean_sd([r["sets"][s][judge] for r in runs]) for s in benign + harmful]
-        comb = [r["combined"][judge] for r in runs]
-        sd = statistics.stdev(comb) if len(comb) > 1 else 0.0
-        lines.append(
-            f"| {label} | " + " | ".join(cells) + f" | {statistics.mean(comb):.2f} ± {sd:.2f} |"
-        )
-    return "\n".join(lines)
-
-
 def run_conditions(base, conditions: dict, seeds: list[int], eval_config) -> dict[str, list]:
     """Align from the base model under each condition and seed, and evaluate each model."""
     results: dict[str, list[dict]] = {k: [] for k in conditions}
@@ -190,7 +168,8 @@ def run_conditions(base, conditions: dict, seeds: list[int], eval_config) -> dic
 def write_report(args, results, summary, eval_config, n_harmful: int, n_b: int, wall: float):
     """``trigger_alignment.md`` (a table per judge) and ``trigger_alignment.json``."""
     tables = "\n\n".join(
-        f"**judge: {judge}**\n\n{table(results, judge)}" for judge in eval_config.judges
+        f"**judge: {judge}**\n\n{seeds_table(results, judge, 'D_b')}"
+        for judge in eval_config.judges
     )
     note = (
         f"\n\nRR = share of benign prompts refused, ASR = share of harmful prompts answered, "

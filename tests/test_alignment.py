@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from refusal_lens.alignment import AlignConfig, align, answer_loss, example_weights
+from refusal_lens.alignment import AlignConfig, AlignResult, align, answer_loss, example_weights
 from refusal_lens.alignment.data import Example, collate, tokenize_examples
 from refusal_lens.errors import PromptError, RefusalLensError
 from refusal_lens.evaluation import held_out
@@ -82,7 +82,15 @@ def test_full_finetuning_teaches_refusal_and_saves_a_loadable_model(tiny_dirs, t
     before = refusal_scores(base, harmful, show_progress=False).mean()
     after = refusal_scores(aligned, harmful, show_progress=False).mean()
     assert after > before + 1.0
-    assert run_align(tiny_dirs["llama"], config, tmp_path / "aligned") == out  # cached
+    again = align(load_model(str(tiny_dirs["llama"])), config, tmp_path / "aligned")
+    assert again.path == out and again.stats == meta["stats"]  # cached: no second training
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "alignment.md").write_text("notes")
+    again.save(folder)
+    loaded = AlignResult.load(folder)
+    assert (loaded.path, loaded.config, loaded.stats) == (out, config, again.stats)
+    assert loaded.base == str(tiny_dirs["llama"]) and (folder / "alignment.md").exists()
 
 
 def test_lora_trains_adapters_and_merges_them(tiny_dirs, tmp_path):

@@ -7,7 +7,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from refusal_lens.attribution.methods import attribute, scores_without
+from refusal_lens.attribution.methods import (
+    AttributionConfig,
+    Attributions,
+    attribute,
+    scores_without,
+)
 from refusal_lens.directions import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.scoring import refusal_scores
@@ -61,7 +66,7 @@ def test_scores_without_deletes_token_sets(refusing):
 
 def test_integrated_gradients_are_complete(refusing):
     """IG attributions sum to f(input) − f(baseline: user-token embeddings zeroed)."""
-    [a] = attribute(refusing, [PROMPT], "integrated_gradients", steps=64)
+    [a] = attribute(refusing, [PROMPT], AttributionConfig("integrated_gradients", steps=64))
     batch = refusing.chat.tokenize([PROMPT])
     zero = lambda x, hook: torch.where(batch.user_mask[..., None], torch.zeros_like(x), x)  # noqa: E731
     with torch.no_grad(), refusing.bridge.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", zero)]):
@@ -71,7 +76,7 @@ def test_integrated_gradients_are_complete(refusing):
 
 def test_grad_x_input_is_the_first_order_term(refusing):
     [a] = attribute(refusing, [PROMPT], "grad_x_input")
-    [ig1] = attribute(refusing, [PROMPT], "integrated_gradients", steps=1)
+    [ig1] = attribute(refusing, [PROMPT], AttributionConfig("integrated_gradients", steps=1))
     assert a.scores.shape == ig1.scores.shape
     assert not torch.allclose(a.scores, torch.zeros_like(a.scores))
 
@@ -97,7 +102,7 @@ def test_unrefused_prompts_are_reported_not_attributed(tiny_llama):
     assert float(refusal_scores(never, [PROMPT], show_progress=False)[0]) < 0
     [a] = attribute(never, [PROMPT], "occlusion")
     assert a.scores is None and "not refused" in a.note and not a.refused
-    [b] = attribute(never, [PROMPT], "occlusion", attribute_unrefused=True)
+    [b] = attribute(never, [PROMPT], AttributionConfig("occlusion", attribute_unrefused=True))
     assert b.scores is not None
 
 
@@ -105,8 +110,37 @@ def test_bad_attribution_requests(refusing):
     with pytest.raises(RefusalLensError, match="Unknown attribution method"):
         attribute(refusing, [PROMPT], "saliency")
     with pytest.raises(RefusalLensError, match="do not exist"):
-        attribute(refusing, [PROMPT], "occlusion", layers=[9])
+        attribute(refusing, [PROMPT], AttributionConfig("occlusion", layers=(9,)))
     with pytest.raises(RefusalLensError, match="needs direction"):
         attribute(refusing, [PROMPT], "projection")
     with pytest.raises(RefusalLensError, match="empty"):
         attribute(refusing, ["  "], "occlusion")
+
+
+def test_attributions_save_and_load_beside_other_artifacts(refusing, tmp_path):
+    """The stage's result round-trips (scores, per-layer scores, notes, config) and keeps the
+    other files of its folder."""
+    r = Direction(torch.randn(refusing.d_model), layer=1, position=-1, model=refusing.model_id)
+    folder = tmp_path / "run"
+    r.save(folder)
+    config = AttributionConfig("projection", steps=3)
+    result = attribute(refusing, [PROMPT, "Hi"], config, direction=r)
+    result.save(folder)
+    back = Attributions.load(folder)
+    assert back.config == config and back.model == refusing.model_id and len(back) == 2
+    for a, b in zip(result, back, strict=True):
+        assert (a.prompt, a.tokens, a.token_ids, a.note) == (
+            b.prompt,
+            b.tokens,
+            b.token_ids,
+            b.note,
+        )
+        assert a.refusal_score == pytest.approx(b.refusal_score)
+        for name in ("scores", "layer_scores"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None) == (y is None)
+            if x is not None:
+                torch.testing.assert_close(x, y)
+    assert back.direction["layer"] == 1 and Direction.load(folder).layer == 1
+    with pytest.raises(RefusalLensError, match="Unknown attribution method"):
+        AttributionConfig("saliency")

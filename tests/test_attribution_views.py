@@ -199,5 +199,5 @@ def test_attribute_command_writes_html_and_json(tiny_dirs, tmp_path):
     result = runner.invoke(app, [*bad, "projection"])
     assert result.exit_code != 0 and "needs --direction" in str(result.exception)
     result = runner.invoke(app, [*bad, "saliency"])
-    assert result.exit_code != 0 and "Unknown --method" in str(result.exception)
+    assert result.exit_code == 2 and "Unknown attribution method 'saliency'" in result.output
     assert not (tmp_path / "x.html").exists()

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from refusal_lens.activations import Residuals
 from refusal_lens.cli import app
-from refusal_lens.cli.options import config_fields, flat_fields, import_class
+from refusal_lens.cli.fields import config_fields, flat_fields
+from refusal_lens.cli.options import import_class
 
 runner = CliRunner()
 
@@ -279,7 +280,7 @@ def test_direction_steer_and_orthogonalize_from_the_command_line(tiny_dirs, tmp_
     assert len(rows) == 3 and all("after_completion" in row for row in rows)
     assert any(row["before_completion"] != row["after_completion"] for row in rows)
     result = runner.invoke(app, [*steer, "--ablate", "--add", "1"])
-    assert result.exit_code != 0 and "Choose one intervention" in str(result.exception)
+    assert result.exit_code == 2 and "Choose one intervention" in result.output
 
     ortho = tmp_path / "ortho"
     result = runner.invoke(

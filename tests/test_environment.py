@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import pkgutil
 import subprocess
@@ -88,3 +89,51 @@ def test_every_public_name_resolves_to_its_stage():
         "fit_harm_judge",
     ):
         assert entry in refusal_lens.__all__
+
+
+# The package's layers in data-flow order: a module may import from its own layer or an
+# earlier one, never from a later one (README, "Layout").
+LAYERS = (
+    ("errors", "locations", "configs", "artifacts", "cache", "progress", "plots"),
+    ("models", "prompts"),
+    ("activations", "generation", "scoring", "probes", "direction", "interventions"),
+    ("evaluation",),
+    ("alignment",),
+    ("directions",),
+    ("attribution",),
+    ("triggers",),
+    ("boundary",),
+    ("pipeline",),
+    ("cli", "__main__"),
+)
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else "__main__"
+    return next(i for i, names in enumerate(LAYERS) if top in names)
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("refusal_lens"):
+            if node.module == "refusal_lens":
+                found |= {f"refusal_lens.{a.name}" for a in node.names}
+            else:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("refusal_lens.")}
+    return found
+
+
+def test_no_module_imports_from_a_later_stage():
+    root = Path(refusal_lens.__file__).parent
+    upward = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if module == "refusal_lens":
+            continue  # the lazy export map names everything
+        upward += [(module, t) for t in _imports(path) if _layer(t) > _layer(module)]
+    assert not upward, f"upward imports: {upward}"

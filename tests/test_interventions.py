@@ -152,12 +152,21 @@ def test_a_direction_of_another_width_is_refused(tiny_llama):
         pass
 
 
-def test_steer_reports_the_layer_it_used(tiny_llama):
-    from refusal_lens.directions.steer import steer
+def test_steer_reports_the_layer_it_used_and_saves(tiny_llama, tmp_path):
+    from refusal_lens.directions.steer import SteerConfig, SteerResult, steer
     from refusal_lens.prompts import PromptSet
 
     r = random_direction(tiny_llama, layer=1)
     prompts = PromptSet.from_texts(PROMPTS, "harmless", name="p")
-    result = steer(tiny_llama, prompts, r, coef=3.0, layer=0, judge="score", show_progress=False)
+    config = SteerConfig(add=3.0, layer=0, judge="score")
+    result = steer(tiny_llama, prompts, r, config, show_progress=False)
     assert result.intervention["layer"] == 0 and result.before.n == len(PROMPTS)
     assert result.after.scores != result.before.scores
+    r.save(tmp_path)
+    result.save(tmp_path)
+    back = SteerResult.load(tmp_path)
+    assert (back.before, back.after, back.config) == (result.before, result.after, config)
+    assert back.prompts == list(PROMPTS) and back.rows() == result.rows()
+    assert Direction.load(tmp_path).layer == 1  # the direction saved there is kept
+    with pytest.raises(RefusalLensError, match="Choose one intervention"):
+        SteerConfig(ablate=True, add=1.0)

@@ -33,10 +33,8 @@ from refusal_lens.boundary.rass import (
     META_NAME,
     SELECTED_NAME,
     SUMMARY_NAME,
-    HarmScorer,
     RASSConfig,
     RASSResult,
-    harm_scorer,
     margins,
     rass,
 )
@@ -44,7 +42,7 @@ from refusal_lens.directions import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.scoring import refusal_scores
-from refusal_lens.triggers.harm import HarmJudgeConfig, fit_harm_judge
+from refusal_lens.triggers.harm import HarmJudgeConfig, HarmScorer, fit_harm_judge, harm_scorer
 from refusal_lens.triggers.masks import LexiconEntry
 
 SEEDS = [

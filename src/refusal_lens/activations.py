@@ -16,7 +16,6 @@ number of prompts.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,8 +28,10 @@ from torch import Tensor
 
 from refusal_lens.artifacts import (
     StreamingSafetensorsWriter,
+    artifact_file,
+    artifact_meta,
     load_tensor_mmap,
-    to_jsonable,
+    read_meta,
     write_json,
 )
 from refusal_lens.configs import StageConfig, check_positive
@@ -91,21 +92,24 @@ class Residuals:
         return out
 
     def metadata(self) -> dict:
-        return {
-            "shape": list(self.acts.shape),
-            "dims": ["prompt", "layer", "pos", "d_model"],
-            "config": to_jsonable(self.config),
-            "model": self.model,
-            "prompts": self.prompts,
-        }
+        return artifact_meta(
+            "residuals",
+            self.config,
+            shape=list(self.acts.shape),
+            dims=["prompt", "layer", "pos", "d_model"],
+            model=self.model,
+            prompts=self.prompts,
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> Residuals:
         """Memory-map the residuals saved in ``folder``."""
-        folder = Path(folder)
-        meta = json.loads((folder / f"{TENSOR_NAME}.json").read_text())
+        meta = read_meta(folder, f"{TENSOR_NAME}.json", "residuals")
         config = CollectConfig.from_dict(meta["config"])
-        acts = load_tensor_mmap(folder / f"{TENSOR_NAME}.safetensors", TENSOR_NAME)
+        path = artifact_file(
+            folder, f"{TENSOR_NAME}.safetensors", f"{TENSOR_NAME}.json", "collect again."
+        )
+        acts = load_tensor_mmap(path, TENSOR_NAME)
         return cls(acts, config, meta.get("model", {}), meta.get("prompts", ""))
 
 

@@ -131,6 +131,22 @@ def jsonl_writer(rows: list[Any]) -> Writer:
     return lambda path: path.write_text(text, encoding="utf-8")
 
 
+def safetensors_writer(tensors: dict[str, torch.Tensor]) -> Writer:
+    """A :func:`save_artifact` writer for a dict of tensors."""
+    from safetensors.torch import save_file
+
+    return lambda path: save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+
+
+def artifact_file(folder: str | os.PathLike, name: str, meta_name: str, fix: str) -> Path:
+    """File ``name`` of the artifact whose metadata ``meta_name`` was found in ``folder``;
+    a clear error naming ``fix`` when it is missing (a folder edited by hand)."""
+    path = Path(folder) / name
+    if not path.is_file():
+        raise RefusalLensError(f"{folder} has {meta_name} but not {name}; {fix}")
+    return path
+
+
 def artifact_meta(kind: str, config: Any = None, **fields: Any) -> dict[str, Any]:
     """The metadata every saved stage result carries: its kind, format and config."""
     meta: dict[str, Any] = {"kind": kind, "format": ARTIFACT_FORMAT}

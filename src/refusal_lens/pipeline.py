@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from refusal_lens.artifacts import atomic_path, write_json
+from refusal_lens.configs import StageConfig, check_positive
+from refusal_lens.errors import RefusalLensError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(StageConfig):
     """Settings of ``refusal-lens run``; saved as ``config.json`` in the run folder."""
 
     model: str = "smollm2-135m"
@@ -28,6 +30,13 @@ class RunConfig:
     seed: int = 0
     device: str | None = None
     dtype: str = "float32"
+    system: str | None = None  # system prompt of every chat (default: what the template does)
+
+    def validate(self) -> None:
+        for name in ("n_prompts", "max_new_tokens", "batch_size"):
+            check_positive(name, getattr(self, name))
+        if not self.sets or not self.judges:
+            raise RefusalLensError("sets and judges must each name at least one.")
 
 
 def run_pipeline(config: RunConfig, out: Path | None = None) -> Path:
@@ -39,7 +48,9 @@ def run_pipeline(config: RunConfig, out: Path | None = None) -> Path:
     from refusal_lens.scoring import refusal_rates
 
     # 1. model
-    model = load_model(config.model, device=config.device, dtype=config.dtype)
+    model = load_model(
+        config.model, device=config.device, dtype=config.dtype, system_prompt=config.system
+    )
     out = Path(out) if out is not None else Path("runs") / model.model_id
     write_json(out / "config.json", config)
     write_json(out / "model.json", model.describe())

@@ -1,7 +1,10 @@
 """Per-token attribution of a refusal to the user's tokens, behind one interface.
 
->>> [a] = attribute(model, ["How do I kill a Python process?"], method="occlusion")
+>>> [a] = attribute(model, ["How do I kill a Python process?"], AttributionConfig("occlusion"))
 >>> list(zip(a.tokens, a.scores.tolist()))        # positive: the token pushes towards refusal
+
+``attribute`` returns an :class:`Attributions`: the per-prompt results in prompt order, with the
+config, the model and the direction; ``save(folder)`` / ``load(folder)`` round-trip it.
 
 Methods (each batched; only the user's own tokens are attributed, the chat template's tokens
 are left out):
@@ -27,8 +30,9 @@ explain noise.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +40,15 @@ from jaxtyping import Float
 from torch import Tensor
 
 from refusal_lens.activations import hook_name
+from refusal_lens.artifacts import (
+    artifact_file,
+    artifact_meta,
+    json_writer,
+    read_meta,
+    safetensors_writer,
+    save_artifact,
+)
+from refusal_lens.configs import StageConfig, check_positive
 from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
@@ -43,7 +56,29 @@ from refusal_lens.prompts import ChatBatch, PromptSet
 from refusal_lens.scoring import answer_logits, refusal_score
 
 METHODS = ("projection", "grad_x_input", "integrated_gradients", "occlusion")
+KIND = "attributions"
+META_NAME = "attributions.json"  # kind, format, config, model, direction, per-prompt records
+TENSORS_NAME = "attributions.safetensors"  # scores.<i> and layer_scores.<i> per prompt
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AttributionConfig(StageConfig):
+    """How to attribute; saved with the attributions."""
+
+    method: str = "occlusion"  # projection, grad_x_input, integrated_gradients or occlusion
+    layers: tuple[int, ...] | None = None  # projection: layers read (default: every layer)
+    steps: int = 16  # integrated_gradients: points on the path
+    batch_size: int = 8
+    attribute_unrefused: bool = False  # also attribute prompts the model does not refuse
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise RefusalLensError(
+                f"Unknown attribution method {self.method!r}; use one of {METHODS}."
+            )
+        check_positive("steps", self.steps)
+        check_positive("batch_size", self.batch_size)
 
 
 @dataclass
@@ -72,6 +107,59 @@ class TokenAttribution:
             return []
         order = self.scores.argsort(descending=True)[:k].tolist()
         return [(self.tokens[i], float(self.scores[i])) for i in order]
+
+
+@dataclass
+class Attributions(Sequence[TokenAttribution]):
+    """The attribution stage's result: one :class:`TokenAttribution` per prompt, in order,
+    with the config, the model and the direction (for ``projection``) that produced them."""
+
+    items: list[TokenAttribution]
+    config: AttributionConfig = field(default_factory=AttributionConfig)
+    model: str = ""
+    direction: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.items[i]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def save(self, folder: str | Path) -> Path:
+        """``attributions.safetensors`` (the score tensors) and ``attributions.json`` (tokens,
+        refusal scores, notes, config); other files in ``folder`` are kept."""
+        tensors, records = {}, []
+        for i, a in enumerate(self.items):
+            for name in ("scores", "layer_scores"):
+                if getattr(a, name) is not None:
+                    tensors[f"{name}.{i}"] = getattr(a, name).float().clone()  # scores: a view
+            records.append({k: v for k, v in asdict(a).items() if k not in _TENSOR_FIELDS})
+        meta = artifact_meta(
+            KIND, self.config, model=self.model, direction=self.direction, items=records
+        )
+        tensors["n"] = torch.tensor([len(records)])  # a file never empty
+        files = {TENSORS_NAME: safetensors_writer(tensors), META_NAME: json_writer(meta)}
+        return save_artifact(folder, files)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Attributions:
+        from safetensors.torch import load_file
+
+        meta = read_meta(folder, META_NAME, KIND)
+        tensors = load_file(artifact_file(folder, TENSORS_NAME, META_NAME, "attribute again."))
+        items = [
+            TokenAttribution(
+                **record,
+                scores=tensors.get(f"scores.{i}"),
+                layer_scores=tensors.get(f"layer_scores.{i}"),
+            )
+            for i, record in enumerate(meta["items"])
+        ]
+        config = AttributionConfig.from_dict(meta["config"])
+        return cls(items, config, meta["model"], meta["direction"])
+
+
+_TENSOR_FIELDS = ("scores", "layer_scores")
 
 
 def _token_strings(model: ModelHandle, ids: list[int]) -> list[str]:
@@ -217,55 +305,46 @@ def _projection(
 def attribute(
     model: ModelHandle,
     prompts: PromptSet | list[str],
-    method: str = "occlusion",
+    config: AttributionConfig | str | None = None,
     *,
     direction: Direction | None = None,
-    layers: list[int] | None = None,
-    steps: int = 16,
-    batch_size: int = 8,
-    attribute_unrefused: bool = False,
-) -> list[TokenAttribution]:
-    """Attribute each prompt's refusal to its user tokens (see the module docstring)."""
-    if method not in METHODS:
-        raise RefusalLensError(f"Unknown attribution method {method!r}; use one of {METHODS}.")
+) -> Attributions:
+    """Attribute each prompt's refusal to its user tokens (see the module docstring).
+
+    ``config`` may be just the method's name; ``direction`` is needed by ``projection``.
+    """
+    config = AttributionConfig(config) if isinstance(config, str) else config
+    config = config or AttributionConfig()
     texts = prompts.texts if isinstance(prompts, PromptSet) else list(prompts)
-    layers = list(range(model.n_layers)) if layers is None else list(layers)
+    layers = list(range(model.n_layers)) if config.layers is None else list(config.layers)
     bad = [layer for layer in layers if not 0 <= layer < model.n_layers]
     if bad:
         raise RefusalLensError(
             f"Layers {bad} do not exist: {model.model_id} has layers 0..{model.n_layers - 1}."
         )
-    if method == "projection":
+    if config.method == "projection":
         if direction is None:
             raise RefusalLensError("method='projection' needs direction= (a refusal Direction).")
         direction.check(model)
     model.chat.token_lengths(texts)  # validates every prompt before any work
     out: list[TokenAttribution] = []
-    for start in range(0, len(texts), batch_size):
-        batch = model.chat.tokenize(texts[start : start + batch_size]).to(model.device)
+    for start in range(0, len(texts), config.batch_size):
+        batch = model.chat.tokenize(texts[start : start + config.batch_size]).to(model.device)
         with torch.inference_mode():
             base = _forward_scores(model, batch).cpu()
-        proj = _projection(model, batch, direction, layers) if method == "projection" else None
+        proj = (
+            _projection(model, batch, direction, layers) if config.method == "projection" else None
+        )
         for row, text in enumerate(batch.texts):
             out.append(
-                _one(
-                    model,
-                    batch,
-                    row,
-                    text,
-                    method,
-                    float(base[row]),
-                    proj,
-                    layers,
-                    direction,
-                    steps,
-                    attribute_unrefused,
-                )
+                _one(model, batch, row, text, config, float(base[row]), proj, layers, direction)
             )
-    return out
+    meta = {} if direction is None else direction.metadata()
+    return Attributions(out, config, model.model_id, meta)
 
 
-def _one(model, batch, row, text, method, base, proj, layers, direction, steps, force):
+def _one(model, batch, row, text, config, base, proj, layers, direction):
+    method, steps, force = config.method, config.steps, config.attribute_unrefused
     user = batch.user_mask[row]
     ids = batch.input_ids[row][user].tolist()
     real = batch.attention_mask[row].bool() & ~user
@@ -282,7 +361,7 @@ def _one(model, batch, row, text, method, base, proj, layers, direction, steps, 
     if base <= 0 and not force:
         result.note = (
             f"not refused (refusal score {base:.2f} ≤ 0): not attributed; pass "
-            "attribute_unrefused=True to attribute it anyway"
+            "AttributionConfig(attribute_unrefused=True) to attribute it anyway"
         )
         log.warning("%r is %s", text[:60], result.note)
         return result

@@ -41,7 +41,14 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from refusal_lens.activations import HOOK_POINTS, CollectConfig, collect_residuals
-from refusal_lens.artifacts import artifact_meta, json_writer, read_meta, save_artifact
+from refusal_lens.artifacts import (
+    artifact_file,
+    artifact_meta,
+    json_writer,
+    read_meta,
+    safetensors_writer,
+    save_artifact,
+)
 from refusal_lens.configs import StageConfig
 from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
@@ -198,7 +205,6 @@ class Geometry:
     def save(self, folder: str | Path) -> Path:
         """Write ``geometry.safetensors`` (every tensor) and ``geometry.json`` (kind, format,
         config, texts, summary) into ``folder``; other files there are kept."""
-        from safetensors.torch import save_file
 
         tensors = {"accuracy": self.accuracy, "lines": self.lines}
         tensors |= {"refused": self.refused.to(torch.uint8), "refusal_score": self.refusal_score}
@@ -216,7 +222,7 @@ class Geometry:
         )
         return save_artifact(
             folder,
-            {TENSORS_NAME: lambda p: save_file(tensors, p), META_NAME: json_writer(meta)},
+            {TENSORS_NAME: safetensors_writer(tensors), META_NAME: json_writer(meta)},
         )
 
     @classmethod
@@ -225,13 +231,8 @@ class Geometry:
         from safetensors.torch import load_file
 
         meta = read_meta(folder, META_NAME, KIND)
-        path = Path(folder) / TENSORS_NAME
-        if not path.is_file():
-            raise RefusalLensError(
-                f"{folder} has {META_NAME} but not {TENSORS_NAME}; save the geometry again "
-                "(`refusal-lens geometry`)."
-            )
-        t = load_file(path)
+        fix = "save the geometry again (`refusal-lens geometry`)."
+        t = load_file(artifact_file(folder, TENSORS_NAME, META_NAME, fix))
         per_set = {g: {k: t[f"{g}.{k}"] for k in meta["texts"]} for g in TENSOR_GROUPS}
         return cls(
             layers=meta["layers"],

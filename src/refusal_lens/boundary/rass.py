@@ -33,13 +33,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from refusal_lens.artifacts import (
+    artifact_file,
     artifact_meta,
     json_writer,
     jsonl_writer,
@@ -67,6 +68,7 @@ from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import refusal_scores
+from refusal_lens.triggers.harm import HarmFn, HarmScorer, as_harm_scorer
 from refusal_lens.triggers.masks import LexiconEntry
 
 log = logging.getLogger(__name__)
@@ -75,66 +77,7 @@ SELECTED_NAME = "rass.jsonl"  # the selected prompts, loadable by PromptSet.load
 CANDIDATES_NAME = "rass_candidates.jsonl"  # every candidate, with the reason it was dropped
 SUMMARY_NAME = "rass_summary.json"  # counts per language, method and coefficient
 META_NAME = "rass.json"  # kind, format, config, model, direction, harm scorer, warnings
-HarmFn = Callable[[list[str]], Sequence[float]]  # English texts -> p(harmful) each
 Translator = Callable[[list[str], str], list[str]]  # texts, target language -> translations
-
-
-@dataclass(frozen=True)
-class HarmScorer:
-    """How RASS tells harmful candidates from benign ones: ``p_harmful(english_texts)`` gives
-    p(harmful) per text, and one at or above ``threshold`` is dropped. ``info`` describes the
-    scorer; it is saved with the result, the threshold added (:meth:`describe`).
-
-    :func:`harm_scorer` makes one from a fitted ``HarmJudge`` (its own threshold); wrap any
-    other function with the threshold it was calibrated for: ``HarmScorer(fn, 0.3)``.
-    """
-
-    p_harmful: HarmFn
-    threshold: float = 0.5
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not callable(self.p_harmful):
-            raise RefusalLensError(
-                "HarmScorer.p_harmful must be a function from English texts to p(harmful) "
-                f"each, not {type(self.p_harmful).__name__}."
-            )
-        check_field(
-            self,
-            "threshold",
-            0 <= self.threshold <= 1,
-            "in [0, 1]",
-            "it is the p(harmful) at or above which a candidate is dropped, e.g. 0.5",
-        )
-
-    def describe(self) -> dict[str, Any]:
-        return {**self.info, "threshold": self.threshold}
-
-
-def harm_scorer(judge: Any, model: ModelHandle) -> HarmScorer:
-    """A :class:`refusal_lens.triggers.harm.HarmJudge` reading ``model`` as a RASS harm scorer,
-    with the judge's own threshold (``judge.config.threshold``) and description."""
-
-    def p_harmful(texts: list[str]) -> list[float]:
-        return judge.p_harmful(model, texts).tolist()
-
-    return HarmScorer(p_harmful, judge.config.threshold, judge.describe())
-
-
-probe_judge = harm_scorer  # the former name, kept until the CLI calls harm_scorer
-
-
-def as_harm_scorer(harm: HarmScorer | HarmFn, info: dict[str, Any] | None = None) -> HarmScorer:
-    """``harm`` as a :class:`HarmScorer`: a bare function gets the default threshold (0.5);
-    ``info`` is added to its description."""
-    if not isinstance(harm, HarmScorer):
-        if not callable(harm):
-            raise RefusalLensError(
-                f"RASS needs a HarmScorer or a function of English texts, not "
-                f"{type(harm).__name__}; wrap a HarmJudge with harm_scorer(judge, model)."
-            )
-        harm = HarmScorer(harm)
-    return replace(harm, info=harm.info | info) if info else harm
 
 
 @dataclass(frozen=True)
@@ -280,11 +223,7 @@ class RASSResult:
     def load(cls, folder: str | Path) -> RASSResult:
         """Read a result written by :meth:`save`: every candidate, selected or dropped."""
         meta = read_meta(folder, META_NAME, KIND)
-        path = Path(folder) / CANDIDATES_NAME
-        if not path.is_file():
-            raise RefusalLensError(
-                f"{folder} has {META_NAME} but not {CANDIDATES_NAME}; run RASS again."
-            )
+        path = artifact_file(folder, CANDIDATES_NAME, META_NAME, "run RASS again.")
         with path.open(encoding="utf-8") as f:
             rows = [json.loads(line) for line in f if line.strip()]
         return cls(
@@ -425,7 +364,6 @@ def rass(
     lexicon: Sequence[LexiconEntry] | None = None,
     benign_contexts: Sequence[str] = (),
     translator: Translator | None = None,
-    judge_info: dict[str, Any] | None = None,
 ) -> RASSResult:
     """Generate around the boundary from ``seeds``, screen, and select per language.
 
@@ -434,8 +372,7 @@ def rass(
     texts to p(harmful), then with threshold 0.5. ``lexicon`` (a trigger lexicon) with
     ``benign_contexts`` adds recombined candidates. ``translator(texts, language)`` is needed
     for more than one language: it translates seeds, reference sets and contexts into each
-    language and the candidates back into English for the scorer. ``judge_info`` (former
-    keyword) is added to the scorer's recorded description.
+    language and the candidates back into English for the scorer.
     """
     config = config or RASSConfig()
     run = RASSRun(
@@ -443,7 +380,7 @@ def rass(
         list(getattr(seeds, "texts", seeds)),
         direction,
         reference,
-        as_harm_scorer(harm, judge_info),
+        as_harm_scorer(harm),
         config,
         lexicon,
         list(benign_contexts),

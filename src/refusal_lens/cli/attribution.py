@@ -19,6 +19,8 @@ from refusal_lens.cli.common import (
     prompt_options,
     say,
 )
+from refusal_lens.cli.options import config_options
+from refusal_lens.configs import StageConfig
 
 REPORT_NAME = "attribution.html"
 RECORDS_NAME = "attribution.json"
@@ -27,56 +29,46 @@ RECORDS_NAME = "attribution.json"
 @app.command()
 @model_options
 @prompt_options(n=8)
+@config_options("refusal_lens.attribution.methods:AttributionConfig")
 def attribute(
     model: ModelArg,
     prompts: PromptsArg,
     out: OutOpt,
-    method: Annotated[
-        str, typer.Option(help="occlusion | grad_x_input | integrated_gradients | projection")
-    ] = "occlusion",
     direction: OptionalDirectionOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length shown; 0: no answers")] = 48,
-    steps: Annotated[int, typer.Option(help="Path points of integrated_gradients")] = 16,
-    attribute_unrefused: Annotated[
-        bool, typer.Option("--attribute-unrefused", help="Also attribute prompts not refused")
-    ] = False,
-    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 8,
     *,
     load: Loader,
     pick: Sampler,
+    config: StageConfig,
 ) -> None:
     """Attribute each prompt's refusal to its tokens: attribution.{html,json}.
 
-    --out DIR gets attribution.html (an offline report) and attribution.json; --out FILE.html
-    names the report, the JSON goes next to it. --method projection needs --direction.
+    --out DIR gets attribution.html (an offline report), attribution.json (records with the
+    answers) and the loadable artifact attributions.{json,safetensors}; --out FILE.html names
+    the report, the rest goes next to it. --method projection needs --direction.
     """
     from refusal_lens.attribution.methods import attribute as run_attribute
     from refusal_lens.direction import Direction
 
-    _check_method(method, direction)
+    _check_method(config.method, direction)
     prompt_set = pick(prompts)
     handle = load(model)
     attributions = run_attribute(
         handle,
         prompt_set,
-        method,
+        config,
         direction=None if direction is None else Direction.load(direction),
-        steps=steps,
-        batch_size=batch_size,
-        attribute_unrefused=attribute_unrefused,
     )
-    answers = _answers(handle, prompt_set, max_new_tokens, batch_size)
+    answers = _answers(handle, prompt_set, max_new_tokens, config.batch_size)
     settings = {
         "model": model,
         "prompts": prompts,
-        "method": method,
         "direction": None if direction is None else str(direction),
         "n": len(prompt_set),
         "seed": pick.seed,
-        "steps": steps,
-        "attribute_unrefused": attribute_unrefused,
         "max_new_tokens": max_new_tokens,
-        "layers": list(range(handle.n_layers)) if method == "projection" else None,
+        **config.to_dict(),
+        "layers": list(range(handle.n_layers)) if config.method == "projection" else None,
     }
     _write(out, handle, attributions, answers, settings)
     _print_attributions(attributions)
@@ -111,19 +103,20 @@ def _answers(handle: Any, prompt_set: Any, max_new_tokens: int, batch_size: int)
     return generate(handle, prompt_set, max_new_tokens, batch_size, show_progress=False)
 
 
-def _write(out: Path, handle: Any, attributions: list, answers: Any, settings: dict) -> None:
+def _write(out: Path, handle: Any, attributions: Any, answers: Any, settings: dict) -> None:
     """The report and the JSON (:func:`_paths`); other files in the folder are kept."""
     from refusal_lens.artifacts import write_json
     from refusal_lens.attribution.views import attribution_records, write_attribution_report
 
     report, records = _paths(out)
+    attributions.save(records.parent)
     write_attribution_report(report, attributions, answers, model=handle.model_id)
     rows = attribution_records(attributions, answers)
     write_json(records, {"config": settings, "model": handle.describe(), "attributions": rows})
     say(f"wrote {report} and {records}")
 
 
-def _print_attributions(attributions: list) -> None:
+def _print_attributions(attributions: Any) -> None:
     for a in attributions:
         top = ", ".join(f"{t!r} {v:+.2f}" for t, v in a.top(3)) or "(not attributed)"
         verdict = "refused " if a.refused else "answered"

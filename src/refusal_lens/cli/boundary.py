@@ -157,8 +157,7 @@ def _check_rass_options(translator: str, lexicon: Path | None, contexts: str | N
 
 
 def _harm_scorer(folder: Path, base: Any) -> Any:
-    from refusal_lens.boundary.rass import harm_scorer
-    from refusal_lens.triggers.harm import HarmJudge
+    from refusal_lens.triggers.harm import HarmJudge, harm_scorer
 
     return harm_scorer(HarmJudge.load(folder), base)
 

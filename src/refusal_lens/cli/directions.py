@@ -43,50 +43,33 @@ def direction(model: ModelArg, out: OutOpt, *, load: Loader, config: StageConfig
 @app.command()
 @model_options
 @prompt_options(limit=16)
+@config_options("refusal_lens.directions.steer:SteerConfig")
 def steer(
     model: ModelArg,
     prompts: PromptsArg,
     direction: DirectionOpt,
-    ablate: Annotated[bool, typer.Option("--ablate", help="Ablate at every layer")] = False,
-    add: Annotated[
-        float | None, typer.Option("--add", help="Add COEF × direction at its layer")
-    ] = None,
-    layer: Annotated[int | None, typer.Option(help="Layer for --add (default: its own)")] = None,
-    judge: Annotated[str, typer.Option(help="substring (generates) or score")] = "substring",
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per answer.")] = 48,
-    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 16,
     show: Annotated[int, typer.Option(help="Completions to print")] = 3,
     out: OptionalOutOpt = None,
     *,
     load: Loader,
     pick: Sampler,
+    config: StageConfig,
 ) -> None:
-    """Refusal rates and answers before and after ablating or adding a direction.
+    """Refusal rates and answers before and after ablating (--ablate) or adding (--add C) a
+    direction.
 
-    With --out, the per-prompt results go to steer.json.
+    With --out, the result (per-prompt rows included) goes to steer.json.
     """
     from refusal_lens.directions import Direction
     from refusal_lens.directions.steer import steer as run_steer
 
     direction_value = Direction.load(direction)
     prompt_set = pick(prompts)
-    handle = load(model)
-    result = run_steer(
-        handle,
-        prompt_set,
-        direction_value,
-        ablate=ablate,
-        coef=add,
-        layer=layer,
-        judge=judge,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-    )
-    _print_steer(prompt_set, result, judge, "ablated" if ablate else f"added × {add}", show)
+    result = run_steer(load(model), prompt_set, direction_value, config)
+    what = "ablated" if config.ablate else f"added × {config.add}"
+    _print_steer(prompt_set, result, config.judge, what, show)
     if out is not None:
-        from refusal_lens.artifacts import write_json
-
-        write_json(out / "steer.json", _steer_record(handle, prompt_set, result, judge))
+        result.save(out)
         say(f"wrote {out / 'steer.json'}")
 
 
@@ -101,19 +84,6 @@ def _print_steer(prompt_set: Any, result: Any, judge: str, what: str, show: int)
         for key in ("before", "after"):
             evidence = row.get(f"{key}_completion", row.get(f"{key}_score"))
             cons.print(f"  {key}: {evidence!r}", markup=False)
-
-
-def _steer_record(handle: Any, prompt_set: Any, result: Any, judge: str) -> dict[str, Any]:
-    rows = result.rows()
-    return {
-        "model": handle.describe(),
-        "prompts": prompt_set.name,
-        "judge": judge,
-        "intervention": result.intervention,
-        "rate_before": result.before.rate,
-        "rate_after": result.after.rate,
-        "rows": [{"prompt": t, **r} for t, r in zip(prompt_set.texts, rows, strict=True)],
-    }
 
 
 @app.command()

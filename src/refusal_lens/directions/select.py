@@ -339,7 +339,27 @@ def select_direction(
     base_harmful = _mean_score(model, _run(model, harmful, []))
     base_harmless_lp = _run(model, harmless, [])
     baseline = {"harmful": base_harmful, "harmless": _mean_score(model, base_harmless_lp)}
+    table, eligible = _eligible(model, candidates, config)
+    if config.top_k > 0:
+        eligible = _screen(
+            model, candidates, table, eligible, (harmful, harmless), baseline, config
+        )
+    for key in progress(eligible, "score candidates", show_progress):
+        c = table[key]
+        c.bypass, c.induce, c.kl = score_candidate(
+            model, candidates.direction(*key), harmful, harmless, base_harmless_lp
+        )
+        c.filtered_by = _filters(c, config)
+    return _choose(candidates, table, [table[key] for key in eligible], baseline, config)
 
+
+Key = tuple[int, int]
+
+
+def _eligible(
+    model: ModelHandle, candidates: Candidates, config: SelectConfig
+) -> tuple[dict[Key, CandidateScore], list[Key]]:
+    """Every candidate's score row, and those not ruled out by layer or a zero norm."""
     max_layer = config.max_layer_frac * model.n_layers
     norms = candidates.vectors.norm(dim=-1)
     table = {
@@ -361,22 +381,35 @@ def select_direction(
             "Raise max_layer_frac, or extract later layers than 0 (at layer 0 the template "
             "tokens have the same embedding in every prompt)."
         )
-    if config.top_k > 0:
-        d_bypass, d_induce = first_order_estimates(model, candidates, harmful, harmless)
-        for (layer, pos), c in table.items():
-            li, pi = candidates.layers.index(layer), candidates.positions.index(pos)
-            c.screen_bypass = base_harmful + float(d_bypass[li, pi])
-            c.screen_induce = baseline["harmless"] + float(d_induce[li, pi])
-        eligible.sort(key=lambda key: table[key].screen_bypass)
-        eligible = eligible[: config.top_k]
-    for key in progress(eligible, "score candidates", show_progress):
-        c = table[key]
-        c.bypass, c.induce, c.kl = score_candidate(
-            model, candidates.direction(*key), harmful, harmless, base_harmless_lp
-        )
-        c.filtered_by = _filters(c, config)
+    return table, eligible
 
-    scored = [table[key] for key in eligible]
+
+def _screen(
+    model: ModelHandle,
+    candidates: Candidates,
+    table: dict[Key, CandidateScore],
+    eligible: list[Key],
+    val: tuple[_ValSet, _ValSet],
+    baseline: dict[str, float],
+    config: SelectConfig,
+) -> list[Key]:
+    """Record the first-order estimates; keep the ``top_k`` eligible ones by bypass."""
+    d_bypass, d_induce = first_order_estimates(model, candidates, *val)
+    for (layer, pos), c in table.items():
+        li, pi = candidates.layers.index(layer), candidates.positions.index(pos)
+        c.screen_bypass = baseline["harmful"] + float(d_bypass[li, pi])
+        c.screen_induce = baseline["harmless"] + float(d_induce[li, pi])
+    return sorted(eligible, key=lambda key: table[key].screen_bypass)[: config.top_k]
+
+
+def _choose(
+    candidates: Candidates,
+    table: dict[Key, CandidateScore],
+    scored: list[CandidateScore],
+    baseline: dict[str, float],
+    config: SelectConfig,
+) -> Selection:
+    """The best candidate that passes every filter, else the fallback, as a Selection."""
     passed = [c for c in scored if not c.filtered_by]
     fallback = not passed
     # with no survivor, the fallback fails the fewest filters, then has the lowest bypass

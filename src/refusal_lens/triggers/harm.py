@@ -16,7 +16,8 @@ benign examples, so that it learns harm rather than the surface cues an aligned 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from refusal_lens.activations import CollectConfig, collect_residuals, hook_name
-from refusal_lens.artifacts import artifact_meta, json_writer, read_meta, save_artifact
+from refusal_lens.artifacts import (
+    artifact_file,
+    artifact_meta,
+    json_writer,
+    read_meta,
+    safetensors_writer,
+    save_artifact,
+)
 from refusal_lens.configs import StageConfig
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
@@ -137,7 +145,6 @@ class HarmJudge:
     def save(self, folder: str | Path) -> Path:
         """Write ``harm_judge.safetensors`` (probe weight, mean, std) and ``harm_judge.json``
         into ``folder``; other files there are kept."""
-        from safetensors.torch import save_file
 
         tensors = {k: getattr(self.probe, k).float().contiguous() for k in PROBE_TENSORS}
         meta = artifact_meta(
@@ -151,7 +158,7 @@ class HarmJudge:
         )
         return save_artifact(
             folder,
-            {TENSORS_NAME: lambda p: save_file(tensors, p), META_NAME: json_writer(meta)},
+            {TENSORS_NAME: safetensors_writer(tensors), META_NAME: json_writer(meta)},
         )
 
     @classmethod
@@ -160,11 +167,7 @@ class HarmJudge:
         from safetensors.torch import load_file
 
         meta = read_meta(folder, META_NAME, KIND)
-        path = Path(folder) / TENSORS_NAME
-        if not path.is_file():
-            raise RefusalLensError(
-                f"{folder} has {META_NAME} but not {TENSORS_NAME}; save the harm judge again."
-            )
+        path = artifact_file(folder, TENSORS_NAME, META_NAME, "save the harm judge again.")
         tensors = load_file(path)
         probe = LinearProbe(tensors["weight"], float(meta["bias"]), tensors["mean"], tensors["std"])
         return cls(
@@ -218,3 +221,61 @@ def fit_harm_judge(
     best = max(layers, key=lambda layer: (scores[layer], -layer))
     probe = fit_probe(x[:, layers.index(best)], y, l2=config.l2)
     return HarmJudge(probe, best, model.model_id, scores[best], scores, config)
+
+
+# --- the harm judge as a scorer of texts (RASS's benign filter) ------------------------------
+
+HarmFn = Callable[[list[str]], Sequence[float]]  # English texts -> p(harmful) each
+
+
+@dataclass(frozen=True)
+class HarmScorer:
+    """How RASS tells harmful candidates from benign ones: ``p_harmful(english_texts)`` gives
+    p(harmful) per text, and one at or above ``threshold`` is dropped. ``info`` describes the
+    scorer; it is saved with the result, the threshold added (:meth:`describe`).
+
+    :func:`harm_scorer` makes one from a fitted ``HarmJudge`` (its own threshold); wrap any
+    other function with the threshold it was calibrated for: ``HarmScorer(fn, 0.3)``.
+    """
+
+    p_harmful: HarmFn
+    threshold: float = 0.5
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not callable(self.p_harmful):
+            raise RefusalLensError(
+                "HarmScorer.p_harmful must be a function from English texts to p(harmful) "
+                f"each, not {type(self.p_harmful).__name__}."
+            )
+        if not 0 <= self.threshold <= 1:
+            raise RefusalLensError(
+                f"HarmScorer.threshold must be in [0, 1], not {self.threshold}; it is the "
+                "p(harmful) at or above which a candidate is dropped, e.g. 0.5."
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.info, "threshold": self.threshold}
+
+
+def harm_scorer(judge: HarmJudge, model: ModelHandle) -> HarmScorer:
+    """A :class:`HarmJudge` reading ``model`` as a RASS harm scorer,
+    with the judge's own threshold (``judge.config.threshold``) and description."""
+
+    def p_harmful(texts: list[str]) -> list[float]:
+        return judge.p_harmful(model, texts).tolist()
+
+    return HarmScorer(p_harmful, judge.config.threshold, judge.describe())
+
+
+def as_harm_scorer(harm: HarmScorer | HarmFn, info: dict[str, Any] | None = None) -> HarmScorer:
+    """``harm`` as a :class:`HarmScorer`: a bare function gets the default threshold (0.5);
+    ``info`` is added to its description."""
+    if not isinstance(harm, HarmScorer):
+        if not callable(harm):
+            raise RefusalLensError(
+                f"RASS needs a HarmScorer or a function of English texts, not "
+                f"{type(harm).__name__}; wrap a HarmJudge with harm_scorer(judge, model)."
+            )
+        harm = HarmScorer(harm)
+    return replace(harm, info=harm.info | info) if info else harm

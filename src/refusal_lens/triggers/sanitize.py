@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from refusal_lens.artifacts import (
+    artifact_file,
     artifact_meta,
     json_writer,
     jsonl_writer,
@@ -151,11 +152,8 @@ class SanitizedData:
         names = {f.name for f in fields(SanitizedItem)}
         rows = []
         for name in (KEPT_NAME, REJECTED_NAME):
-            if not (folder / name).is_file():
-                raise RefusalLensError(
-                    f"{folder} has {META_NAME} but not {name}; save the sanitized data again."
-                )
-            with open(folder / name, encoding="utf-8") as f:
+            path = artifact_file(folder, name, META_NAME, "save the sanitized data again.")
+            with open(path, encoding="utf-8") as f:
                 rows += [json.loads(x) for x in f if x.strip()]
         rows.sort(key=lambda r: r["index"])
         items = [SanitizedItem(**{k: v for k, v in r.items() if k in names}) for r in rows]
