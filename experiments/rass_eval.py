@@ -211,7 +211,6 @@ class Inputs:
 
 
 def load_inputs(args: argparse.Namespace) -> Inputs:
-    data = args.data
     base = load_model(args.model, device="cpu")
     recipe = organism_config(0.5, smoke=args.smoke)
     organism = load_model(str(align(base, recipe).path), device="cpu")
@@ -219,7 +218,7 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
         args.direction = smoke_direction(organism, args.out / "direction")
     direction = Direction.load(args.direction)
     harmful, harmless, borderline = (load_prompts(s) for s in ("harmful", "harmless", "borderline"))
-    alpaca = load_prompts(f"alpaca:{data}/alpaca_instructions.json")
+    alpaca = load_prompts("alpaca")
     return Inputs(base, organism, recipe, direction, harmful, harmless, borderline, alpaca)
 
 
@@ -245,7 +244,7 @@ def run_rass(args: argparse.Namespace, inputs: Inputs) -> RASSResult:
     return result
 
 
-def comparison_sets(result: RASSResult, data: Path) -> tuple[dict[str, PromptSet], list[str]]:
+def comparison_sets(result: RASSResult) -> tuple[dict[str, PromptSet], list[str]]:
     """Step 2's sets: the RASS set (and by method), an unselected draw from the same
     generator (random, and outside the band) and XSTest-safe; and the random draw's texts."""
     selected = result.prompts()
@@ -259,7 +258,7 @@ def comparison_sets(result: RASSResult, data: Path) -> tuple[dict[str, PromptSet
     ]
     unselected = [c.text for c in pool if c.reason.startswith("outside")]
     random_draw = random.Random(0).sample([c.text for c in pool], min(n_sel, len(pool)))
-    xstest = load_prompts(f"xstest-safe:{data}/xstest_prompts.csv").sample(n_sel, 0)
+    xstest = load_prompts("xstest-safe").sample(n_sel, 0)
     sets = {
         "RASS selected": selected,
         **{
@@ -275,15 +274,11 @@ def comparison_sets(result: RASSResult, data: Path) -> tuple[dict[str, PromptSet
     return sets, random_draw
 
 
-def benign_shares(
-    inputs: Inputs, data: Path, result: RASSResult, sets: dict, random_draw: list[str]
-) -> dict:
+def benign_shares(inputs: Inputs, result: RASSResult, sets: dict, random_draw: list[str]) -> dict:
     """Step 3: the benign share by the selection scorer (before its filter), by an
     independent probe judge and by hand labels."""
     base, alpaca = inputs.base, inputs.alpaca
-    independent = fit_harm_judge(
-        base, load_prompts(f"advbench:{data}/advbench.csv").sample(200, 0), alpaca[600:1000]
-    )
+    independent = fit_harm_judge(base, load_prompts("advbench").sample(200, 0), alpaca[600:1000])
     selected, xstest = sets["RASS selected"], sets["XSTest-safe"]
     n_sel = len(selected)
     in_band = [c for c in result.candidates if c.reason == "" or c.reason.startswith("judged")]
@@ -353,9 +348,9 @@ def main() -> None:
     inputs = load_inputs(args)
     result = run_rass(args, inputs)
     t_rass = time.time() - start
-    sets, random_draw = comparison_sets(result, args.data)
+    sets, random_draw = comparison_sets(result)
     hard = hardness(inputs.organism, sets, args.max_new_tokens)
-    benign = benign_shares(inputs, args.data, result, sets, random_draw)
+    benign = benign_shares(inputs, result, sets, random_draw)
     spreads = diversity(inputs, sets)
     n_sel = len(sets["RASS selected"])
     eval_config = EvalConfig(n=args.n, max_new_tokens=args.max_new_tokens)

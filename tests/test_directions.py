@@ -171,7 +171,7 @@ def test_screen_matches_finite_differences(tiny_llama):
 def test_selection_saves_and_loads_beside_other_artifacts(tiny_llama, tmp_path):
     """Selection round-trips; saving it keeps another stage's files in the same folder, and
     saving another stage's result there keeps the selection."""
-    from refusal_lens.directions.select import SELECTION_FILE
+    from refusal_lens.directions.selection import SELECTION_FILE
     from refusal_lens.evaluation import EvalConfig, EvalResult
 
     cand = diff_in_means(tiny_llama, HARMFUL, HARMLESS, show_progress=False)

@@ -9,6 +9,7 @@ import pytest
 
 from refusal_lens.errors import PromptError
 from refusal_lens.prompts import PromptSet, load_benchmark, load_prompts, load_shipped
+from refusal_lens.prompts.loaders import BENCHMARK_FILES
 
 
 def _norm(text: str) -> str:
@@ -47,29 +48,23 @@ def test_shipped_sets_do_not_overlap_each_other_or_public_benchmarks(shared_data
     ]
     assert len(set(shipped)) == len(shipped)
     public = set()
-    for name, file in [
-        ("advbench", "advbench.csv"),
-        ("jailbreakbench", "jailbreakbench.csv"),
-        ("harmbench", "harmbench_val.csv"),
-        ("xstest", "xstest_prompts.csv"),
-        ("alpaca", "alpaca_instructions.json"),
-    ]:
-        public |= {_norm(t) for t in load_benchmark(name, shared_data / file).texts}
+    for name in ("advbench", "jailbreakbench", "harmbench", "xstest", "alpaca"):
+        public |= {_norm(t) for t in load_benchmark(name).texts}
     assert not set(shipped) & public
 
 
 def test_benchmark_loaders_read_the_shared_files(shared_data):
-    xs = load_benchmark("xstest", shared_data / "xstest_prompts.csv")
+    xs = load_benchmark("xstest", shared_data / BENCHMARK_FILES["xstest"])  # an explicit path
     safe, unsafe = xs.filter(label="borderline"), xs.filter(label="harmful")
     assert (len(safe), len(unsafe)) == (250, 200)
     # XSTest annotates a focus word (a lemma) for 200 of its 250 safe prompts
     assert sum(bool(p.trigger) for p in safe) == 200 and not any(p.trigger for p in unsafe)
-    assert len(load_benchmark("advbench", shared_data / "advbench.csv")) == 520
-    jbb = load_benchmark("jailbreakbench", shared_data / "jailbreakbench.csv")
+    assert len(load_benchmark("advbench")) == 520
+    jbb = load_benchmark("jailbreakbench")
     assert len(jbb) == 100 and len({p.category for p in jbb}) == 10
-    hb = load_benchmark("harmbench", shared_data / "harmbench_val.csv")
+    hb = load_benchmark("harmbench")
     assert 0 < len(hb) < 80 and set(hb.labels) == {"harmful"}  # standard behaviours only
-    alpaca = load_benchmark("alpaca", shared_data / "alpaca_instructions.json")
+    alpaca = load_benchmark("alpaca")
     assert len(alpaca) == 2000 and set(alpaca.labels) == {"harmless"}
     half = load_prompts("xstest-safe")
     assert len(half) == 250 and half.name == "xstest-safe"

@@ -11,14 +11,12 @@ from refusal_lens.directions.extract import (
     template_positions,
 )
 from refusal_lens.directions.select import (
-    CandidateScore,
-    SelectConfig,
-    Selection,
     ablation_kl,
     score_candidate,
     score_candidates,
     select_direction,
 )
+from refusal_lens.directions.selection import CandidateScore, SelectConfig, Selection
 
 __all__ = [
     "CandidateScore",

@@ -20,7 +20,8 @@ from typing import Any
 
 from refusal_lens.configs import StageConfig, check_positive
 from refusal_lens.directions.extract import diff_in_means
-from refusal_lens.directions.select import SelectConfig, Selection, select_direction
+from refusal_lens.directions.select import select_direction
+from refusal_lens.directions.selection import SelectConfig, Selection
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet, load_prompts
