@@ -147,6 +147,29 @@ def artifact_file(folder: str | os.PathLike, name: str, meta_name: str, fix: str
     return path
 
 
+def save_tensor_artifact(
+    folder: str | os.PathLike,
+    names: tuple[str, str],
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+) -> Path:
+    """A result of tensors plus JSON metadata: ``names`` = (tensor file, metadata file)."""
+    return save_artifact(
+        folder, {names[0]: safetensors_writer(tensors), names[1]: json_writer(meta)}
+    )
+
+
+def load_tensor_artifact(
+    folder: str | os.PathLike, names: tuple[str, str], kind: str, fix: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The metadata and tensors :func:`save_tensor_artifact` wrote; ``fix`` says how to
+    remake a missing tensor file."""
+    from safetensors.torch import load_file
+
+    meta = read_meta(folder, names[1], kind)
+    return meta, load_file(artifact_file(folder, names[0], names[1], fix))
+
+
 def artifact_meta(kind: str, config: Any = None, **fields: Any) -> dict[str, Any]:
     """The metadata every saved stage result carries: its kind, format and config."""
     meta: dict[str, Any] = {"kind": kind, "format": ARTIFACT_FORMAT}

@@ -25,3 +25,12 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 150) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     return path
+
+
+def finish(fig: Any, path: str | Path | None, tight: bool = True) -> Any:
+    """Lay ``fig`` out (``tight``), save it to ``path`` when given, and return it."""
+    if tight:
+        fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -41,12 +41,9 @@ from torch import Tensor
 
 from refusal_lens.activations import hook_name
 from refusal_lens.artifacts import (
-    artifact_file,
     artifact_meta,
-    json_writer,
-    read_meta,
-    safetensors_writer,
-    save_artifact,
+    load_tensor_artifact,
+    save_tensor_artifact,
 )
 from refusal_lens.configs import StageConfig, check_positive
 from refusal_lens.direction import Direction
@@ -138,15 +135,12 @@ class Attributions(Sequence[TokenAttribution]):
             KIND, self.config, model=self.model, direction=self.direction, items=records
         )
         tensors["n"] = torch.tensor([len(records)])  # a file never empty
-        files = {TENSORS_NAME: safetensors_writer(tensors), META_NAME: json_writer(meta)}
-        return save_artifact(folder, files)
+        return save_tensor_artifact(folder, (TENSORS_NAME, META_NAME), tensors, meta)
 
     @classmethod
     def load(cls, folder: str | Path) -> Attributions:
-        from safetensors.torch import load_file
-
-        meta = read_meta(folder, META_NAME, KIND)
-        tensors = load_file(artifact_file(folder, TENSORS_NAME, META_NAME, "attribute again."))
+        names = (TENSORS_NAME, META_NAME)
+        meta, tensors = load_tensor_artifact(folder, names, KIND, "attribute again.")
         items = [
             TokenAttribution(
                 **record,

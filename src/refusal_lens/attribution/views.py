@@ -31,7 +31,7 @@ from torch import Tensor
 from refusal_lens.artifacts import atomic_path
 from refusal_lens.attribution.methods import TokenAttribution
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.plots import pyplot, save_figure
+from refusal_lens.plots import finish, pyplot
 
 POSITIVE_COLOR, NEGATIVE_COLOR = "red", "blue"  # towards refusal, away from it
 HEATMAP_CMAP = "RdBu_r"  # diverging: red > 0 > blue, like the coloured tokens
@@ -215,10 +215,7 @@ def _token_axis_and_title(ax: Any, attribution: TokenAttribution) -> None:
 
 
 def _finish(fig: Any, path: str | Path | None) -> Any:
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish(fig, path)
 
 
 def attribution_heatmap(

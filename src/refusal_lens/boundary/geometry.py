@@ -42,12 +42,9 @@ from torch import Tensor
 
 from refusal_lens.activations import HOOK_POINTS, CollectConfig, collect_residuals
 from refusal_lens.artifacts import (
-    artifact_file,
     artifact_meta,
-    json_writer,
-    read_meta,
-    safetensors_writer,
-    save_artifact,
+    load_tensor_artifact,
+    save_tensor_artifact,
 )
 from refusal_lens.configs import StageConfig
 from refusal_lens.direction import Direction
@@ -220,19 +217,13 @@ class Geometry:
             direction=self.direction,
             summary=self.summary(),
         )
-        return save_artifact(
-            folder,
-            {TENSORS_NAME: safetensors_writer(tensors), META_NAME: json_writer(meta)},
-        )
+        return save_tensor_artifact(folder, (TENSORS_NAME, META_NAME), tensors, meta)
 
     @classmethod
     def load(cls, folder: str | Path) -> Geometry:
         """Read a geometry written by :meth:`save`."""
-        from safetensors.torch import load_file
-
-        meta = read_meta(folder, META_NAME, KIND)
         fix = "save the geometry again (`refusal-lens geometry`)."
-        t = load_file(artifact_file(folder, TENSORS_NAME, META_NAME, fix))
+        meta, t = load_tensor_artifact(folder, (TENSORS_NAME, META_NAME), KIND, fix)
         per_set = {g: {k: t[f"{g}.{k}"] for k in meta["texts"]} for g in TENSOR_GROUPS}
         return cls(
             layers=meta["layers"],

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from refusal_lens.boundary.geometry import Geometry
-from refusal_lens.plots import pyplot, save_figure
+from refusal_lens.plots import finish, pyplot
 
 COLORS = {
     "harmful": "#d62728",
@@ -90,9 +90,7 @@ def plot_boundary_grid(
     fig.legend(handles, labels, loc="lower center", ncol=5, frameon=False)
     fig.suptitle(f"Safety boundary by layer: {geo.model}", fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish(fig, path, tight=False)
 
 
 def plot_margins(geo: Geometry, path: str | Path | None = None) -> Any:
@@ -115,10 +113,7 @@ def plot_margins(geo: Geometry, path: str | Path | None = None) -> Any:
     ax.set_ylabel("margin (+ harmful side; class means ≈ ±1)")
     ax.set_title("Where borderline prompts sit: median and interquartile range")
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish(fig, path)
 
 
 def plot_probe_accuracy(geo: Geometry, path: str | Path | None = None) -> Any:
@@ -138,10 +133,7 @@ def plot_probe_accuracy(geo: Geometry, path: str | Path | None = None) -> Any:
     ax.set_ylabel("fraction")
     ax.set_title("Harmful-vs-harmless probe by layer")
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish(fig, path)
 
 
 def write_geometry_figures(geo: Geometry, out: str | Path, layers: Sequence[int] | None = None):
@@ -180,7 +172,4 @@ def plot_rass_margins(result: Any, path: str | Path | None = None) -> Any:
     ax.set_ylabel("candidates")
     ax.set_title("RASS candidates (after the screen) by steering coefficient")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish(fig, path)

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from refusal_lens.plots import pyplot, save_figure
+from refusal_lens.plots import finish, pyplot
 
 POSITION_CMAP = "viridis"
 
@@ -63,10 +63,7 @@ def plot_selection(selection: Any, path: str | Path | None = None, title: str = 
         ax.set_title(key)
     axes[0].legend(fontsize=7, ncol=2)
     fig.suptitle(title or f"Refusal-direction candidates of {chosen.model}")
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish(fig, path)
 
 
 def plot_steering(
@@ -87,7 +84,4 @@ def plot_steering(
     ax.axvline(0, color="grey", lw=0.8)
     ax.legend()
     ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish(fig, path)

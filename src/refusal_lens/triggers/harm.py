@@ -27,12 +27,9 @@ from torch import Tensor
 
 from refusal_lens.activations import CollectConfig, collect_residuals, hook_name
 from refusal_lens.artifacts import (
-    artifact_file,
     artifact_meta,
-    json_writer,
-    read_meta,
-    safetensors_writer,
-    save_artifact,
+    load_tensor_artifact,
+    save_tensor_artifact,
 )
 from refusal_lens.configs import StageConfig
 from refusal_lens.errors import RefusalLensError
@@ -156,19 +153,13 @@ class HarmJudge:
             val_accuracy=self.val_accuracy,
             accuracy_by_layer=self.accuracy_by_layer,
         )
-        return save_artifact(
-            folder,
-            {TENSORS_NAME: safetensors_writer(tensors), META_NAME: json_writer(meta)},
-        )
+        return save_tensor_artifact(folder, (TENSORS_NAME, META_NAME), tensors, meta)
 
     @classmethod
     def load(cls, folder: str | Path) -> HarmJudge:
         """Read a judge written by :meth:`save`."""
-        from safetensors.torch import load_file
-
-        meta = read_meta(folder, META_NAME, KIND)
-        path = artifact_file(folder, TENSORS_NAME, META_NAME, "save the harm judge again.")
-        tensors = load_file(path)
+        fix = "save the harm judge again (`refusal-lens harm-judge`)."
+        meta, tensors = load_tensor_artifact(folder, (TENSORS_NAME, META_NAME), KIND, fix)
         probe = LinearProbe(tensors["weight"], float(meta["bias"]), tensors["mean"], tensors["std"])
         return cls(
             probe,

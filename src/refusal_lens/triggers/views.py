@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from refusal_lens.plots import pyplot, save_figure
+from refusal_lens.plots import finish, pyplot
 from refusal_lens.triggers.masks import LexiconEntry
 
 KIND_COLORS = {"trigger": "tab:orange", "harmful_cue": "tab:red", "neutral": "tab:gray"}
@@ -34,6 +34,4 @@ def plot_lexicon(
     ]
     ax.legend(handles, ["trigger", "harmful cue"], loc="lower right", fontsize=8)
     ax.set_title(title or "Trigger lexicon (× = requests)", fontsize=10)
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return finish(fig, path, tight=False)
