@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from refusal_lens.cli.common import (
+    BaseOpt,
     DirectionOpt,
     HarmJudgeOpt,
     Loader,
@@ -97,14 +98,7 @@ def rass(
     direction: DirectionOpt,
     harm_judge: HarmJudgeOpt,
     out: OutOpt,
-    base: Annotated[
-        str | None,
-        typer.Option(
-            "--base",
-            metavar="MODEL",
-            help="The model the harm judge reads (it was fitted on it); default: MODEL itself.",
-        ),
-    ] = None,
+    base: BaseOpt = None,
     harmful: Annotated[str, typer.Option(help="Reference harmful prompts")] = "harmful",
     harmless: Annotated[str, typer.Option(help="Reference harmless prompts")] = "harmless",
     lexicon: Annotated[

@@ -83,6 +83,14 @@ OptionalDirectionOpt = Annotated[
 HarmJudgeOpt = Annotated[
     Path, typer.Option("--harm-judge", metavar="DIR", help="Folder written by `harm-judge`.")
 ]
+BaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base",
+        metavar="MODEL",
+        help="The model the harm judge reads (it was fitted on it); default: MODEL itself.",
+    ),
+]
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from refusal_lens.cli.common import (
+    BaseOpt,
     HarmJudgeOpt,
     Loader,
     ModelArg,
@@ -24,15 +25,6 @@ from refusal_lens.cli.common import (
 )
 from refusal_lens.cli.options import config_options
 from refusal_lens.configs import StageConfig
-
-BaseOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--base",
-        metavar="MODEL",
-        help="The model the harm judge reads (it was fitted on it); default: MODEL itself.",
-    ),
-]
 
 
 @app.command("harm-judge")
