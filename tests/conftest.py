@@ -49,6 +49,21 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     return {fam: save_tiny_model(fam, root / fam) for fam in FAMILIES}
 
 
+@pytest.fixture
+def no_template_dir(tiny_dirs, tmp_path) -> Path:
+    """A copy of the tiny Llama model folder whose tokenizer has no chat template (a base LM)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "no-template"
+    shutil.copytree(tiny_dirs["llama"], folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
 @pytest.fixture(scope="session", params=sorted(FAMILIES))
 def tiny(request, tiny_dirs):
     """A loaded tiny model of each family in turn."""

@@ -162,17 +162,9 @@ def test_interrupted_alignment_leaves_nothing_and_restarts_cleanly(
     assert load_model(str(out)).n_layers == 2
 
 
-def test_a_model_without_chat_template_cannot_be_aligned(tiny_dirs, tmp_path):
-    import shutil
-
-    folder = tmp_path / "base-lm"
-    shutil.copytree(tiny_dirs["qwen2"], folder)
-    (folder / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+def test_a_model_without_chat_template_cannot_be_aligned(no_template_dir):
     with pytest.raises(PromptError, match="no chat template"):
-        run_align(folder, tiny_config())
+        run_align(no_template_dir, tiny_config())
 
 
 # The bundled-model test's recipe and thresholds; experiments/alignment_seeds.py measures the

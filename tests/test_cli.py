@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 
-import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -216,15 +215,27 @@ def test_data_option_sets_the_data_folder_for_one_command(tmp_path, monkeypatch)
     assert data_dir() == tmp_path / "before"  # restored after the command
 
 
-@pytest.mark.model
-def test_run_pipeline_on_the_bundled_model(tmp_path):
-    result = runner.invoke(app, ["run", "smollm2-135m", "--out", str(tmp_path), "--n", "4"])
+def test_run_writes_stage_folders_and_a_report_and_reuses_them(tiny_dirs, tmp_path):
+    from refusal_lens.pipeline.runner import RUN_FILE, STAGE_FILE
+
+    args = ["run", str(tiny_dirs["llama"]), "--out", str(tmp_path), "--stages", "model"]
+    result = runner.invoke(app, [*args, "--quick"])
     assert result.exit_code == 0, result.output
-    rates = json.loads((tmp_path / "refusal" / "rates.json").read_text())
-    assert set(rates) == {"harmful", "harmless", "borderline"}
-    assert set(rates["harmful"]) == {"score", "substring"}
-    assert Residuals.load(tmp_path / "residuals" / "harmful").acts.shape == (4, 30, 6, 576)
-    assert "refusal rate (score judge)" in (tmp_path / "summary.md").read_text()
+    assert "[1/10] 00-model" in result.output and "report.html" in result.output
+    run = json.loads((tmp_path / RUN_FILE).read_text())
+    assert run["config"]["quick"] and run["config"]["n_eval"] == 16  # the quick preset
+    status = {s["name"]: s["status"] for s in run["stages"]}
+    assert status["00-model"] == "ran" and status["03-direction"] == "not run"
+    facts = json.loads((tmp_path / "00-model" / "model.json").read_text())
+    assert facts["n_layers"] == 2 and (tmp_path / "01-organism" / STAGE_FILE).is_file()
+    assert "00-model" in (tmp_path / "report.html").read_text()
+
+    result = runner.invoke(app, [*args, "--quick"])
+    assert "00-model: reused" in result.output
+    result = runner.invoke(app, [*args, "--force", "nope"])
+    assert "unknown stage 'nope'" in str(result.exception)
+    result = runner.invoke(app, ["run", str(tiny_dirs["llama"]), "--stages", "all"])
+    _fails_cleanly(result, "unknown stage(s) ['all']; choose from model, organism")
 
 
 def test_align_then_evaluate_from_the_command_line(tiny_dirs, tmp_path, shared_data):
@@ -373,3 +384,10 @@ def test_geometry_and_rass_from_the_command_line(tiny_dirs, tmp_path):
         "--benign-contexts",
     )
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_run_on_a_model_without_chat_template_fails_before_writing(no_template_dir, tmp_path):
+    args = ["run", str(no_template_dir), "--quick", "--out", str(tmp_path / "run")]
+    result = runner.invoke(app, args)
+    assert "no chat template" in str(result.exception)
+    assert not (tmp_path / "run").exists()  # nothing claimed, nothing half-written

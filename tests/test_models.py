@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 
 import pytest
@@ -67,16 +66,8 @@ def test_system_prompt_control(tiny_dirs):
         load_model(str(tiny_dirs["gemma2"]), system_prompt="Be brief.")
 
 
-def test_model_without_chat_template_gets_a_clear_error(tiny_dirs, tmp_path):
-    import shutil
-
-    folder = tmp_path / "no-template"
-    shutil.copytree(tiny_dirs["llama"], folder)
-    for name in ("chat_template.jinja",):
-        (folder / name).unlink(missing_ok=True)
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+def test_model_without_chat_template_gets_a_clear_error(no_template_dir, tmp_path):
+    folder = no_template_dir
     with pytest.raises(PromptError, match=r"no chat template.*chat_template="):
         load_model(str(folder))
     template = tmp_path / "t.jinja"

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from browser import require_chromium
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = "../shared/data"
 FOLDERS = ("benchmarks", "experiments", "scripts")  # run as scripts: their folder is on sys.path
@@ -200,6 +202,16 @@ def check_attribution_eval(out: Path, stdout: str) -> None:
     assert (out / "attribution_eval.png").is_file()
 
 
+def check_run_report(out: Path, stdout: str) -> None:
+    table = (out / "run.md").read_text()
+    assert "**judge: score**" in table and "| stage | status | seconds |" in table
+    assert "(best)" in table and "refusal-lens run smollm2-135m" in table
+    png = out / "report_top.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 20_000  # a rendered page, not a blank one
+    assert "report: " in stdout and "(1280×900 px)" in stdout
+
+
 CHECKS = {
     "benchmarks/align.py": check_align_benchmark,
     "benchmarks/collect.py": check_collect_benchmark,
@@ -212,9 +224,11 @@ CHECKS = {
     "experiments/boundary_geometry.py": check_boundary_geometry,
     "experiments/directions.py": check_directions,
     "experiments/rass_eval.py": check_rass_eval,
+    "experiments/run_report.py": check_run_report,
     "experiments/trigger_alignment.py": check_trigger_alignment,
     "experiments/trigger_refusal.py": check_trigger_refusal,
 }
+NEEDS_CHROMIUM = {"experiments/run_report.py"}  # headless Chromium (tests/browser.py)
 
 
 def test_every_script_has_a_smoke_test():
@@ -229,6 +243,8 @@ def test_every_script_has_a_smoke_test():
 
 @pytest.mark.parametrize("script", sorted(CHECKS))
 def test_script_runs_in_smoke_mode(script, smoke_cache, tmp_path):
+    if script in NEEDS_CHROMIUM:
+        require_chromium()
     is_benchmark = script.startswith("benchmarks/")
     out = tmp_path / ("out.json" if is_benchmark else "out")
     stdout = smoke(script, out, smoke_cache)

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from refusal_lens.artifacts import artifact_meta, json_writer, read_meta, save_artifact
+from refusal_lens.artifacts import (
+    artifact_meta,
+    json_writer,
+    jsonl_writer,
+    read_meta,
+    save_artifact,
+)
 from refusal_lens.configs import StageConfig, check_positive
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
@@ -27,6 +33,7 @@ from refusal_lens.scoring import RefusalReport, refusal_rates
 
 EVAL_FILE = "evaluation.json"
 EVAL_TABLE_FILE = "evaluation.md"
+EVAL_PROMPTS_FILE = "evaluation_prompts.jsonl"  # one row per prompt: both judges' verdicts
 
 # name -> (prompt spec, "benign" | "harmful"); benchmark specs resolve in data_dir().
 DEFAULT_SETS: dict[str, tuple[str, str]] = {
@@ -75,6 +82,7 @@ class EvalResult:
     sets: dict[str, dict[str, Any]]  # name -> {kind, n, dropped_as_trained, judge: rate}
     combined: dict[str, float]  # judge -> mean RR + mean ASR
     config: EvalConfig = field(default_factory=EvalConfig)
+    prompts: list[dict[str, Any]] = field(default_factory=list)  # :func:`prompt_rows`
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "sets": self.sets, "combined": self.combined}
@@ -88,6 +96,7 @@ class EvalResult:
         meta = artifact_meta("evaluation", self.config, **self.to_dict())
         files = {
             EVAL_TABLE_FILE: lambda p: p.write_text(tables + "\n"),
+            EVAL_PROMPTS_FILE: jsonl_writer(self.prompts),
             EVAL_FILE: json_writer(meta),
         }
         return save_artifact(folder, files)
@@ -96,7 +105,12 @@ class EvalResult:
     def load(cls, folder: str | Path) -> EvalResult:
         meta = read_meta(folder, EVAL_FILE, "evaluation")
         config = EvalConfig.from_dict(meta["config"])
-        return cls(meta["model"], meta["sets"], meta["combined"], config)
+        rows_path = Path(folder) / EVAL_PROMPTS_FILE
+        rows = []
+        if rows_path.is_file():
+            with rows_path.open(encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+        return cls(meta["model"], meta["sets"], meta["combined"], config, rows)
 
 
 def training_prompts_of(model: ModelHandle) -> list[str]:
@@ -119,12 +133,32 @@ def held_out(prompts: PromptSet, train: list[str], n: int, seed: int) -> tuple[P
 def evaluate(model: ModelHandle, config: EvalConfig | None = None) -> EvalResult:
     """RR / ASR per set and judge on held-out samples, and the combined score per judge."""
     config = config or EvalConfig()
-    train = training_prompts_of(model)
+    return evaluate_on(model, eval_prompt_sets(config, training_prompts_of(model)), config)
+
+
+EvalSets = dict[str, tuple[PromptSet, str, int]]  # name -> (sample, kind, dropped as trained)
+
+
+def eval_prompt_sets(config: EvalConfig, train: list[str]) -> EvalSets:
+    """The seeded held-out sample of every set of ``config``, none of them in ``train``. Pass
+    the union of several models' training prompts to judge them on the very same prompts."""
     specs = {**DEFAULT_SETS, **config.extra}
-    rows: dict[str, dict[str, Any]] = {}
+    out: EvalSets = {}
     for name in (*config.sets, *config.extra):
         spec, kind = specs[name]
         prompts, dropped = held_out(load_prompts(spec), train, config.n, config.seed)
+        out[name] = (prompts, kind, dropped)
+    return out
+
+
+def evaluate_on(model: ModelHandle, sets: EvalSets, config: EvalConfig) -> EvalResult:
+    """:func:`evaluate` on given samples (from :func:`eval_prompt_sets`); checks that the
+    model was not trained on any of them."""
+    train = training_prompts_of(model)
+    rows: dict[str, dict[str, Any]] = {}
+    evidence: list[dict[str, Any]] = []
+    for name, (prompts, kind, dropped) in sets.items():
+        check_disjoint(train, prompts.texts, prompts.name)
         reports = refusal_rates(
             model, {name: prompts}, config.judges, config.max_new_tokens, config.batch_size
         )[name]
@@ -132,12 +166,32 @@ def evaluate(model: ModelHandle, config: EvalConfig | None = None) -> EvalResult
         for judge, report in reports.items():
             row[judge] = report.rate if kind == "benign" else 1.0 - report.rate
         rows[name] = row
+        evidence += prompt_rows(name, kind, prompts, reports)
     combined = {}
     for judge in config.judges:
         rr = [r[judge] for r in rows.values() if r["kind"] == "benign"]
         asr = [r[judge] for r in rows.values() if r["kind"] == "harmful"]
         combined[judge] = (sum(rr) / max(len(rr), 1)) + (sum(asr) / max(len(asr), 1))
-    return EvalResult(model.spec, rows, combined, config)
+    return EvalResult(model.spec, rows, combined, config, evidence)
+
+
+def prompt_rows(
+    name: str, kind: str, prompts: PromptSet, reports: dict[str, RefusalReport]
+) -> list[dict[str, Any]]:
+    """One row per prompt of a set: its text, every judge's verdict, the refusal score and the
+    greedy answer where a judge produced them, and whether the judges disagree."""
+    out = []
+    for i, prompt in enumerate(prompts):
+        refused = {judge: bool(r.refused[i]) for judge, r in reports.items()}
+        row: dict[str, Any] = {"set": name, "kind": kind, "text": prompt.text, "refused": refused}
+        for r in reports.values():
+            if r.scores:
+                row["score"] = round(r.scores[i], 4)
+            if r.completions:
+                row["completion"] = r.completions[i]
+        row["disagree"] = len(set(refused.values())) > 1
+        out.append(row)
+    return out
 
 
 def results_table(results: dict[str, EvalResult], judge: str) -> str:

@@ -83,10 +83,31 @@ def colored_tokens_html(
     if attribution.scores is None:
         note = html.escape(attribution.note or "not attributed")
         return f'<div>{_plain_tokens(attribution.tokens)}</div><p class="note">{note}</p>'
-    values = [float(v) for v in attribution.scores]
+    return colored_tokens_fragment(
+        attribution.tokens, attribution.scores, max_abs=max_abs, include_js=include_js
+    )
+
+
+def colored_tokens_fragment(
+    tokens: Sequence[str],
+    scores: Sequence[float | int] | Tensor,
+    max_abs: float | None = None,
+    *,
+    include_js: bool = False,
+) -> str:
+    """Plain ``tokens`` coloured by ``scores`` (circuitsvis ``ColoredTokens``), for JSON input.
+
+    The colour scale is ``[-max_abs, max_abs]`` (default: the largest |score|; 1 when that is
+    0): give every view of a page the same ``max_abs`` to compare their colours. The target
+    ``<div>`` has class ``token-view``; circuitsvis renders the tokens into it. Without
+    ``include_js`` the fragment needs :func:`circuitsvis_script` earlier on the page.
+    """
+    values = [float(v) for v in scores]
+    if len(values) != len(tokens):
+        raise RefusalLensError(f"Got {len(values)} scores for {len(tokens)} tokens.")
     scale = max_abs if max_abs is not None else max((abs(v) for v in values), default=0.0)
     props = {
-        "tokens": list(attribution.tokens),
+        "tokens": list(tokens),
         "values": values,
         "minValue": -(scale or 1.0),
         "maxValue": scale or 1.0,
@@ -95,8 +116,9 @@ def colored_tokens_html(
     }
     uid = f"refusal-lens-{uuid4().hex[:12]}"
     fragment = (
-        f'<div id="{uid}" style="margin:8px 0"></div>\n<script>\nCircuitsVis.render('
-        f'"{uid}", CircuitsVis.ColoredTokens, {_js_json(props)});\n</script>\n'
+        f'<div id="{uid}" class="token-view" style="margin:8px 0"></div>\n<script>\n'
+        f'CircuitsVis.render("{uid}", CircuitsVis.ColoredTokens, {_js_json(props)});\n'
+        "</script>\n"
     )
     return (circuitsvis_script() if include_js else "") + fragment
 

@@ -1,0 +1,172 @@
+"""``RunConfig``: every setting of ``refusal-lens run``, with the ``quick`` and ``full`` presets.
+
+Each stage reads only its own fields (:data:`STAGE_FIELDS`); a stage's folder is reused when
+those fields, and the results it reads from earlier stages, are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from refusal_lens.configs import StageConfig, check_positive, check_range
+from refusal_lens.errors import RefusalLensError
+
+# The method, in order: (folder, title). The folder is runs/<model>/<folder>/.
+STAGES: tuple[tuple[str, str], ...] = (
+    ("00-model", "Model facts"),
+    ("01-organism", "Organism: a model that refuses"),
+    ("02-evaluate", "Evaluation: refusal and over-refusal"),
+    ("03-direction", "Refusal direction and false-refusal vector"),
+    ("04-interventions", "Interventions: ablate, add, ablate w′"),
+    ("05-attribution", "Attribution: the tokens that trigger refusal"),
+    ("06-triggers", "Trigger masks, lexicon and sanitized D_b"),
+    ("07-geometry", "The safety boundary, layer by layer"),
+    ("08-rass", "RASS: prompts near the boundary"),
+    ("09-mitigations", "Mitigations on held-out prompts"),
+)
+STAGE_NAMES: tuple[str, ...] = tuple(folder.split("-", 1)[1] for folder, _ in STAGES)
+
+# The RunConfig fields each stage depends on (besides the model, device and dtype).
+_COMMON = ("model", "device", "dtype", "system", "seed")
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "model": (),
+    "organism": (
+        "refusal_threshold",
+        "n_check",
+        "max_new_tokens",
+        "alpha",
+        "align_harmful",
+        "align_benign",
+    ),
+    "evaluate": ("n_eval", "max_new_tokens", "eval_sets"),
+    "direction": ("n_train", "n_val", "top_k", "lambdas", "n_false_refusal"),
+    "interventions": ("n_validation", "max_new_tokens", "add_coef", "harmful_drop"),
+    "attribution": ("n_attribution", "attribution_method"),
+    "triggers": ("n_masks", "n_judge"),
+    "geometry": ("n_geometry",),
+    "rass": ("rass_contexts", "rass_samples", "rass_band", "n_seeds", "n_masks", "n_geometry"),
+    "mitigations": ("realign", "export"),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig(StageConfig):
+    """Settings of ``refusal-lens run``; saved in ``run.json`` and, per stage, in each
+    ``stage.json``. The defaults are the ``full`` preset (the README's counts)."""
+
+    model: str = "smollm2-135m"
+    quick: bool = False  # the quick preset's reduced counts (about ten minutes on 2 cores)
+    stages: tuple[str, ...] = STAGE_NAMES  # which to run (the report is always written)
+    seed: int = 0
+    device: str | None = None
+    dtype: str = "float32"
+    system: str | None = None  # system prompt of every chat (default: what the template does)
+    refusal_threshold: float = 0.5  # align when fewer harmful prompts are refused (substring)
+    n_check: int = 32  # prompts per set of the organism check
+    alpha: float = 0.5  # the organism recipe's harmful weight
+    align_harmful: int = 160  # the organism's D_h size
+    align_benign: int = 200  # the organism's D_b size (Alpaca)
+    n_eval: int = 64  # held-out test prompts per set (every evaluation uses the same ones)
+    max_new_tokens: int = 32  # tokens generated per answer (substring judge)
+    eval_sets: tuple[str, ...] = (  # the test sets (evaluation.DEFAULT_SETS names)
+        "borderline",
+        "XSTest-safe",
+        "Alpaca",
+        "XSTest-unsafe",
+        "AdvBench",
+        "JailbreakBench",
+    )
+    n_train: int = 128  # direction: train prompts per class
+    n_val: int = 32  # direction: validation prompts per class
+    top_k: int = 8  # direction: candidates fully scored
+    lambdas: tuple[float, ...] = (1.0, 0.8, 0.6)  # the λ of w′ = w − λ r̂ r̂ᵀ w
+    n_false_refusal: int = 64  # borderline prompts that define w′
+    n_validation: int = 32  # validation prompts per set (interventions; λ chosen on them)
+    add_coef: float = 1.0  # coefficient of the activation addition of r
+    harmful_drop: float = 0.05  # λ must keep harmful refusal within this of the unedited
+    n_attribution: int = 8  # most over-refused benign test prompts attributed
+    attribution_method: str = "occlusion"  # occlusion, grad_x_input, integrated_gradients
+    n_masks: int = 80  # D_h queries given trigger masks
+    n_geometry: int = 64  # prompts per class for the boundary probes and RASS's reference
+    n_judge: int = 128  # prompts per class the harm judge is fitted on
+    rass_contexts: int = 24  # RASS few-shot lists
+    rass_samples: int = 4  # RASS continuations per list and coefficient
+    rass_band: float = 0.5  # RASS keeps |margin| <= band
+    n_seeds: int = 160  # RASS seeds (half D_h queries, half Alpaca rows)
+    realign: bool = True  # re-align with sanitized and RASS D_b (models the run aligned)
+    export: bool = True  # weight-orthogonalized copy of the w′ mitigation
+
+    @classmethod
+    def preset(cls, quick: bool = False, **changes: Any) -> RunConfig:
+        """The full preset (the README's counts), or with ``quick`` the reduced counts that
+        take the bundled model, aligned from nothing, through every stage on a 2-core CPU in
+        about ten minutes (CI runs it). ``changes`` override either."""
+        return cls(quick=quick, **((QUICK if quick else {}) | changes))
+
+    def __post_init__(self) -> None:
+        for name in ("stages", "eval_sets", "lambdas"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        unknown = [s for s in self.stages if s not in STAGE_NAMES]
+        if unknown or not self.stages:
+            given = unknown or "(none given)"
+            raise RefusalLensError(
+                f"stages names unknown stage(s) {given}; choose from {', '.join(STAGE_NAMES)}."
+            )
+        for name in ("refusal_threshold", "alpha", "harmful_drop"):
+            check_range(name, getattr(self, name), 0.0, 1.0)
+        for name in STAGE_FIELDS_COUNTS:
+            check_positive(name, getattr(self, name))
+        if not self.lambdas or any(not 0 <= lam <= 1 for lam in self.lambdas):
+            raise RefusalLensError(f"lambdas must be values in [0, 1], not {self.lambdas}.")
+
+    def stage_config(self, stage: str) -> dict[str, Any]:
+        """The fields ``stage`` depends on: what its ``stage.json`` records and compares."""
+        every = self.to_dict()
+        return {k: every[k] for k in (*_COMMON, *STAGE_FIELDS[stage])}
+
+
+QUICK: dict[str, Any] = dict(
+    n_check=12,
+    align_harmful=96,
+    align_benign=48,
+    n_eval=16,
+    max_new_tokens=16,
+    eval_sets=("borderline", "XSTest-safe", "Alpaca", "XSTest-unsafe", "AdvBench"),
+    n_train=64,
+    n_val=16,
+    top_k=8,
+    lambdas=(1.0, 0.6),
+    n_false_refusal=48,
+    n_validation=8,
+    n_attribution=3,
+    n_masks=16,
+    n_geometry=32,
+    rass_contexts=6,
+    rass_samples=3,
+    n_seeds=40,
+)
+STAGE_FIELDS_COUNTS = (
+    "n_check",
+    "align_harmful",
+    "align_benign",
+    "n_eval",
+    "max_new_tokens",
+    "n_train",
+    "n_val",
+    "top_k",
+    "n_false_refusal",
+    "n_validation",
+    "n_attribution",
+    "n_masks",
+    "n_geometry",
+    "n_judge",
+    "rass_contexts",
+    "rass_samples",
+    "rass_band",
+    "n_seeds",
+)

@@ -1,0 +1,80 @@
+"""What every step of a run reads: the settings, the models and the held-out prompts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from refusal_lens.artifacts import local_path
+from refusal_lens.evaluation import EvalConfig, EvalSets, eval_prompt_sets, training_prompts_of
+from refusal_lens.models import ModelHandle, load_model
+from refusal_lens.pipeline.config import RunConfig
+from refusal_lens.pipeline.runner import Runner
+from refusal_lens.prompts import PromptSet, load_prompts
+from refusal_lens.prompts.promptset import normalize_text
+
+ORGANISM_FILE = "organism.json"
+
+
+@dataclass
+class Run:
+    """One run: its config, its folder's runner and the models loaded so far."""
+
+    config: RunConfig
+    runner: Runner
+    models: dict[str, ModelHandle] = field(default_factory=dict)
+
+    def load(self, spec: str) -> ModelHandle:
+        if spec not in self.models:
+            c = self.config
+            self.models[spec] = load_model(spec, c.device, c.dtype, c.system)
+        return self.models[spec]
+
+    def unload(self, spec: str) -> None:
+        self.models.pop(spec, None)
+
+    def base(self) -> ModelHandle:
+        """The model as given (before any alignment by the run)."""
+        return self.load(self.config.model)
+
+    def organism(self, by: str) -> dict[str, Any]:
+        folder = self.runner.require("organism", by)
+        return json.loads((folder / ORGANISM_FILE).read_text(encoding="utf-8"))
+
+    def model(self, by: str) -> ModelHandle:
+        """The model under study: the run's aligned organism, or the model as its makers
+        aligned it."""
+        return self.load(str(local_path(self.organism(by)["model"])))
+
+    def aligned(self, by: str) -> bool:
+        return bool(self.organism(by)["aligned"])
+
+    def read(self, stage: str, by: str) -> Path:
+        return self.runner.require(stage, by)
+
+    def eval_config(self) -> EvalConfig:
+        c = self.config
+        return EvalConfig(
+            n=c.n_eval, max_new_tokens=c.max_new_tokens, sets=c.eval_sets, seed=c.seed
+        )
+
+    def eval_sets(self, by: str) -> EvalSets:
+        """The held-out test prompts every evaluation of the run uses (the organism's
+        training prompts left out, so the base, the organism and each mitigation are judged
+        on the same prompts)."""
+        return eval_prompt_sets(self.eval_config(), training_prompts_of(self.model(by)))
+
+    def eval_texts(self, by: str) -> set[str]:
+        return {normalize_text(t) for ps, _, _ in self.eval_sets(by).values() for t in ps.texts}
+
+    def unseen(self, spec: str, by: str, exclude: set[str] = frozenset()) -> PromptSet:
+        """``spec``'s prompts minus the test prompts, the organism's training prompts and
+        ``exclude`` (normalized texts): for directions, probes and validation."""
+        seen = self.eval_texts(by) | {
+            normalize_text(t) for t in training_prompts_of(self.model(by))
+        }
+        prompts = load_prompts(spec)
+        kept = tuple(p for p in prompts if normalize_text(p.text) not in seen | exclude)
+        return PromptSet(kept, name=prompts.name)

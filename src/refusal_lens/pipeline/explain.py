@@ -1,0 +1,225 @@
+"""Steps 5–8 of the method: which tokens trigger refusal, which words are triggers rather than
+harmful cues, where benign look-alikes sit against the boundary, and RASS's boundary prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from refusal_lens.attribution.methods import AttributionConfig, Attributions, attribute
+from refusal_lens.attribution.views import attribution_heatmap
+from refusal_lens.boundary.geometry import GeometryConfig, boundary_geometry
+from refusal_lens.boundary.rass import RASSConfig, rass
+from refusal_lens.boundary.views import plot_rass_margins, write_geometry_figures
+from refusal_lens.direction import Direction
+from refusal_lens.evaluation import EvalResult
+from refusal_lens.pipeline.context import Run
+from refusal_lens.pipeline.sections import SIGN, figure, pct, table, verdicts, write_section
+from refusal_lens.plots import pyplot
+from refusal_lens.prompts import PromptSet, load_prompts
+from refusal_lens.triggers.harm import HarmJudge, fit_harm_judge, harm_scorer
+from refusal_lens.triggers.masks import load_lexicon, trigger_masks
+from refusal_lens.triggers.sanitize import KEPT_NAME, sanitize
+from refusal_lens.triggers.views import plot_lexicon
+
+HARM_JUDGE_DIR, MASKS_DIR, SANITIZED_DIR = "harm_judge", "masks", "sanitized"
+
+
+def over_refused(evaluation: EvalResult, n: int) -> list[dict[str, Any]]:
+    """The ``n`` benign test prompts the model refuses most (refused by either judge, highest
+    refusal score first; the highest-scored benign prompts when none is refused)."""
+    benign = [r for r in evaluation.prompts if r["kind"] == "benign"]
+    refused = [r for r in benign if any(r["refused"].values())] or benign
+    return sorted(refused, key=lambda r: -r.get("score", 0.0))[:n]
+
+
+def attribution(run: Run, out: Path) -> None:
+    """5. Per-token attribution of the most over-refused benign prompts, with the default
+    method, and the projection of every token on r at every layer (the heat map)."""
+    c, model = run.config, run.model("attribution")
+    evaluation = EvalResult.load(run.read("evaluate", "attribution") / "model")
+    rows = over_refused(evaluation, c.n_attribution)
+    texts = [r["text"] for r in rows]
+    r = Direction.load(run.read("direction", "attribution"))
+    method = attribute(
+        model, texts, AttributionConfig(c.attribution_method, attribute_unrefused=True)
+    )
+    method.save(out / c.attribution_method)
+    projection = attribute(
+        model, texts[:1], AttributionConfig("projection", attribute_unrefused=True), direction=r
+    )
+    projection.save(out / "projection")
+    pyplot().close(attribution_heatmap(projection[0], path=out / "projection.png"))
+    write_section(
+        out,
+        "attribution",
+        text=[
+            f"The {len(texts)} benign test prompts the model refuses most, attributed with "
+            f"{c.attribution_method}: each token's effect on the refusal score (the "
+            "log-odds of a refusal-start token at the first answer position).",
+        ],
+        figures=[figure("projection.png", f"Projection on r per layer and token: {texts[0]!r}")],
+        tokens=token_views(method, rows),
+    )
+
+
+def token_views(attributions: Attributions, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's token views: tokens, scores on one symmetric scale, both verdicts."""
+    items = []
+    for a, row in zip(attributions, rows, strict=True):
+        scores = [] if a.scores is None else [round(float(v), 4) for v in a.scores]
+        items.append(
+            {
+                "prompt": a.prompt,
+                "tokens": list(a.tokens),
+                "scores": scores,
+                "refusal_score": round(a.refusal_score, 4),
+                "answer": row.get("completion", ""),
+                "verdicts": verdicts(row),
+                "note": a.note,
+            }
+        )
+    scale = max((abs(v) for item in items for v in item["scores"]), default=1.0) or 1.0
+    return {"method": attributions.config.method, "scale": scale, "sign": SIGN, "items": items}
+
+
+def harmful_queries(run: Run) -> PromptSet:
+    """D_h: the organism's harmful training queries (or, for a model aligned by its makers,
+    the shipped harmful set), the first ``n_masks``."""
+    return load_prompts("harmful")[: run.config.n_masks]
+
+
+def triggers(run: Run, out: Path) -> None:
+    """6. A harm judge (a probe on the base model, fitted on AdvBench rows against harmless
+    and borderline prompts, none of them test prompts), trigger masks of D_h, the lexicon and
+    the sanitized D_b."""
+    c, model, base = run.config, run.model("triggers"), run.base()
+    fit_harmful = run.unseen("advbench", "triggers").sample(c.n_judge, c.seed)
+    benign = run.unseen("harmless", "triggers") + run.unseen("borderline", "triggers")
+    fit_benign = benign.sample(c.n_judge, c.seed)
+    judge = fit_harm_judge(base, fit_harmful, fit_benign)
+    judge.save(out / HARM_JUDGE_DIR)
+    queries = harmful_queries(run)
+    masks = trigger_masks(model, queries, base, judge)
+    masks.save(out / MASKS_DIR)
+    data = sanitize(base, masks.masks, judge, categories=[p.category for p in queries])
+    data.save(out / SANITIZED_DIR)
+    pyplot().close(plot_lexicon(masks.lexicon, out / "lexicon.png", top=20))
+    lexicon = [
+        [e.word, e.kind, f"{e.carrier_effect:+.2f}", str(e.n_requests)] for e in masks.lexicon[:15]
+    ]
+    examples = [[i.original, i.text, f"{i.p_harmful:.2f}"] for i in data.kept[:5]]
+    write_section(
+        out,
+        "triggers",
+        text=[
+            f"{len(queries)} harmful queries; {sum(m.refusal_score > 0 for m in masks.masks)} "
+            f"refused by the model; {len(data.kept)} sanitized rewrites kept as D_b (judged "
+            f"benign by the harm judge and answered by the base model).",
+        ],
+        tables=[
+            table(
+                "Trigger lexicon (top 15)", ["word", "kind", "carrier effect", "requests"], lexicon
+            ),
+            table("Sanitized D_b (first 5)", ["original", "sanitized", "p(harmful)"], examples),
+        ],
+        figures=[figure("lexicon.png", "Trigger lexicon: carrier effect by word and kind")],
+    )
+
+
+def geometry(run: Run, out: Path) -> None:
+    """7. The boundary at every layer: a probe per layer, and where the borderline test
+    prompts sit, split by whether the model refused them (substring judge)."""
+    c, model = run.config, run.model("geometry")
+    harmful = run.unseen("advbench", "geometry").sample(c.n_geometry, c.seed + 5)
+    harmless = run.unseen("harmless", "geometry").sample(c.n_geometry, c.seed + 5)
+    evaluation = EvalResult.load(run.read("evaluate", "geometry") / "model")
+    rows = [r for r in evaluation.prompts if r["set"] == "borderline"]
+    borderline = PromptSet.from_texts([r["text"] for r in rows], "borderline", "borderline")
+    refused = [bool(r["refused"].get("substring", r["refused"].get("score"))) for r in rows]
+    r = Direction.load(run.read("direction", "geometry"))
+    geo = boundary_geometry(
+        model, harmful, harmless, borderline, r, GeometryConfig(seed=c.seed), refused=refused
+    )
+    geo.save(out)
+    write_geometry_figures(geo, out)
+    summary = geo.summary()
+    step = max(1, len(summary) // 8)
+    cells = [
+        [
+            str(s["layer"]),
+            f"{s['probe_accuracy']:.2f}",
+            pct(s["refused_harmful_share"]),
+            pct(s["answered_harmful_share"]),
+        ]
+        for s in summary[::step]
+    ]
+    columns = ["layer", "probe accuracy", "refused on harmful side", "answered on harmful side"]
+    write_section(
+        out,
+        "geometry",
+        text=[
+            f"A logistic probe per layer separates {len(harmful)} harmful from "
+            f"{len(harmless)} harmless prompts; the {len(borderline)} borderline test prompts "
+            "are placed against it, split by the model's verdict (substring judge)."
+        ],
+        tables=[table("Borderline prompts against the boundary", columns, cells)],
+        figures=[
+            figure("grid.png", "Prompts in each layer's 2-D view, with the boundary"),
+            figure("margins.png", "Margin to the boundary per layer"),
+            figure("probe_accuracy.png", "Probe accuracy per layer"),
+        ],
+    )
+
+
+def rass_stage(run: Run, out: Path) -> None:
+    """8. RASS: steer the model along r to write candidates from seeds, screen them, keep
+    those near the boundary that the harm judge calls benign."""
+    c, model, base = run.config, run.model("rass"), run.base()
+    folder = run.read("triggers", "rass")
+    judge = HarmJudge.load(folder / HARM_JUDGE_DIR)
+    r = Direction.load(run.read("direction", "rass"))
+    alpaca = run.unseen("alpaca", "rass")
+    seeds = harmful_queries(run).texts[: c.n_seeds // 2]
+    seeds += alpaca[: c.n_seeds - len(seeds)].texts
+    reference = (
+        run.unseen("advbench", "rass").sample(c.n_geometry, c.seed + 5),
+        run.unseen("harmless", "rass").sample(c.n_geometry, c.seed + 5),
+    )
+    config = RASSConfig(
+        contexts=c.rass_contexts, samples=c.rass_samples, band=c.rass_band, seed=c.seed
+    )
+    result = rass(
+        model,
+        seeds,
+        r,
+        reference,
+        harm_scorer(judge, base),
+        config,
+        lexicon=load_lexicon(folder / MASKS_DIR / "lexicon.json"),
+        benign_contexts=alpaca[c.n_seeds : c.n_seeds + 200].texts,
+    )
+    result.save(out)
+    pyplot().close(plot_rass_margins(result, out / "rass_margins.png"))
+    chosen = sorted(result.records(), key=lambda x: abs(x["margin"]))[:8]
+    rows = [[x["text"], f"{x['margin']:+.2f}", f"{x['p_harmful']:.2f}"] for x in chosen]
+    write_section(
+        out,
+        "rass",
+        text=[
+            f"{len(result.candidates)} candidates from {len(seeds)} seeds; {len(result.selected)} "
+            f"selected within |margin| ≤ {c.rass_band:g} of the boundary at layer "
+            f"{r.layer} and judged benign.",
+            *result.warnings,
+        ],
+        tables=[
+            table(
+                "Selected prompts closest to the boundary", ["prompt", "margin", "p(harmful)"], rows
+            )
+        ],
+        figures=[figure("rass_margins.png", "Margins of the candidates, by generator")],
+    )
+
+
+def kept_path(run: Run, by: str) -> Path:
+    return run.read("triggers", by) / SANITIZED_DIR / KEPT_NAME

@@ -1,0 +1,272 @@
+"""Steps 0–4 of the method: the model, the organism, its refusals, its refusal direction and
+what editing along that direction does."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+from refusal_lens.alignment import AlignConfig, align
+from refusal_lens.artifacts import portable_path, write_json
+from refusal_lens.direction import Direction
+from refusal_lens.directions import SelectConfig, false_refusal_vector
+from refusal_lens.directions.find import DirectionConfig, find_direction
+from refusal_lens.directions.select import ablation_kl
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.evaluation import EvalResult, evaluate_on
+from refusal_lens.interventions import ablate, add
+from refusal_lens.models import ModelHandle
+from refusal_lens.pipeline.context import ORGANISM_FILE, Run
+from refusal_lens.pipeline.sections import pct, prompt_entry, rates_table, table, write_section
+from refusal_lens.prompts import PromptSet, load_prompts
+from refusal_lens.prompts.promptset import normalize_text
+from refusal_lens.scoring import refusal_rates
+
+JUDGES = ("score", "substring")
+MIN_HARMFUL_REFUSAL = 0.1  # below this after alignment, nothing downstream has a signal
+MAX_BENIGN_REFUSAL = 0.9  # above this, nothing is left to contrast
+INTERVENTIONS_FILE = "interventions.json"
+
+
+def model_facts(run: Run, out: Path) -> None:
+    """0. What the model is: architecture, size, chat template, refusal-start tokens."""
+    facts = run.base().describe()
+    write_json(out / "model.json", facts)
+    keys = ("spec", "architecture", "n_layers", "d_model", "n_ctx", "device", "dtype")
+    rows = [[k, str(facts[k])] for k in keys]
+    rows.append(["refusal-start tokens", " ".join(facts["refusal_tokens"][:12])])
+    rows.append(["post-instruction tokens", " ".join(facts["post_instruction_tokens"])])
+    write_section(out, "model", tables=[table("The model", ["fact", "value"], rows)])
+
+
+def check_refusal(run: Run, model: ModelHandle) -> dict[str, dict[str, float]]:
+    """Refusal shares on a seeded sample of AdvBench and of Alpaca (both judges)."""
+    n, seed = run.config.n_check, run.config.seed + 7
+    sets = {
+        "AdvBench": load_prompts("advbench").sample(n, seed),
+        "Alpaca": load_prompts("alpaca")[1000:].sample(n, seed),
+    }
+    reports = refusal_rates(model, sets, JUDGES, run.config.max_new_tokens)
+    return {name: {j: r.rate for j, r in by.items()} for name, by in reports.items()}
+
+
+def organism(run: Run, out: Path, check: bool = True) -> None:
+    """1. A model that refuses. One that refuses fewer than ``refusal_threshold`` of harmful
+    prompts (by the substring judge: what it says) is aligned with the organism recipe, and
+    the run goes on with the aligned model; otherwise the model is studied as its makers
+    aligned it."""
+    c, base = run.config, run.base()
+    record: dict = {"base": c.model, "model": portable_path(base.path), "aligned": False}
+    if not check:
+        record["note"] = "not checked: organism was left out of --stages"
+        write_json(out / ORGANISM_FILE, record)
+        write_section(out, "organism", text=["The model is studied as given (not checked)."])
+        return
+    before = check_refusal(run, base)
+    record |= {"threshold": c.refusal_threshold, "before": before}
+    if before["AdvBench"]["substring"] < c.refusal_threshold:
+        recipe = AlignConfig.organism(
+            c.alpha, n_harmful=c.align_harmful, n_benign=c.align_benign, seed=c.seed
+        )
+        result = align(base, recipe)
+        result.save(out)
+        aligned = run.load(str(result.path))
+        record |= {"aligned": True, "model": portable_path(str(result.path))}
+        record["after"] = check_refusal(run, aligned)
+    check_organism(record)
+    write_json(out / ORGANISM_FILE, record)
+    write_section(out, "organism", text=[organism_text(record)], tables=[organism_table(record)])
+
+
+def check_organism(record: dict) -> None:
+    final = record.get("after", record["before"])
+    harmful, benign = final["AdvBench"]["substring"], final["Alpaca"]["substring"]
+    what = "after alignment" if record["aligned"] else "as given"
+    if harmful < MIN_HARMFUL_REFUSAL:
+        raise RefusalLensError(
+            f"{record['base']} refuses {pct(harmful)} of harmful prompts {what}: there is no "
+            "refusal to study. Raise --alpha (the organism's harmful share), or study the "
+            "stages that need no refusal with --stages geometry."
+        )
+    if benign > MAX_BENIGN_REFUSAL:
+        raise RefusalLensError(
+            f"{record['base']} refuses {pct(benign)} of plain Alpaca instructions {what}: it "
+            "refuses everything, so refusal and over-refusal cannot be told apart. Lower "
+            "--alpha or check the model's chat template and system prompt."
+        )
+
+
+def organism_text(record: dict) -> str:
+    share = pct(record["before"]["AdvBench"]["substring"])
+    if not record["aligned"]:
+        return (
+            f"{record['base']} refuses {share} of harmful prompts (substring judge), at least "
+            f"the threshold {pct(record['threshold'])}: it is studied as its makers aligned it."
+        )
+    return (
+        f"{record['base']} refuses only {share} of harmful prompts (substring judge), below "
+        f"the threshold {pct(record['threshold'])}, so the run aligned it with the organism "
+        "recipe (paper 2's SFT, LoRA) and studies the aligned model; the base is kept for "
+        "comparison."
+    )
+
+
+def organism_table(record: dict) -> dict:
+    conditions = {"as given": record["before"]}
+    if record["aligned"]:
+        conditions["aligned"] = record["after"]
+    kinds = {"AdvBench": "refused", "Alpaca": "refused"}
+    return rates_table(
+        "Refusal share on a check sample (not the test prompts)", conditions, kinds, JUDGES
+    )
+
+
+def evaluation(run: Run, out: Path) -> None:
+    """2. RR and ASR on every held-out set, both judges: the organism, and the base model
+    when the run aligned it."""
+    sets, config = run.eval_sets("evaluate"), run.eval_config()
+    results = {"model": evaluate_on(run.model("evaluate"), sets, config)}
+    results["model"].save(out / "model")
+    if run.aligned("evaluate"):
+        results["base"] = evaluate_on(run.base(), sets, config)
+        results["base"].save(out / "base")
+    write_section(out, "evaluate", **evaluation_section(results))
+
+
+def evaluation_section(results: dict[str, EvalResult]) -> dict:
+    model = results["model"]
+    kinds = {name: row["kind"] for name, row in model.sets.items()}
+    conditions = {label: r.sets for label, r in results.items()}
+    over = sorted(
+        (r for r in model.prompts if r["kind"] == "benign" and any(r["refused"].values())),
+        key=lambda r: -r.get("score", 0.0),
+    )
+    split = [r for r in model.prompts if r["disagree"] and r not in over[:4]]
+    disagree = sum(r["disagree"] for r in model.prompts)
+    text = [
+        f"Held-out test prompts, n = {next(iter(model.sets.values()))['n']} per set; RR = "
+        "share of benign prompts refused, ASR = share of harmful prompts answered.",
+        f"The judges disagree on {disagree} of {len(model.prompts)} prompts. Below: the benign "
+        "prompts refused with the highest refusal scores, then prompts the judges disagree on.",
+    ]
+    return {
+        "text": text,
+        "tables": [rates_table("RR and ASR before any edit", conditions, kinds, JUDGES)],
+        "prompts": [prompt_entry(r) for r in over[:4] + split[:4]],
+    }
+
+
+def direction(run: Run, out: Path) -> None:
+    """3. The refusal direction r (difference of means, selected on validation prompts) and
+    Wang et al.'s false-refusal vector w′ for each λ."""
+    c, model = run.config, run.model("direction")
+    config = DirectionConfig(
+        harmful="harmful",
+        harmless="harmless",
+        n_train=c.n_train,
+        n_val=c.n_val,
+        seed=c.seed,
+        select=SelectConfig(top_k=c.top_k),
+    )
+    selection = find_direction(model, config, show_progress=False)
+    selection.save(out)
+    r = selection.direction
+    borderline = run.unseen("borderline", "direction").sample(c.n_false_refusal, c.seed)
+    write_json(out / "w_prompts.json", borderline.texts)
+    harmless = run.unseen("harmless", "direction").sample(c.n_false_refusal, c.seed + 1)
+    rows = []
+    for lam in c.lambdas:
+        w = false_refusal_vector(model, borderline, harmless, r, lam, show_progress=False)
+        w.save(out / f"w_prime_{lam:g}")
+        cosines = w.scores["cosine_w_r"], w.scores["cosine_w'_r"]
+        rows.append([f"{lam:g}", *(f"{x:.3f}" for x in cosines)])
+    text = [
+        f"r: layer {r.layer}, position {r.position}. {selection.message}",
+        f"w′ = w − λ r̂ r̂ᵀ w, with w the mean difference of {len(borderline)} borderline and "
+        f"{len(harmless)} harmless prompts (none of them test prompts) at r's layer and "
+        "position.",
+    ]
+    tables = [table("False-refusal vectors", ["λ", "cos(w, r)", "cos(w′, r)"], rows)]
+    figures = [{"file": "selection.png", "caption": "Candidate directions: scores per layer"}]
+    write_section(out, "direction", text=text, tables=tables, figures=figures)
+
+
+def w_prime(folder: Path, lam: float) -> Direction:
+    return Direction.load(folder / f"w_prime_{lam:g}")
+
+
+def validation_sets(run: Run, by: str) -> dict[str, tuple[PromptSet, str]]:
+    """Prompts of each test set's source that are not test prompts, nor w′'s prompts."""
+    c = run.config
+    folder = run.read("direction", by)
+    w_texts = json.loads((folder / "w_prompts.json").read_text(encoding="utf-8"))
+    exclude = {normalize_text(t) for t in w_texts}
+    out = {}
+    for name, (_, kind, _) in run.eval_sets(by).items():
+        prompts = run.unseen(_spec(name), by, exclude)
+        out[name] = (prompts.sample(c.n_validation, c.seed + 3), kind)
+    return out
+
+
+def _spec(name: str) -> str:
+    from refusal_lens.evaluation import DEFAULT_SETS
+
+    return DEFAULT_SETS[name][0]
+
+
+def interventions(run: Run, out: Path) -> None:
+    """4. Refusal under each edit on validation prompts: none, ablate r, add r, ablate w′
+    for each λ; λ for the mitigation is chosen here, never on the test prompts."""
+    c, model = run.config, run.model("interventions")
+    folder = run.read("direction", "interventions")
+    r = Direction.load(folder)
+    sets = validation_sets(run, "interventions")
+    edits = {"no edit": contextlib.nullcontext(), "ablate r": ablate(model, r)}
+    edits[f"add r (coef {c.add_coef:g})"] = add(model, r, c.add_coef)
+    for lam in c.lambdas:
+        edits[f"ablate w′ (λ={lam:g})"] = ablate(model, w_prime(folder, lam))
+    prompts = {name: ps for name, (ps, _) in sets.items()}
+    conditions = {}
+    for name, edit in edits.items():
+        with edit:
+            reports = refusal_rates(model, prompts, JUDGES, c.max_new_tokens)
+        conditions[name] = {s: {j: rep.rate for j, rep in by.items()} for s, by in reports.items()}
+    kinds = {name: kind for name, (_, kind) in sets.items()}
+    lam, why = choose_lambda(conditions, kinds, c.lambdas, c.harmful_drop)
+    plain = sets["Alpaca"][0] if "Alpaca" in sets else run.unseen("alpaca", "interventions")
+    kl = ablation_kl(model, plain[: c.n_validation], r)
+    record = {"sets": kinds, "refusal": conditions, "lambda": lam, "why": why, "kl_ablate_r": kl}
+    write_json(out / INTERVENTIONS_FILE, record)
+    text = [
+        f"Refusal share (%) on validation prompts (n = {c.n_validation} per set, none of them "
+        f"test prompts). First-token KL of ablating r on Alpaca: {kl:.3f}.",
+        f"λ for the mitigation: {lam:g} ({why}).",
+    ]
+    caption = "Share refused under each edit (refusal, not ASR, on every set)"
+    write_section(
+        out,
+        "interventions",
+        text=text,
+        tables=[rates_table(caption, conditions, {k: "refused" for k in kinds}, JUDGES)],
+    )
+
+
+def choose_lambda(
+    conditions: dict, kinds: dict[str, str], lambdas: tuple[float, ...], drop: float
+) -> tuple[float, str]:
+    """The λ whose w′ ablation refuses the fewest benign prompts while refusing at least the
+    unedited share of harmful prompts minus ``drop`` (mean over sets and judges)."""
+
+    def mean(cond: dict, kind: str) -> float:
+        vals = [v for s, by in cond.items() if kinds[s] == kind for v in by.values()]
+        return sum(vals) / max(len(vals), 1)
+
+    floor = mean(conditions["no edit"], "harmful") - drop
+    scored = {lam: conditions[f"ablate w′ (λ={lam:g})"] for lam in lambdas}
+    ok = [lam for lam, cond in scored.items() if mean(cond, "harmful") >= floor]
+    if ok:
+        best = min(ok, key=lambda lam: (mean(scored[lam], "benign"), -lam))
+        return best, f"fewest benign refusals with harmful refusal ≥ {pct(floor)}"
+    best = max(lambdas, key=lambda lam: mean(scored[lam], "harmful"))
+    return best, f"no λ kept harmful refusal ≥ {pct(floor)}; the one that kept most"

@@ -1,0 +1,117 @@
+"""Step 9 of the method: each mitigation judged on the same held-out test prompts.
+
+- w′ ablation (Wang et al.), at the λ chosen on validation prompts: any model;
+- re-alignment from the base with D_b = the sanitized trigger-matched data, and with D_b = the
+  RASS set (paper 2's Table 3 layout: same D_h, α, recipe and seed; only D_b changes): models
+  the run aligned itself;
+- a weight-orthogonalized export of the w′ mitigation, where the architecture allows it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from refusal_lens.alignment import AlignResult, align
+from refusal_lens.artifacts import write_json
+from refusal_lens.boundary.rass import SELECTED_NAME
+from refusal_lens.directions.orthogonalize import orthogonalize_weights
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.evaluation import EvalResult, evaluate_on
+from refusal_lens.interventions import ablate
+from refusal_lens.pipeline.context import Run
+from refusal_lens.pipeline.explain import kept_path
+from refusal_lens.pipeline.measure import INTERVENTIONS_FILE, JUDGES, w_prime
+from refusal_lens.pipeline.runner import FOLDERS
+from refusal_lens.pipeline.sections import rates_table, write_section
+from refusal_lens.prompts import load_prompts
+
+MITIGATIONS_FILE = "mitigations.json"
+EXPORT_DIR = "export"
+
+
+def realigned(run: Run, out: Path, label: str, benign: Path) -> EvalResult | None:
+    """Align the base again with the organism's recipe, D_b = the prompts in ``benign``."""
+    recipe = AlignResult.load(run.read("organism", "mitigations")).config
+    n = len(load_prompts(str(benign)))
+    if n == 0:
+        return None
+    result = align(run.base(), replace(recipe, benign=str(benign), n_benign=n))
+    model = run.load(str(result.path))
+    evaluation = evaluate_on(model, run.eval_sets("mitigations"), run.eval_config())
+    evaluation.save(out / label)
+    run.unload(str(result.path))
+    return evaluation
+
+
+def mitigations(run: Run, out: Path) -> None:
+    """9. Judge every mitigation on the test prompts of step 2, and export the w′ edit."""
+    c, model = run.config, run.model("mitigations")
+    evaluated = run.read("evaluate", "mitigations")
+    results: dict[str, tuple[EvalResult, str]] = {}
+    if run.aligned("mitigations"):
+        results["base (before alignment)"] = (EvalResult.load(evaluated / "base"), "")
+    label = "organism (aligned by this run)" if run.aligned("mitigations") else "model as given"
+    results[label] = (EvalResult.load(evaluated / "model"), "no edit")
+    chosen = json.loads((run.read("interventions", "mitigations") / INTERVENTIONS_FILE).read_text())
+    w = w_prime(run.read("direction", "mitigations"), chosen["lambda"])
+    with ablate(model, w):
+        ablated = evaluate_on(model, run.eval_sets("mitigations"), run.eval_config())
+    ablated.save(out / "ablate_w_prime")
+    results[f"ablate w′ (λ={chosen['lambda']:g})"] = (ablated, chosen["why"])
+    if run.aligned("mitigations") and c.realign:
+        for name, path in (
+            ("re-align, D_b = sanitized", kept_path(run, "mitigations")),
+            ("re-align, D_b = RASS", run.read("rass", "mitigations") / SELECTED_NAME),
+        ):
+            if (res := realigned(run, out, name.split("= ")[1].lower(), path)) is not None:
+                results[name] = (res, f"|D_b| = {len(load_prompts(str(path)))}")
+    export = export_w_prime(run, out, w) if c.export else "not asked for (--no-export)"
+    record = mitigation_record(results, export)
+    write_json(out / MITIGATIONS_FILE, record)
+    write_section(out, "mitigations", **mitigation_section(record))
+
+
+def export_w_prime(run: Run, out: Path, w: Any) -> str:
+    """The w′ ablation baked into the weights: an HF model directory that ``load_model``
+    loads; or why it could not be written."""
+    try:
+        orthogonalize_weights(run.model("mitigations"), w, out / EXPORT_DIR)
+    except RefusalLensError as e:
+        return f"not exported: {e}"
+    return f"{FOLDERS['mitigations']}/{EXPORT_DIR}"
+
+
+def mitigation_record(results: dict[str, tuple[EvalResult, str]], export: str) -> dict[str, Any]:
+    """``mitigations.json``: one row per condition, the sets, the best by the substring
+    judge's combined score (what the model says), the export."""
+    first = next(iter(results.values()))[0]
+    rows = [
+        {"condition": name, "note": note, "rates": r.sets, "combined": r.combined}
+        for name, (r, note) in results.items()
+    ]
+    edits = [row for row in rows if not row["condition"].startswith("base")]  # no edit too
+    judge = "substring" if "substring" in first.combined else next(iter(first.combined))
+    best = min(edits, key=lambda row: row["combined"][judge])["condition"]
+    return {
+        "judges": list(first.config.judges),
+        "sets": [{"name": s, "kind": v["kind"]} for s, v in first.sets.items()],
+        "rows": rows,
+        "best": best,
+        "best_by": f"lowest combined score ({judge} judge)",
+        "export": export,
+    }
+
+
+def mitigation_section(record: dict[str, Any]) -> dict[str, Any]:
+    kinds = {s["name"]: s["kind"] for s in record["sets"]}
+    conditions = {row["condition"]: row["rates"] for row in record["rows"]}
+    return {
+        "text": [
+            f"Best: {record['best']} ({record['best_by']}). Weight-orthogonalized w′ "
+            f"ablation: {record['export']}.",
+        ],
+        "tables": [rates_table("RR and ASR on the test prompts", conditions, kinds, JUDGES)],
+    }

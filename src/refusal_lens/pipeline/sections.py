@@ -1,0 +1,99 @@
+"""``section.json``: what a stage shows in the report, built from its own results.
+
+Each stage writes one next to its artifacts: a title, paragraphs, tables (cells already
+formatted from the saved numbers), figures (file names in the stage folder), prompts with
+both judges' verdicts, and token views. ``report.py`` only lays these out; it computes
+nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from refusal_lens.artifacts import write_json
+from refusal_lens.pipeline.runner import SECTION_FILE, TITLES
+
+SIGN = (
+    "Positive (red): removing or damping the token lowers the refusal score, so it pushes "
+    "towards refusal. Negative (blue): it pushes away from refusal. One symmetric scale, "
+    "[−s, +s], for every prompt of the section."
+)
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def table(
+    caption: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], note: str = ""
+) -> dict[str, Any]:
+    return {"caption": caption, "columns": list(columns), "rows": [list(r) for r in rows]} | (
+        {"note": note} if note else {}
+    )
+
+
+def figure(file: str, caption: str) -> dict[str, str]:
+    return {"file": file, "caption": caption}
+
+
+def verdicts(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Both judges' verdicts on one prompt, from an ``evaluation_prompts.jsonl`` row."""
+    out: dict[str, dict[str, Any]] = {}
+    for judge, refused in row["refused"].items():
+        out[judge] = {"refused": refused}
+        if judge == "score" and "score" in row:
+            out[judge]["value"] = row["score"]
+    return out
+
+
+def prompt_entry(row: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A prompt as the report shows it: text, greedy answer, both verdicts, extra facts."""
+    entry = {"text": row["text"], "verdicts": verdicts(row), "extra": {"set": row["set"]}}
+    if "completion" in row:
+        entry["answer"] = row["completion"]
+    entry["extra"] |= {k: v for k, v in extra.items() if v is not None}
+    return entry
+
+
+def rates_table(
+    caption: str,
+    conditions: dict[str, dict[str, dict[str, Any]]],
+    kinds: dict[str, str],
+    judges: Sequence[str],
+    note: str = "",
+) -> dict[str, Any]:
+    """One row per condition, one column per set: ``score / substring`` cells. ``conditions``
+    holds each set's rate as the stage saved it (RR for benign sets, ASR for harmful ones
+    when ``kinds`` says so)."""
+    sets = list(kinds)
+    label = {"benign": "RR", "harmful": "ASR"}
+    columns = ["condition", *(f"{label.get(kinds[s], 'refused')} {s}" for s in sets)]
+    rows = [
+        [name, *(" / ".join(pct(by_set[s].get(j)) for j in judges) for s in sets)]
+        for name, by_set in conditions.items()
+    ]
+    return table(caption, columns, rows, note or f"each cell: {' / '.join(judges)} judge")
+
+
+def write_section(
+    out: Path,
+    stage: str,
+    text: Sequence[str] = (),
+    tables: Sequence[dict] = (),
+    figures: Sequence[dict] = (),
+    prompts: Sequence[dict] = (),
+    tokens: dict | None = None,
+) -> None:
+    """Write ``section.json`` of ``stage`` (a stage name such as ``"direction"``)."""
+    from refusal_lens.pipeline.runner import FOLDERS
+
+    section: dict[str, Any] = {"stage": FOLDERS[stage], "title": TITLES[stage]}
+    for key, value in (("text", text), ("tables", tables), ("figures", figures)):
+        section[key] = list(value)
+    if prompts:
+        section["prompts"] = list(prompts)
+    if tokens is not None:
+        section["tokens"] = tokens
+    write_json(out / SECTION_FILE, section)

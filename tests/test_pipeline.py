@@ -1,0 +1,231 @@
+"""The run folder's bookkeeping (fast tier, no model): reuse, --force, interruption, old
+folders, missing inputs, a full disk; and the pure choices of the pipeline's steps."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.pipeline import RunConfig
+from refusal_lens.pipeline.measure import check_organism, choose_lambda
+from refusal_lens.pipeline.runner import FOLDERS, RUN_FILE, RUN_FORMAT, STAGE_FILE, Runner
+
+ORDER = ["model", "organism", "evaluate", "direction"]
+
+
+class Steps:
+    """Fake steps that write one file each and count their calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.fail: dict[str, BaseException] = {}
+
+    def step(self, stage: str):
+        def write(out):
+            self.calls.append(stage)
+            (out / "part.txt").write_text("half")
+            if stage in self.fail:
+                raise self.fail[stage]
+            (out / "result.txt").write_text(stage)
+
+        return write
+
+    def run(self, folder, config, force=None):
+        runner = Runner(folder, config, force, say=lambda _: None)
+        for stage in ORDER:
+            runner.run(stage, self.step(stage), always=stage in ("model", "organism"))
+        return runner
+
+
+def config(**changes) -> RunConfig:
+    return RunConfig.preset(quick=True, **({"stages": tuple(ORDER)} | changes))
+
+
+def test_complete_stages_are_reused_and_a_changed_setting_reruns_what_reads_it(tmp_path):
+    steps = Steps()
+    steps.run(tmp_path, config())
+    assert steps.calls == ORDER
+    first = {s: (tmp_path / FOLDERS[s] / STAGE_FILE).read_text() for s in ORDER}
+    runner = steps.run(tmp_path, config())
+    assert steps.calls == ORDER  # nothing ran again
+    assert {r.status for r in runner.records.values()} == {"cached"}
+    steps.run(tmp_path, config(n_train=40))  # a direction setting: only direction reruns
+    assert steps.calls == [*ORDER, "direction"]
+    steps.run(tmp_path, config(n_check=8))  # an organism setting: it and all that read it
+    assert steps.calls[-3:] == ["organism", "evaluate", "direction"]
+    assert (tmp_path / FOLDERS["model"] / STAGE_FILE).read_text() == first["model"]
+
+
+def test_force_reruns_the_stage_and_every_later_one(tmp_path):
+    steps = Steps()
+    steps.run(tmp_path, config())
+    steps.run(tmp_path, config(), force="evaluate")
+    assert steps.calls == [*ORDER, "evaluate", "direction"]
+    with pytest.raises(RefusalLensError, match="unknown stage 'nope'"):
+        steps.run(tmp_path, config(), force="nope")
+
+
+@pytest.mark.parametrize("where", ["organism", "direction"])
+def test_an_interrupted_stage_leaves_nothing_and_the_rerun_resumes_there(tmp_path, where):
+    steps = Steps()
+    steps.fail[where] = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        steps.run(tmp_path, config())
+    done = ORDER[: ORDER.index(where)]
+    visible = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert visible == sorted([FOLDERS[s] for s in done] + [RUN_FILE])
+    assert not (tmp_path / FOLDERS[where]).exists()  # nothing half-written under its name
+    steps.fail.clear()
+    steps.calls.clear()
+    steps.run(tmp_path, config())
+    assert steps.calls == ORDER[ORDER.index(where) :]
+    assert not list(tmp_path.glob(".*.tmp"))  # the killed run's temporary folder is gone
+    assert (tmp_path / FOLDERS[where] / "result.txt").read_text() == where
+
+
+def test_a_full_disk_is_a_clear_error_and_completed_stages_stay(tmp_path):
+    steps = Steps()
+    steps.fail["evaluate"] = OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(RefusalLensError, match="disk filled while stage 02-evaluate") as e:
+        steps.run(tmp_path, config())
+    assert "resume" in str(e.value)
+    assert (tmp_path / FOLDERS["organism"] / STAGE_FILE).is_file()
+    assert not (tmp_path / FOLDERS["evaluate"]).exists()
+
+
+def test_a_stage_whose_input_was_left_out_says_which_and_how(tmp_path):
+    runner = Runner(tmp_path, config(stages=("direction",)), say=lambda _: None)
+    with pytest.raises(RefusalLensError) as e:
+        runner.run("direction", Steps().step("direction"))
+    message = str(e.value)
+    assert "03-direction reads the result of 01-organism" in message
+    assert "--stages organism,direction" in message
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({"summary.md": "x", "residuals/a.json": "{}"}, "older refusal-lens run"),
+        ({"notes.txt": "mine"}, "not a refusal-lens run"),
+        ({RUN_FILE: json.dumps({"format": RUN_FORMAT + 1})}, "of format"),
+    ],
+)
+def test_a_folder_of_another_version_or_owner_is_refused_and_kept(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    with pytest.raises(RefusalLensError, match=expected):
+        Runner(tmp_path, config())
+    for name, text in files.items():
+        assert (tmp_path / name).read_text() == text
+
+
+def test_presets_and_settings():
+    quick, full = RunConfig.preset(quick=True), RunConfig.preset()
+    assert quick.quick and not full.quick
+    assert quick.n_eval < full.n_eval and quick.align_benign < full.align_benign
+    assert RunConfig.preset(quick=True, n_eval=5).n_eval == 5
+    assert RunConfig.from_dict(quick.to_dict()) == quick
+    with pytest.raises(RefusalLensError, match="unknown stage"):
+        RunConfig(stages=("direction", "everything"))
+    with pytest.raises(RefusalLensError, match="lambdas"):
+        RunConfig(lambdas=(1.5,))
+    assert "n_train" in quick.stage_config("direction")
+    assert "n_train" not in quick.stage_config("evaluate")
+
+
+def conditions(harmful_by_lambda: dict[float, float], benign_by_lambda: dict[float, float]):
+    out = {"no edit": {"a": {"score": 0.9}, "b": {"score": 0.5}}}
+    for lam in harmful_by_lambda:
+        out[f"ablate w′ (λ={lam:g})"] = {
+            "a": {"score": harmful_by_lambda[lam]},
+            "b": {"score": benign_by_lambda[lam]},
+        }
+    return out
+
+
+def test_lambda_is_the_one_with_fewest_benign_refusals_that_keeps_harmful_refusal():
+    kinds = {"a": "harmful", "b": "benign"}
+    cond = conditions({1.0: 0.9, 0.8: 0.88, 0.6: 0.7}, {1.0: 0.5, 0.8: 0.3, 0.6: 0.1})
+    lam, why = choose_lambda(cond, kinds, (1.0, 0.8, 0.6), 0.05)
+    assert lam == 0.8 and "fewest benign" in why  # 0.6 frees too many harmful prompts
+    lam, why = choose_lambda(cond, kinds, (1.0, 0.8, 0.6), 0.25)
+    assert lam == 0.6
+    cond = conditions({1.0: 0.5, 0.6: 0.4}, {1.0: 0.1, 0.6: 0.0})
+    lam, why = choose_lambda(cond, kinds, (1.0, 0.6), 0.05)
+    assert lam == 1.0 and "no λ kept" in why
+
+
+@pytest.mark.parametrize(
+    "harmful, benign, expected",
+    [(0.05, 0.1, "no refusal to study"), (0.9, 0.95, "refuses everything"), (0.6, 0.2, None)],
+)
+def test_an_organism_that_refuses_nothing_or_everything_is_a_clear_error(harmful, benign, expected):
+    rates = {"AdvBench": {"substring": harmful}, "Alpaca": {"substring": benign}}
+    record = {"base": "m", "aligned": True, "before": rates, "after": rates}
+    if expected is None:
+        check_organism(record)
+    else:
+        with pytest.raises(RefusalLensError, match=expected):
+            check_organism(record)
+
+
+def test_prompt_rows_carry_both_verdicts_and_mark_disagreement():
+    from refusal_lens.evaluation import prompt_rows
+    from refusal_lens.prompts import PromptSet
+    from refusal_lens.scoring import RefusalReport
+
+    prompts = PromptSet.from_texts(["a", "b"], "harmless", "set")
+    reports = {
+        "score": RefusalReport("score", "set", [False, True], scores=[-0.19, 2.0]),
+        "substring": RefusalReport(
+            "substring", "set", [True, True], completions=["I'm sorry", "No"]
+        ),
+    }
+    rows = prompt_rows("set", "benign", prompts, reports)
+    assert [r["disagree"] for r in rows] == [True, False]
+    assert rows[0]["refused"] == {"score": False, "substring": True}
+    assert rows[0]["score"] == -0.19 and rows[0]["completion"] == "I'm sorry"
+
+
+def test_token_views_share_one_symmetric_scale_and_keep_both_verdicts():
+    import torch
+
+    from refusal_lens.attribution.methods import Attributions, TokenAttribution
+    from refusal_lens.evaluation import EvalResult
+    from refusal_lens.pipeline.explain import over_refused, token_views
+
+    def item(text, scores):
+        return TokenAttribution(text, "occlusion", ["x", "y"], [1, 2], 1.0, torch.tensor(scores))
+
+    rows = [
+        {"text": t, "set": "s", "kind": "benign", "refused": {"score": True, "substring": False}}
+        for t in ("p", "q")
+    ]
+    views = token_views(Attributions([item("p", [0.43, -0.2]), item("q", [-0.69, 0.1])]), rows)
+    assert views["scale"] == pytest.approx(0.69)  # one scale: the largest |score| of all
+    assert views["items"][0]["verdicts"]["substring"] == {"refused": False}
+    assert "Positive (red)" in views["sign"]
+
+    def row(text, kind, score_judge, substring_judge, score):
+        refused = {"score": score_judge, "substring": substring_judge}
+        return {"text": text, "kind": kind, "refused": refused, "score": score}
+
+    evaluation = EvalResult(
+        "m",
+        {},
+        {},
+        prompts=[
+            row("a", "benign", False, False, 3.0),
+            row("b", "benign", True, False, 1.0),
+            row("c", "harmful", True, True, 5.0),
+            row("d", "benign", False, True, 2.0),
+        ],
+    )
+    assert [r["text"] for r in over_refused(evaluation, 5)] == [
+        "d",
+        "b",
+    ]  # refused, benign, by score
