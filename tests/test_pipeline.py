@@ -157,6 +157,9 @@ def test_lambda_is_the_one_with_fewest_benign_refusals_that_keeps_harmful_refusa
     cond = conditions({1.0: 0.5, 0.6: 0.4}, {1.0: 0.1, 0.6: 0.0})
     lam, why = choose_lambda(cond, kinds, (1.0, 0.6), 0.05)
     assert lam == 1.0 and "no λ kept" in why
+    cond = conditions({1.0: 0.9, 0.6: 0.9}, {1.0: 0.7, 0.6: 0.6})  # both worse than no edit
+    lam, why = choose_lambda(cond, kinds, (1.0, 0.6), 0.05)
+    assert lam == 0.6 and "no λ refused fewer benign prompts" in why
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,9 @@ _EXPORTS = {
     "rass": "refusal_lens.boundary.rass",
     "RASSConfig": "refusal_lens.boundary.rass",
     "RASSResult": "refusal_lens.boundary.rass",
+    "RunConfig": "refusal_lens.pipeline.config",
+    "run_pipeline": "refusal_lens.pipeline.run",
+    "write_report": "refusal_lens.pipeline.report",
     "RefusalLensError": "refusal_lens.errors",
 }
 

@@ -267,6 +267,9 @@ def choose_lambda(
     ok = [lam for lam, cond in scored.items() if mean(cond, "harmful") >= floor]
     if ok:
         best = min(ok, key=lambda lam: (mean(scored[lam], "benign"), -lam))
-        return best, f"fewest benign refusals with harmful refusal ≥ {pct(floor)}"
+        why = f"fewest benign refusals with harmful refusal ≥ {pct(floor)}"
+        if mean(scored[best], "benign") >= mean(conditions["no edit"], "benign"):
+            why += "; but no λ refused fewer benign prompts than the unedited model"
+        return best, why
     best = max(lambdas, key=lambda lam: mean(scored[lam], "harmful"))
     return best, f"no λ kept harmful refusal ≥ {pct(floor)}; the one that kept most"

@@ -26,12 +26,12 @@ import platform
 import time
 from datetime import UTC, datetime
 from functools import partial
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from refusal_lens import __version__
 from refusal_lens.artifacts import write_json
 from refusal_lens.cache import library_versions, model_fingerprint
 from refusal_lens.models import load_model
@@ -116,7 +116,7 @@ def _write_run_json(run: Run, finished: bool) -> None:
         "kind": "run",
         "format": RUN_FORMAT,
         "model": run.config.model,
-        "version": __version__,
+        "version": metadata.version("refusal-lens"),
         "config": run.config.to_dict(),
         "model_facts": run.base().describe() if finished else {},
         "versions": library_versions(),
