@@ -53,6 +53,10 @@ def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.0f}%"
 
 
+def seconds(value: float | None) -> str:
+    return f"{value:.0f}" if value else "–"
+
+
 def markdown(run: Path) -> str:
     """The top table per judge and the stage timings, as Markdown."""
     meta, top = read_json(run / "run.json"), summary_table(run)
@@ -67,14 +71,15 @@ def markdown(run: Path) -> str:
             combined = f"{row['combined'][k]:.2f}"
             lines.append(f"| {row['condition']}{mark} | " + " | ".join(cells) + f" | {combined} |")
         parts.append("\n".join(lines))
-    stages = ["| stage | status | seconds |", "|---|---|---:|"] + [
-        f"| {s['name']} | {s['status']} | {s['seconds'] or 0:.0f} |" for s in meta["stages"]
+    stages = ["| stage | status | seconds (when it ran) |", "|---|---|---:|"] + [
+        f"| {s['name']} | {s['status']} | {seconds(s['seconds'])} |" for s in meta["stages"]
     ]
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
     preset = "quick" if meta["config"].get("quick") else "full"
     note = (
-        f"`refusal-lens run {meta['model']}` ({preset} preset) on {meta['hardware']}, "
-        f"{meta['seconds'] / 60:.0f} min in all; {versions}. Tables by "
+        f"`refusal-lens run {meta['model']}` ({preset} preset) on {meta['hardware']}; "
+        f"its stages took {sum(s['seconds'] or 0 for s in meta['stages']) / 60:.0f} min "
+        f"when they ran; {versions}. Tables by "
         "`python experiments/run_report.py`."
     )
     return "\n\n".join([*parts, "\n".join(stages), note]) + "\n"

@@ -52,6 +52,8 @@ def test_complete_stages_are_reused_and_a_changed_setting_reruns_what_reads_it(t
     runner = steps.run(tmp_path, config())
     assert steps.calls == ORDER  # nothing ran again
     assert {r.status for r in runner.records.values()} == {"cached"}
+    took = json.loads(first["direction"])["seconds"]  # a reused stage keeps its time
+    assert runner.records["direction"].seconds == took >= 0
     steps.run(tmp_path, config(n_train=40))  # a direction setting: only direction reruns
     assert steps.calls == [*ORDER, "direction"]
     steps.run(tmp_path, config(n_check=8))  # an organism setting: it and all that read it
@@ -232,3 +234,15 @@ def test_token_views_share_one_symmetric_scale_and_keep_both_verdicts():
         "d",
         "b",
     ]  # refused, benign, by score
+
+
+def test_geometry_cells_show_margins_and_dashes_for_an_empty_group():
+    from refusal_lens.pipeline.explain import geometry_cells
+
+    row = {
+        "probe_accuracy": 0.97,
+        "refused_margin_median": -0.44,
+        "answered_margin_median": None,  # every borderline prompt was refused
+        "margin_auroc_refused": None,
+    }
+    assert geometry_cells(row) == ["0.97", "-0.44", "–", "–"]

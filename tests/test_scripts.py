@@ -204,7 +204,7 @@ def check_attribution_eval(out: Path, stdout: str) -> None:
 
 def check_run_report(out: Path, stdout: str) -> None:
     table = (out / "run.md").read_text()
-    assert "**judge: score**" in table and "| stage | status | seconds |" in table
+    assert "**judge: score**" in table and "| stage | status | seconds (when it ran) |" in table
     assert "(best)" in table and "refusal-lens run smollm2-135m" in table
     png = out / "report_top.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,7 @@ from refusal_lens.boundary.views import plot_rass_margins, write_geometry_figure
 from refusal_lens.direction import Direction
 from refusal_lens.evaluation import EvalResult
 from refusal_lens.pipeline.context import Run
-from refusal_lens.pipeline.sections import SIGN, figure, pct, table, verdicts, write_section
+from refusal_lens.pipeline.sections import SIGN, figure, table, verdicts, write_section
 from refusal_lens.plots import pyplot
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.triggers.harm import HarmJudge, fit_harm_judge, harm_scorer
@@ -144,24 +144,24 @@ def geometry(run: Run, out: Path) -> None:
     geo.save(out)
     write_geometry_figures(geo, out)
     summary = geo.summary()
-    step = max(1, len(summary) // 8)
-    cells = [
-        [
-            str(s["layer"]),
-            f"{s['probe_accuracy']:.2f}",
-            pct(s["refused_harmful_share"]),
-            pct(s["answered_harmful_share"]),
-        ]
-        for s in summary[::step]
+    step = max(1, len(summary) // 10)
+    cells = [[str(s["layer"]), *geometry_cells(s)] for s in summary[::step]]
+    columns = [
+        "layer",
+        "probe accuracy",
+        "median margin, refused",
+        "median margin, answered",
+        "AUROC refused vs answered",
     ]
-    columns = ["layer", "probe accuracy", "refused on harmful side", "answered on harmful side"]
     write_section(
         out,
         "geometry",
         text=[
             f"A logistic probe per layer separates {len(harmful)} harmful from "
             f"{len(harmless)} harmless prompts; the {len(borderline)} borderline test prompts "
-            "are placed against it, split by the model's verdict (substring judge)."
+            "are placed against it, split by the model's verdict (substring judge). Margin: "
+            "signed distance to the boundary (> 0: harmful side); AUROC: how well the margin "
+            "tells refused from answered borderline prompts (0.5: not at all)."
         ],
         tables=[table("Borderline prompts against the boundary", columns, cells)],
         figures=[
@@ -170,6 +170,20 @@ def geometry(run: Run, out: Path) -> None:
             figure("probe_accuracy.png", "Probe accuracy per layer"),
         ],
     )
+
+
+def geometry_cells(row: dict[str, Any]) -> list[str]:
+    """One layer of :meth:`Geometry.summary` as table cells (– where a group is empty)."""
+
+    def num(value: float | None, fmt: str) -> str:
+        return "–" if value is None else format(value, fmt)
+
+    return [
+        num(row["probe_accuracy"], ".2f"),
+        num(row["refused_margin_median"], "+.2f"),
+        num(row["answered_margin_median"], "+.2f"),
+        num(row["margin_auroc_refused"], ".2f"),
+    ]
 
 
 def rass_stage(run: Run, out: Path) -> None:

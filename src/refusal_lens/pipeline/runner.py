@@ -178,21 +178,24 @@ class Runner:
         meta = self.complete(stage)
         if meta is not None and meta.get("key") == key and not self.forced(stage):
             self.keys[stage] = key
-            self.records[stage] = StageRecord(FOLDERS[stage], TITLES[stage], "cached")
+            took = meta.get("seconds", 0.0)  # when it ran
+            self.records[stage] = StageRecord(FOLDERS[stage], TITLES[stage], "cached", took)
             self.say(f"{self._counter(stage)} {FOLDERS[stage]}: reused (same settings and inputs)")
             return
         self.say(f"{self._counter(stage)} {FOLDERS[stage]}: {TITLES[stage]} ...")
-        t0 = time.time()
-        self._write(stage, step, key)
-        seconds = time.time() - t0
+        seconds = self._write(stage, step, key)
         self.keys[stage] = key
         self.records[stage] = StageRecord(FOLDERS[stage], TITLES[stage], "ran", round(seconds, 1))
         self.say(f"{self._counter(stage)} {FOLDERS[stage]}: done in {seconds:.0f} s{self._eta()}")
 
-    def _write(self, stage: str, step: Callable[[Path], None], key: str) -> None:
+    def _write(self, stage: str, step: Callable[[Path], None], key: str) -> float:
+        """Run the step into a temporary folder, then ``stage.json`` (with the step's time)
+        and the rename; the step's seconds."""
         try:
             with atomic_dir(self.path(stage), marker=STAGE_FILE) as tmp:
+                t0 = time.time()
                 step(tmp)
+                seconds = round(time.time() - t0, 1)
                 meta = {
                     "kind": "stage",
                     "format": RUN_FORMAT,
@@ -200,8 +203,10 @@ class Runner:
                     "key": key,
                     "config": self.config.stage_config(stage),
                     "inputs": {dep: self.keys.get(dep) for dep in DEPENDS[stage]},
+                    "seconds": seconds,
                 }
                 write_json(tmp / STAGE_FILE, meta)
+            return seconds
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
@@ -217,7 +222,7 @@ class Runner:
     def _eta(self) -> str:
         """Elapsed time and, from the stages run so far, an estimate of the time left."""
         elapsed = time.time() - self.started
-        ran = [s for s, r in self.records.items() if r.status == "ran"]
+        ran = [s for s, r in self.records.items() if r.status == "ran"]  # this time
         todo = [s for s in self.config.stages if s not in self.records]
         done_weight = sum(WEIGHTS[s] for s in ran)
         text = f" (elapsed {elapsed / 60:.1f} min"
