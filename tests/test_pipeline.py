@@ -9,7 +9,7 @@ import json
 import pytest
 
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.pipeline import RunConfig
+from refusal_lens.pipeline import STAGE_NAMES, RunConfig
 from refusal_lens.pipeline.measure import check_organism, choose_lambda
 from refusal_lens.pipeline.runner import FOLDERS, RUN_FILE, RUN_FORMAT, STAGE_FILE, Runner
 
@@ -135,6 +135,7 @@ def test_presets_and_settings():
         RunConfig(stages=("direction", "everything"))
     with pytest.raises(RefusalLensError, match="lambdas"):
         RunConfig(lambdas=(1.5,))
+    assert RunConfig().stages == STAGE_NAMES  # every stage by default, in order
     assert "n_train" in quick.stage_config("direction")
     assert "n_train" not in quick.stage_config("evaluate")
 
