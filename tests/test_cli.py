@@ -391,3 +391,16 @@ def test_run_on_a_model_without_chat_template_fails_before_writing(no_template_d
     result = runner.invoke(app, args)
     assert "no chat template" in str(result.exception)
     assert not (tmp_path / "run").exists()  # nothing claimed, nothing half-written
+
+
+def test_run_of_chosen_stages_runs_model_and_organism_and_names_a_missing_input(
+    tiny_dirs, tmp_path
+):
+    from refusal_lens.pipeline.runner import STAGE_FILE
+
+    args = ["run", str(tiny_dirs["llama"]), "--quick", "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--stages", "geometry"])
+    assert "07-geometry reads the result of 03-direction" in str(result.exception)
+    assert (tmp_path / "00-model" / STAGE_FILE).is_file()  # always run, however chosen
+    assert (tmp_path / "01-organism" / STAGE_FILE).is_file()
+    assert not (tmp_path / "07-geometry").exists()

@@ -25,6 +25,7 @@ class Run:
     config: RunConfig
     runner: Runner
     models: dict[str, ModelHandle] = field(default_factory=dict)
+    _eval_sets: dict[str, EvalSets] = field(default_factory=dict)  # by the model's path
 
     def load(self, spec: str) -> ModelHandle:
         if spec not in self.models:
@@ -64,7 +65,11 @@ class Run:
         """The held-out test prompts every evaluation of the run uses (the organism's
         training prompts left out, so the base, the organism and each mitigation are judged
         on the same prompts)."""
-        return eval_prompt_sets(self.eval_config(), training_prompts_of(self.model(by)))
+        model = self.model(by)
+        if model.path not in self._eval_sets:
+            sets = eval_prompt_sets(self.eval_config(), training_prompts_of(model))
+            self._eval_sets[model.path] = sets
+        return self._eval_sets[model.path]
 
     def eval_texts(self, by: str) -> set[str]:
         return {normalize_text(t) for ps, _, _ in self.eval_sets(by).values() for t in ps.texts}
@@ -72,9 +77,8 @@ class Run:
     def unseen(self, spec: str, by: str, exclude: set[str] = frozenset()) -> PromptSet:
         """``spec``'s prompts minus the test prompts, the organism's training prompts and
         ``exclude`` (normalized texts): for directions, probes and validation."""
-        seen = self.eval_texts(by) | {
-            normalize_text(t) for t in training_prompts_of(self.model(by))
-        }
+        trained = {normalize_text(t) for t in training_prompts_of(self.model(by))}
+        drop = self.eval_texts(by) | trained | exclude
         prompts = load_prompts(spec)
-        kept = tuple(p for p in prompts if normalize_text(p.text) not in seen | exclude)
+        kept = tuple(p for p in prompts if normalize_text(p.text) not in drop)
         return PromptSet(kept, name=prompts.name)

@@ -77,9 +77,10 @@ def run_pipeline(
     run = Run(config, runner, models)
     _write_run_json(run, finished=False)
     base = run.base()
-    runner.run("model", partial(measure.model_facts, run), {"weights": _weights(base.path)})
+    weights = {"weights": _weights(base.path)}
+    runner.run("model", partial(measure.model_facts, run), weights, always=True)
     check = "organism" in config.stages
-    runner.run("organism", partial(measure.organism, run, check=check), always=True)
+    runner.run("organism", partial(measure.organism, run, check=check), {"check": check}, True)
     for stage, step in STEPS:
         runner.run(stage, partial(step, run))
     _write_run_json(run, finished=True)

@@ -174,7 +174,7 @@ class Runner:
             if (meta := self.complete(stage)) is not None:
                 self.keys[stage] = meta["key"]
             return
-        key = self.key(stage, (extra or {}) | {"selected": stage in self.config.stages})
+        key = self.key(stage, extra)
         meta = self.complete(stage)
         if meta is not None and meta.get("key") == key and not self.forced(stage):
             self.keys[stage] = key
