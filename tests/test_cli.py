@@ -386,6 +386,67 @@ def test_geometry_and_rass_from_the_command_line(tiny_dirs, tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_translator_and_rewriter_options_take_a_model_spec(tiny_dirs, tmp_path, monkeypatch):
+    """--translator and --rewriter load another model (here the tiny Qwen2) by its spec and
+    hand it to model_translator / model_rewriter (recorded here, and replaced by cheap fakes:
+    both are tested on a model in test_rewrite.py); a spec that names no model fails before
+    anything is written."""
+    from refusal_lens.boundary import RASSResult, translate
+    from refusal_lens.directions import Direction
+    from refusal_lens.prompts import load_prompts
+    from refusal_lens.triggers import SanitizedData, rewrite
+
+    model, helper = str(tiny_dirs["llama"]), str(tiny_dirs["qwen2"])
+    loaded: list[str] = []
+
+    def fake_translator(handle):
+        loaded.append(handle.model_id)
+        return lambda texts, language: [f"[{language}] {t}" for t in texts]
+
+    def fake_rewriter(handle):
+        loaded.append(handle.model_id)
+        return lambda query, mask: "Plan a picnic for my team."
+
+    monkeypatch.setattr(translate, "model_translator", fake_translator)
+    monkeypatch.setattr(rewrite, "model_rewriter", fake_rewriter)
+    judge = tmp_path / "judge"
+    args = ["harm-judge", model, "--out", str(judge), "--n", "16", "--threshold", "1"]
+    assert runner.invoke(app, [*args, "--layers", "1", "--benign", "harmless"]).exit_code == 0
+    Direction(torch.randn(64, generator=torch.Generator().manual_seed(0)), 1, -1, "llama").save(
+        tmp_path / "dir"
+    )
+    for name in ("harmful", "harmless"):  # small reference sets
+        (tmp_path / f"{name}.txt").write_text("\n".join(load_prompts(name)[:12].texts))
+    args = ["rass", model, "harmless", "--direction", str(tmp_path / "dir"), "--n", "3"]
+    args += ["--harm-judge", str(judge), "--contexts", "1", "--samples", "1", "--band", "100"]
+    args += ["--harmful", str(tmp_path / "harmful.txt"), "--coefs", "0", "--max-new-tokens", "4"]
+    args += ["--harmless", str(tmp_path / "harmless.txt"), "--languages", "en,fr"]
+    args += ["--no-require-request"]  # a random model writes no requests
+    result = runner.invoke(app, [*args, "--translator", helper, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert loaded == ["qwen2"]  # the helper model, not the studied one
+    saved = RASSResult.load(tmp_path / "r")
+    assert saved.translations["en->fr"] == {"texts": 3 + 24, "empty": 0, "unchanged": 0}
+    assert {c.language for c in saved.candidates} == {"en", "fr"}
+    bad = runner.invoke(app, [*args, "--translator", "no-such-model", "--out", str(tmp_path / "x")])
+    _fails_cleanly(bad, "'--translator'", "Unknown model spec")
+
+    masks_dir = tmp_path / "triggers"
+    args = ["triggers", model, "harmful", "--harm-judge", str(judge), "--n", "2"]
+    assert runner.invoke(app, [*args, "--out", str(masks_dir)]).exit_code == 0
+    args = ["sanitize", model, "--masks", str(masks_dir), "--harm-judge", str(judge)]
+    args += ["--max-new-tokens", "4"]
+    result = runner.invoke(app, [*args, "--rewriter", helper, "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert loaded == ["qwen2", "qwen2"]
+    items = SanitizedData.load(tmp_path / "s").items
+    assert {i.method for i in items} == {"rewriter"}
+    assert {i.text for i in items} == {"Plan a picnic for my team."}
+    bad = runner.invoke(app, [*args, "--rewriter", "no-such-model", "--out", str(tmp_path / "y")])
+    _fails_cleanly(bad, "'--rewriter'", "Unknown model spec")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_run_on_a_model_without_chat_template_fails_before_writing(no_template_dir, tmp_path):
     args = ["run", str(no_template_dir), "--quick", "--out", str(tmp_path / "run")]
     result = runner.invoke(app, args)

@@ -151,15 +151,15 @@ def test_seeded_sampling_equals_plain_hf_sampling(tiny_llama):
 
 @pytest.mark.model
 @pytest.mark.parametrize("use_cache", [True, False])
-def test_bundled_generation_equals_plain_hf_generate(smollm, use_cache):
-    hf = plain_hf(smollm)
-    expected = [hf_greedy(hf, smollm, t, 16) for t in PROMPTS]
+def test_bundled_generation_equals_plain_hf_generate(bundled, use_cache):
+    hf = plain_hf(bundled)
+    expected = [hf_greedy(hf, bundled, t, 16) for t in PROMPTS]
     single = [
-        generate_ids(smollm, [t], max_new_tokens=16, show_progress=False, use_cache=use_cache)[0]
+        generate_ids(bundled, [t], max_new_tokens=16, show_progress=False, use_cache=use_cache)[0]
         for t in PROMPTS
     ]
     batched = generate_ids(
-        smollm,
+        bundled,
         PROMPTS,
         max_new_tokens=16,
         batch_size=3,
@@ -168,21 +168,21 @@ def test_bundled_generation_equals_plain_hf_generate(smollm, use_cache):
     )
     assert single == expected
     assert batched == expected
-    text = smollm.tokenizer.decode(expected[2], skip_special_tokens=True)
+    text = bundled.tokenizer.decode(expected[2], skip_special_tokens=True)
     assert len(set(text.split())) >= 5, text  # a real answer, not a repeated token
 
 
 @pytest.mark.model
-def test_bundled_scores_equal_plain_hf_forward(smollm):
-    hf = plain_hf(smollm)
+def test_bundled_scores_equal_plain_hf_forward(bundled):
+    hf = plain_hf(bundled)
     with torch.inference_mode():
         expected = torch.cat(
             [
                 refusal_score(
-                    hf(smollm.chat.tokenize([t]).input_ids).logits[:, -1], smollm.refusal_tokens
+                    hf(bundled.chat.tokenize([t]).input_ids).logits[:, -1], bundled.refusal_tokens
                 )
                 for t in PROMPTS
             ]
         )
-    got = refusal_scores(smollm, PROMPTS, batch_size=3, show_progress=False)
+    got = refusal_scores(bundled, PROMPTS, batch_size=3, show_progress=False)
     torch.testing.assert_close(got, expected, atol=1e-3, rtol=1e-3)

@@ -348,10 +348,40 @@ def test_selection_runs_per_language_with_a_translator(tiny_llama, direction, re
     assert not any(t.startswith("[xx]") for t in seen)  # the scorer reads English
     xx = [c for c in result.candidates if c.language == "xx" and "english" in c.scores]
     assert xx and all(c.scores["english"] == c.text.removeprefix("[xx] ") + " (en)" for c in xx)
+    n_en = len(SEEDS) + 24  # seeds and both reference sets
+    assert result.translations["en->xx"] == {"texts": n_en, "empty": 0, "unchanged": 0}
+    assert result.translations["xx->en"]["texts"] == len(xx)
+    assert result.summary()["translations"] == result.translations
+    assert not any("translations were empty" in w for w in result.warnings)
     result.save(tmp_path / "r")
     assert_same_result(RASSResult.load(tmp_path / "r"), result)
+    assert RASSResult.load(tmp_path / "r").translations == result.translations
     with pytest.raises(RefusalLensError, match="need a translator"):
         rass(tiny_llama, SEEDS, direction, reference, no_harm, small(languages=("en", "fr")))
+
+
+def test_a_translator_s_bad_answers_are_refused_or_counted(tiny_llama, direction, reference):
+    config = small(languages=("en", "xx"))
+
+    def short(texts: list[str], language: str) -> list[str]:
+        return texts[1:]  # one translation missing
+
+    with pytest.raises(RefusalLensError, match=r"returned 3 translations for 4 texts into 'xx'"):
+        rass(tiny_llama, SEEDS, direction, reference, no_harm, config, translator=short)
+
+    def lazy(texts: list[str], language: str) -> list[str]:  # empty into xx, copies back
+        return ["" if language == "xx" else t for t in texts]
+
+    result = rass(tiny_llama, SEEDS, direction, reference, no_harm, config, translator=lazy)
+    n_en = len(SEEDS) + 24
+    assert result.translations["en->xx"] == {"texts": n_en, "empty": n_en, "unchanged": 0}
+    back = result.translations["xx->en"]
+    assert back["texts"] > 0 and back["unchanged"] == back["texts"] and back["empty"] == 0
+    assert any(
+        w.startswith(f"en->xx: {n_en} of {n_en} translations were empty") for w in result.warnings
+    )
+    seeds_xx = {s for c in result.candidates if c.language == "xx" for s in c.seeds}
+    assert seeds_xx <= set(SEEDS)  # the empty translations kept their source text
 
 
 @pytest.mark.parametrize(

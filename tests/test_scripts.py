@@ -212,6 +212,39 @@ def check_run_report(out: Path, stdout: str) -> None:
     assert "report: " in stdout and "(1280×900 px)" in stdout
 
 
+def check_rewriter_eval(out: Path, stdout: str) -> None:
+    data = json.loads((out / "rewriter_eval.json").read_text())
+    assert data["n"] == 4 and len(data["sample"]) == 2
+    assert set(data["table"]) == {"all", "with_cue"}
+    assert "| rewriter |" in (out / "rewriter_eval.md").read_text()
+
+
+def check_translator_eval(out: Path, stdout: str) -> None:
+    data = json.loads((out / "translator_eval.json").read_text())
+    assert list(data["translations"]) == ["fr"] and len(data["sources"]) == 3
+    assert data["table"]["fr"]["n"] == 3
+    assert "| language |" in (out / "translator_eval.md").read_text()
+
+
+def check_judge_agreement(out: Path, stdout: str) -> None:
+    data = json.loads((out / "judge_agreement.json").read_text())
+    assert data["smoke_placeholder_labels"] is True
+    assert set(data["overall"]["judges"]) == {"score", "substring", "llm"}
+    assert sum(data["overall"]["n"].values()) == len(data["rows"]) > 0
+    for judge in data["overall"]["judges"].values():
+        assert 0.0 <= judge["binary_accuracy"] <= 1.0
+    assert "| judge |" in (out / "judge_agreement.md").read_text()
+
+
+def check_judge_fit(out: Path, stdout: str) -> None:
+    results = json.loads((out / "judge_fit.json").read_text())["results"]
+    assert len(results) == 2
+    for r in results.values():
+        assert 0.0 <= r["judge"]["agreement_fitted_held_out"] <= 1.0
+        assert set(r["selection"]) == {"before", "fitted"}
+    assert "| set | substring | score before | score fitted |" in (out / "judge_fit.md").read_text()
+
+
 CHECKS = {
     "benchmarks/align.py": check_align_benchmark,
     "benchmarks/collect.py": check_collect_benchmark,
@@ -223,9 +256,13 @@ CHECKS = {
     "experiments/baseline_refusal.py": check_baseline_refusal,
     "experiments/boundary_geometry.py": check_boundary_geometry,
     "experiments/directions.py": check_directions,
+    "experiments/judge_agreement.py": check_judge_agreement,
+    "experiments/judge_fit.py": check_judge_fit,
     "experiments/rass_eval.py": check_rass_eval,
+    "experiments/rewriter_eval.py": check_rewriter_eval,
     "experiments/run_report.py": check_run_report,
     "experiments/trigger_alignment.py": check_trigger_alignment,
+    "experiments/translator_eval.py": check_translator_eval,
     "experiments/trigger_refusal.py": check_trigger_refusal,
 }
 NEEDS_CHROMIUM = {"experiments/run_report.py"}  # headless Chromium (tests/browser.py)

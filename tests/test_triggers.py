@@ -238,6 +238,48 @@ def test_rewriter_alone_writes_the_text_and_the_audit_trail(
         assert "no harmful cue found" not in item.reason
 
 
+def test_a_batched_rewriter_is_called_once_and_checked(tiny_llama, lenient, masks):
+    calls = []
+
+    class Batched:
+        def __init__(self, texts):
+            self.texts = texts
+
+        def __call__(self, query, mask):
+            raise AssertionError("sanitize must use the batched form")
+
+        def batch(self, queries, masks_):
+            calls.append((queries, masks_))
+            return self.texts
+
+    n = len(masks.masks)
+    texts = ["I'm sorry, but I can't help with that."] + ["Plan a picnic."] * (n - 1)
+    data = sanitize(
+        tiny_llama, masks.masks, lenient, SanitizeConfig(max_new_tokens=4), Batched(texts)
+    )
+    assert calls == [([m.prompt for m in masks.masks], masks.masks)]
+    assert [i.text for i in data.items] == texts and data.items[0].method == "rewriter"
+    assert "the rewriter refused" in data.items[0].reason and not data.items[0].kept
+    assert all("the rewriter refused" not in i.reason for i in data.items[1:])
+    with pytest.raises(RefusalLensError, match=f"returned {n - 1} rewrites for {n} queries"):
+        sanitize(tiny_llama, masks.masks, lenient, rewriter=Batched(texts[1:]))
+    with pytest.raises(RefusalLensError, match="must return a list"):
+        sanitize(tiny_llama, masks.masks, lenient, rewriter=Batched("Plan a picnic."))
+    with pytest.raises(RefusalLensError, match=r"empty string .* for query 1 \("):
+        sanitize(tiny_llama, masks.masks, lenient, rewriter=Batched(["Plan.", "", *texts[2:]]))
+
+
+def test_an_empty_rewrite_names_the_query_and_the_fix(tiny_llama, lenient, masks):
+    def rewriter(query, mask):
+        return "" if query == masks.masks[1].prompt else "Plan a picnic."
+
+    with pytest.raises(RefusalLensError) as err:
+        sanitize(tiny_llama, masks.masks, lenient, rewriter=rewriter)
+    message = str(err.value)
+    assert "query 1" in message and masks.masks[1].prompt in message
+    assert "Fix the rewriter" in message
+
+
 def test_harm_judge_round_trips(tiny_llama, judge, tmp_path):
     judge.save(tmp_path / "j")
     back = HarmJudge.load(tmp_path / "j")

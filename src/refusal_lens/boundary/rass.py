@@ -24,6 +24,11 @@ steps, each documented where it lives:
    ``rass_summary.json`` (counts) and ``rass.json`` (config, model, direction, the harm
    scorer with its threshold, warnings). :meth:`RASSResult.load` reads them back.
 
+Translation (more than one language): a translator that returns anything but one string per
+text is an error; an empty translation keeps its source text, and empty and unchanged
+translations are counted per direction (``RASSResult.translations``, in ``rass_summary.json``
+and ``rass.json``) and warned about (:mod:`refusal_lens.boundary.translate`).
+
 >>> result = rass(model, seeds, direction, (harmful, harmless), harm_scorer(judge, base))
 >>> result.save("runs/rass"); result.selected[0].scores
 """
@@ -62,6 +67,7 @@ from refusal_lens.boundary.geometry import (
     layer_boundary,
     read_layers,
 )
+from refusal_lens.boundary.translate import check_translations
 from refusal_lens.configs import StageConfig
 from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
@@ -174,13 +180,16 @@ class RASSResult:
     direction: dict[str, Any]
     harm_scorer: dict[str, Any] = field(default_factory=dict)  # HarmScorer.describe()
     warnings: list[str] = field(default_factory=list)
+    # per direction ("en->fr"): texts translated, empty (source kept) and unchanged ones
+    translations: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def selected(self) -> list[Candidate]:
         return [c for c in self.candidates if c.reason == ""]
 
     def summary(self) -> dict[str, Any]:
-        """Counts per method/coefficient: generated, each drop reason, selected."""
+        """Counts per method/coefficient: generated, each drop reason, selected; and per
+        translation direction: texts, empty and unchanged translations."""
         groups: dict[str, dict[str, int]] = {}
         for c in self.candidates:
             key = f"{c.language} {c.method}" + (f" coef {c.coef:g}" if c.coef is not None else "")
@@ -188,7 +197,12 @@ class RASSResult:
             row["generated"] += 1
             reason = c.reason.split(" (")[0] if c.reason else "selected"
             row[reason] = row.get(reason, 0) + 1
-        return {"groups": groups, "selected": len(self.selected), "warnings": self.warnings}
+        return {
+            "groups": groups,
+            "selected": len(self.selected),
+            "translations": self.translations,
+            "warnings": self.warnings,
+        }
 
     def records(self, selected_only: bool = True) -> list[dict[str, Any]]:
         if selected_only:
@@ -208,6 +222,7 @@ class RASSResult:
             direction=self.direction,
             harm_scorer=self.harm_scorer,
             warnings=self.warnings,
+            translations=self.translations,
         )
         return save_artifact(
             folder,
@@ -233,6 +248,7 @@ class RASSResult:
             meta["direction"],
             meta.get("harm_scorer", {}),
             meta.get("warnings", []),
+            meta.get("translations", {}),
         )
 
 
@@ -301,6 +317,7 @@ class RASSRun:
     lexicon: Sequence[LexiconEntry] | None = None
     benign_contexts: list[str] = field(default_factory=list)
     translator: Translator | None = None
+    translations: dict[str, dict[str, int]] = field(default_factory=dict)  # RASSResult's
 
     @property
     def base(self) -> str:
@@ -320,16 +337,36 @@ class RASSRun:
                 "refusal_lens.boundary.translate.model_translator(model)) or use one language."
             )
 
-    def translate(self, texts: list[str], language: str) -> list[str]:
+    def translate(self, texts: list[str], language: str, source: str) -> list[str]:
+        """``texts`` (in ``source``) translated into ``language``, checked and counted: an
+        empty translation keeps its source text."""
         assert self.translator is not None
-        return self.translator(texts, language)
+        out = check_translations(self.translator(texts, language), texts, language)
+        row = self.translations.setdefault(
+            f"{source}->{language}", {"texts": 0, "empty": 0, "unchanged": 0}
+        )
+        pairs = list(zip(out, texts, strict=True))
+        row["texts"] += len(pairs)
+        row["empty"] += sum(not t.strip() for t, _ in pairs)
+        row["unchanged"] += sum(t.strip().lower() == x.strip().lower() for t, x in pairs)
+        return [t.strip() or x for t, x in pairs]
+
+    def translation_warnings(self) -> list[str]:
+        return [
+            f"{key}: {row['empty']} of {row['texts']} translations were empty (the source text "
+            f"was kept) and {row['unchanged']} came back unchanged; check the translator."
+            for key, row in self.translations.items()
+            if row["empty"] or row["unchanged"]
+        ]
 
     def boundary(self, language: str) -> LayerBoundary:
         """The selection layer's boundary, fitted on the reference sets in ``language``."""
         harmful, harmless = self.reference
         if language != self.base:
             harmful, harmless = (
-                PromptSet.from_texts(self.translate(p.texts, language), p.prompts[0].label)
+                PromptSet.from_texts(
+                    self.translate(p.texts, language, self.base), p.prompts[0].label
+                )
                 for p in self.reference
             )
         geo = GeometryConfig(batch_size=self.config.batch_size, seed=self.config.seed)
@@ -338,7 +375,7 @@ class RASSRun:
     def candidates(self, language: str) -> list[Candidate]:
         """Generate, screen and select the candidates of one language."""
         config, base = self.config, self.base
-        seeds = self.seeds if language == base else self.translate(self.seeds, language)
+        seeds = self.seeds if language == base else self.translate(self.seeds, language, base)
         found = steered_candidates(self.model, seeds, self.direction, config, language)
         if self.lexicon and self.benign_contexts and language == base:
             found += recombined_candidates(self.lexicon, self.benign_contexts, config, language)
@@ -346,7 +383,7 @@ class RASSRun:
         boundary = self.boundary(language)
 
         def to_english(texts: list[str]) -> list[str]:
-            return self.translate(texts, base)
+            return self.translate(texts, base, language)
 
         english = None if language == base else to_english
         select_near_boundary(self.model, found, boundary, self.harm, config, english)
@@ -388,11 +425,17 @@ def rass(
     )
     run.check()
     candidates = [c for language in config.languages for c in run.candidates(language)]
-    warnings = collapse_report(candidates, config.collapse_share)
+    warnings = collapse_report(candidates, config.collapse_share) + run.translation_warnings()
     for w in warnings:
         log.warning(w)
     result = RASSResult(
-        candidates, config, model.model_id, direction.metadata(), run.harm.describe(), warnings
+        candidates,
+        config,
+        model.model_id,
+        direction.metadata(),
+        run.harm.describe(),
+        warnings,
+        run.translations,
     )
     if not result.selected:
         raise RefusalLensError(

@@ -108,7 +108,14 @@ def rass(
     benign_contexts: Annotated[
         str | None, typer.Option(help="Prompt spec of benign contexts for recombination")
     ] = None,
-    translator: Annotated[str, typer.Option(help="model (the model translates) or none")] = "none",
+    translator: Annotated[
+        str,
+        typer.Option(
+            metavar="model|none|SPEC",
+            help="Who translates for --languages: model (MODEL itself), none, or a model spec "
+            "(e.g. qwen2.5-coder-0.5b), loaded without --system",
+        ),
+    ] = "none",
     *,
     load: Loader,
     pick: Sampler,
@@ -121,7 +128,6 @@ def rass(
     and margins.png; --n samples the seeds (seed: --seed).
     """
     from refusal_lens.boundary.rass import rass as run_rass
-    from refusal_lens.boundary.translate import model_translator
     from refusal_lens.direction import Direction
 
     _check_rass_options(translator, lexicon, benign_contexts)
@@ -136,18 +142,38 @@ def rass(
         config,
         lexicon=_read_lexicon(lexicon),
         benign_contexts=everything(benign_contexts).texts if benign_contexts else (),
-        translator=model_translator(handle) if translator == "model" else None,
+        translator=_translator(translator, model, handle, load),
     )
     _write_rass(result, out)
 
 
 def _check_rass_options(translator: str, lexicon: Path | None, contexts: str | None) -> None:
     if translator not in ("model", "none"):
-        raise typer.BadParameter("use model or none.", param_hint="'--translator'")
+        from refusal_lens.errors import ModelSpecError
+        from refusal_lens.models.spec import resolve_spec
+
+        try:
+            resolve_spec(translator)
+        except ModelSpecError as exc:
+            raise typer.BadParameter(
+                f"use model, none or a model spec. {exc}", param_hint="'--translator'"
+            ) from exc
     if lexicon is not None and contexts is None:
         raise typer.BadParameter(
             "--lexicon needs --benign-contexts SPEC to recombine with.", param_hint="'--lexicon'"
         )
+
+
+def _translator(spec: str, model: str, handle: Any, load: Loader) -> Any:
+    """``--translator``: None, the studied model, or another model spec loaded without the
+    studied model's --system prompt (the studied model itself when the spec names it)."""
+    from refusal_lens.boundary.translate import model_translator
+
+    if spec == "none":
+        return None
+    if spec in ("model", model):
+        return model_translator(handle)
+    return model_translator(replace(load, system=None)(spec))
 
 
 def _harm_scorer(folder: Path, base: Any) -> Any:

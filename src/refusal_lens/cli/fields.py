@@ -36,7 +36,8 @@ HELP: dict[str, str] = {
     "harmful": "Prompt spec of the harmful class.",
     "harmless": "Prompt spec of the harmless class.",
     "header": "Instruction line above the few-shot lists.",
-    "induce_min": "Keep candidates whose addition raises harmless refusal above this.",
+    "induce_min": "Keep candidates whose addition raises the mean harmless refusal score above "
+    "this (default: the model's own refusal threshold, 0 unless calibrated).",
     "judges": "Refusal judges: score (first-token log-odds), substring (generation).",
     "kl_max": "Keep candidates whose ablation moves harmless outputs by less KL than this.",
     "l2": "L2 penalty of the logistic probe.",

@@ -130,24 +130,64 @@ def sanitize(
     ],
     harm_judge: HarmJudgeOpt,
     out: OutOpt,
+    rewriter: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SPEC",
+            help="A chat model (model spec, e.g. qwen2.5-coder-0.5b) that rewrites each whole "
+            "request instead of replacing cues word by word; loaded without --system",
+        ),
+    ] = None,
     *,
     load: Loader,
     config: StageConfig,
 ) -> None:
     """Rewrite the masked requests into trigger-matched benign data, judged and filtered.
 
-    Harmful cues are replaced (or deleted), triggers kept; a rewrite is kept when the
-    --harm-judge calls it benign and MODEL (the base model) answers it. Writes
-    sanitized.jsonl (a prompt set, usable as align --benign), rejected.jsonl, sanitized.json.
+    Harmful cues are replaced (or deleted), or with --rewriter the chat model rewrites each
+    request; triggers kept. A rewrite is kept when the --harm-judge calls it benign and MODEL
+    (the base model) answers it. Writes sanitized.jsonl (a prompt set, usable as align
+    --benign), rejected.jsonl, sanitized.json.
     """
     from refusal_lens.triggers.harm import HarmJudge
     from refusal_lens.triggers.masks import TriggerMasks
     from refusal_lens.triggers.sanitize import sanitize as run_sanitize
 
+    _check_spec(rewriter, "'--rewriter'")
     saved = TriggerMasks.load(masks)
-    data = run_sanitize(load(model), saved.masks, HarmJudge.load(harm_judge), config)
+    base = load(model)
+    data = run_sanitize(
+        base,
+        saved.masks,
+        HarmJudge.load(harm_judge),
+        config,
+        rewriter=_rewriter(rewriter, model, base, load),
+    )
     data.save(out)
     say(f"kept {len(data.kept)} of {len(data.items)} rewrites")
     for item in data.items[:5]:
         say(f"  {'kept    ' if item.kept else 'rejected'} {item.text!r} {item.reason}")
     say(f"wrote sanitized.jsonl, rejected.jsonl and sanitized.json to {out}/")
+
+
+def _check_spec(spec: str | None, hint: str) -> None:
+    """A model spec option that names no model fails before anything is loaded."""
+    if spec is None:
+        return
+    from refusal_lens.errors import ModelSpecError
+    from refusal_lens.models.spec import resolve_spec
+
+    try:
+        resolve_spec(spec)
+    except ModelSpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint=hint) from exc
+
+
+def _rewriter(spec: str | None, model: str, base: Any, load: Loader) -> Any:
+    """``--rewriter``: None, or ``model_rewriter`` on the spec, loaded without the --system
+    prompt (the base model itself when the spec names it)."""
+    if spec is None:
+        return None
+    from refusal_lens.triggers.rewrite import model_rewriter
+
+    return model_rewriter(base if spec == model else replace(load, system=None)(spec))

@@ -5,7 +5,9 @@ Three scores per candidate ``r[l, i]``, on validation prompts the candidates wer
 - *bypass*: mean refusal score on harmful prompts with ``r`` ablated at every layer (lower is
   better: the model stops refusing);
 - *induce*: mean refusal score on harmless prompts with ``r`` added before block ``l`` (must
-  exceed ``induce_min``, default 0: adding ``r`` makes the model refuse);
+  exceed ``induce_min``, by default the model's refusal threshold: 0, i.e. ``p(R) > 0.5``,
+  unless :mod:`refusal_lens.calibration` fitted it to the model's own refusals; adding ``r``
+  makes the mean harmless prompt refused);
 - *KL*: mean first-token KL(base ‖ ablated) on harmless prompts (must stay below ``kl_max``,
   default 0.1: ablation leaves harmless behaviour alone).
 
@@ -209,6 +211,8 @@ def select_direction(
 ) -> Selection:
     """Pick the refusal direction among ``candidates`` (see the module docstring)."""
     config = config or SelectConfig()
+    if config.induce_min is None:  # "adding r induces refusal": crosses the model's threshold
+        config = replace(config, induce_min=model.refusal_threshold)
     if candidates.model != model.model_id or candidates.vectors.shape[-1] != model.d_model:
         raise RefusalLensError(
             f"The candidates come from {candidates.model} (d_model "

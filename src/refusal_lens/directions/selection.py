@@ -26,7 +26,7 @@ class SelectConfig(StageConfig):
     """Selection settings; every threshold is reported with the result."""
 
     kl_max: float = 0.1
-    induce_min: float = 0.0
+    induce_min: float | None = None  # None: the model's own refusal threshold (calibration)
     max_layer_frac: float = 0.8
     top_k: int = 8  # candidates fully scored after the screen; 0 scores every candidate
     batch_size: int = 32

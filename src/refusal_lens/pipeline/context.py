@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from refusal_lens.artifacts import local_path
+from refusal_lens.calibration import Calibration
 from refusal_lens.evaluation import EvalConfig, EvalSets, eval_prompt_sets, training_prompts_of
 from refusal_lens.models import ModelHandle, load_model
 from refusal_lens.pipeline.config import RunConfig
@@ -46,8 +47,21 @@ class Run:
 
     def model(self, by: str) -> ModelHandle:
         """The model under study: the run's aligned organism, or the model as its makers
-        aligned it."""
-        return self.load(str(local_path(self.organism(by)["model"])))
+        aligned it; its refusal score fitted to its own refusals (step 1's calibration)."""
+        record = self.organism(by)
+        model = self.load(str(local_path(record["model"])))
+        if "calibration" in record:
+            Calibration.from_dict(record["calibration"]).apply(model)
+        return model
+
+    def calibrated_base(self, by: str) -> ModelHandle:
+        """The model as given, its refusal score fitted to its own refusals (when the run
+        aligned it, the base refuses differently from the organism and has its own fit)."""
+        record, base = self.organism(by), self.base()
+        fit = record.get("base_calibration" if record["aligned"] else "calibration")
+        if fit is not None:
+            Calibration.from_dict(fit).apply(base)
+        return base
 
     def aligned(self, by: str) -> bool:
         return bool(self.organism(by)["aligned"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from refusal_lens.alignment import AlignConfig, align
 from refusal_lens.artifacts import portable_path, write_json
+from refusal_lens.calibration import Calibration, calibrate
 from refusal_lens.direction import Direction
 from refusal_lens.directions import SelectConfig, false_refusal_vector
 from refusal_lens.directions.find import DirectionConfig, find_direction
@@ -40,15 +41,23 @@ def model_facts(run: Run, out: Path) -> None:
     write_section(out, "model", tables=[table("The model", ["fact", "value"], rows)])
 
 
-def check_refusal(run: Run, model: ModelHandle) -> dict[str, dict[str, float]]:
-    """Refusal shares on a seeded sample of AdvBench and of Alpaca (both judges)."""
+def check_refusal(run: Run, model: ModelHandle) -> tuple[dict, Calibration]:
+    """Refusal shares on a seeded sample of AdvBench and of Alpaca (both judges), and the
+    model's refusal score fitted to what it said there (:mod:`refusal_lens.calibration`)."""
     n, seed = run.config.n_check, run.config.seed + 7
     sets = {
         "AdvBench": load_prompts("advbench").sample(n, seed),
         "Alpaca": load_prompts("alpaca")[1000:].sample(n, seed),
     }
     reports = refusal_rates(model, sets, JUDGES, run.config.max_new_tokens)
-    return {name: {j: r.rate for j, r in by.items()} for name, by in reports.items()}
+    said = [reports[name]["substring"] for name in sets]
+    fit = calibrate(
+        model,
+        [t for name in sets for t in sets[name].texts],
+        [c for report in said for c in report.completions],
+        [r for report in said for r in report.refused],
+    )
+    return {name: {j: r.rate for j, r in by.items()} for name, by in reports.items()}, fit
 
 
 def organism(run: Run, out: Path, check: bool = True) -> None:
@@ -63,8 +72,8 @@ def organism(run: Run, out: Path, check: bool = True) -> None:
         write_json(out / ORGANISM_FILE, record)
         write_section(out, "organism", text=["The model is studied as given (not checked)."])
         return
-    before = check_refusal(run, base)
-    record |= {"threshold": c.refusal_threshold, "before": before}
+    before, fit = check_refusal(run, base)
+    record |= {"threshold": c.refusal_threshold, "before": before, "calibration": fit.to_dict()}
     if before["AdvBench"]["substring"] < c.refusal_threshold:
         recipe = AlignConfig.organism(
             c.alpha, n_harmful=c.align_harmful, n_benign=c.align_benign, seed=c.seed
@@ -73,10 +82,12 @@ def organism(run: Run, out: Path, check: bool = True) -> None:
         result.save(out)
         aligned = run.load(str(result.path))
         record |= {"aligned": True, "model": portable_path(str(result.path))}
-        record["after"] = check_refusal(run, aligned)
+        record["after"], fit_after = check_refusal(run, aligned)
+        record |= {"base_calibration": record["calibration"], "calibration": fit_after.to_dict()}
     check_organism(record)
     write_json(out / ORGANISM_FILE, record)
-    write_section(out, "organism", text=[organism_text(record)], tables=[organism_table(record)])
+    tables = [organism_table(record), calibration_table(run.base(), record)]
+    write_section(out, "organism", text=[organism_text(record)], tables=tables)
 
 
 def check_organism(record: dict) -> None:
@@ -112,6 +123,32 @@ def organism_text(record: dict) -> str:
     )
 
 
+def calibration_table(model: ModelHandle, record: dict) -> dict:
+    """The refusal score before and after fitting it to the model's own refusals."""
+    fits = {"studied model": record["calibration"]}
+    if record["aligned"]:
+        fits["base"] = record["base_calibration"]
+    rows = [
+        [
+            who,
+            " ".join(fit["added"]) or "none",
+            f"{fit['threshold']:.2f}",
+            f"{fit['n_refused']} / {fit['n_answered']}",
+            pct(fit["agreement_before"]),
+            pct(fit["agreement_after"]),
+        ]
+        for who, fit in fits.items()
+    ]
+    phrase = " ".join(model.describe()["refusal_tokens"])
+    head = ["model", "tokens added", "threshold", "refused / answered", "agree before", "after"]
+    caption = (
+        f"The score judge fitted to what the model said on the check sample: refusal-start "
+        f"tokens {phrase} plus those that open its own refusals, and the score above which it "
+        "refuses (before: threshold 0); agreement with the substring judge"
+    )
+    return table(caption, head, rows)
+
+
 def organism_table(record: dict) -> dict:
     conditions = {"as given": record["before"]}
     if record["aligned"]:
@@ -129,7 +166,7 @@ def evaluation(run: Run, out: Path) -> None:
     results = {"model": evaluate_on(run.model("evaluate"), sets, config)}
     results["model"].save(out / "model")
     if run.aligned("evaluate"):
-        results["base"] = evaluate_on(run.base(), sets, config)
+        results["base"] = evaluate_on(run.calibrated_base("evaluate"), sets, config)
         results["base"].save(out / "base")
     write_section(out, "evaluate", **evaluation_section(results))
 

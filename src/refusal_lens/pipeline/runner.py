@@ -26,6 +26,10 @@ from refusal_lens.errors import RefusalLensError
 from refusal_lens.pipeline.config import STAGES, RunConfig
 
 RUN_FORMAT = 1  # bump when the layout of a run folder changes
+# Part of every stage's key: bump when a step's method changes its results, so that stages
+# computed by the older method are rerun rather than reused. 2: the score judge is fitted to
+# the model's own refusals (refusal_lens.calibration).
+METHOD_VERSION = 2
 RUN_FILE = "run.json"
 STAGE_FILE = "stage.json"
 SECTION_FILE = "section.json"
@@ -145,7 +149,9 @@ class Runner:
 
     def key(self, stage: str, extra: dict[str, Any] | None = None) -> str:
         inputs = {dep: self._key_of(dep, stage) for dep in DEPENDS[stage]}
-        return digest([self.config.stage_config(stage), inputs, extra or {}, RUN_FORMAT])
+        return digest(
+            [self.config.stage_config(stage), inputs, extra or {}, RUN_FORMAT, METHOD_VERSION]
+        )
 
     def _key_of(self, dep: str, stage: str) -> str:
         if dep in self.keys:

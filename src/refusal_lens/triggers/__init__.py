@@ -11,12 +11,15 @@ from refusal_lens.triggers.masks import (
     reclassify,
     trigger_masks,
 )
-from refusal_lens.triggers.sanitize import SanitizeConfig, SanitizedData, sanitize
+from refusal_lens.triggers.rewrite import ModelRewriter, model_rewriter
+from refusal_lens.triggers.sanitize import Rewriter, SanitizeConfig, SanitizedData, sanitize
 
 __all__ = [
     "HarmJudge",
     "HarmJudgeConfig",
     "LexiconEntry",
+    "ModelRewriter",
+    "Rewriter",
     "SanitizeConfig",
     "SanitizedData",
     "TriggerConfig",
@@ -25,6 +28,7 @@ __all__ = [
     "build_lexicon",
     "fit_harm_judge",
     "load_lexicon",
+    "model_rewriter",
     "reclassify",
     "sanitize",
     "trigger_masks",

@@ -4,14 +4,17 @@ Each harmful query keeps its *triggers* and loses its *harmful cues*
 (``refusal_lens.triggers.masks``): a cue is replaced by the benign word from ``substitutes``
 that the base model finds most likely in its place (``rewrite="replace"``, the default), or
 deleted (``rewrite="delete"``). A user with a stronger local chat model can pass
-``rewriter(query, mask) -> str`` to write more fluent rewrites from the same masks; then the
-rewriter alone writes the text (``method="rewriter"``, ``removed`` = the harmful cues of the
-mask it was given, ``replacements`` empty).
+``rewriter(query, mask) -> str`` to write more fluent rewrites from the same masks (e.g.
+:func:`refusal_lens.triggers.rewrite.model_rewriter`); then the rewriter alone writes the text
+(``method="rewriter"``, ``removed`` = the harmful cues of the mask it was given,
+``replacements`` empty). A rewriter with a batched form, ``rewriter.batch(queries, masks) ->
+texts``, is called once for all masks instead of once per mask.
 
 An item is kept only if it is benign by a documented judge (``refusal_lens.triggers.harm``, a
-probe on the base model's residual stream), differs from the harmful query, and the base model
-answers it (greedy answer, no refusal phrase); that answer is stored with it. Every item, kept
-or not, is exported with its mask and scores, so the filtering can be audited:
+probe on the base model's residual stream), differs from the harmful query, is not itself a
+refusal by the rewriter (a refusal phrase), and the base model answers it (greedy answer, no
+refusal phrase); that answer is stored with it. Every item, kept or not, is exported with its
+mask and scores, so the filtering can be audited:
 :meth:`SanitizedData.save` writes ``sanitized.jsonl`` (kept items, a prompt set),
 ``rejected.jsonl`` and ``sanitized.json``.
 """
@@ -247,7 +250,8 @@ def sanitize(
             f"sanitize got {len(categories)} categories for {len(masks)} masks; pass one "
             "category per mask or none."
         )
-    drafts = [_draft(base, mask, config, rewriter) for mask in masks]
+    rewrites = _rewrites(rewriter, masks) if rewriter is not None else [None] * len(masks)
+    drafts = [_draft(base, mask, config, text) for mask, text in zip(masks, rewrites, strict=True)]
     texts = [d.text for d in drafts]
     p_harm = judge.p_harmful(base, texts).tolist()
     answers = generate(base, texts, config.max_new_tokens, config.batch_size, show_progress=False)
@@ -261,23 +265,44 @@ def sanitize(
     return SanitizedData(items, config, judge.describe())
 
 
+def _rewrites(rewriter: Rewriter, masks: list[TriggerMask]) -> list[str]:
+    """The rewriter's text for each mask, checked: one call of ``rewriter.batch(queries,
+    masks)`` when it has that batched form, else one call of ``rewriter(query, mask)`` each."""
+    queries = [m.prompt for m in masks]
+    batch = getattr(rewriter, "batch", None)
+    if callable(batch):
+        texts = batch(queries, masks)
+        if not isinstance(texts, list | tuple) or len(texts) != len(masks):
+            got = f"{len(texts)} rewrites" if isinstance(texts, list | tuple) else repr(texts)
+            raise RefusalLensError(
+                f"rewriter.batch returned {got} for {len(masks)} queries; it must return a "
+                "list with one rewritten request per query, in order."
+            )
+    else:
+        texts = [rewriter(q, m) for q, m in zip(queries, masks, strict=True)]
+    for k, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise RefusalLensError(
+                f"The rewriter returned an empty string (or no string: {text!r}) for query {k} "
+                f"({queries[k]!r}); it must return the rewritten request. Fix the rewriter "
+                "(e.g. more max_new_tokens), drop that mask, or leave rewriter out to replace "
+                "the harmful cues word by word."
+            )
+    return list(texts)
+
+
 def _draft(
-    base: ModelHandle, mask: TriggerMask, config: SanitizeConfig, rewriter: Rewriter | None
+    base: ModelHandle, mask: TriggerMask, config: SanitizeConfig, rewrite: str | None
 ) -> SanitizedItem:
-    """The rewrite of one query and its audit trail, before judging (not kept yet)."""
-    if rewriter is None:
+    """The rewrite of one query and its audit trail, before judging (not kept yet):
+    ``rewrite`` is the rewriter's text, or None to substitute the cues."""
+    if rewrite is None:
         chosen = substitute_cues(base, mask, config)
         text = rewrite_text(mask, chosen)
         method, removed = config.rewrite, [mask.words[i] for i in sorted(chosen)]
         replacements = [chosen[i] for i in sorted(chosen)]
     else:
-        text = rewriter(mask.prompt, mask)
-        if not isinstance(text, str) or not text.strip():
-            raise RefusalLensError(
-                f"The rewriter returned an empty string for {mask.prompt!r}; it must return "
-                "the rewritten request."
-            )
-        method, removed, replacements = "rewriter", mask.harmful_cues, []
+        text, method, removed, replacements = rewrite, "rewriter", mask.harmful_cues, []
     return SanitizedItem(
         text=text.strip(),
         original=mask.prompt,
@@ -301,6 +326,8 @@ def _reasons(item: SanitizedItem, mask: TriggerMask, threshold: float) -> list[s
         reasons.append("no harmful cue found")
     if item.text.lower() == mask.prompt.strip().lower():
         reasons.append("unchanged")
+    if item.method == "rewriter" and is_refusal(item.text):
+        reasons.append("the rewriter refused")
     if item.p_harmful >= threshold:
         reasons.append(f"judged harmful (p={item.p_harmful:.2f})")
     if is_refusal(item.answer):
