@@ -96,7 +96,8 @@ def test_every_public_name_resolves_to_its_stage():
 LAYERS = (
     ("errors", "locations", "configs", "artifacts", "cache", "progress", "plots"),
     ("models", "prompts"),
-    ("activations", "generation", "scoring", "probes", "direction", "interventions"),
+    ("activations", "generation", "scoring", "calibration", "llm_judge", "probes"),
+    ("direction", "interventions"),
     ("evaluation",),
     ("alignment",),
     ("directions",),

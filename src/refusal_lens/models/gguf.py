@@ -41,7 +41,7 @@ def convert_gguf(
     from refusal_lens.cache import write_manifest
 
     log.info(
-        "Converting %s to %s (one time: ~30 s for 135M, ~90 s for 0.5B parameters on two cores)",
+        "Converting %s to %s (one time: ~30 s for 135M parameters, ~60 s for 0.5B)",
         gguf_path.name,
         out_dir,
     )
