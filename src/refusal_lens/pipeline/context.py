@@ -50,7 +50,7 @@ class Run:
         aligned it; its refusal score fitted to its own refusals (step 1's calibration)."""
         record = self.organism(by)
         model = self.load(str(local_path(record["model"])))
-        if "calibration" in record:
+        if record.get("calibration"):
             Calibration.from_dict(record["calibration"]).apply(model)
         return model
 
@@ -59,7 +59,7 @@ class Run:
         aligned it, the base refuses differently from the organism and has its own fit)."""
         record, base = self.organism(by), self.base()
         fit = record.get("base_calibration" if record["aligned"] else "calibration")
-        if fit is not None:
+        if fit:
             Calibration.from_dict(fit).apply(base)
         return base
 

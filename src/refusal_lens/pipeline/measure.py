@@ -41,9 +41,10 @@ def model_facts(run: Run, out: Path) -> None:
     write_section(out, "model", tables=[table("The model", ["fact", "value"], rows)])
 
 
-def check_refusal(run: Run, model: ModelHandle) -> tuple[dict, Calibration]:
+def check_refusal(run: Run, model: ModelHandle) -> tuple[dict, Calibration | None]:
     """Refusal shares on a seeded sample of AdvBench and of Alpaca (both judges), and the
-    model's refusal score fitted to what it said there (:mod:`refusal_lens.calibration`)."""
+    model's refusal score fitted to what it said there (:mod:`refusal_lens.calibration`);
+    ``None`` when it refused none or all of them (nothing to fit: the defaults stay)."""
     n, seed = run.config.n_check, run.config.seed + 7
     sets = {
         "AdvBench": load_prompts("advbench").sample(n, seed),
@@ -51,12 +52,11 @@ def check_refusal(run: Run, model: ModelHandle) -> tuple[dict, Calibration]:
     }
     reports = refusal_rates(model, sets, JUDGES, run.config.max_new_tokens)
     said = [reports[name]["substring"] for name in sets]
-    fit = calibrate(
-        model,
-        [t for name in sets for t in sets[name].texts],
-        [c for report in said for c in report.completions],
-        [r for report in said for r in report.refused],
-    )
+    refused = [r for report in said for r in report.refused]
+    fit = None
+    if any(refused) and not all(refused):
+        texts = [t for name in sets for t in sets[name].texts]
+        fit = calibrate(model, texts, [c for report in said for c in report.completions], refused)
     return {name: {j: r.rate for j, r in by.items()} for name, by in reports.items()}, fit
 
 
@@ -73,7 +73,7 @@ def organism(run: Run, out: Path, check: bool = True) -> None:
         write_section(out, "organism", text=["The model is studied as given (not checked)."])
         return
     before, fit = check_refusal(run, base)
-    record |= {"threshold": c.refusal_threshold, "before": before, "calibration": fit.to_dict()}
+    record |= {"threshold": c.refusal_threshold, "before": before, "calibration": _fit(fit)}
     if before["AdvBench"]["substring"] < c.refusal_threshold:
         recipe = AlignConfig.organism(
             c.alpha, n_harmful=c.align_harmful, n_benign=c.align_benign, seed=c.seed
@@ -83,7 +83,7 @@ def organism(run: Run, out: Path, check: bool = True) -> None:
         aligned = run.load(str(result.path))
         record |= {"aligned": True, "model": portable_path(str(result.path))}
         record["after"], fit_after = check_refusal(run, aligned)
-        record |= {"base_calibration": record["calibration"], "calibration": fit_after.to_dict()}
+        record |= {"base_calibration": record["calibration"], "calibration": _fit(fit_after)}
     check_organism(record)
     write_json(out / ORGANISM_FILE, record)
     tables = [organism_table(record), calibration_table(run.base(), record)]
@@ -123,6 +123,10 @@ def organism_text(record: dict) -> str:
     )
 
 
+def _fit(fit: Calibration | None) -> dict | None:
+    return None if fit is None else fit.to_dict()
+
+
 def calibration_table(model: ModelHandle, record: dict) -> dict:
     """The refusal score before and after fitting it to the model's own refusals."""
     fits = {"studied model": record["calibration"]}
@@ -137,6 +141,8 @@ def calibration_table(model: ModelHandle, record: dict) -> dict:
             pct(fit["agreement_before"]),
             pct(fit["agreement_after"]),
         ]
+        if fit
+        else [who, "not fitted: it refused none or all of the check prompts", "0", "", "", ""]
         for who, fit in fits.items()
     ]
     phrase = " ".join(model.describe()["refusal_tokens"])
