@@ -74,6 +74,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--skip-exhaustive", action="store_true")
+    parser.add_argument(
+        "--fallback-rule",
+        choices=("kl", "bypass"),
+        default="kl",
+        help="SelectConfig.fallback_rule (bypass: the rule of the README's figures)",
+    )
     parser.add_argument("--out", type=ec.project_path, help="Write both candidate tables as JSON")
     ec.add_smoke_flag(parser)
     smoke = {"n_train": 8, "n_val": 4, "n_harmless": 16, "batch_size": 8, "top_k": 2}
@@ -87,7 +93,9 @@ def select_timed(args, model, candidates, h_val, b_val, t_extract: float):
     results, times = {}, {}
     runs = {"screened": args.top_k} | ({} if args.skip_exhaustive else {"exhaustive": 0})
     for name, top_k in runs.items():
-        config = SelectConfig(top_k=top_k, batch_size=args.batch_size)
+        config = SelectConfig(
+            top_k=top_k, batch_size=args.batch_size, fallback_rule=args.fallback_rule
+        )
         results[name], t = timed(
             args.device,
             lambda c=config: select_direction(

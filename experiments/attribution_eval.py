@@ -4,7 +4,9 @@
         [--threads 1] [--report-only]
 
 On up to ``n`` held-out prompts per source that the aligned SmolLM2 (α = 0.5, cached by
-``align_sweep.py``; aligned here if missing) refuses (refusal score > 0), drawn in a seeded
+``align_sweep.py``; aligned here if missing) refuses (refusal score > 0), or with ``--run
+runs/<model>`` the model that run studied (its score fitted: refused = score above the fitted
+threshold) and its direction, drawn in a seeded
 order from XSTest-safe (trigger = XSTest's ``focus`` word) and the shipped borderline set
 (trigger = the project's annotation), each method of ``attribute()`` (occlusion,
 grad_x_input, integrated_gradients with ``steps`` points, projection on the refusal direction
@@ -66,6 +68,7 @@ from refusal_lens.attribution.methods import (
 from refusal_lens.directions import Direction
 from refusal_lens.evaluation import held_out, training_prompts_of
 from refusal_lens.models import ModelHandle, load_model
+from refusal_lens.pipeline import load_run_model
 from refusal_lens.probes import auroc as probe_auroc
 from refusal_lens.prompts import Prompt, PromptSet, load_prompts
 from refusal_lens.scoring import refusal_scores
@@ -99,7 +102,8 @@ def refused_sample(
     for start in range(0, len(order), 2 * n):
         chunk = order[start : start + 2 * n]
         scores = refusal_scores(model, [p.text for p in chunk], show_progress=False)
-        kept += [p for p, s in zip(chunk, scores.tolist(), strict=True) if s > 0]
+        refused = scores > model.refusal_threshold  # 0 unless the model's score was fitted
+        kept += [p for p, r in zip(chunk, refused.tolist(), strict=True) if r]
         scored += len(chunk)
         if len(kept) >= n:
             break
@@ -171,13 +175,13 @@ def curve(rows: list[dict], name: str, k_max: int) -> dict:
     """Mean drop and share no longer refused at each k, over the prompts long enough for k."""
     out: dict = {"k": [], "n": [], "drop": [], "unrefused": []}
     for k in range(1, k_max + 1):
-        at_k = [(r["base"], r[name][k - 1]) for r in rows if len(r[name]) >= k]
+        at_k = [(r["base"], r[name][k - 1], r["threshold"]) for r in rows if len(r[name]) >= k]
         if not at_k:
             break
         out["k"].append(k)
         out["n"].append(len(at_k))
-        out["drop"].append(float(np.mean([b - a for b, a in at_k])))
-        out["unrefused"].append(float(np.mean([a <= 0 for _, a in at_k])))
+        out["drop"].append(float(np.mean([b - a for b, a, _ in at_k])))
+        out["unrefused"].append(float(np.mean([a <= t for _, a, t in at_k])))
     out["auc"] = float(np.mean(out["drop"]))
     return out
 
@@ -331,8 +335,14 @@ def markdown(results: dict) -> str:
     rnd = summary["random"]["deletion"]
     n_src = {s: sum(d["source"] == s for d in details) for s in source_names}
     agree = summary["occlusion"]["auroc"]
+    studied = (
+        f"The model of run `{cfg['run']}` (refused: score above its fitted threshold)"
+        if cfg.get("run")
+        else "Aligned SmolLM2-135M-Instruct (α = 0.5)"
+    )
     return (
-        "Aligned SmolLM2-135M-Instruct (α = 0.5); refused held-out prompts: "
+        studied
+        + "; refused held-out prompts: "
         + ", ".join(f"{n_src[s]} {s}" for s in source_names)
         + f". Integrated gradients with {cfg['steps']} steps; projection on the refusal "
         f"direction (layer {results['direction']['layer']}, "
@@ -349,7 +359,8 @@ def markdown(results: dict) -> str:
         )
         + " Drop: mean fall in refusal score (log-odds) when the top-k tokens are deleted; AUC "
         f"= mean drop over k = 1..{cfg['k_max']} (SE over prompts); AUC − random: paired per "
-        f"prompt; unrefused: share of prompts whose score falls to ≤ 0. **Random deletion** of "
+        "prompt; unrefused: share of prompts whose score falls to the refusal threshold or "
+        f"below. **Random deletion** of "
         f"k user tokens ({cfg['draws']} seeded draws per prompt): "
         + ", ".join(f"k={k} {d:+.2f}" for k, d in zip(rnd["k"], rnd["drop"], strict=True))
         + f" (AUC {rnd['auc']:+.2f} ± {rnd['auc_se']:.2f}, {100 * rnd['unrefused'][-1]:.0f}% "
@@ -411,6 +422,7 @@ def prompt_detail(model, source: str, p: Prompt, attributions: dict, args, rng) 
         "labels": labels,
         "label_note": why,
         "refusal_score": after["base"],
+        "threshold": model.refusal_threshold,  # refused: score above it
         "scores": {m: s.tolist() for m, s in scores.items()},
         "deleted": {m: sets[m] for m in METHODS},
         "after": {m: after[m] for m in METHODS} | {"random": random_after.tolist()},
@@ -425,7 +437,11 @@ def measure(args) -> dict:
     start, load = time.time(), os.getloadavg()[0]
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    model = load_model(str(organism(args.model, smoke=args.smoke)), device="cpu")
+    if args.run is not None:  # the model and direction of a finished run
+        model = load_run_model(args.run, device="cpu")
+        args.direction = args.run / "03-direction"
+    else:
+        model = load_model(str(organism(args.model, smoke=args.smoke)), device="cpu")
     if args.smoke:
         model = smoke_refuser(model)
     if args.direction is None:  # smoke mode
@@ -463,7 +479,7 @@ def measure(args) -> dict:
 def summarize(details: list[dict], source_names: list[str], seconds: dict, k_max: int) -> dict:
     def rows(name: str, source: str | None = None) -> list[dict]:
         return [
-            {"base": d["refusal_score"], name: d["after"][name]}
+            {"base": d["refusal_score"], name: d["after"][name], "threshold": d["threshold"]}
             for d in details
             if source in (None, d["source"])
         ]
@@ -506,7 +522,7 @@ def trigger_deletion(details: list[dict]) -> dict:
         "n": len(rows),
         "drop": float(np.mean(drop)),
         "drop_se": float(np.std(drop, ddof=1) / np.sqrt(len(drop))),
-        "unrefused": float(np.mean([d["trigger_after"] <= 0 for d in rows])),
+        "unrefused": float(np.mean([d["trigger_after"] <= d["threshold"] for d in rows])),
         "n_paired_random": len(paired),
         "drop_paired": float(np.mean([t for t, _ in paired])),
         "random_same_k_drop": float(np.mean([r for _, r in paired])),
@@ -535,6 +551,13 @@ def main() -> None:
         help="rebuild the .md and .png from an existing attribution_eval.json",
     )
     cli.add_argument("--direction", type=project_path, default=DIRECTION, help="a saved direction")
+    cli.add_argument(
+        "--run",
+        type=project_path,
+        default=None,
+        help="a run folder (runs/<model>): its model, score fit and direction, instead of "
+        "--model's organism and --direction",
+    )
     smoke = {"n": 2, "steps": 2, "k_max": 2, "draws": 2, "direction": None}
     args = parse(cli, smoke=smoke)
     if args.threads:

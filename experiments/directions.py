@@ -84,6 +84,13 @@ def arguments():
     cli.add_argument("--n-train", type=int, default=128, help="direction train prompts per class")
     cli.add_argument("--n-val", type=int, default=32, help="validation prompts per class")
     cli.add_argument("--top-k", type=int, default=8, help="candidates fully scored")
+    cli.add_argument(
+        "--fallback-rule",
+        choices=("kl", "bypass"),
+        default="kl",
+        help="when no candidate passes: lowest KL among those failing KL (kl), or lowest "
+        "bypass (bypass: the rule the README's direction figures were made with)",
+    )
     smoke = {"n": 4, "max_new_tokens": 4, "lambdas": [1.0], "n_train": 8, "n_val": 4, "top_k": 2}
     return parse(cli, smoke=smoke)
 
@@ -94,7 +101,7 @@ def select(args, model):
         harmless="alpaca",
         n_train=args.n_train,
         n_val=args.n_val,
-        select=SelectConfig(top_k=args.top_k),
+        select=SelectConfig(top_k=args.top_k, fallback_rule=args.fallback_rule),
     )
     selection = find_direction(model, config, show_progress=False)
     r = selection.direction

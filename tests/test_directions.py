@@ -16,7 +16,8 @@ from refusal_lens.directions import (
     false_refusal_vector,
     select_direction,
 )
-from refusal_lens.directions.select import _ValSet, first_order_estimates
+from refusal_lens.directions.select import _ValSet, fallback_key, first_order_estimates
+from refusal_lens.directions.selection import CandidateScore
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.interventions import add
 from refusal_lens.scoring import refusal_scores
@@ -115,6 +116,23 @@ def test_selection_reports_scores_and_filters(tiny_llama):
     assert zero and all("zero_norm" in c.filtered_by for c in zero)
 
 
+def test_fallback_prefers_fewest_failures_then_low_kl_then_low_bypass():
+    def c(bypass, kl, *failed):
+        return CandidateScore(0, -1, bypass=bypass, kl=kl, filtered_by=list(failed))
+
+    broken, gentle = c(-9.0, 8.7, "kl"), c(-2.5, 1.6, "kl")  # the SmolLM2 quick run's case
+    assert min([broken, gentle], key=lambda x: fallback_key(x, "kl")) is gentle
+    assert min([broken, gentle], key=lambda x: fallback_key(x, "bypass")) is broken
+    weak = c(-3.3, 0.09, "induce")  # passes KL (the Qwen run's case) beats failing KL alone
+    assert min([broken, gentle, weak], key=lambda x: fallback_key(x, "kl")) is weak
+    two = c(-20.0, 0.01, "induce", "kl")
+    assert min([two, gentle], key=lambda x: fallback_key(x, "kl")) is gentle  # fewest first
+    passed = [c(-1.0, 0.05), c(-4.0, 0.09)]  # survivors: lowest bypass, whatever the rule
+    assert min(passed, key=lambda x: fallback_key(x, "kl")) is passed[1]
+    with pytest.raises(RefusalLensError, match="fallback_rule"):
+        SelectConfig(fallback_rule="random")
+
+
 def test_selection_falls_back_and_says_why(tiny_llama):
     cand = diff_in_means(tiny_llama, HARMFUL, HARMLESS, show_progress=False)
     config = SelectConfig(kl_max=0.0, max_layer_frac=1.0, top_k=0)
@@ -133,6 +151,12 @@ def test_selection_falls_back_and_says_why(tiny_llama):
         == fewest
     )
     assert len(sel.scored()) == tiny_llama.chat.n_post  # top_k=0: every non-zero candidate
+    # every candidate fails KL: the one whose ablation changes harmless prompts least
+    least = [c for c in sel.scored() if len(c.filtered_by) == fewest]
+    assert sel.direction.scores["kl"] == min(c.kl for c in least) and "lowest KL" in sel.message
+    old_rule = SelectConfig(kl_max=0.0, max_layer_frac=1.0, top_k=0, fallback_rule="bypass")
+    sel = select_direction(tiny_llama, cand, HARMFUL, HARMLESS, old_rule, show_progress=False)
+    assert sel.direction.scores["bypass"] == min(c.bypass for c in least)
     with pytest.raises(RefusalLensError, match="validation set is empty"):
         select_direction(tiny_llama, cand, [], HARMLESS, config, show_progress=False)
     with pytest.raises(RefusalLensError, match="No candidate can be scored"):

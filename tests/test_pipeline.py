@@ -247,3 +247,45 @@ def test_geometry_cells_show_margins_and_dashes_for_an_empty_group():
         "margin_auroc_refused": None,
     }
     assert geometry_cells(row) == ["0.97", "-0.44", "–", "–"]
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_the_model_as_given_is_loaded_once_and_fitted(tmp_path, monkeypatch, aligned):
+    """A model studied as its makers aligned it is the run's base handle (one copy in memory),
+    with step 1's score fit applied; an aligned organism is loaded from its own folder. The
+    runner also records each stage's peak memory."""
+    from refusal_lens.models import ModelHandle
+    from refusal_lens.pipeline import context, load_run_model
+
+    loaded: list[str] = []
+
+    def fake_load(spec, *args, **kwargs):  # a handle without a model: only what is read here
+        loaded.append(spec)
+        handle = object.__new__(ModelHandle)
+        handle.spec, handle.refusal_tokens, handle.refusal_threshold = spec, [1], 0.0
+        return handle
+
+    monkeypatch.setattr(context, "load_model", fake_load)
+    fit = {"tokens": [1, 7], "threshold": -1.5, "added": ["x"], "n_refused": 3, "n_answered": 5}
+    fit |= {"agreement_before": 0.7, "agreement_after": 0.9}
+    # as given, the record names the model's converted folder, not the spec the run was given
+    model_path = str(tmp_path / ("organism" if aligned else "converted"))
+    record = {"base": "some-model", "model": model_path, "aligned": aligned, "calibration": fit}
+    config = RunConfig(model="some-model")
+    runner = Runner(tmp_path / "run", config, say=lambda _: None)
+
+    def organism(out):
+        (out / context.ORGANISM_FILE).write_text(json.dumps(record))
+
+    runner.run("model", lambda out: None, always=True)
+    runner.run("organism", organism, always=True)
+    assert runner.records["organism"].peak_rss_mb > 0
+    run = context.Run(config, runner)
+    model = run.model("direction")
+    assert (model is run.base()) is not aligned
+    assert sorted(loaded) == sorted({"some-model"} | ({model_path} if aligned else set()))
+    assert model.refusal_threshold == -1.5 and model.refusal_tokens == [1, 7]
+    again = load_run_model(tmp_path / "run")  # the same, read back from the folder
+    assert again.refusal_threshold == -1.5 and again.spec == model_path
+    with pytest.raises(RefusalLensError, match="no finished organism step"):
+        load_run_model(tmp_path)

@@ -245,6 +245,16 @@ def check_judge_fit(out: Path, stdout: str) -> None:
     assert "| set | substring | score before | score fitted |" in (out / "judge_fit.md").read_text()
 
 
+def check_organisms(out: Path, stdout: str) -> None:
+    results = json.loads((out / "organisms.json").read_text())
+    (o,) = results["organisms"]
+    assert 0.0 <= o["arditi"]["harmful_ablate_r"] <= 1.0 and o["arditi"]["n_scored"] > 0
+    assert "no edit" in o["wang"]["rows"] and o["rass"]["n"]["XSTest-safe"] == 4
+    assert [s["name"] for s in o["stages"]][:2] == ["00-model", "01-organism"]
+    table = (out / "organisms.md").read_text()
+    assert "| ablating r frees harmful prompts |" in table and "| whole run |" in table
+
+
 CHECKS = {
     "benchmarks/align.py": check_align_benchmark,
     "benchmarks/collect.py": check_collect_benchmark,
@@ -258,6 +268,7 @@ CHECKS = {
     "experiments/directions.py": check_directions,
     "experiments/judge_agreement.py": check_judge_agreement,
     "experiments/judge_fit.py": check_judge_fit,
+    "experiments/organisms.py": check_organisms,
     "experiments/rass_eval.py": check_rass_eval,
     "experiments/rewriter_eval.py": check_rewriter_eval,
     "experiments/run_report.py": check_run_report,

@@ -22,6 +22,7 @@ from refusal_lens.artifacts import (
     artifact_meta,
     json_writer,
     jsonl_writer,
+    portable_path,
     read_meta,
     save_artifact,
 )
@@ -203,7 +204,8 @@ def results_table(results: dict[str, EvalResult], judge: str) -> str:
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for label, res in results.items():
         cells = [f"{res.sets[s][judge]:.0%}" for s in benign + harmful]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {res.combined[judge]:.2f} |")
+        name = portable_path(label)  # a model in the cache as $REFUSAL_LENS_CACHE/...
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {res.combined[judge]:.2f} |")
     return "\n".join(lines)
 
 

@@ -26,7 +26,9 @@ finite differences.
 
 When every scored candidate fails a filter, the selection says which filter removed how many,
 and returns, with ``fallback=True`` rather than failing, the candidate that fails the fewest
-filters (lowest bypass among those).
+filters: among those, when they fail KL, the one with the lowest KL (ablating it harms harmless
+prompts least; ``fallback_rule="bypass"`` restores the earlier rule, lowest bypass, which can
+choose an ablation that breaks the model), else the one with the lowest bypass.
 """
 
 from __future__ import annotations
@@ -296,11 +298,7 @@ def _choose(
     """The best candidate that passes every filter, else the fallback, as a Selection."""
     passed = [c for c in scored if not c.filtered_by]
     fallback = not passed
-    # with no survivor, the fallback fails the fewest filters, then has the lowest bypass
-    best = min(
-        passed or scored,
-        key=lambda c: (len(c.filtered_by), c.bypass if math.isfinite(c.bypass) else math.inf),
-    )
+    best = min(passed or scored, key=lambda c: fallback_key(c, config.fallback_rule))
     message = _explain(best, scored, passed, config)
     if fallback:
         log.warning(message)
@@ -315,6 +313,16 @@ def _choose(
     return Selection(
         direction, list(table.values()), config, baseline, fallback, message, {}, candidates
     )
+
+
+def fallback_key(c: CandidateScore, rule: str) -> tuple[int, float, float]:
+    """Order of preference among candidates: fewest failed filters first; then, under the
+    ``"kl"`` rule, the lowest KL among those that fail KL (ablating the others would change
+    harmless behaviour more); then the lowest bypass."""
+    bypass = c.bypass if c.bypass is not None and math.isfinite(c.bypass) else math.inf
+    kl = c.kl if c.kl is not None and math.isfinite(c.kl) else math.inf
+    fails_kl = rule == "kl" and "kl" in c.filtered_by
+    return (len(c.filtered_by), kl if fails_kl else -math.inf, bypass)
 
 
 def _explain(
@@ -335,11 +343,13 @@ def _explain(
         "nan": "NaN bypass",
     }
     counts = {f: sum(f in c.filtered_by for c in scored) for f in labels}
+    kl_first = config.fallback_rule == "kl" and "kl" in best.filtered_by
+    order = "lowest KL" if kl_first else "lowest bypass"
     why = ", ".join(f"{n} by {labels[f]}" for f, n in counts.items() if n)
     return (
         f"Every one of the {len(scored)} scored candidates was filtered out: {why}. Returning "
-        f"the candidate that fails the fewest filters ({', '.join(best.filtered_by)}), lowest "
-        f"bypass first ({where}: bypass {best.bypass:.2f}, induce "
+        f"the candidate that fails the fewest filters ({', '.join(best.filtered_by)}), "
+        f"{order} first ({where}: bypass {best.bypass:.2f}, induce "
         f"{best.induce:.2f}, KL {best.kl:.3f}); loosen kl_max / induce_min, raise top_k, or use "
         "more contrasting prompt sets."
     )

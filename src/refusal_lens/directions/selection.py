@@ -30,8 +30,16 @@ class SelectConfig(StageConfig):
     max_layer_frac: float = 0.8
     top_k: int = 8  # candidates fully scored after the screen; 0 scores every candidate
     batch_size: int = 32
+    # with no survivor, among those failing fewest filters: "kl" = lowest KL when they fail
+    # KL (the least harm to harmless prompts), else lowest bypass; "bypass" = lowest bypass
+    # (the rule before 2026-11-26, which can pick an ablation that breaks the model)
+    fallback_rule: str = "kl"
 
     def validate(self) -> None:
+        if self.fallback_rule not in ("kl", "bypass"):
+            raise RefusalLensError(
+                f"fallback_rule must be 'kl' or 'bypass', not {self.fallback_rule!r}."
+            )
         check_range("max_layer_frac", self.max_layer_frac, 0.0, 1.0)
         check_range("kl_max", self.kl_max, 0.0, math.inf)
         check_positive("batch_size", self.batch_size)

@@ -9,10 +9,11 @@ from typing import Any
 
 from refusal_lens.artifacts import local_path
 from refusal_lens.calibration import Calibration
+from refusal_lens.errors import RefusalLensError
 from refusal_lens.evaluation import EvalConfig, EvalSets, eval_prompt_sets, training_prompts_of
 from refusal_lens.models import ModelHandle, load_model
 from refusal_lens.pipeline.config import RunConfig
-from refusal_lens.pipeline.runner import Runner
+from refusal_lens.pipeline.runner import FOLDERS, Runner
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.prompts.promptset import normalize_text
 
@@ -49,7 +50,8 @@ class Run:
         """The model under study: the run's aligned organism, or the model as its makers
         aligned it; its refusal score fitted to its own refusals (step 1's calibration)."""
         record = self.organism(by)
-        model = self.load(str(local_path(record["model"])))
+        # the model as given is loaded once (a second copy would double the run's memory)
+        model = self.load(str(local_path(record["model"]))) if record["aligned"] else self.base()
         if record.get("calibration"):
             Calibration.from_dict(record["calibration"]).apply(model)
         return model
@@ -96,3 +98,23 @@ class Run:
         prompts = load_prompts(spec)
         kept = tuple(p for p in prompts if normalize_text(p.text) not in drop)
         return PromptSet(kept, name=prompts.name)
+
+
+def load_run_model(folder: str | Path, device: str | None = None) -> ModelHandle:
+    """The model a run studied, read back from its folder: the aligned organism, or the model
+    as its makers aligned it, with the refusal-score fit of its step 1 applied.
+
+    >>> model = load_run_model("runs/qwen2.5-coder-0.5b")
+    >>> model.refusal_threshold          # fitted to the model's own refusals
+    """
+    record_path = Path(folder) / FOLDERS["organism"] / ORGANISM_FILE
+    if not record_path.is_file():
+        raise RefusalLensError(
+            f"{folder} holds no finished organism step ({record_path} is missing). Point at "
+            "a run folder (runs/<model>) and run `refusal-lens run MODEL` first."
+        )
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    model = load_model(str(local_path(record["model"])), device=device)
+    if record.get("calibration"):
+        Calibration.from_dict(record["calibration"]).apply(model)
+    return model

@@ -151,6 +151,7 @@ def stage_view(run_dir: Path, name: str, entry: dict[str, Any]) -> dict[str, Any
         "title": entry.get("title") or name,
         "status": entry.get("status"),
         "seconds": entry.get("seconds"),
+        "peak_rss_mb": entry.get("peak_rss_mb"),
         "has_folder": stage_dir.is_dir(),
         "section": None,
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -28,8 +29,9 @@ from refusal_lens.pipeline.config import STAGES, RunConfig
 RUN_FORMAT = 1  # bump when the layout of a run folder changes
 # Part of every stage's key: bump when a step's method changes its results, so that stages
 # computed by the older method are rerun rather than reused. 2: the score judge is fitted to
-# the model's own refusals (refusal_lens.calibration).
-METHOD_VERSION = 2
+# the model's own refusals (refusal_lens.calibration). 3: direction selection's fallback
+# prefers the lowest KL when every candidate fails KL (SelectConfig.fallback_rule).
+METHOD_VERSION = 3
 RUN_FILE = "run.json"
 STAGE_FILE = "stage.json"
 SECTION_FILE = "section.json"
@@ -95,12 +97,19 @@ def check_run_folder(folder: Path) -> None:
         )
 
 
+def peak_rss_mb() -> float:
+    """The peak resident memory of this process so far, in MB (Linux reports KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / 1024, 1)
+
+
 @dataclass
 class StageRecord:
     name: str
     title: str
     status: str  # "ran", "cached" or "not run"
     seconds: float = 0.0
+    peak_rss_mb: float | None = None  # the process's peak resident memory after the stage
 
 
 @dataclass
@@ -185,23 +194,26 @@ class Runner:
         if meta is not None and meta.get("key") == key and not self.forced(stage):
             self.keys[stage] = key
             took = meta.get("seconds", 0.0)  # when it ran
-            self.records[stage] = StageRecord(FOLDERS[stage], TITLES[stage], "cached", took)
+            peak = meta.get("peak_rss_mb")
+            self.records[stage] = StageRecord(FOLDERS[stage], TITLES[stage], "cached", took, peak)
             self.say(f"{self._counter(stage)} {FOLDERS[stage]}: reused (same settings and inputs)")
             return
         self.say(f"{self._counter(stage)} {FOLDERS[stage]}: {TITLES[stage]} ...")
-        seconds = self._write(stage, step, key)
+        seconds, peak = self._write(stage, step, key)
         self.keys[stage] = key
-        self.records[stage] = StageRecord(FOLDERS[stage], TITLES[stage], "ran", round(seconds, 1))
+        record = StageRecord(FOLDERS[stage], TITLES[stage], "ran", round(seconds, 1), peak)
+        self.records[stage] = record
         self.say(f"{self._counter(stage)} {FOLDERS[stage]}: done in {seconds:.0f} s{self._eta()}")
 
-    def _write(self, stage: str, step: Callable[[Path], None], key: str) -> float:
-        """Run the step into a temporary folder, then ``stage.json`` (with the step's time)
-        and the rename; the step's seconds."""
+    def _write(self, stage: str, step: Callable[[Path], None], key: str) -> tuple[float, float]:
+        """Run the step into a temporary folder, then ``stage.json`` (with the step's time and
+        the process's peak memory so far) and the rename; the seconds and the peak in MB."""
         try:
             with atomic_dir(self.path(stage), marker=STAGE_FILE) as tmp:
                 t0 = time.time()
                 step(tmp)
                 seconds = round(time.time() - t0, 1)
+                peak = peak_rss_mb()
                 meta = {
                     "kind": "stage",
                     "format": RUN_FORMAT,
@@ -210,9 +222,10 @@ class Runner:
                     "config": self.config.stage_config(stage),
                     "inputs": {dep: self.keys.get(dep) for dep in DEPENDS[stage]},
                     "seconds": seconds,
+                    "peak_rss_mb": peak,
                 }
                 write_json(tmp / STAGE_FILE, meta)
-            return seconds
+            return seconds, peak
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
