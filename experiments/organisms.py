@@ -208,8 +208,8 @@ def cells(o: dict[str, Any]) -> dict[str, str]:
         "adding r induces refusal": f"Alpaca refused {pct(a['alpaca_no_edit'])} → "
         f"{pct(a['alpaca_add_r'])}: " + verdict(a["alpaca_add_r"] > 0.5),
         "some candidate passes KL < 0.1": f"{a['n_pass_kl']} of {a['n_scored']} (lowest KL "
-        f"{a['min_kl']:.2f}; chosen: layer {a['direction']['layer']}, KL "
-        f"{a['direction']['scores']['kl']:.2f}): " + verdict(a["n_pass_kl"] > 0),
+        f"{a['min_kl']:.3f}; chosen: layer {a['direction']['layer']}, KL "
+        f"{a['direction']['scores']['kl']:.3f}): " + verdict(a["n_pass_kl"] > 0),
         "ablating w′ lowers over-refusal, harmful refusal kept": f"best {w['best']}: benign "
         f"look-alikes {pct(base['benign'])} → {pct(best['benign'])}, harmful "
         f"{pct(base['harmful'])} → {pct(best['harmful'])}: "
