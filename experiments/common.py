@@ -47,6 +47,14 @@ def project_path(value: str) -> Path:
     return Path(os.path.relpath(INVOKED_FROM / path, ROOT))
 
 
+def beside_project(path: Path) -> Path:
+    """An absolute path next to the checkout (``$REFUSAL_LENS_DATA=/…/shared/data``) as
+    artifacts record it: relative to the project root (``../shared/data``)."""
+    if path.is_absolute() and ROOT.parent.resolve() in path.resolve().parents:
+        return Path(os.path.relpath(path.resolve(), ROOT.resolve()))
+    return path
+
+
 def model_spec(value: str) -> str:
     """A model argument: a local path is made :func:`project_path`; names pass unchanged."""
     return str(project_path(value)) if (INVOKED_FROM / value).exists() else value
@@ -96,6 +104,7 @@ def parse(
     os.chdir(ROOT)
     if getattr(args, "data", None) is not None:
         os.environ["REFUSAL_LENS_DATA"] = str(Path(args.data).resolve())
+        args.data = beside_project(Path(args.data))
     if args.smoke:
         if args.out is None:
             folder = Path(tempfile.mkdtemp(prefix="refusal-lens-smoke-"))
