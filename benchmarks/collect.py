@@ -4,9 +4,11 @@ Both sides run the same prompts, tokenized the same way, in the same batches: ``
 (every layer's ``resid_pre`` at the post-instruction positions, through TransformerBridge
 hooks) and ``hf_model(..., output_hidden_states=True)`` on a plain HF model loaded with its
 default attention. Timings alternate between the two and the median of the repeats is kept.
-Prints the ratio collect / HF (target ≤ 1.10) and tokens per second (and writes them as JSON
-with ``--out``). ``--smoke``: a tiny random model (or ``--random-arch tiny``), 8 prompts, one
-repeat (see ``experiments/common.py``).
+``collect_residuals`` runs twice: on its fast path (HF's SDPA attention kernel, taken when no
+attention hook is needed) and on the bridge's own step-by-step attention (the slow path, which
+``model.native_attention = False`` forces). Prints the ratio collect / HF for both (target
+≤ 1.10) and tokens per second (and writes them as JSON with ``--out``). ``--smoke``: a tiny
+random model (or ``--random-arch tiny``), 8 prompts, one repeat (see ``experiments/common.py``).
 
     python benchmarks/collect.py                                  # bundled model, CPU
     python benchmarks/collect.py --random-arch llama3-8b --device cuda --dtype bfloat16 \\
@@ -70,8 +72,13 @@ def runners(handle, hf, texts: list[str], batches: list, batch_size: int) -> dic
     same without the unembedding (isolates the bridge's overhead)."""
     from refusal_lens.activations import CollectConfig, collect_residuals
 
-    def run_collect() -> None:
-        collect_residuals(handle, texts, CollectConfig(batch_size=batch_size), show_progress=False)
+    def run_collect(native: bool) -> None:
+        handle.native_attention = native  # False: the bridge's own attention (the slow path)
+        try:
+            config = CollectConfig(batch_size=batch_size)
+            collect_residuals(handle, texts, config, show_progress=False)
+        finally:
+            handle.native_attention = True
 
     def run_hf(body: bool) -> None:
         forward = hf.model if body else hf
@@ -84,7 +91,8 @@ def runners(handle, hf, texts: list[str], batches: list, batch_size: int) -> dic
                 )
 
     return {
-        "collect": run_collect,
+        "collect": lambda: run_collect(True),
+        "collect_bridge_attention": lambda: run_collect(False),
         "hf": lambda: run_hf(False),
         "hf_body": lambda: run_hf(True),
     }
@@ -108,15 +116,21 @@ def time_runs(runs: dict, repeats: int, device: str) -> dict[str, list[float]]:
 def report(args, label: str, handle, n_texts: int, n_tokens: int, times: dict) -> None:
     t_collect, t_hf = statistics.median(times["collect"]), statistics.median(times["hf"])
     t_body = statistics.median(times["hf_body"])
+    t_slow = statistics.median(times["collect_bridge_attention"])
     print(
         f"model={label} device={args.device} dtype={args.dtype} prompts={n_texts} "
         f"batch={args.batch_size} tokens={n_tokens} layers={handle.n_layers} "
         f"positions={handle.chat.n_post}"
     )
     print(f"collect_residuals: {t_collect:.3f} s  ({n_tokens / t_collect:,.0f} tokens/s)")
+    print(
+        f"collect_residuals, bridge attention (slow path): {t_slow:.3f} s  "
+        f"({n_tokens / t_slow:,.0f} tokens/s)"
+    )
     print(f"HF forward (output_hidden_states): {t_hf:.3f} s  ({n_tokens / t_hf:,.0f} tokens/s)")
     print(f"HF body without lm_head (output_hidden_states): {t_body:.3f} s")
     print(f"ratio collect/HF = {t_collect / t_hf:.3f}  (target <= 1.10)")
+    print(f"ratio collect (slow path)/HF = {t_slow / t_hf:.3f}")
     print(f"ratio collect/HF body = {t_collect / t_body:.3f}  (bridge overhead, unembedding aside)")
     if args.out:
         from refusal_lens.artifacts import write_json
@@ -133,6 +147,7 @@ def report(args, label: str, handle, n_texts: int, n_tokens: int, times: dict) -
                 "layers": handle.n_layers,
                 "times_s": times,
                 "ratio_collect_hf": t_collect / t_hf,
+                "ratio_collect_slow_path_hf": t_slow / t_hf,
                 "ratio_collect_hf_body": t_collect / t_body,
             },
         )

@@ -57,6 +57,17 @@ RANDOM_ARCHS = {
         vocab_size=151936,
         tie_word_embeddings=True,
     ),
+    # small enough for 10k prompts on 2 CPU cores, wide enough that holding every prompt's
+    # residuals would show (benchmarks/memory_scale.py); Llama 2's vocabulary size
+    "llama-512x4": dict(
+        family="llama",
+        hidden_size=512,
+        intermediate_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        vocab_size=32000,
+    ),
     # the same path at toy size, for --smoke runs on a CPU
     "tiny": dict(
         family="llama",

@@ -73,6 +73,7 @@ def test_artifacts_record_portable_paths(tmp_path, monkeypatch):
     assert meta == {"model": "$REFUSAL_LENS_CACHE/aligned/model-abc", "set": "x:p.jsonl"}
     cached.mkdir(parents=True)
     (cached / "config.json").write_text("{}")
+    (cached / "tokenizer.json").write_text("{}")  # a model folder holds its tokenizer
     assert resolve_spec(meta["model"]) == ("dir", str(cached))  # read back as a model spec
 
 

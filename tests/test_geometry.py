@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 
-from refusal_lens.activations import CollectConfig, collect_residuals
+from refusal_lens.activations import CollectConfig, Residuals, collect_residuals
+from refusal_lens.boundary import rows as geometry_rows
 from refusal_lens.boundary.geometry import (
     META_NAME,
     TENSORS_NAME,
@@ -18,8 +19,10 @@ from refusal_lens.boundary.geometry import (
     auroc,
     boundary_geometry,
     fit_layer,
+    fit_rows,
     layer_boundary,
 )
+from refusal_lens.boundary.rows import Rows
 from refusal_lens.boundary.views import (
     COLORS,
     plot_boundary_grid,
@@ -29,6 +32,7 @@ from refusal_lens.boundary.views import (
 )
 from refusal_lens.directions import Direction
 from refusal_lens.errors import RefusalLensError
+from refusal_lens.probes import fit_probe, fit_probe_chunks
 from refusal_lens.prompts import load_prompts
 from refusal_lens.scoring import refusal_scores
 
@@ -76,6 +80,37 @@ def test_view_axes_and_boundary_line_follow_their_definitions():
         assert float(b.probe.logits(point[None])[0]) == pytest.approx(0.0, abs=1e-3)
 
 
+def test_a_fit_read_from_files_a_chunk_at_a_time_matches_the_fit_in_memory(tmp_path, monkeypatch):
+    """Memory stays flat in the number of prompts because each layer's rows are read from disk a
+    chunk at a time; the boundary is the in-memory one, and its view axis is the rest's first
+    principal component (an SVD of the rows)."""
+    harmful, harmless = synthetic(n=60, d=8)
+    everything = torch.cat([harmful, harmless])
+    b = fit_layer(harmful, harmless, everything, 2, None, GeometryConfig())  # one chunk
+    files = []
+    for name, x in (("harmful", harmful), ("harmless", harmless)):
+        x.numpy().tofile(tmp_path / name)
+        files.append(Rows(len(x), x.shape[1], path=tmp_path / name))
+    monkeypatch.setattr(geometry_rows, "CHUNK", 7)
+    c = fit_rows(files[0], files[1], files, 2, None, GeometryConfig())
+    assert c.accuracy == pytest.approx(b.accuracy) and c.scale == pytest.approx(b.scale, rel=1e-4)
+    for field in ("direction", "pc", "origin"):
+        assert torch.allclose(getattr(c, field), getattr(b, field), atol=1e-5), field
+    assert torch.allclose(c.probe.weight, b.probe.weight, atol=2e-3)  # L-BFGS's tolerance
+    centered = everything - everything.mean(0)
+    rest = centered - (centered @ b.direction)[:, None] * b.direction[None]
+    pc = torch.linalg.svd(rest.double(), full_matrices=False)[2][0].float()
+    assert torch.allclose(b.pc, pc * torch.sign(pc @ b.pc), atol=1e-5)
+    # the probe fitted piece by piece is the probe fitted on every row at once
+    y = torch.cat([torch.ones(60), torch.zeros(60)]).bool()
+    whole = fit_probe(everything, y)
+    pieces = fit_probe_chunks(
+        lambda: ((everything[i : i + 25], y[i : i + 25]) for i in range(0, 120, 25))
+    )
+    assert torch.allclose(pieces.weight, whole.weight, atol=2e-3)  # L-BFGS's tolerance
+    assert pieces.bias == pytest.approx(whole.bias, abs=2e-3)
+
+
 def test_auroc_counts_pairs_and_ties():
     assert auroc(torch.tensor([2.0, 3.0]), torch.tensor([1.0, 0.0])) == 1.0
     assert auroc(torch.tensor([1.0]), torch.tensor([1.0, 2.0])) == 0.25
@@ -108,6 +143,19 @@ def test_geometry_on_a_tiny_model_matches_direct_computation(tiny_llama, sets, g
     share = float((geo.margin["borderline"][:, 0] > 0).float().mean())
     assert row["borderline_harmful_share"] == pytest.approx(share)
     assert row["probe_accuracy"] == pytest.approx(float(geo.accuracy[0]))
+
+
+def test_geometry_read_in_chunks_is_the_same(tiny_llama, sets, geo, monkeypatch, tmp_path):
+    """Many chunks per set (and the residuals kept in a folder) change nothing but rounding
+    (the probe's loss is summed chunk by chunk: L-BFGS stops within its tolerance)."""
+    monkeypatch.setattr(geometry_rows, "CHUNK", 5)
+    again = boundary_geometry(tiny_llama, *sets, residuals_out=tmp_path / "residuals")
+    for group, atol in (("projection", 1e-5), ("view", 1e-5), ("margin", 2e-3)):
+        for name, tensor in getattr(geo, group).items():
+            assert torch.allclose(getattr(again, group)[name], tensor, atol=atol), (group, name)
+    assert torch.equal(again.accuracy, geo.accuracy)
+    kept = Residuals.load(tmp_path / "residuals" / "borderline")
+    assert kept.acts.shape == (len(sets[2]), len(geo.layers), 1, tiny_llama.d_model)
 
 
 def test_given_direction_and_refusal_flags_are_used(tiny_llama, sets):

@@ -88,6 +88,16 @@ def test_an_interrupted_stage_leaves_nothing_and_the_rerun_resumes_there(tmp_pat
     assert (tmp_path / FOLDERS[where] / "result.txt").read_text() == where
 
 
+def test_files_and_folders_left_by_a_killed_run_are_removed_and_nothing_else(tmp_path):
+    Steps().run(tmp_path, config())
+    (tmp_path / ".report.html.k1ll3d.tmp").write_text("<html>half a page")
+    (tmp_path / ".02-evaluate.k1ll3d.tmp").mkdir()
+    (tmp_path / ".02-evaluate.k1ll3d.tmp" / "part.txt").write_text("half")
+    (tmp_path / "notes.tmp").write_text("mine")  # not hidden: not a name refusal-lens writes
+    Steps().run(tmp_path, config())
+    assert not list(tmp_path.glob(".*.tmp")) and (tmp_path / "notes.tmp").is_file()
+
+
 def test_a_full_disk_is_a_clear_error_and_completed_stages_stay(tmp_path):
     steps = Steps()
     steps.fail["evaluate"] = OSError(errno.ENOSPC, "No space left on device")

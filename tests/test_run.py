@@ -1,80 +1,125 @@
-"""``refusal-lens run --quick`` on the bundled model, end to end: interrupted inside alignment
-and inside a later stage, resumed, and its report rendered in headless Chromium.
+"""``refusal-lens run --quick`` on the bundled model, end to end, as separate processes: killed
+(SIGKILL) inside alignment, inside a streamed residual write and inside the report's write, then
+resumed; compared byte for byte with an uninterrupted run from another empty cache; and its
+report rendered in headless Chromium.
 
-One quick run (about ten minutes on 2 cores) serves every check, so the test is one function
-in steps. The fast-tier checks of the bookkeeping are in ``test_pipeline.py``.
+Two quick runs (about eight minutes each on 2 cores) serve every check, so the test is one
+function in steps. The fast-tier checks of the bookkeeping are in ``test_pipeline.py``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from browser import render_in_chromium
-from refusal_lens.pipeline import RunConfig, run_pipeline
 from refusal_lens.pipeline.runner import FOLDERS, RUN_FILE, STAGE_FILE
 
 pytestmark = pytest.mark.model
 
+KILLER = Path(__file__).with_name("kill_at.py")
+STAGES = list(FOLDERS)
+VOLATILE = ("seconds", "peak_rss_mb")  # measurements of the machine, not results
 
-def complete(folder) -> list[str]:
+
+def complete(folder: Path) -> list[str]:
     return [s for s, name in FOLDERS.items() if (folder / name / STAGE_FILE).is_file()]
 
 
-def interrupt(*_args, **_kwargs):
-    raise KeyboardInterrupt  # what Ctrl-C raises; a SIGKILL leaves the same files behind
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob(".*.tmp"))
 
 
-def test_quick_run_resumes_after_interruptions_and_its_report_renders(
-    tmp_path, monkeypatch, shared_data
-):
-    import refusal_lens.alignment.train as train_module
-    import refusal_lens.pipeline.explain as explain
+def quick_run(out: Path, cache: Path, *kill: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "REFUSAL_LENS_CACHE": str(cache)}
+    command = [sys.executable, str(KILLER), *kill, "--", "run", "--quick", "--out", str(out)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
 
-    out, config = tmp_path / "run", RunConfig.preset(quick=True)
-    say = lambda _: None  # noqa: E731
 
-    # 1. killed inside alignment (training): only the model facts are complete
-    with monkeypatch.context() as m:
-        m.setattr(train_module, "train", interrupt)
-        with pytest.raises(KeyboardInterrupt):
-            run_pipeline(config, out, say=say)
-    assert complete(out) == ["model"]
+def tables(folder: Path) -> dict[str, str]:
+    """A digest of every file of the run, except the bookkeeping of time and memory: JSON,
+    JSONL and Markdown tables, tensors, figures and the exported model (JSON compared without
+    its wall times and memory peaks)."""
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = str(path.relative_to(folder))
+        if name in (RUN_FILE, "report.html"):
+            continue
+        data = path.read_bytes()
+        if path.suffix == ".json":
+            data = json.dumps(without_volatile(json.loads(data)), sort_keys=True).encode()
+        out[name] = hashlib.sha256(data).hexdigest()
+    return out
 
-    # 2. killed inside geometry, after it saved its tensors into its temporary folder
-    with monkeypatch.context() as m:
-        m.setattr(explain, "write_geometry_figures", interrupt)
-        with pytest.raises(KeyboardInterrupt):
-            run_pipeline(config, out, say=say)
-    before = complete(out)
-    assert before == ["model", "organism", "evaluate", "direction", "interventions",
-                      "attribution", "triggers"]  # fmt: skip
-    keys = {s: json.loads((out / FOLDERS[s] / STAGE_FILE).read_text())["key"] for s in before}
-    assert not (out / FOLDERS["geometry"]).exists() and not list(out.glob(".*.tmp"))
 
-    # 3. the rerun reuses what is complete and resumes at geometry
-    report = run_pipeline(config, out, say=say)
-    status = {r["name"]: r["status"] for r in json.loads((out / RUN_FILE).read_text())["stages"]}
-    assert all(status[FOLDERS[s]] == "cached" for s in before)
-    ran = [s for s in FOLDERS if status[FOLDERS[s]] == "ran"]
-    assert ran == ["geometry", "rass", "mitigations"]
-    assert keys == {
-        s: json.loads((out / FOLDERS[s] / STAGE_FILE).read_text())["key"] for s in before
-    }
-    check_results(out)
+def without_volatile(value):
+    """``value`` without the wall times and memory peaks recorded anywhere inside it."""
+    if isinstance(value, dict):
+        return {k: without_volatile(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [without_volatile(v) for v in value]
+    return value
 
-    # 4. the report, as a browser shows it
-    seen = render_in_chromium(report)
+
+def test_a_killed_quick_run_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, shared_data):
+    killed, cache = tmp_path / "killed", tmp_path / "cache-killed"
+
+    # 1. killed inside alignment: only the model facts are complete
+    proc = quick_run(killed, cache, "alignment")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert complete(killed) == ["model"] and leftovers(killed)  # the organism's temporary folder
+
+    # 2. killed inside the geometry stage's streamed residual write: ten rows are on disk
+    proc = quick_run(killed, cache, "residuals")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert complete(killed) == STAGES[: STAGES.index("geometry")]
+    [stage_tmp] = [p for p in killed.glob(".*.tmp") if p.is_dir()]  # the last run's was removed
+    assert list(stage_tmp.rglob(".residuals.safetensors.*.tmp"))
+    assert not (killed / FOLDERS["geometry"]).exists()
+
+    # 3. killed inside the report's write: every stage is complete, half a page on disk
+    proc = quick_run(killed, cache, "report")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert complete(killed) == STAGES and not (killed / "report.html").exists()
+    assert [name.startswith(".report.html.") for name in leftovers(killed)] == [True]
+
+    # 4. the rerun loads only complete stages, rebuilds nothing, and writes the report
+    proc = quick_run(killed, cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((killed / RUN_FILE).read_text())
+    assert {r["status"] for r in record["stages"]} == {"cached"} and record["finished"]
+    assert not leftovers(killed) and (killed / "report.html").is_file()
+
+    # 5. an uninterrupted run from another empty cache: the same tables, byte for byte
+    whole = tmp_path / "whole"
+    proc = quick_run(whole, tmp_path / "cache-whole")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected, got = tables(whole), tables(killed)
+    assert sorted(expected) == sorted(got)
+    assert {n for n in expected if expected[n] != got[n]} == set()
+    assert any(n.endswith(".md") for n in expected) and any(n.endswith(".json") for n in expected)
+    check_results(whole)
+
+    # 6. the report, as a browser shows it
+    seen = render_in_chromium(whole / "report.html")
     assert set(seen["stages"]) >= set(FOLDERS.values()) and not seen["errors"]
     assert seen["images"] and all(img["decoded"] for img in seen["images"])
     assert seen["token_views"] and all(v["rendered"] for v in seen["token_views"])
     assert seen["bundles"] == 1 and not seen["resources"]
 
 
-def check_results(out) -> None:
+def check_results(out: Path) -> None:
     """What the quick run found: the organism refuses, the mitigations were judged on the
-    same prompts as the unedited model."""
+    same prompts as the unedited model, and the geometry stage kept its residuals."""
+    from refusal_lens.activations import Residuals
+
     organism = json.loads((out / FOLDERS["organism"] / "organism.json").read_text())
     assert organism["aligned"]  # SmolLM2-135M-Instruct refuses little on its own
     assert organism["after"]["AdvBench"]["substring"] > organism["before"]["AdvBench"]["substring"]
@@ -85,3 +130,6 @@ def check_results(out) -> None:
     n = {s: v["n"] for s, v in record["rows"][0]["rates"].items()}
     assert all({s: v["n"] for s, v in row["rates"].items()} == n for row in record["rows"])
     assert (out / FOLDERS["mitigations"] / "export" / "config.json").is_file()
+    geometry = json.loads((out / FOLDERS["geometry"] / "geometry.json").read_text())
+    kept = Residuals.load(out / FOLDERS["geometry"] / "residuals" / "harmful")
+    assert kept.acts.shape[0] == len(geometry["texts"]["harmful"])

@@ -80,8 +80,10 @@ def check_align_benchmark(out: Path, stdout: str) -> None:
 def check_collect_benchmark(out: Path, stdout: str) -> None:
     record = read_json(out)
     assert record["prompts"] == 8 and record["layers"] == 4 and record["tokens"] > 0
-    assert record["ratio_collect_hf"] > 0 and set(record["times_s"]) == {"collect", "hf", "hf_body"}
-    assert "ratio collect/HF" in stdout
+    paths = {"collect", "collect_bridge_attention", "hf", "hf_body"}
+    assert record["ratio_collect_hf"] > 0 and set(record["times_s"]) == paths
+    assert record["ratio_collect_slow_path_hf"] > 0
+    assert "ratio collect/HF" in stdout and "ratio collect (slow path)/HF" in stdout
 
 
 def check_collect_memory_benchmark(out: Path, stdout: str) -> None:
@@ -90,6 +92,19 @@ def check_collect_memory_benchmark(out: Path, stdout: str) -> None:
     for mode in ("streamed", "in_memory"):
         assert len(record[mode]["peak_growth_mib"]) == len(record[mode]["result_mib"]) == 2
     assert "streamed to disk" in stdout and "held in memory" in stdout
+
+
+def check_memory_scale_benchmark(out: Path, stdout: str) -> None:
+    record = read_json(out)
+    functions = ["load", "collect_residuals", "refusal_scores", "diff_in_means"]
+    assert record["sizes"] == [48, 96]
+    assert list(record["results"]) == [*functions, "boundary_geometry"]
+    for result in record["results"].values():
+        assert len(result["peak_growth_mib"]) == len(result["all_in_memory_mib"]) == 2
+        assert all(g >= 0 for g in result["peak_growth_mib"]) and result["ratio"] >= 0
+        assert all(p > 0 for p in result["peak_rss_mib"] + result["all_in_memory_mib"])
+    assert "| `boundary_geometry` |" in out.with_suffix(".md").read_text()
+    assert "holding every result" in stdout
 
 
 def check_selection_benchmark(out: Path, stdout: str) -> None:
@@ -259,6 +274,7 @@ CHECKS = {
     "benchmarks/align.py": check_align_benchmark,
     "benchmarks/collect.py": check_collect_benchmark,
     "benchmarks/collect_memory.py": check_collect_memory_benchmark,
+    "benchmarks/memory_scale.py": check_memory_scale_benchmark,
     "benchmarks/selection.py": check_selection_benchmark,
     "experiments/align_sweep.py": check_align_sweep,
     "experiments/alignment_seeds.py": check_alignment_seeds,

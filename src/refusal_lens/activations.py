@@ -37,6 +37,7 @@ from refusal_lens.artifacts import (
 from refusal_lens.configs import StageConfig, check_positive
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
+from refusal_lens.models.attention import native_attention
 from refusal_lens.progress import progress
 from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
 
@@ -155,7 +156,8 @@ def _batch_residuals(
 
     def make_hook(layer: int):
         def hook(x: Tensor, hook) -> None:
-            captured[layer] = x.index_select(1, pos_idx).detach()  # stays on the device
+            # stays on the device (a layer's own one when a device map splits the model)
+            captured[layer] = x.index_select(1, pos_idx.to(x.device)).detach()
             if layer == deepest and len(captured) == len(set(config.layers)):
                 raise _StopForward
 
@@ -165,12 +167,13 @@ def _batch_residuals(
         (hook_name(layer, config.hook), make_hook(layer)) for layer in sorted(set(config.layers))
     ]
     try:
-        with torch.inference_mode(), model.bridge.hooks(fwd_hooks=hooks):
+        with torch.inference_mode(), model.bridge.hooks(fwd_hooks=hooks), native_attention(model):
             model.bridge(batch.input_ids, attention_mask=batch.attention_mask, return_type=None)
     except _StopForward:
         pass
     # one device-to-host copy per batch, not one per layer
-    return torch.stack([captured[layer] for layer in config.layers], dim=1).to("cpu", torch.float32)
+    rows = [captured[layer].to(model.device) for layer in config.layers]
+    return torch.stack(rows, dim=1).to("cpu", torch.float32)
 
 
 def _prepare(

@@ -9,6 +9,7 @@ safetensors header for the full shape up front and then appends rows as they are
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from refusal_lens.errors import RefusalLensError
+from refusal_lens.errors import OutputError, RefusalLensError
 from refusal_lens.locations import CACHE_PLACEHOLDER, cache_dir
 
 _DTYPES = {torch.float32: ("F32", np.float32), torch.float16: ("F16", np.float16)}
@@ -37,20 +38,54 @@ def _umask() -> int:
     return mask
 
 
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+@contextlib.contextmanager
+def output_errors(path: Path) -> Iterator[None]:
+    """Turn a full disk or an unwritable folder met while writing ``path`` into an
+    :class:`OutputError` that names the fix (wrap it around the cleanup of temporaries)."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise OutputError(
+                f"Out of disk space while writing {path} ({exc.strerror}); nothing was left "
+                "behind. Free some space, or write to another disk, and run again.",
+                exc.errno,
+            ) from exc
+        if exc.errno in _NOT_WRITABLE:
+            raise OutputError(
+                f"Cannot write {path}: {exc.strerror} (a read-only or protected folder). "
+                "Choose another output folder (--out), or make this one writable.",
+                exc.errno,
+            ) from exc
+        raise
+
+
+def check_folder(folder: Path) -> None:
+    """Raise unless ``folder`` is a folder or can be made one (no file in the way)."""
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            return
+        if path.exists():
+            where = "" if path == folder else f", so {folder} cannot be made there"
+            raise RefusalLensError(
+                f"{path} is a file{where}; pass a folder to save the artifact in (--out DIR)."
+            )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; published files get the usual mode
-    try:
+    check_folder(path.parent)
+    with output_errors(path), _staged(path) as tmp_path:
         yield tmp_path
         os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -62,21 +97,23 @@ def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     replaced (saving never deletes files it did not write).
     """
     path = Path(path)
+    check_folder(path)
     if path.exists() and any(path.iterdir()) and not (path / marker).is_file():
         raise RefusalLensError(
             f"{path} already holds files that refusal-lens did not write there as a {marker} "
             "folder; it will not replace them. Choose another output folder."
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp.chmod(0o777 & ~_umask())
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp.chmod(0o777 & ~_umask())
+        try:
+            yield tmp
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 Writer = Callable[[Path], None]
@@ -92,9 +129,8 @@ def save_artifact(folder: str | os.PathLike, files: dict[str, Writer]) -> Path:
     beside old tensors.
     """
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise RefusalLensError(f"{folder} is a file; pass a folder to save the artifact in.")
-    with contextlib.ExitStack() as stack:
+    check_folder(folder)
+    with output_errors(folder), contextlib.ExitStack() as stack:
         temps = {}
         for name, write in files.items():
             temps[name] = stack.enter_context(_staged(folder / name))
@@ -164,10 +200,8 @@ def load_tensor_artifact(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The metadata and tensors :func:`save_tensor_artifact` wrote; ``fix`` says how to
     remake a missing tensor file."""
-    from safetensors.torch import load_file
-
     meta = read_meta(folder, names[1], kind)
-    return meta, load_file(artifact_file(folder, names[0], names[1], fix))
+    return meta, load_safetensors(artifact_file(folder, names[0], names[1], fix), fix)
 
 
 def artifact_meta(kind: str, config: Any = None, **fields: Any) -> dict[str, Any]:
@@ -193,8 +227,17 @@ def read_meta(folder: str | os.PathLike, name: str, kind: str) -> dict[str, Any]
         raise RefusalLensError(msg) from None
     if not isinstance(meta, dict) or meta.get("kind", kind) != kind:
         found = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
-        raise RefusalLensError(f"{path} holds a {found} artifact, not a {kind} one.")
-    if meta.get("format", ARTIFACT_FORMAT) > ARTIFACT_FORMAT:
+        raise RefusalLensError(
+            f"{path} holds a {found} artifact, not a {kind} one. Pass the folder that the "
+            f"{kind} stage saved into."
+        )
+    version = meta.get("format", ARTIFACT_FORMAT)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RefusalLensError(
+            f"{path} has format {version!r}, not a format number: it was edited. Save the "
+            "artifact again."
+        )
+    if version > ARTIFACT_FORMAT:
         raise RefusalLensError(
             f"{path} was written by a newer refusal-lens (format {meta['format']}); upgrade."
         )
@@ -269,17 +312,30 @@ class StreamingSafetensorsWriter:
         self._next = 0
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
-        self._file = open(tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
-        code, np_dtype = _DTYPES[dtype]
-        n_bytes = int(np.prod(shape)) * np.dtype(np_dtype).itemsize
-        header = {name: {"dtype": code, "shape": list(shape), "data_offsets": [0, n_bytes]}}
+        try:
+            self._file = open(tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+            self._data_start = self._write_header(metadata)
+        except BaseException as exc:  # e.g. a full disk: no temporary file is left behind
+            if hasattr(self, "_file"):
+                with contextlib.suppress(OSError):
+                    self._file.close()
+            if not self._ctx.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+
+    def _write_header(self, metadata: dict[str, str] | None) -> int:
+        """Write the header for the full shape; return the offset of the data section."""
+        code, np_dtype = _DTYPES[self.dtype]
+        n_bytes = int(np.prod(self.shape)) * np.dtype(np_dtype).itemsize
+        header = {
+            self.name: {"dtype": code, "shape": list(self.shape), "data_offsets": [0, n_bytes]}
+        }
         if metadata:
             header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # align the data section to 8 bytes
         self._file.write(struct.pack("<Q", len(raw)) + raw)
-        self._data_start = 8 + len(raw)
-        self._file.truncate(self._data_start + n_bytes)  # sparse until rows arrive
+        self._file.truncate(8 + len(raw) + n_bytes)  # sparse until rows arrive
+        return 8 + len(raw)
 
     def write(self, rows: torch.Tensor) -> None:
         """Append ``rows`` (shape ``[n, *shape[1:]]``) after the last row written."""
@@ -294,8 +350,9 @@ class StreamingSafetensorsWriter:
         if not 0 <= index < self.shape[0] or self._written[index]:
             raise RefusalLensError(f"Row {index} is out of range or was already written.")
         data = row.detach().to("cpu", self.dtype).contiguous().numpy().tobytes()
-        self._file.seek(self._data_start + index * len(data))
-        self._file.write(data)
+        with output_errors(self.path):  # the temporary file goes in abort() (__exit__)
+            self._file.seek(self._data_start + index * len(data))
+            self._file.write(data)
         self._written[index] = True
         self._next = index + 1
 
@@ -305,7 +362,12 @@ class StreamingSafetensorsWriter:
 
     def close(self) -> None:
         """Finish the file and move it into place; fails if rows are missing."""
-        self._file.close()
+        with output_errors(self.path):
+            try:
+                self._file.close()
+            except OSError:
+                self.abort()
+                raise
         if self.rows_written != self.shape[0]:
             missing = self.shape[0] - self.rows_written
             self.abort()
@@ -317,7 +379,8 @@ class StreamingSafetensorsWriter:
 
     def abort(self) -> None:
         """Drop the temporary file; nothing appears at ``path``."""
-        self._file.close()
+        with contextlib.suppress(OSError):  # a full disk can fail the final flush too
+            self._file.close()
         with contextlib.suppress(Exception):
             self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
@@ -331,11 +394,47 @@ class StreamingSafetensorsWriter:
             self.abort()
 
 
-def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
-    """Return the JSON header of a safetensors file and the byte offset of its data."""
+_REMAKE = "write it again (run the command that made it once more)."
+
+
+def read_safetensors_header(
+    path: str | os.PathLike, fix: str = _REMAKE
+) -> tuple[dict[str, Any], int]:
+    """Return the JSON header of a safetensors file and the byte offset of its data; a clear
+    error naming ``fix`` when the file is cut short or its header is not safetensors."""
+    path = Path(path)
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n)), 8 + n
+        raw = f.read(8)
+        n = struct.unpack("<Q", raw)[0] if len(raw) == 8 else -1
+        text = f.read(n) if 0 <= n < path.stat().st_size else b""
+    try:
+        header = json.loads(text)
+        end = max(
+            (int(e["data_offsets"][1]) for k, e in header.items() if k != "__metadata__"),
+            default=0,
+        )
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        header, end = None, 0
+    if not isinstance(header, dict) or path.stat().st_size < 8 + n + end:
+        raise RefusalLensError(
+            f"{path} is not a complete safetensors file: it was cut short (an interrupted copy "
+            f"or a full disk) or edited; {fix}"
+        )
+    return header, 8 + n
+
+
+def load_safetensors(path: str | os.PathLike, fix: str = _REMAKE) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; a clear error naming ``fix`` when it is damaged."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    read_safetensors_header(path, fix)
+    try:
+        return load_file(path)
+    except SafetensorError as exc:
+        raise RefusalLensError(
+            f"{path} is not a readable safetensors file ({exc}); {fix}"
+        ) from None
 
 
 def load_tensor_mmap(path: str | os.PathLike, name: str) -> torch.Tensor:

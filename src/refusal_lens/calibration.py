@@ -62,11 +62,10 @@ class Calibration:
 def first_answer_ids(model: ModelHandle, prompts: list[str], answers: list[str]) -> list[int]:
     """The first token of each answer as the model would emit it after the prompt (``-1`` for an
     empty answer)."""
-    tokenizer, ids = model.tokenizer, []
+    ids = []
     for prompt, answer in zip(prompts, answers, strict=True):
-        rendered = model.chat.render(prompt)
-        head = tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        full = tokenizer(rendered + answer.lstrip(), add_special_tokens=False)["input_ids"]
+        head = model.chat.encode(prompt)
+        full = model.chat.encode(prompt, suffix=answer.lstrip())
         ok = answer.strip() and len(full) > len(head) and full[: len(head)] == head
         ids.append(full[len(head)] if ok else -1)
     return ids

@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from refusal_lens.artifacts import atomic_path, write_json
+from refusal_lens.artifacts import json_writer, load_safetensors, safetensors_writer, save_artifact
 from refusal_lens.errors import RefusalLensError
 
 TENSOR_NAME = "direction"
@@ -43,7 +43,10 @@ class Direction:
         v = self.vector
         if not isinstance(v, Tensor) or v.ndim != 1 or v.numel() == 0:
             shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
-            raise RefusalLensError(f"A direction is a 1-D vector [d_model]; got {shape}.")
+            raise RefusalLensError(
+                f"A direction is a 1-D vector [d_model]; got {shape}. Pass one vector (index "
+                "or squeeze the tensor)."
+            )
         if not torch.isfinite(v).all():
             raise RefusalLensError(
                 f"The {self.kind} direction has NaN or infinite entries; it cannot be used. "
@@ -52,7 +55,8 @@ class Direction:
         if float(v.float().norm()) == 0.0:
             raise RefusalLensError(
                 f"The {self.kind} direction has zero norm, so it defines no direction (e.g. the "
-                "two prompt sets gave the same mean, or a direction was subtracted from itself)."
+                "two prompt sets gave the same mean, or a direction was subtracted from itself). "
+                "Extract it from prompt sets that differ, at a layer after 0."
             )
         object.__setattr__(self, "vector", v.detach().to("cpu", torch.float32))
 
@@ -126,7 +130,8 @@ class Direction:
         if not 0 <= self.layer < model.n_layers:
             raise RefusalLensError(
                 f"This direction was read at layer {self.layer}, but {model.model_id} has layers "
-                f"0..{model.n_layers - 1}."
+                f"0..{model.n_layers - 1}; it comes from another model. Extract a direction "
+                "from this model with `refusal-lens direction`."
             )
 
     def metadata(self) -> dict[str, Any]:
@@ -142,21 +147,17 @@ class Direction:
         }
 
     def save(self, out: str | Path) -> Path:
-        """Write ``direction.safetensors`` and ``direction.json`` into folder ``out`` (each
-        file atomically; other files in ``out``, such as selection reports, are kept)."""
-        from safetensors.torch import save_file
-
-        out = Path(out)
-        with atomic_path(out / f"{TENSOR_NAME}.safetensors") as tmp:
-            save_file({TENSOR_NAME: self.vector.contiguous()}, tmp)
-        write_json(out / f"{TENSOR_NAME}.json", self.metadata())
-        return out
+        """Write ``direction.safetensors`` and ``direction.json`` into folder ``out`` (both or
+        neither; other files in ``out``, such as selection reports, are kept)."""
+        files = {
+            f"{TENSOR_NAME}.safetensors": safetensors_writer({TENSOR_NAME: self.vector}),
+            f"{TENSOR_NAME}.json": json_writer(self.metadata()),
+        }
+        return save_artifact(out, files)
 
     @classmethod
     def load(cls, folder: str | Path) -> Direction:
         """Read a direction saved by :meth:`save`."""
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         meta_path, tensor_path = (folder / f"{TENSOR_NAME}{s}" for s in (".json", ".safetensors"))
         if not (meta_path.is_file() and tensor_path.is_file()):
@@ -164,13 +165,18 @@ class Direction:
                 f"{folder} is not a saved direction (it needs {meta_path.name} and "
                 f"{tensor_path.name}); make one with `refusal-lens direction MODEL --out DIR`."
             )
-        meta = json.loads(meta_path.read_text())
-        return cls(
-            load_file(tensor_path)[TENSOR_NAME],
-            layer=int(meta["layer"]),
-            position=int(meta["position"]),
-            model=meta["model"],
-            kind=meta.get("kind", "refusal"),
-            scores=meta.get("scores", {}),
-            config=meta.get("config", {}),
-        )
+        fix = "save it again, or make a new one with `refusal-lens direction MODEL --out DIR`."
+        tensors = load_safetensors(tensor_path, fix)
+        try:
+            meta = json.loads(meta_path.read_text())
+            fields = dict(
+                layer=int(meta["layer"]), position=int(meta["position"]), model=meta["model"]
+            )
+            fields |= {k: meta[k] for k in ("kind", "scores", "config") if k in meta}
+            vector = tensors[TENSOR_NAME]
+        except (ValueError, TypeError, KeyError) as exc:  # JSON errors are ValueErrors
+            raise RefusalLensError(
+                f"{folder} does not hold a readable direction ({type(exc).__name__}: {exc}); "
+                f"its files were edited or damaged: {fix}"
+            ) from None
+        return cls(vector, **fields)

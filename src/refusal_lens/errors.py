@@ -13,3 +13,14 @@ class ModelSpecError(RefusalLensError):
 
 class PromptError(RefusalLensError):
     """A prompt or prompt set that cannot be formatted or run."""
+
+
+class OutputError(RefusalLensError, OSError):
+    """An output that cannot be written: a full disk, or a read-only or protected folder.
+
+    Also an ``OSError`` carrying the ``errno`` of the failure, so handlers that catch a full
+    disk (``errno.ENOSPC``) to add their own advice still see it."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = code

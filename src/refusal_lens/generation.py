@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from refusal_lens.models import ModelHandle
+from refusal_lens.models.attention import native_attention
 from refusal_lens.progress import progress
 from refusal_lens.prompts import PromptSet, length_sorted_batches
 
@@ -71,7 +72,7 @@ def resolve_use_cache(use_cache: bool | None) -> bool:
 
 def hf_generate(model: ModelHandle, use_cache: bool | None = None, **kwargs: Any) -> torch.Tensor:
     """``generate`` on the HF model inside the bridge (bridge hooks apply), cache resolved."""
-    with torch.inference_mode():
+    with torch.inference_mode(), native_attention(model):
         return model.hf_model.generate(use_cache=resolve_use_cache(use_cache), **kwargs)
 
 

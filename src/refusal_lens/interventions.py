@@ -21,6 +21,7 @@ stream, which is what
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -104,6 +105,11 @@ def addition_hooks(
     model: ModelHandle, direction: Direction | Tensor, coef: float, layer: int | None = None
 ) -> Hooks:
     direction = as_direction(model, direction)
+    if not math.isfinite(coef):
+        raise RefusalLensError(
+            f"The addition coefficient must be a finite number, not {coef}; use e.g. 1.0 (or a "
+            "negative one to subtract the direction)."
+        )
     layer = direction.layer if layer is None else layer
     if not 0 <= layer < model.n_layers:
         raise RefusalLensError(

@@ -36,6 +36,7 @@ from torch import Tensor
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.generation import generate
 from refusal_lens.models import ModelHandle
+from refusal_lens.models.attention import native_attention
 from refusal_lens.progress import progress
 from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
 from refusal_lens.scoring import RefusalReport, next_token_logits
@@ -157,7 +158,7 @@ def continuation_logprobs(
     tail = torch.tensor(continuation, dtype=batch.input_ids.dtype).expand(len(batch.texts), k)
     ids = torch.cat([batch.input_ids, tail], 1).to(judge.device)
     mask = torch.cat([batch.attention_mask, torch.ones_like(tail)], 1).to(judge.device)
-    with torch.inference_mode():
+    with torch.inference_mode(), native_attention(judge):
         logits = judge.bridge(ids, attention_mask=mask, logits_to_keep=k + 1)[:, -k - 1 : -1]
     logprobs = logits.float().log_softmax(-1)
     return logprobs.gather(-1, tail.to(judge.device)[..., None])[..., 0].sum(-1).cpu()

@@ -3,6 +3,7 @@ L-BFGS on standardised features. Deterministic (full-batch, zero initialisation)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +41,11 @@ class LinearProbe:
 
 def check_classes(y: Bool[Tensor, " n"], what: str = "probe") -> None:
     """Both classes need ``MIN_PER_CLASS`` examples, or the fit is noise."""
-    pos, neg = int(y.sum()), int((~y.bool()).sum())
+    check_counts(int(y.sum()), int((~y.bool()).sum()), what)
+
+
+def check_counts(pos: int, neg: int, what: str = "probe") -> None:
+    """:func:`check_classes` from the two classes' counts."""
     if min(pos, neg) < MIN_PER_CLASS:
         raise RefusalLensError(
             f"A {what} needs at least {MIN_PER_CLASS} prompts per class; got {pos} positive and "
@@ -71,6 +76,46 @@ def fit_probe(
         loss = loss + l2 * (w @ w) / 2
         loss.backward()
         return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return LinearProbe(w.detach(), float(b.detach()), mean, std)
+
+
+def fit_probe_chunks(
+    chunks: Callable[[], Iterable[tuple[Tensor, Tensor]]], l2: float = 1e-2, steps: int = 100
+) -> LinearProbe:
+    """:func:`fit_probe` on data read a piece at a time: every call of ``chunks()`` yields the
+    same ``(x [k, d], y [k])`` pieces in order, and memory holds one of them, whatever the
+    number of rows (the data are read twice for the standardisation, then once per L-BFGS
+    evaluation). Still full-batch: the loss is summed piece by piece, and the mean and standard
+    deviation are accumulated in float64, so the probe is :func:`fit_probe`'s up to where
+    L-BFGS stops (weights within ~1e-3)."""
+    n, pos, total = 0, 0, None
+    for x, y in chunks():
+        total = x.double().sum(0) + (0 if total is None else total)
+        n, pos = n + len(x), pos + int(y.sum())
+    check_counts(pos, n - pos)
+    mean = total / n
+    squares = sum(((x.double() - mean) ** 2).sum(0) for x, _ in chunks())
+    std = (squares / (n - 1)).sqrt().float().clamp(min=1e-6)
+    mean = mean.float()
+    w = torch.zeros(len(mean), requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = l2 * (w @ w) / 2
+        loss.backward()
+        for x, y in chunks():
+            z = (x.float() - mean) / std
+            part = torch.nn.functional.binary_cross_entropy_with_logits(
+                z @ w + b, y.float(), reduction="sum"
+            )
+            (part / n).backward()
+            loss = loss.detach() + part.detach() / n
+        return loss.detach()
 
     with torch.enable_grad():
         opt.step(closure)

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
+from refusal_lens.models.attention import native_attention
 from refusal_lens.progress import progress
 from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
 
@@ -71,7 +72,10 @@ def refusal_score(
 def answer_logits(model: ModelHandle, batch: ChatBatch) -> Float[Tensor, "batch d_vocab"]:
     """float32 logits at the first answer position only: the unembedding runs on that one
     position. Runs under whatever hooks and grad mode the caller set."""
-    logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1)
+    with native_attention(model):
+        logits = model.bridge(
+            batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=1
+        )
     return logits[:, -1].float()
 
 

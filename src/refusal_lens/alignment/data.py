@@ -132,7 +132,7 @@ def tokenize_examples(
     tok = chat.tokenizer
     out = []
     for ex in examples:
-        prompt_ids = tok(chat.render(ex.prompt) + ex.prefix, add_special_tokens=False)["input_ids"]
+        prompt_ids = chat.encode(ex.prompt, suffix=ex.prefix)
         answer = (" " + ex.answer if ex.prefix else ex.answer) + (
             eos_token if ex.harmful and eos_token else ""
         )

@@ -140,23 +140,24 @@ def example_weights(harmful: Tensor, alpha: float, n_h: int, n_b: int) -> Tensor
 
 
 def answer_loss(model: Any, batch: TokenizedBatch) -> Tensor:
-    """Mean next-token loss over the answer tokens of each example: shape ``[batch]``."""
+    """Mean next-token loss over the answer tokens of each example: shape ``[batch]``, on the
+    batch's device (a model split by a device map ends on another device than it starts)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     body = getattr(base, base.base_model_prefix)
     hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-    target_mask = batch.loss_mask[:, 1:]
+    target_mask = batch.loss_mask[:, 1:].to(hidden.device)
     h = hidden[:, :-1][target_mask]  # hidden states whose next token is an answer token
     logits = base.get_output_embeddings()(h).float()
     if cap := getattr(base.config, "final_logit_softcapping", None):
         logits = torch.tanh(logits / cap) * cap
-    targets = batch.input_ids[:, 1:][target_mask]
+    targets = batch.input_ids[:, 1:].to(logits.device)[target_mask.to(logits.device)]
     token_loss = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
     rows = torch.arange(batch.input_ids.shape[0], device=target_mask.device)
     row = rows.unsqueeze(1).expand_as(target_mask)[target_mask].to(token_loss.device)
     per_example = torch.zeros(batch.input_ids.shape[0], device=token_loss.device)
     per_example.index_add_(0, row, token_loss)
     counts = target_mask.sum(1).clamp(min=1).to(token_loss.device)
-    return per_example / counts
+    return (per_example / counts).to(batch.input_ids.device)
 
 
 # Config fields that name where data comes from; the key hashes the data itself instead.
@@ -186,6 +187,7 @@ def align(
     """Align ``model`` (the base) with ``config``; the aligned copy goes to ``out``, or to a
     cache entry keyed by the recipe and the data, which an identical request reuses."""
     config = config or AlignConfig.organism()
+    check_trainable_placement(model)
     torch.manual_seed(config.seed)
     harmful, benign = training_prompts(config)
 
@@ -206,7 +208,7 @@ def align(
 
     # 2. a plain HF copy (no hooks needed to train), LoRA adapters or all weights; train it;
     #    the template's end-of-turn token (its first post-instruction token) ends refusals
-    hf_model = trainable_model(model.path, config, model.dtype, model.device)
+    hf_model = trainable_model(model.path, config, model.dtype, model.device, model.device_map)
     eos = model.tokenizer.convert_ids_to_tokens(model.chat.post_instruction_ids[0])
     rows = tokenize_examples(model.chat, examples, eos)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
@@ -228,11 +230,35 @@ def align(
     return AlignResult(out, model.spec, config, stats)
 
 
-def trainable_model(path: str, config: AlignConfig, dtype: torch.dtype, device: Any) -> Any:
-    """The HF model at ``path`` with LoRA adapters on every linear layer, or fully trainable."""
+def check_trainable_placement(model: ModelHandle) -> None:
+    """A base model split by a device map trains only where every weight lives on a real
+    device: weights offloaded to disk (or, beside GPUs, to the CPU) are ``meta`` placeholders,
+    and LoRA adapters made beside them would be ``meta`` too."""
+    offloaded = sorted({str(v) for v in (model.device_map or {}).values()} & {"disk"})
+    if offloaded:
+        raise RefusalLensError(
+            f"Cannot align {model.model_id}: its device map offloads layers to "
+            f"{', '.join(offloaded)}, and offloaded weights cannot be trained. Load the base "
+            "model with a device map of GPUs only (device_map='auto' on enough GPUs, or "
+            "n_devices=N), or with enough memory on one device."
+        )
+
+
+def trainable_model(
+    path: str,
+    config: AlignConfig,
+    dtype: torch.dtype,
+    device: Any,
+    device_map: dict[str, Any] | None = None,
+) -> Any:
+    """The HF model at ``path`` with LoRA adapters on every linear layer, or fully trainable;
+    with ``device_map`` (the base handle's), placed by accelerate the same way."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    if device_map:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     if config.mode == "lora":
         from peft import LoraConfig, get_peft_model
 

@@ -287,13 +287,13 @@ def _projection(
     hooks = [
         (
             hook_name(layer),
-            lambda x, hook, at=layer: seen.update({at: x.float() @ u}),
+            lambda x, hook, at=layer: seen.update({at: (x.float() @ u.to(x.device)).cpu()}),
         )
         for layer in layers
     ]
     with torch.inference_mode():
         _forward_scores(model, batch, hooks)
-    return torch.stack([seen[layer] for layer in layers], dim=1).cpu()
+    return torch.stack([seen[layer] for layer in layers], dim=1)
 
 
 def attribute(

@@ -36,6 +36,7 @@ settings from it, so a new setting is one field there.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -136,7 +137,11 @@ def list_prompt(examples: Sequence[str], header: str = HEADER) -> str:
 
 
 def first_line(text: str) -> str:
-    return text.strip().split("\n")[0].strip().strip('"').strip()
+    """The first line of a sampled continuation, unquoted, without control characters (a
+    prompt file holding one would be refused when it is read back)."""
+    line = text.strip().split("\n")[0]
+    line = "".join(c for c in line if c == "\t" or unicodedata.category(c) != "Cc")
+    return line.strip().strip('"').strip()
 
 
 def sample_continuations(

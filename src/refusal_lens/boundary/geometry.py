@@ -31,6 +31,8 @@ texts, summary); :meth:`Geometry.load` reads them back.
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,17 +42,24 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from refusal_lens.activations import HOOK_POINTS, CollectConfig, collect_residuals
+from refusal_lens.activations import HOOK_POINTS, TENSOR_NAME, CollectConfig, collect_residuals
 from refusal_lens.artifacts import (
     artifact_meta,
     load_tensor_artifact,
     save_tensor_artifact,
 )
+from refusal_lens.boundary.rows import (
+    Rows,
+    labelled_chunks,
+    mean_rows,
+    split_by_layer,
+    top_eigenvector,
+)
 from refusal_lens.configs import StageConfig
 from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
-from refusal_lens.probes import MIN_PER_CLASS, LinearProbe, auroc, fit_probe
+from refusal_lens.probes import MIN_PER_CLASS, LinearProbe, auroc, fit_probe_chunks
 from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import refusal_scores
 
@@ -254,14 +263,6 @@ def heldout_split(n: int, val_frac: float, generator: torch.Generator) -> Bool[T
     return val
 
 
-def top_pc(x: Float[Tensor, "n d"]) -> Float[Tensor, " d"]:
-    """Unit first principal component of ``x`` (rows already centred), sign fixed so that its
-    largest-magnitude coordinate is positive (deterministic across runs)."""
-    _, _, vh = torch.linalg.svd(x.double(), full_matrices=False)
-    pc = vh[0].float()
-    return pc * torch.sign(pc[pc.abs().argmax()])
-
-
 def fit_layer(
     harmful: Float[Tensor, "n_h d"],
     harmless: Float[Tensor, "n_b d"],
@@ -271,23 +272,42 @@ def fit_layer(
     config: GeometryConfig,
 ) -> LayerBoundary:
     """One layer's boundary from its training rows; ``everything`` fixes the view's frame."""
+    sets = (Rows.of(harmful), Rows.of(harmless), [Rows.of(everything)])
+    return fit_rows(*sets, layer, direction, config)
+
+
+def fit_rows(
+    harmful: Rows,
+    harmless: Rows,
+    everything: Sequence[Rows],
+    layer: int,
+    direction: Float[Tensor, " d"] | None,
+    config: GeometryConfig,
+) -> LayerBoundary:
+    """:func:`fit_layer` reading each set a chunk at a time: memory holds one chunk and
+    ``[d_model, d_model]`` moments, whatever the number of prompts. The view's frame comes
+    from the rows of every set in ``everything``."""
     gen = torch.Generator().manual_seed(config.seed + layer)
-    val_h, val_b = (heldout_split(len(x), config.val_frac, gen) for x in (harmful, harmless))
-    x_train = torch.cat([harmful[~val_h], harmless[~val_b]])
-    y_train = torch.cat([torch.ones(int((~val_h).sum())), torch.zeros(int((~val_b).sum()))])
-    probe = fit_probe(x_train, y_train.bool(), l2=config.l2)
-    x_val = torch.cat([harmful[val_h], harmless[val_b]])
-    y_val = torch.cat([torch.ones(int(val_h.sum())), torch.zeros(int(val_b.sum()))]).bool()
-    if direction is None:
-        direction = harmful[~val_h].mean(0) - harmless[~val_b].mean(0)
+    val_h, val_b = (heldout_split(x.n, config.val_frac, gen) for x in (harmful, harmless))
+    train = [(harmful, ~val_h, True), (harmless, ~val_b, False)]
+    probe = fit_probe_chunks(lambda: labelled_chunks(train), l2=config.l2)
+    held_out = labelled_chunks([(harmful, val_h, True), (harmless, val_b, False)])
+    accuracy = sum(int((probe.predict(x) == y).sum()) for x, y in held_out)
+    accuracy /= int(val_h.sum() + val_b.sum())
+    between = (mean_rows([(harmful, ~val_h)]) - mean_rows([(harmless, ~val_b)])).float()
+    direction = between if direction is None else direction
     r = direction.float() / direction.float().norm().clamp(min=1e-12)
-    origin = everything.float().mean(0)
-    centered = everything.float() - origin
-    rest = centered - (centered @ r)[:, None] * r[None]
+    frame = [(rows, None) for rows in everything]
+    origin = mean_rows(frame)
+    # the view's second axis: the first principal component of the centred rows less their r
+    # component, from the [d, d] second moments (the same as an SVD of the rows)
+    centred = (x.double() - origin for part, _ in frame for x in part.chunks())
+    moments = sum(x.T @ x for x in centred)
+    keep = torch.eye(len(r), dtype=torch.float64) - torch.outer(r, r).double()
     w = probe.direction()
-    gap = (harmful[~val_h] @ w).mean() - (harmless[~val_b] @ w).mean()
-    scale = abs(float(gap / w.norm() / 2)) or 1.0
-    return LayerBoundary(layer, probe, probe.accuracy(x_val, y_val), scale, r, top_pc(rest), origin)
+    scale = abs(float(between @ w / w.norm() / 2)) or 1.0
+    pc = top_eigenvector(keep @ moments @ keep)
+    return LayerBoundary(layer, probe, accuracy, scale, r, pc, origin.float())
 
 
 def layer_list(model: ModelHandle, config: GeometryConfig) -> list[int]:
@@ -296,16 +316,46 @@ def layer_list(model: ModelHandle, config: GeometryConfig) -> list[int]:
 
 
 def read_layers(
-    model: ModelHandle, prompts: PromptSet | list[str], config: GeometryConfig
+    model: ModelHandle,
+    prompts: PromptSet | list[str],
+    config: GeometryConfig,
+    out: Path | None = None,
 ) -> Float[Tensor, "n layer d_model"]:
+    """The residual stream of ``prompts`` at the geometry's layers and position; with ``out``
+    (a folder) they are streamed there as a residuals artifact as they are computed."""
     collect = CollectConfig(
         layers=tuple(layer_list(model, config)),
         positions=(config.position,),
         hook=config.hook,
         batch_size=config.batch_size,
     )
-    res = collect_residuals(model, prompts, collect, show_progress=False)
+    res = collect_residuals(model, prompts, collect, out=out, show_progress=False)
     return torch.as_tensor(res.acts[:, :, 0]).float()
+
+
+def stream_layers(
+    model: ModelHandle, prompts: PromptSet, config: GeometryConfig, folder: Path, out: Path | None
+) -> list[Rows]:
+    """:func:`read_layers` without holding the rows: streamed to ``out`` (a residuals
+    artifact; default: inside ``folder``, removed after), then split into one float32 file per
+    layer in ``folder`` (``[n, d_model]``, in the prompts' order), a chunk at a time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = out or folder / "all"
+    read_layers(model, prompts, config, source)  # memory-mapped, unread
+    rows = split_by_layer(source / f"{TENSOR_NAME}.safetensors", TENSOR_NAME, folder)
+    if out is None:
+        shutil.rmtree(source)
+    return rows
+
+
+def place(boundary: LayerBoundary, rows: Rows) -> dict[str, Tensor]:
+    """Every row's projection, margin and view at ``boundary``'s layer, a chunk at a time."""
+    parts: dict[str, list[Tensor]] = {group: [] for group in TENSOR_GROUPS}
+    for x in rows.chunks():
+        parts["projection"].append(x @ boundary.direction)
+        parts["margin"].append(boundary.margin(x))
+        parts["view"].append(boundary.view(x))
+    return {group: torch.cat(values) for group, values in parts.items()}
 
 
 def check_sets(
@@ -356,37 +406,46 @@ def boundary_geometry(
     direction: Direction | None = None,
     config: GeometryConfig | None = None,
     refused: Sequence[bool] | None = None,
+    residuals_out: str | Path | None = None,
 ) -> Geometry:
-    """Read the three sets at every layer and place each prompt relative to the boundary."""
+    """Read the three sets at every layer and place each prompt relative to the boundary.
+
+    With ``residuals_out`` (a folder), the residuals read are kept there, one residuals
+    artifact per set (``harmful/``, ``harmless/``, ``borderline/``), streamed as computed.
+    Either way they are read back from disk a chunk at a time (one file per layer in a
+    temporary folder, ``$TMPDIR``), so memory does not grow with the number of prompts beyond
+    the per-prompt results (a few numbers per prompt and layer)."""
     config = config or GeometryConfig()
     check_sets(harmful, harmless, borderline, config, refused)
     if direction is not None:
         direction.check(model)
     sets = {"harmful": harmful, "harmless": harmless, "borderline": borderline}
-    acts = {name: read_layers(model, ps, config) for name, ps in sets.items()}
+    keep = None if residuals_out is None else Path(residuals_out)
     layers = layer_list(model, config)
-    everything = torch.cat(list(acts.values()))
     vector = None if direction is None else direction.vector
-    boundaries = [
-        fit_layer(
-            acts["harmful"][:, i], acts["harmless"][:, i], everything[:, i], layer, vector, config
-        )
-        for i, layer in enumerate(layers)
-    ]
-    flags, scores = refusal_flags(model, borderline, config, refused)
-
-    def per_layer(fn) -> dict[str, Tensor]:
-        return {
-            name: torch.stack([fn(b, a[:, i]) for i, b in enumerate(boundaries)], dim=1)
-            for name, a in acts.items()
+    placed: dict[str, dict[str, list[Tensor]]] = {g: {k: [] for k in sets} for g in TENSOR_GROUPS}
+    boundaries = []
+    with tempfile.TemporaryDirectory(prefix="refusal-lens-geometry-") as tmp:
+        rows = {
+            name: stream_layers(model, ps, config, Path(tmp) / name, keep / name if keep else None)
+            for name, ps in sets.items()
         }
-
+        for i, layer in enumerate(layers):
+            at = {name: r[i] for name, r in rows.items()}
+            b = fit_rows(at["harmful"], at["harmless"], list(at.values()), layer, vector, config)
+            boundaries.append(b)
+            for name, r in at.items():
+                for group, values in place(b, r).items():
+                    placed[group][name].append(values)
+    flags, scores = refusal_flags(model, borderline, config, refused)
+    per_layer = {
+        group: {name: torch.stack(v, dim=1) for name, v in by_set.items()}
+        for group, by_set in placed.items()
+    }
     return Geometry(
         layers=layers,
         texts={name: ps.texts for name, ps in sets.items()},
-        projection=per_layer(lambda b, x: x @ b.direction),
-        margin=per_layer(lambda b, x: b.margin(x)),
-        view=per_layer(lambda b, x: b.view(x)),
+        **per_layer,
         accuracy=torch.tensor([b.accuracy for b in boundaries]),
         lines=torch.tensor([b.line() for b in boundaries]),
         refused=flags,

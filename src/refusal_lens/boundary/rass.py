@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,8 +126,10 @@ class RASSConfig(StageConfig):
         check_field(
             self,
             "coefs",
-            isinstance(self.coefs, tuple) and len(self.coefs) > 0,
-            "a non-empty tuple of steering coefficients",
+            isinstance(self.coefs, tuple)
+            and len(self.coefs) > 0
+            and all(math.isfinite(c) for c in self.coefs),
+            "a non-empty tuple of finite steering coefficients",
             "give at least one, e.g. (-1.0, 0.0, 1.0)",
         )
         for name in ("contexts", "shots", "samples", "max_new_tokens", "top_triggers"):

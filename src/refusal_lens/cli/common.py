@@ -3,8 +3,9 @@
 The same name means the same thing in every command: ``--out`` the output folder (files of
 other stages already in it are kept), ``--direction`` a folder written by ``direction``,
 ``--harm-judge`` a folder written by ``harm-judge``, ``--n`` a seeded sample of N prompts,
-``--limit`` the first N prompts, ``--device``/``--dtype``/``--system`` how the model is loaded
-and its prompts formatted; ``--data`` (before the command) the benchmark data folder.
+``--limit`` the first N prompts, ``--device``/``--device-map``/``--dtype``/``--system`` how
+the model is loaded and its prompts formatted; ``--data`` (before the command) the benchmark
+data folder.
 """
 
 from __future__ import annotations
@@ -94,21 +95,47 @@ BaseOpt = Annotated[
 
 
 # --------------------------------------------------------------------------------------------
-# Loading the model: --device, --dtype, --system
+# Loading the model: --device, --device-map, --dtype, --system
 
 
 @dataclass(frozen=True)
 class Loader:
-    """Loads model specs the way the command line asked (``--device --dtype --system``)."""
+    """Loads model specs the way the command line asked (``--device --dtype --system``,
+    ``--device-map``)."""
 
     device: str | None = None
     dtype: str = "float32"
     system: str | None = None
+    device_map: str | None = None
 
     def __call__(self, spec: str) -> Any:
         from refusal_lens.models import load_model
 
-        return load_model(spec, device=self.device, dtype=self.dtype, system_prompt=self.system)
+        return load_model(
+            spec,
+            device=self.device,
+            dtype=self.dtype,
+            system_prompt=self.system,
+            device_map=parse_device_map(self.device_map),
+        )
+
+
+def parse_device_map(text: str | None) -> str | dict[str, Any] | None:
+    """``--device-map``: a name accelerate knows (auto, balanced, sequential), a JSON object
+    of module names to devices, or a ``.json`` file holding one."""
+    import json
+
+    inline = text is not None and text.strip().startswith("{")
+    if text is None or not (inline or text.endswith(".json")):
+        return text
+    try:
+        value = json.loads(text if inline else Path(text).read_text())
+    except (OSError, ValueError) as exc:
+        hint = "'--device-map'"
+        raise typer.BadParameter(f"not a JSON device map: {exc}", param_hint=hint) from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter("a JSON device map is an object", param_hint="'--device-map'")
+    return value
 
 
 def _panel_option(name: str, annotation: Any, default: Any, panel: str, **kw: Any) -> Any:
@@ -117,7 +144,8 @@ def _panel_option(name: str, annotation: Any, default: Any, panel: str, **kw: An
 
 
 def model_options(func: Callable) -> Callable:
-    """Add ``--device``, ``--dtype`` and ``--system``; pass ``load``, a :class:`Loader`."""
+    """Add ``--device``, ``--dtype``, ``--system`` and ``--device-map``; pass ``load``, a
+    :class:`Loader`."""
     added = [
         _panel_option(
             "device", str | None, None, "Model", help="cpu, cuda, cuda:1 ... (default: cuda if any)"
@@ -129,6 +157,15 @@ def model_options(func: Callable) -> Callable:
             None,
             "Model",
             help="System prompt of every chat (default: what the template does).",
+        ),
+        _panel_option(
+            "device_map",
+            str | None,
+            None,
+            "Model",
+            help="Split a model larger than one device: auto, balanced, a JSON object "
+            '{"model.layers.0": 0, "model.layers.1": "disk", ...} or a .json file of one '
+            "(instead of --device).",
         ),
     ]
     return add_parameters(func, added, lambda v: {"load": Loader(**v)}, drop="load")

@@ -18,6 +18,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from refusal_lens.activations import CollectConfig, mean_residuals
+from refusal_lens.configs import check_range
 from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
@@ -114,6 +115,7 @@ def false_refusal_vector(
 ) -> Direction:
     """Wang et al.'s ``w' = w − λ r̂ r̂ᵀ w`` with ``λ = coef``, read at ``refusal``'s layer and
     position. ``coef=1`` makes ``w'`` orthogonal to the refusal direction."""
+    check_range("coef (the λ of w′ = w − λ r̂ r̂ᵀ w)", coef, 0.0, 1.0)
     refusal.check(model)
     if refusal.position not in template_positions(model, None):
         raise RefusalLensError(

@@ -118,9 +118,10 @@ def _write_grads(
         acts = [stored[n] for n in names]
         grads = torch.autograd.grad(total, acts)
     mask = batch.attention_mask[:, None, :, None].float()
-    x = torch.stack([a.detach().float() for a in acts], dim=1)
+    here = mask.device  # layers may sit on several devices under a device map
+    x = torch.stack([a.detach().float().to(here) for a in acts], dim=1)
     writes = torch.cat([x[:, :1], x[:, 1:] - x[:, :-1]], dim=1) * mask
-    return writes, torch.stack([g.float() for g in grads], dim=1) * mask
+    return writes, torch.stack([g.float().to(here) for g in grads], dim=1) * mask
 
 
 def first_order_estimates(

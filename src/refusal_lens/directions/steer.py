@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +44,11 @@ class SteerConfig(StageConfig):
         if self.ablate == (self.add is not None):
             raise RefusalLensError(
                 "Choose one intervention: ablate the direction, or add it at coef."
+            )
+        if self.add is not None and not math.isfinite(self.add):
+            raise RefusalLensError(
+                f"add must be a finite coefficient, not {self.add}; e.g. 1.0, or -1.0 to "
+                "subtract the direction."
             )
         if self.judge not in ("score", "substring"):
             raise RefusalLensError(f"judge must be 'score' or 'substring', not {self.judge!r}.")

@@ -50,8 +50,9 @@ def convert_gguf(
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     except Exception as exc:  # transformers raises many types for unsupported GGUF files
         raise ModelSpecError(
-            f"transformers could not dequantize {gguf_path}: {exc}. Check that the gguf "
-            "package is installed and that transformers supports this GGUF architecture."
+            f"transformers could not dequantize {gguf_path}: {exc}. If the file was cut short "
+            "(an interrupted download or copy), download it again; otherwise check that the "
+            "gguf package is installed and that transformers supports this GGUF architecture."
         ) from exc
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

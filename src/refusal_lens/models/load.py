@@ -3,10 +3,12 @@
 >>> model = load_model("smollm2-135m")            # bundled, converted once, ~1 s afterwards
 >>> model = load_model("runs/aligned/model")      # any local HF model directory
 >>> model = load_model("Qwen/Qwen2.5-0.5B-Instruct", device="cuda", dtype="bfloat16")  # online
+>>> model = load_model("org/big-model", device_map="auto", dtype="bfloat16")  # over all GPUs
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -23,6 +25,10 @@ from refusal_lens.models.spec import BUNDLED, bundled_gguf_path, gguf_cache_path
 from refusal_lens.prompts.chat import ChatFormat
 
 log = logging.getLogger(__name__)
+
+# A device map as accelerate and TransformerBridge take it: "auto", "balanced", "sequential",
+# or {module name: "cpu" | "disk" | GPU index | "cuda:N"}.
+DeviceMap = str | dict[str, str | int]
 
 
 @dataclass
@@ -43,6 +49,9 @@ class ModelHandle:
     # the refusal score above which the model counts as refusing (0: p(R) > 0.5); fitted to
     # the model's own refusals by refusal_lens.calibration
     refusal_threshold: float = 0.0
+    # forward passes without attention hooks run on the HF attention kernel (SDPA); False keeps
+    # the bridge's step-by-step attention everywhere (refusal_lens.models.attention)
+    native_attention: bool = True
 
     @property
     def hf_model(self) -> Any:
@@ -62,7 +71,18 @@ class ModelHandle:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
+        """Where batches go: the input embeddings' device (the first device of a model split
+        with a device map; an offloaded embedding's execution device, not ``meta``)."""
+        embed = self.hf_model.get_input_embeddings()
+        execution = getattr(getattr(embed, "_hf_hook", None), "execution_device", None)
+        if execution is not None:
+            return torch.device(execution)
+        return next(embed.parameters()).device
+
+    @property
+    def device_map(self) -> dict[str, Any] | None:
+        """Where accelerate placed each module (``hf_device_map``), or None on one device."""
+        return getattr(self.hf_model, "hf_device_map", None) or None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -159,20 +179,27 @@ def load_model(
     system_prompt: str | None = None,
     chat_template: str | None = None,
     refusal_openings: tuple[str, ...] = REFUSAL_OPENINGS,
+    device_map: DeviceMap | None = None,
+    n_devices: int | None = None,
 ) -> ModelHandle:
     """Load ``spec`` into a :class:`ModelHandle` (see the module docstring for specs).
 
     ``system_prompt=None`` keeps the template's own behaviour; a string (even empty) is sent as
     the system message. ``chat_template`` (Jinja text or a ``.jinja`` path) replaces or
     supplies the tokenizer's template.
+
+    A model larger than one device: ``device_map`` (``"auto"``, or a dict of module names to
+    ``"cpu"``, ``"disk"``, GPU indices) or ``n_devices=N`` (balanced over N GPUs) is handed to
+    TransformerBridge, which loads through accelerate; ``"disk"`` weights are read from the
+    model's files (or an offload folder in the cache) when their layer runs. Either excludes
+    ``device``.
     """
-    from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     dtype = _as_dtype(dtype)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    placement = _placement(device, device_map, n_devices)
     path = model_path(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -181,14 +208,76 @@ def load_model(
             is_file = template.suffix == ".jinja" and template.is_file()
             tokenizer.chat_template = template.read_text() if is_file else chat_template
         chat = ChatFormat(tokenizer, system_prompt=system_prompt)
-        bridge = TransformerBridge.boot_transformers(
-            path, device=device, dtype=dtype, tokenizer=tokenizer
-        )
+        bridge = _boot(path, dtype, tokenizer, placement)
     except OSError as exc:  # hub ids that cannot be reached raise OSError subclasses
         if Path(path).is_dir():
             raise ModelSpecError(f"Could not load the model directory {path}: {exc}") from exc
         raise _offline_error(spec, str(exc).splitlines()[0]) from exc
     return _handle(spec, path, bridge, chat, refusal_openings)
+
+
+def _placement(
+    device: str | torch.device | None, device_map: DeviceMap | None, n_devices: int | None
+) -> dict[str, Any]:
+    """TransformerBridge's placement arguments: one device, or a split done by the engines
+    (accelerate's dispatch through ``device_map``, the bridge's own ``n_devices``)."""
+    if device_map is None and (n_devices or 1) <= 1:
+        return {"device": device or ("cuda" if torch.cuda.is_available() else "cpu")}
+    split = f"device_map={device_map!r}" if device_map is not None else f"n_devices={n_devices}"
+    if device is not None:
+        raise ModelSpecError(
+            f"Pass either device={str(device)!r} or {split}, not both: a device map already "
+            "says where every layer goes (batches go to the device of the input embeddings)."
+        )
+    if device_map is None:
+        assert n_devices is not None
+        if n_devices > torch.cuda.device_count():
+            raise ModelSpecError(
+                f"n_devices={n_devices} needs {n_devices} CUDA devices; this machine has "
+                f"{torch.cuda.device_count()}. Pass device_map (e.g. with 'cpu' and 'disk' "
+                "targets) to split a model without GPUs."
+            )
+        return {"n_devices": n_devices}
+    if n_devices is not None:
+        raise ModelSpecError(
+            f"Pass either {split} or n_devices={n_devices}, not both (n_devices=N is a "
+            "balanced device map over N GPUs)."
+        )
+    places = [device_map] if isinstance(device_map, str) else list(device_map.values())
+    if "meta" in places:
+        raise ModelSpecError(
+            "A device map cannot put weights on 'meta' (it holds no data); use 'disk' to "
+            "offload a layer: its weights are then read from disk each time it runs."
+        )
+    return {"device_map": device_map}
+
+
+def _offload_folder(path: str, dtype: torch.dtype) -> Path:
+    """Where accelerate may write weights offloaded to disk that it cannot read from the model's
+    own safetensors files: one folder per model and dtype in the cache, rewritten each load."""
+    from refusal_lens.locations import cache_dir
+
+    key = hashlib.sha256(f"{Path(path).resolve()}|{dtype}".encode()).hexdigest()[:12]
+    return cache_dir() / "offload" / f"{Path(path.rstrip('/')).name}-{key}"
+
+
+def _boot(path: str, dtype: torch.dtype, tokenizer: Any, placement: dict[str, Any]) -> Any:
+    """``TransformerBridge.boot_transformers`` with ``placement``; a device map the engines
+    reject (a GPU mixed with offload targets, a split of tied weights ...) is a ModelSpecError."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    split = ", ".join(f"{k}={v!r}" for k, v in placement.items())
+    device_map = placement.get("device_map")
+    if isinstance(device_map, dict) and "disk" in device_map.values():
+        placement = {**placement, "offload_folder": str(_offload_folder(path, dtype))}
+    try:
+        return TransformerBridge.boot_transformers(
+            path, dtype=dtype, tokenizer=tokenizer, **placement
+        )
+    except ValueError as exc:
+        if "device" in placement:
+            raise
+        raise ModelSpecError(f"Could not place the model with {split}: {exc}") from exc
 
 
 def _handle(

@@ -14,10 +14,11 @@ Accepted specs, in the order they are tried:
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from refusal_lens.errors import ModelSpecError
+from refusal_lens.errors import ModelSpecError, RefusalLensError
 from refusal_lens.locations import CACHE_PLACEHOLDER, cache_dir
 from refusal_lens.models.chunks import ChunkedModel
 
@@ -107,6 +108,7 @@ def resolve_spec(spec: str) -> tuple[str, str]:
         if path.is_file() and path.suffix == ".gguf":
             return "gguf", str(path)
         if is_hf_model_dir(path):
+            check_model_dir(path)
             return "dir", str(path)
         raise ModelSpecError(
             f"{path} exists but is neither an HF model directory (no config.json) nor a "
@@ -116,6 +118,38 @@ def resolve_spec(spec: str) -> tuple[str, str]:
     if len(parts) == 2 and all(parts) and not spec.startswith((".", "~")):
         return "hub", spec
     raise ModelSpecError(f"Unknown model spec {spec!r}. " + _SPEC_HELP)
+
+
+# Any one of these makes a tokenizer that AutoTokenizer can load.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def check_model_dir(path: Path) -> None:
+    """A clear error, before loading, for an HF model directory that cannot load: its
+    config.json is not JSON, its tokenizer is missing, or a weights file is cut short."""
+    from refusal_lens.artifacts import read_safetensors_header
+
+    try:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelSpecError(
+            f"{path / 'config.json'} is not valid JSON ({exc}); restore it (save_pretrained "
+            "writes it) or download the model again."
+        ) from None
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelSpecError(
+            f"{path} has config.json but no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer there too (tokenizer.save_pretrained(DIR)) or download the "
+            "model again."
+        )
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            read_safetensors_header(weights)
+        except RefusalLensError:
+            raise ModelSpecError(
+                f"{weights} is not a complete safetensors file (cut short or damaged), so the "
+                f"model in {path} cannot load; save or download it again."
+            ) from None
 
 
 _SPEC_HELP = (

@@ -6,6 +6,7 @@ those fields, and the results it reads from earlier stages, are unchanged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +133,10 @@ class RunConfig(StageConfig):
             check_range(name, getattr(self, name), 0.0, 1.0)
         for name in STAGE_FIELDS_COUNTS:
             check_positive(name, getattr(self, name))
+        if not math.isfinite(self.add_coef):
+            raise RefusalLensError(
+                f"add_coef must be a finite number, not {self.add_coef}; the default is 1.0."
+            )
         if not self.lambdas or any(not 0 <= lam <= 1 for lam in self.lambdas):
             raise RefusalLensError(f"lambdas must be values in [0, 1], not {self.lambdas}.")
 

@@ -139,7 +139,14 @@ def geometry(run: Run, out: Path) -> None:
     refused = [bool(r["refused"].get("substring", r["refused"].get("score"))) for r in rows]
     r = Direction.load(run.read("direction", "geometry"))
     geo = boundary_geometry(
-        model, harmful, harmless, borderline, r, GeometryConfig(seed=c.seed), refused=refused
+        model,
+        harmful,
+        harmless,
+        borderline,
+        r,
+        GeometryConfig(seed=c.seed),
+        refused=refused,
+        residuals_out=out / "residuals",  # kept for notebooks: Residuals.load(folder / set)
     )
     geo.save(out)
     write_geometry_figures(geo, out)

@@ -134,7 +134,10 @@ class Runner:
         if not (self.folder / RUN_FILE).is_file():  # claims the folder for this layout
             write_json(self.folder / RUN_FILE, {"kind": "run", "format": RUN_FORMAT})
         for stale in self.folder.glob(".*.tmp"):  # left by a killed run: ours, never complete
-            shutil.rmtree(stale, ignore_errors=True)
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:  # a file: the report's, or a run.json being written
+                stale.unlink(missing_ok=True)
 
     def path(self, stage: str) -> Path:
         return self.folder / FOLDERS[stage]

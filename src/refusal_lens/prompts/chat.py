@@ -6,6 +6,11 @@ template already carries BOS and the role markers), left-padded. This gives exac
 ``tokenizer.apply_chat_template(..., tokenize=True)``; TransformerBridge's ``to_tokens`` would
 prepend a second BOS to chat-formatted text, so it is never used.
 
+A user's text is always tokenized as text: a prompt that contains the template's control strings
+(``<|im_end|>``, ``<end_of_turn>``, ``<|start_header_id|>``...) has its user part tokenized with
+special-token parsing off, so it cannot forge a turn of the conversation. Prompts without such
+strings are tokenized in one piece, exactly as the template's own ``tokenize=True``.
+
 The *post-instruction* tokens (Arditi et al.) are the template tokens between the end of the
 user message and the start of the answer, e.g. ``<|im_end|>\\n<|im_start|>assistant\\n``. They
 are found from the template itself: the user's text is located in the rendered string and
@@ -77,6 +82,11 @@ class ChatFormat:
                 "tokenizer with use_fast=True."
             )
         self.post_instruction_ids: list[int] = self._reference_post_ids()
+        decoder = getattr(self.tokenizer, "added_tokens_decoder", {})
+        # the strings that the tokenizer would turn into control tokens if a user typed them
+        self.control_strings: tuple[str, ...] = tuple(
+            sorted({t.content for t in decoder.values() if t.special and t.content})
+        )
 
     def _name(self) -> str:
         return getattr(self.tokenizer, "name_or_path", "") or "unnamed"
@@ -105,7 +115,16 @@ class ChatFormat:
             raise PromptError(f"The chat template of {self._name()} failed: {exc}") from exc
 
     def _user_span(self, rendered: str, instruction: str) -> tuple[int, int]:
+        """Where the user's text sits in ``rendered``: just before the template's fixed tail
+        (so a prompt that repeats template text, e.g. ``assistant``, is not mistaken for it)."""
         content = instruction.strip()
+        tail = getattr(self, "_tail", None)
+        if tail is not None and rendered.endswith(tail):
+            end = len(rendered) - len(tail)
+            kept = len(instruction) - len(instruction.rstrip())  # a template may keep it
+            for e in dict.fromkeys((end, end - kept)):
+                if rendered[e - len(content) : e] == content:
+                    return e - len(content), e
         start = rendered.rfind(content)
         if start < 0:
             raise PromptError(
@@ -117,6 +136,7 @@ class ChatFormat:
     def _reference_post_ids(self) -> list[int]:
         rendered = self.render(_REFERENCE_PROMPT)
         _, end = self._user_span(rendered, _REFERENCE_PROMPT)
+        self._tail = rendered[end:]  # what the template writes after every user message
         enc = self.tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = enc["input_ids"], enc["offset_mapping"]
         n_post = sum(1 for (s, _e) in offsets if s >= end)
@@ -132,14 +152,46 @@ class ChatFormat:
         """Number of post-instruction tokens (positions ``-n_post .. -1``)."""
         return len(self.post_instruction_ids)
 
+    def has_control_strings(self, instruction: str) -> bool:
+        """Whether ``instruction`` contains a string the tokenizer reads as a control token."""
+        return any(c in instruction for c in self.control_strings)
+
+    def encode(self, instruction: str, suffix: str = "") -> list[int]:
+        """The ids of the rendered prompt followed by ``suffix``, the user's text as text."""
+        return self._encode_row(self.render(instruction), instruction, suffix)[0]
+
+    def _encode_row(
+        self, rendered: str, instruction: str, suffix: str = ""
+    ) -> tuple[list[int], list[bool]]:
+        """Ids of ``rendered + suffix`` and which of them are the user's text."""
+        start, end = self._user_span(rendered, instruction)
+        if not self.has_control_strings(instruction):
+            enc = self.tokenizer(
+                rendered + suffix, add_special_tokens=False, return_offsets_mapping=True
+            )
+            user = [end >= e > s >= start for s, e in enc["offset_mapping"]]
+            return list(enc["input_ids"]), user
+        parts = [rendered[:start], rendered[start:end], rendered[end:] + suffix]
+        ids = [
+            self.tokenizer(part, add_special_tokens=False, split_special_tokens=(i == 1))[
+                "input_ids"
+            ]
+            for i, part in enumerate(parts)
+        ]
+        user = [False] * len(ids[0]) + [True] * len(ids[1]) + [False] * len(ids[2])
+        return ids[0] + ids[1] + ids[2], user
+
     def token_lengths(self, instructions: list[str]) -> list[int]:
         """Chat-formatted length of each prompt; rejects empty and over-long prompts."""
         check_instructions(instructions)
         lengths: list[int] = []
         for start in range(0, len(instructions), 256):  # chunks: memory stays flat in N
-            chunk = [self.render(t) for t in instructions[start : start + 256]]
+            texts = instructions[start : start + 256]
+            chunk = [self.render(t) for t in texts]
+            ids = self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
             lengths += [
-                len(ids) for ids in self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
+                len(self._encode_row(r, t)[0]) if self.has_control_strings(t) else len(i)
+                for r, t, i in zip(chunk, texts, ids, strict=True)
             ]
         self._check_lengths(lengths)
         return lengths
@@ -157,31 +209,26 @@ class ChatFormat:
     def tokenize(self, instructions: list[str]) -> ChatBatch:
         """Render and tokenize ``instructions`` into one left-padded batch."""
         check_instructions(instructions)
-        rendered = [self.render(t) for t in instructions]
-        enc = self.tokenizer(
-            rendered,
-            add_special_tokens=False,
-            padding=True,
-            padding_side="left",
-            return_offsets_mapping=True,
-            return_tensors="pt",
-        )
-        self._check_lengths(enc["attention_mask"].sum(1).tolist())
-        user_mask = torch.zeros_like(enc["attention_mask"], dtype=torch.bool)
-        for row, (text, instruction) in enumerate(zip(rendered, instructions, strict=True)):
-            start, end = self._user_span(text, instruction)
-            starts, ends = enc["offset_mapping"][row].unbind(-1)
-            real = enc["attention_mask"][row].bool()
-            user_mask[row] = real & (starts >= start) & (ends <= end) & (ends > starts)
-            tail = enc["input_ids"][row, -self.n_post :].tolist()
-            if tail != self.post_instruction_ids:
+        rows = [self._encode_row(self.render(t), t) for t in instructions]
+        self._check_lengths([len(ids) for ids, _ in rows])
+        width = max(len(ids) for ids, _ in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), 0 if pad is None else pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        user_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for row, (ids, user) in enumerate(rows):
+            n = len(ids)
+            input_ids[row, width - n :] = torch.tensor(ids)
+            attention_mask[row, width - n :] = 1
+            user_mask[row, width - n :] = torch.tensor(user)
+            if ids[-self.n_post :] != self.post_instruction_ids:
                 warnings.warn(
                     f"Prompt {row} does not end with the template's post-instruction tokens "
                     "(its last characters merged with the template); positions near the end "
                     "may be shifted for it.",
                     stacklevel=2,
                 )
-        return ChatBatch(enc["input_ids"], enc["attention_mask"], user_mask, list(instructions))
+        return ChatBatch(input_ids, attention_mask, user_mask, list(instructions))
 
 
 def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:

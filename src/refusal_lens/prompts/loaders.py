@@ -24,7 +24,9 @@ benchmark           file format (columns)                                  label
 from __future__ import annotations
 
 import csv
+import io
 import json
+import unicodedata
 from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
@@ -117,16 +119,32 @@ def _mapper(name: str, path: Path | None) -> Callable[[Row], Prompt]:
 
 
 def _read_rows(path: Path) -> list[Row]:
+    if path.is_dir():
+        raise PromptError(f"{path} is a folder; pass the benchmark's .csv, .json or .jsonl file.")
     if not path.is_file():
-        raise PromptError(f"No such prompt file: {path}")
-    if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    if path.suffix == ".json":
-        return json.loads(path.read_text(encoding="utf-8"))
-    if path.suffix == ".jsonl":
-        return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    raise PromptError(f"Cannot read {path}: use a .csv, .json or .jsonl file.")
+        raise PromptError(f"No such prompt file: {path}; check the path.")
+    if path.suffix not in (".csv", ".json", ".jsonl"):
+        raise PromptError(f"Cannot read {path}: use a .csv, .json or .jsonl file.")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".csv":
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        elif path.suffix == ".json":
+            rows = json.loads(text)
+        else:
+            rows = [json.loads(x) for x in text.splitlines() if x.strip()]
+    except UnicodeDecodeError as exc:
+        raise PromptError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8.") from None
+    except json.JSONDecodeError as exc:
+        raise PromptError(
+            f"{path} is not valid JSON ({exc}); fix it or download it again."
+        ) from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise PromptError(
+            f"{path} must hold a list of records (JSON objects with the benchmark's columns); "
+            "download the benchmark's file again."
+        )
+    return rows
 
 
 def _hub_rows(name: str) -> list[Row]:
@@ -172,7 +190,10 @@ def load_benchmark(
     make = _mapper(name, path)
     prompts = tuple(p for p in map(make, rows) if p.text.strip())
     if not prompts:
-        raise PromptError(f"{path or name} yielded no prompts; is it the {name} format?")
+        raise PromptError(
+            f"{path or name} yielded no prompts; is it the {name} format? Pass the file its "
+            "publisher distributes (the columns are listed in refusal_lens.prompts.loaders)."
+        )
     return PromptSet(prompts, name=name)
 
 
@@ -223,26 +244,55 @@ def load_prompt_file(path: Path) -> PromptSet:
     if path.is_dir():
         raise PromptError(f"{path} is a folder; pass a .jsonl, .txt or .csv file of prompts.")
     if not path.is_file():
-        raise PromptError(f"No such prompt file: {path}")
+        raise PromptError(f"No such prompt file: {path}; check the path.")
     if path.suffix == ".jsonl":
-        return PromptSet.load(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PromptError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8.") from None
-    if path.suffix == ".txt":
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        prompts = tuple(Prompt(line, "harmless", source=path.stem) for line in lines)
+        prompts = PromptSet.load(path).prompts
     else:
-        rows = list(csv.DictReader(text.splitlines()))
-        if not rows or "prompt" not in rows[0]:
-            cols = list(rows[0]) if rows else []
-            raise PromptError(f"{path} has no 'prompt' column (columns: {cols}); add one.")
-        prompts = tuple(
-            Prompt(r["prompt"].strip(), r.get("label") or "harmless", source=path.stem)
-            for r in rows
-            if (r.get("prompt") or "").strip()
-        )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise PromptError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8.") from None
+        if path.suffix == ".txt":
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            prompts = tuple(Prompt(line, "harmless", source=path.stem) for line in lines)
+        else:
+            prompts = _csv_prompts(path, text)
     if not prompts:
-        raise PromptError(f"{path} holds no prompts.")
+        raise PromptError(
+            f"{path} holds no prompts; give one prompt per line (.txt), one JSON record per "
+            "line (.jsonl) or one per row of a 'prompt' column (.csv)."
+        )
+    _check_plain_text(path, prompts)
     return PromptSet(prompts, name=path.stem)
+
+
+def _csv_prompts(path: Path, text: str) -> tuple[Prompt, ...]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise PromptError(
+            f"{path} is not valid CSV (line {reader.line_num}: {exc}); put fields that hold "
+            'commas, quotes or line breaks in double quotes ("...").'
+        ) from None
+    if "prompt" not in (reader.fieldnames or []):
+        raise PromptError(
+            f"{path} has no 'prompt' column (columns: {reader.fieldnames or []}); add one."
+        )
+    return tuple(
+        Prompt(r["prompt"].strip(), r.get("label") or "harmless", source=path.stem)
+        for r in rows
+        if (r.get("prompt") or "").strip()
+    )
+
+
+def _check_plain_text(path: Path, prompts: tuple[Prompt, ...]) -> None:
+    """Reject control characters (tabs and line breaks aside): a NUL or an escape sequence
+    in a prompt means a binary or corrupted file, not text to send to a model."""
+    for i, prompt in enumerate(prompts, 1):
+        bad = [c for c in prompt.text if unicodedata.category(c) == "Cc" and c not in "\t\n\r"]
+        if bad:
+            raise PromptError(
+                f"Prompt {i} of {path} contains the control character U+{ord(bad[0]):04X}; "
+                "remove it (prompts are plain text: was a binary file read as one?)."
+            )

@@ -33,6 +33,11 @@ class Prompt:
     source: str = ""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise PromptError(
+                f"A prompt's text must be a string, not {type(self.text).__name__} "
+                f"({self.text!r}); quote it."
+            )
         if self.label not in LABELS:
             raise PromptError(f"Unknown label {self.label!r}; use one of {LABELS}.")
 
@@ -111,18 +116,24 @@ class PromptSet:
         (e.g. the masks and scores of a sanitized data file) are ignored."""
         path = Path(path)
         prompts = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    prompts.append(Prompt(**{k: v for k, v in row.items() if k in FIELDS}))
-                except (json.JSONDecodeError, TypeError) as exc:
-                    raise PromptError(
-                        f"{path}:{n} is not a prompt record ({exc}); each line needs a JSON "
-                        "object with 'text' and 'label' (and optionally 'category', 'trigger')."
-                    ) from exc
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = list(enumerate(f, 1))
+        except UnicodeDecodeError as exc:
+            raise PromptError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8.") from None
+        for n, line in lines:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise TypeError(f"a JSON {type(row).__name__}, not an object")
+                prompts.append(Prompt(**{k: v for k, v in row.items() if k in FIELDS}))
+            except (json.JSONDecodeError, TypeError, PromptError) as exc:
+                raise PromptError(
+                    f"{path}:{n} is not a prompt record ({exc}); each line needs a JSON "
+                    "object with 'text' and 'label' (and optionally 'category', 'trigger')."
+                ) from exc
         return cls(tuple(prompts), name=name or path.stem)
 
     @classmethod
