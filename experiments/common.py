@@ -157,7 +157,8 @@ def hardware() -> str:
     libraries = ", ".join(
         f"{name} {versions[name]}" for name in ("torch", "transformers", "transformer-lens")
     )
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads ({libraries})"
+    n = torch.get_num_threads()
+    return f"{platform.machine()} CPU, {n} thread{'s' if n != 1 else ''} ({libraries})"
 
 
 def write_text(path: Path, text: str) -> None:
