@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,13 +30,19 @@ _SPLIT_OPTIONS = ("use_split_qkv_input", "use_attn_in", "use_attn_result")
 _OUTER_HOOKS = ("hook_in", "hook_out")  # the residual side of attention: fire on both paths
 
 
+_FOUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # bridge -> its attention
+
+
 def attention_bridges(bridge: Any) -> list[Any]:
-    """The attention bridges that reimplement attention (their forward is not the base one)."""
+    """The attention bridges that reimplement attention (their forward is not the base one);
+    found once per bridge, since every forward pass asks."""
     from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
 
-    base = AttentionBridge.forward
-    found = [m for m in bridge.modules() if isinstance(m, AttentionBridge)]
-    return [m for m in found if type(m).forward is not base]
+    if bridge not in _FOUND:
+        base = AttentionBridge.forward
+        found = [m for m in bridge.modules() if isinstance(m, AttentionBridge)]
+        _FOUND[bridge] = [m for m in found if type(m).forward is not base]
+    return _FOUND[bridge]
 
 
 def _hooked(module: Any) -> bool:
