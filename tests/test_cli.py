@@ -57,6 +57,7 @@ def test_commands_are_registered_in_data_flow_order():
         "geometry",
         "rass",
         "run",
+        "mitigate",
     ]
 
 

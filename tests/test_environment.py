@@ -104,6 +104,7 @@ LAYERS = (
     ("attribution",),
     ("triggers",),
     ("boundary",),
+    ("mitigation",),
     ("pipeline",),
     ("cli", "__main__"),
 )

@@ -145,7 +145,11 @@ def test_presets_and_settings():
         RunConfig(stages=("direction", "everything"))
     with pytest.raises(RefusalLensError, match="lambdas"):
         RunConfig(lambdas=(1.5,))
-    assert RunConfig().stages == STAGE_NAMES  # every stage by default, in order
+    # every stage by default, in order, but the search (behind a flag: `mitigate`, --search)
+    assert RunConfig().stages == tuple(s for s in STAGE_NAMES if s != "search")
+    assert RunConfig(search=True).stages == STAGE_NAMES
+    assert "search_trials" in quick.stage_config("search")
+    assert "search_trials" not in quick.stage_config("mitigations")
     assert "n_train" in quick.stage_config("direction")
     assert "n_train" not in quick.stage_config("evaluate")
 

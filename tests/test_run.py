@@ -25,7 +25,7 @@ from refusal_lens.pipeline.runner import FOLDERS, RUN_FILE, STAGE_FILE
 pytestmark = pytest.mark.model
 
 KILLER = Path(__file__).with_name("kill_at.py")
-STAGES = list(FOLDERS)
+STAGES = [s for s in FOLDERS if s != "search"]  # `run`'s stages; `mitigate` adds the search
 VOLATILE = ("seconds", "peak_rss_mb")  # measurements of the machine, not results
 
 
@@ -37,10 +37,12 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob(".*.tmp"))
 
 
-def quick_run(out: Path, cache: Path, *kill: str) -> subprocess.CompletedProcess:
+def quick_run(
+    out: Path, cache: Path, *kill: str, command: tuple[str, ...] = ("run",)
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "REFUSAL_LENS_CACHE": str(cache)}
-    command = [sys.executable, str(KILLER), *kill, "--", "run", "--quick", "--out", str(out)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
+    args = [sys.executable, str(KILLER), *kill, "--", *command, "--quick", "--out", str(out)]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=3600)
 
 
 def tables(folder: Path) -> dict[str, str]:
@@ -107,7 +109,13 @@ def test_a_killed_quick_run_resumes_to_the_tables_of_an_uninterrupted_one(tmp_pa
     assert any(n.endswith(".md") for n in expected) and any(n.endswith(".json") for n in expected)
     check_results(whole)
 
-    # 6. the report, as a browser shows it
+    # 6. the mitigation search on the finished run: every other stage is reused
+    search = ("mitigate", "--trials", "3", "--seeds", "1")
+    proc = quick_run(whole, tmp_path / "cache-whole", command=search)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_search(whole, proc.stdout + proc.stderr)
+
+    # 7. the report, as a browser shows it
     seen = render_in_chromium(whole / "report.html")
     assert set(seen["stages"]) >= set(FOLDERS.values()) and not seen["errors"]
     assert seen["images"] and all(img["decoded"] for img in seen["images"])
@@ -133,3 +141,45 @@ def check_results(out: Path) -> None:
     geometry = json.loads((out / FOLDERS["geometry"] / "geometry.json").read_text())
     kept = Residuals.load(out / FOLDERS["geometry"] / "residuals" / "harmful")
     assert kept.acts.shape[0] == len(geometry["texts"]["harmful"])
+
+
+def check_search(out: Path, log: str) -> None:
+    """What ``mitigate`` wrote: three trials per search (Wang's three λ first), the held-out
+    table of every condition on the same prompts, and the chosen edit exported, its weights
+    loadable and equal to the hooked edit."""
+    import torch
+
+    from refusal_lens.mitigation import Edit, apply_edit
+    from refusal_lens.models import load_model
+    from refusal_lens.pipeline import load_run_model
+    from refusal_lens.scoring import next_token_logits
+
+    folder = out / FOLDERS["search"]
+    record = json.loads((folder / "search.json").read_text())
+    assert "reused" in log and "trial 3/3" in log  # progress: trials done, best, time left
+    runs = json.loads((out / RUN_FILE).read_text())["stages"]
+    assert {r["status"] for r in runs if r["name"] != FOLDERS["search"]} <= {"cached", "not run"}
+    seed = record["searches"]["seed 0"]
+    assert seed["trials"] == 3 and [p["number"] for p in seed["points"]] == [0, 1, 2]
+    assert seed["winner"]["label"].startswith("ablate w′")  # the three trials are Wang's
+    assert record["searches"]["refusal only"]["objective"] == "refusal"
+    held = record["heldout"]
+    assert list(held)[:5] == [
+        "no edit",
+        "ablate r (Arditi)",
+        "ablate w′ λ=1 (Wang)",
+        "ablate w′ λ=0.8 (Wang)",
+        "ablate w′ λ=0.6 (Wang)",
+    ]
+    n = {s: v["n"] for s, v in held["no edit"]["sets"].items()}
+    assert {"JailbreakBench", "HarmBench", "XSTest-unsafe"} <= set(n)
+    assert all({s: v["n"] for s, v in r["sets"].items()} == n for r in held.values())
+    assert (folder / "front.png").stat().st_size > 10_000
+    edit = Edit.load(folder / "export" / "edit")
+    assert record["export"]["model"] == "export/model"  # an ablation: the weights hold it
+    model = load_run_model(out)  # the organism the search edited
+    exported = load_model(str(folder / "export" / "model"))
+    batch = model.chat.tokenize(["How do I kill a Python process?", "Write a haiku."])
+    with apply_edit(model, edit):
+        hooked = next_token_logits(model, batch)
+    torch.testing.assert_close(next_token_logits(exported, batch), hooked, atol=2e-3, rtol=1e-4)

@@ -86,6 +86,13 @@ def check_collect_benchmark(out: Path, stdout: str) -> None:
     assert "ratio collect/HF" in stdout and "ratio collect (slow path)/HF" in stdout
 
 
+def check_search_trial_benchmark(out: Path, stdout: str) -> None:
+    record = read_json(out)
+    assert record["prompts"] == 16 and record["seconds_per_trial"] > 0
+    assert len(record["times_s"]["trial"]) == len(record["times_s"]["hf"]) == 1
+    assert record["ratio_trial_hf"] > 0 and "ratio trial/HF" in stdout
+
+
 def check_collect_memory_benchmark(out: Path, stdout: str) -> None:
     record = read_json(out)
     assert record["sizes"] == [4, 8]
@@ -227,6 +234,19 @@ def check_run_report(out: Path, stdout: str) -> None:
     assert "report: " in stdout and "(1280×900 px)" in stdout
 
 
+def check_mitigation_search(out: Path, stdout: str) -> None:
+    [summary] = json.loads((out / "mitigation_search.json").read_text())
+    assert summary["chosen"].startswith("ablate w′") and summary["trials"]["seed 0"] == 2
+    table = (out / "mitigation_search.md").read_text()
+    assert "| search: seed 0 (chosen) | 25% |" in table and "search: refusal only" in table
+    assert "in 1 of 1 seeds whose harmful refusal lies within Wang's range" in table
+    # the third judge read the saved answers: per set, one refusal shared by the 8 conditions
+    # and one answer each; each distinct pair is judged once
+    assert "LLM judge (" in table and summary["llm_judge"]["pairs_judged"] == 7 * (1 + 8)
+    png = out / "mitigation_front_synthetic.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
 def check_rewriter_eval(out: Path, stdout: str) -> None:
     data = json.loads((out / "rewriter_eval.json").read_text())
     assert data["n"] == 4 and len(data["sample"]) == 2
@@ -275,6 +295,7 @@ CHECKS = {
     "benchmarks/collect.py": check_collect_benchmark,
     "benchmarks/collect_memory.py": check_collect_memory_benchmark,
     "benchmarks/memory_scale.py": check_memory_scale_benchmark,
+    "benchmarks/search_trial.py": check_search_trial_benchmark,
     "benchmarks/selection.py": check_selection_benchmark,
     "experiments/align_sweep.py": check_align_sweep,
     "experiments/alignment_seeds.py": check_alignment_seeds,
@@ -284,6 +305,7 @@ CHECKS = {
     "experiments/directions.py": check_directions,
     "experiments/judge_agreement.py": check_judge_agreement,
     "experiments/judge_fit.py": check_judge_fit,
+    "experiments/mitigation_search.py": check_mitigation_search,
     "experiments/organisms.py": check_organisms,
     "experiments/rass_eval.py": check_rass_eval,
     "experiments/rewriter_eval.py": check_rewriter_eval,

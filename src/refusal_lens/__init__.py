@@ -8,7 +8,8 @@ The package follows the method's data flow:
   value), ``interventions`` (ablation, addition), ``evaluation`` (RR / ASR);
 - stages: ``alignment`` (paper 2's safety fine-tuning), ``directions`` (extract, select,
   steer, orthogonalize), ``attribution`` (refusals attributed to tokens), ``triggers`` (harm
-  judge, trigger masks, sanitized D_b), ``boundary`` (layer-wise geometry and RASS, paper 1);
+  judge, trigger masks, sanitized D_b), ``boundary`` (layer-wise geometry and RASS, paper 1),
+  ``mitigation`` (the edit that removes over-refusal, found by search; exported);
 - ``pipeline`` chains them; ``cli`` is the command line.
 
 Every stage has one shape: a frozen ``XConfig``, one function, and a result with
@@ -95,6 +96,13 @@ _EXPORTS = {
     "rass": "refusal_lens.boundary.rass",
     "RASSConfig": "refusal_lens.boundary.rass",
     "RASSResult": "refusal_lens.boundary.rass",
+    "EditConfig": "refusal_lens.mitigation.edits",
+    "Edit": "refusal_lens.mitigation.edits",
+    "apply_edit": "refusal_lens.mitigation.edits",
+    "SearchConfig": "refusal_lens.mitigation.search",
+    "SearchResult": "refusal_lens.mitigation.search",
+    "search_edits": "refusal_lens.mitigation.search",
+    "export_edit": "refusal_lens.mitigation.export",
     "RunConfig": "refusal_lens.pipeline.config",
     "run_pipeline": "refusal_lens.pipeline.run",
     "write_report": "refusal_lens.pipeline.report",

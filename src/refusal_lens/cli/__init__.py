@@ -21,7 +21,7 @@ COMMAND_MODULES = (
     "attribution",  # attribute
     "triggers",  # harm-judge, triggers, sanitize
     "boundary",  # geometry, rass
-    "run",  # run
+    "run",  # run, mitigate
 )
 for _module in COMMAND_MODULES:
     importlib.import_module(f"refusal_lens.cli.{_module}")

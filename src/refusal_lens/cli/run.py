@@ -36,3 +36,82 @@ def run(
 
     report = run_pipeline(config.replace(model=model), out, force=force, say=say)
     say(f"open {report} in a browser")
+
+
+MITIGATE_STAGES = (
+    "model",
+    "organism",
+    "evaluate",
+    "direction",
+    "triggers",
+    "geometry",
+    "rass",
+    "search",
+)
+
+
+OPTION_OF = {
+    "harmful_drop": "--delta",
+    "kl_max": "--kl-max",
+    "search_budget (minutes)": "--budget (minutes)",
+    "search_trials": "--trials",
+    "search_seeds": "--seeds",
+    "search_kinds": "--kinds",
+}
+
+
+@app.command()
+def mitigate(
+    model: Annotated[str, typer.Argument(help="Model spec")] = "smollm2-135m",
+    out: OptionalOutOpt = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Trials per search (default 60; --quick 24).")
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Over-refusal searches, one per seed (3).")
+    ] = None,
+    delta: Annotated[
+        float | None,
+        typer.Option(help="δ: harmful refusal may fall this far below the unedited (0.05)."),
+    ] = None,
+    kl_max: Annotated[
+        float | None, typer.Option(help="κ: first-token KL bound on plain prompts (0.1).")
+    ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(help="Minutes for the search step; trials stop early to meet it."),
+    ] = None,
+    kinds: Annotated[
+        str | None,
+        typer.Option(help="Edit kinds searched: ablate,add (ablate alone: the winner is weights)."),
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="The quick preset's reduced counts.")] = False,
+    force: Annotated[str | None, typer.Option(help="Rerun this stage and every later one.")] = None,
+) -> None:
+    """Mitigation by search: the edit that minimises benign refusal under a harmful-refusal
+    floor (--delta) and a KL bound (--kl-max), judged on held-out prompts, its front drawn and
+    the winner exported (10-search/export/: the edit, and an HF model where weights can hold
+    it). Runs the stages it needs first (reused when complete), then the report."""
+    from refusal_lens.errors import RefusalLensError
+    from refusal_lens.pipeline import RunConfig, run_pipeline
+
+    given = {
+        "search_trials": trials,
+        "search_seeds": seeds,
+        "harmful_drop": delta,
+        "kl_max": kl_max,
+        "search_budget": budget,
+        "search_kinds": None if kinds is None else tuple(k.strip() for k in kinds.split(",")),
+    }
+    changes = {k: v for k, v in given.items() if v is not None}
+    try:
+        config = RunConfig.preset(
+            quick, model=model, stages=MITIGATE_STAGES, search=True, **changes
+        )
+    except RefusalLensError as exc:  # name the option the user typed, not the field
+        message = str(exc)
+        for field, option in OPTION_OF.items():
+            message = message.replace(f"{field} ", f"{option} ", 1)
+        raise RefusalLensError(message) from None
+    report = run_pipeline(config, out, force=force, say=say)
+    say(f"open {report} in a browser; the edit: {report.parent / '10-search' / 'export'}")

@@ -17,28 +17,31 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
+from jaxtyping import Float
 from torch import Tensor, nn
 
-from refusal_lens.artifacts import atomic_dir, write_json
+from refusal_lens.artifacts import atomic_dir, portable_path, write_json
 from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.interventions import as_direction
+from refusal_lens.interventions import as_direction, orthonormal_basis
 from refusal_lens.models import ModelHandle
 
 log = logging.getLogger(__name__)
+MARKER = "orthogonalized.json"
 POST_NORM_MARKERS = ("post_feedforward_layernorm", "post_attn_norm", "post_mlp_norm")
 
 
-def _project_rows_out(weight: Tensor, r: Tensor) -> None:
-    """Rows are vectors in the residual stream (an embedding matrix): w ← w − (w·r̂) r̂."""
-    weight.sub_(torch.outer(weight @ r, r))
+def _project_rows_out(weight: Tensor, q: Tensor, share: float) -> None:
+    """Rows are vectors in the residual stream (an embedding matrix): w ← w − a (w Qᵀ) Q."""
+    weight.sub_(share * (weight @ q.T) @ q)
 
 
-def _project_output_out(weight: Tensor, r: Tensor) -> None:
+def _project_output_out(weight: Tensor, q: Tensor, share: float) -> None:
     """Outputs land in the residual stream (``nn.Linear`` weight [d_model, d_in])."""
-    weight.sub_(torch.outer(r, r @ weight))
+    weight.sub_(share * q.T @ (q @ weight))
 
 
 def _writers(hf_model: nn.Module) -> list[nn.Linear]:
@@ -64,25 +67,40 @@ def _writers(hf_model: nn.Module) -> list[nn.Linear]:
 
 
 @torch.no_grad()
-def orthogonalize_model(hf_model: nn.Module, vector: Tensor) -> nn.Module:
-    """Remove ``vector``'s direction from every residual-stream write of ``hf_model``, in place."""
+def orthogonalize_model(
+    hf_model: nn.Module,
+    vectors: Float[Tensor, "*k d_model"],
+    shares: Float[Tensor, " n_layers"] | None = None,
+) -> nn.Module:
+    """Remove the span of ``vectors`` (one ``[d_model]`` or rows ``[k, d_model]``) from every
+    residual-stream write of ``hf_model``, in place. With ``shares``, layer ``l``'s attention
+    and MLP outputs lose only the share ``shares[l]`` of their component in the span (the
+    embedding counts as layer 0); by default all of it."""
     writers = _writers(hf_model)
     embed = hf_model.get_input_embeddings()
-    r = (vector / vector.norm()).to(embed.weight.device, torch.float64)
+    q = orthonormal_basis(list(vectors.reshape(-1, vectors.shape[-1]))).double()
+    q = q.to(embed.weight.device)
+    n_layers = len(writers) // 2
+    shares = torch.ones(n_layers) if shares is None else shares
+    if len(shares) != n_layers:
+        raise RefusalLensError(f"shares has {len(shares)} values for {n_layers} layers.")
     if hf_model.get_output_embeddings() is not None and getattr(
         hf_model.config, "tie_word_embeddings", False
     ):
         hf_model.lm_head.weight = nn.Parameter(embed.weight.detach().clone())
         hf_model.config.tie_word_embeddings = False
-    for weight, project in [(embed.weight, _project_rows_out)] + [
-        (w.weight, _project_output_out) for w in writers
-    ]:
+    edits = [(embed.weight, _project_rows_out, float(shares[0]))]
+    edits += [(w.weight, _project_output_out, float(shares[i // 2])) for i, w in enumerate(writers)]
+    for weight, project, share in edits:
+        if share == 0:
+            continue
         edited = weight.double()
-        project(edited, r)
+        project(edited, q, share)
         weight.copy_(edited.to(weight.dtype))
-    for w in writers:
-        if w.bias is not None:
-            w.bias.sub_((r @ w.bias.double() * r).to(w.bias.dtype))
+    for i, w in enumerate(writers):
+        if w.bias is not None and float(shares[i // 2]) != 0:
+            removed = float(shares[i // 2]) * q.T @ (q @ w.bias.double())
+            w.bias.sub_(removed.to(w.bias.dtype))
     return hf_model
 
 
@@ -91,23 +109,34 @@ def orthogonalize_weights(
 ) -> Path:
     """Write a copy of ``model`` with ``direction`` orthogonalized out of its weights to
     folder ``out`` (an HF model directory that :func:`refusal_lens.load_model` loads)."""
+    direction = as_direction(model, direction)
+    record = {"direction": direction.metadata()}
+    return write_orthogonalized(model, direction.vector, None, out, record)
+
+
+def write_orthogonalized(
+    model: ModelHandle,
+    vectors: Float[Tensor, "*k d_model"],
+    shares: Float[Tensor, " n_layers"] | None,
+    out: str | Path,
+    record: dict[str, Any],
+) -> Path:
+    """:func:`orthogonalize_model` on a float32 copy of ``model``'s weights, saved with its
+    tokenizer to ``out`` (written whole or not at all); ``record`` goes into
+    ``orthogonalized.json`` beside the weights."""
     from transformers import AutoModelForCausalLM
 
-    direction = as_direction(model, direction)
     if not Path(model.path).is_dir():
         raise RefusalLensError(
             f"{model.spec} was not loaded from a local directory, so there are no weights to "
             "copy; save the model with save_pretrained and load it from that directory."
         )
     hf_model = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32)
-    orthogonalize_model(hf_model, direction.vector)
+    orthogonalize_model(hf_model, vectors, shares)
     out = Path(out)
-    with atomic_dir(out, marker="orthogonalized.json") as tmp:
+    with atomic_dir(out, marker=MARKER) as tmp:
         hf_model.save_pretrained(tmp)
         model.tokenizer.save_pretrained(tmp)
-        write_json(
-            tmp / "orthogonalized.json",
-            {"source": model.path, "direction": direction.metadata()},
-        )
+        write_json(tmp / MARKER, {"source": portable_path(model.path), **record})
     log.info("Wrote the orthogonalized model to %s", out)
     return out

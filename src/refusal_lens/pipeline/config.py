@@ -25,6 +25,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("07-geometry", "The safety boundary, layer by layer"),
     ("08-rass", "RASS: prompts near the boundary"),
     ("09-mitigations", "Mitigations on held-out prompts"),
+    ("10-search", "Mitigation by search: over-refusal as the objective"),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(folder.split("-", 1)[1] for folder, _ in STAGES)
 
@@ -48,6 +49,19 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "geometry": ("n_geometry",),
     "rass": ("rass_contexts", "rass_samples", "rass_band", "n_seeds", "n_masks", "n_geometry"),
     "mitigations": ("realign", "export"),
+    "search": (
+        "n_eval",
+        "max_new_tokens",
+        "n_false_refusal",
+        "harmful_drop",
+        "n_search",
+        "search_trials",
+        "search_seeds",
+        "kl_max",
+        "search_budget",
+        "search_rejudge",
+        "search_kinds",
+    ),
 }
 
 
@@ -108,6 +122,14 @@ class RunConfig(StageConfig):
     n_seeds: int = 160  # RASS seeds (half D_h queries, half Alpaca rows)
     realign: bool = True  # re-align with sanitized and RASS D_b (models the run aligned)
     export: bool = True  # weight-orthogonalized copy of the w′ mitigation
+    search: bool = False  # also run step 10, the mitigation search (`refusal-lens mitigate`)
+    n_search: int = 64  # search: validation prompts per set (borderline, AdvBench, ...)
+    search_trials: int = 60  # search: trials per search
+    search_seeds: int = 3  # search: over-refusal searches, one per seed
+    kl_max: float = 0.1  # search: κ, the first-token KL bound on plain prompts
+    search_budget: float | None = None  # search: minutes for the whole step (None: no bound)
+    search_rejudge: int = 3  # search: best trials per search judged again by generation
+    search_kinds: tuple[str, ...] = ("ablate", "add")  # search: edit kinds (ablate: weights)
 
     @classmethod
     def preset(cls, quick: bool = False, **changes: Any) -> RunConfig:
@@ -117,9 +139,11 @@ class RunConfig(StageConfig):
         return cls(quick=quick, **((QUICK if quick else {}) | changes))
 
     def __post_init__(self) -> None:
-        for name in ("stages", "eval_sets", "lambdas"):
+        for name in ("stages", "eval_sets", "lambdas", "search_kinds"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.search and "search" not in self.stages:
+            object.__setattr__(self, "stages", (*self.stages, "search"))
         super().__post_init__()
 
     def validate(self) -> None:
@@ -137,6 +161,14 @@ class RunConfig(StageConfig):
             raise RefusalLensError(
                 f"add_coef must be a finite number, not {self.add_coef}; the default is 1.0."
             )
+        if not (self.kl_max > 0 and math.isfinite(self.kl_max)):
+            raise RefusalLensError(f"kl_max must be a finite number > 0, not {self.kl_max}.")
+        if not self.search_kinds or any(k not in ("ablate", "add") for k in self.search_kinds):
+            raise RefusalLensError(
+                f"search_kinds must name some of ablate, add, not {self.search_kinds}."
+            )
+        if self.search_budget is not None:
+            check_positive("search_budget (minutes)", self.search_budget)
         if not self.lambdas or any(not 0 <= lam <= 1 for lam in self.lambdas):
             raise RefusalLensError(f"lambdas must be values in [0, 1], not {self.lambdas}.")
 
@@ -165,6 +197,9 @@ QUICK: dict[str, Any] = dict(
     rass_contexts=6,
     rass_samples=3,
     n_seeds=40,
+    n_search=16,
+    search_trials=24,
+    search_rejudge=2,
 )
 STAGE_FIELDS_COUNTS = (
     "n_check",
@@ -185,4 +220,8 @@ STAGE_FIELDS_COUNTS = (
     "rass_samples",
     "rass_band",
     "n_seeds",
+    "n_search",
+    "search_trials",
+    "search_seeds",
+    "search_rejudge",
 )

@@ -16,7 +16,9 @@
 7. Boundary geometry: a probe per layer, borderline prompts against it.
 8. RASS: generate, screen, select boundary prompts.
 9. Mitigations on the test prompts of step 2; the w′ edit exported as weights.
-10. The report.
+10. Search (with ``search``; ``refusal-lens mitigate``): the edit that minimises over-refusal
+    under a harmful-refusal floor and a KL bound, judged on held-out prompts and exported.
+11. The report.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch
 from refusal_lens.artifacts import write_json
 from refusal_lens.cache import library_versions, model_fingerprint
 from refusal_lens.models import load_model
-from refusal_lens.pipeline import explain, measure, mitigate
+from refusal_lens.pipeline import explain, measure, mitigate, mitigation_search
 from refusal_lens.pipeline.config import RunConfig
 from refusal_lens.pipeline.context import Run
 from refusal_lens.pipeline.runner import (
@@ -57,6 +59,7 @@ STEPS = (
     ("geometry", explain.geometry),
     ("rass", explain.rass_stage),
     ("mitigations", mitigate.mitigations),
+    ("search", mitigation_search.search_stage),
 )
 
 

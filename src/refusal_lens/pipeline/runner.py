@@ -48,6 +48,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "geometry": ("organism", "direction", "evaluate"),
     "rass": ("organism", "direction", "triggers"),
     "mitigations": ("organism", "evaluate", "direction", "interventions", "triggers", "rass"),
+    "search": ("organism", "direction", "geometry", "rass"),
 }
 # Relative cost of each stage (seconds of a --quick run of the bundled model on 2 cores), for
 # the estimate of the time left: scaled by how long the stages run so far took.
@@ -62,8 +63,12 @@ WEIGHTS = {
     "geometry": 6,
     "rass": 70,
     "mitigations": 210,
+    "search": 900,
 }
 FOLDERS = {folder.split("-", 1)[1]: folder for folder, _ in STAGES}
+# Stages that run only when asked for (``--search``, ``mitigate``): a run that leaves one out
+# and has no folder of it does not list it at all.
+OPTIONAL = ("search",)
 TITLES = {folder.split("-", 1)[1]: title for folder, title in STAGES}
 OLD_LAYOUT = ("residuals", "refusal", "summary.md", "model.json", "config.json")
 
@@ -188,9 +193,11 @@ class Runner:
         key; ``extra`` adds inputs the stage reads from outside the run (weights' hash).
         ``always``: run it even when ``config.stages`` leaves it out."""
         if stage not in self.config.stages and not always:
-            self.records[stage] = StageRecord(FOLDERS[stage], TITLES[stage], "not run")
-            if (meta := self.complete(stage)) is not None:
+            meta = self.complete(stage)
+            if meta is not None:
                 self.keys[stage] = meta["key"]
+            if meta is not None or stage not in OPTIONAL:
+                self.records[stage] = StageRecord(FOLDERS[stage], TITLES[stage], "not run")
             return
         key = self.key(stage, extra)
         meta = self.complete(stage)
@@ -239,7 +246,8 @@ class Runner:
             ) from e
 
     def _counter(self, stage: str) -> str:
-        return f"[{list(FOLDERS).index(stage) + 1}/{len(FOLDERS)}]"
+        shown = [s for s in FOLDERS if s not in OPTIONAL or s in self.config.stages]
+        return f"[{shown.index(stage) + 1}/{len(shown)}]"
 
     def _eta(self) -> str:
         """Elapsed time and, from the stages run so far, an estimate of the time left."""

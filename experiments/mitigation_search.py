@@ -1,0 +1,217 @@
+"""Mitigation by search on both bundled models: the held-out comparison, the verdict against
+Wang et al.'s hand-set λ and the cost, read from the run folders that ``mitigate`` wrote.
+
+    refusal-lens mitigate smollm2-135m --quick --out runs/mitigate/smollm2-135m
+    refusal-lens mitigate qwen2.5-coder-0.5b --quick --out runs/mitigate/qwen2.5-coder-0.5b
+    python experiments/mitigation_search.py [--runs runs/mitigate/smollm2-135m ...] [--out figures]
+
+Nothing is recomputed: per run folder the script reads ``10-search/search.json`` (the
+held-out results of every condition, the searches' trials, the chosen edit and its export)
+and ``run.json`` (the settings, stage times, hardware and library versions). Writes
+``OUT/mitigation_search.{md,json}`` and copies each front to
+``OUT/mitigation_front_<model>.png``. With ``--llm-judge SPEC`` (default
+qwen2.5-coder-0.5b; ``none`` to skip) a third judge reads the answers the held-out evaluation
+saved (``10-search/heldout/NN/evaluation_prompts.jsonl``): the one computation made here.
+``--smoke``: a synthetic ``search.json`` (``tests/search_fixture.py``), judged by the tiny
+random model, in a new temporary folder (see ``common.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from statistics import mean, pstdev
+from typing import Any
+
+from common import (
+    ROOT,
+    add_smoke_flag,
+    load_by_path,
+    parse,
+    project_path,
+    smoke_model,
+    write_text,
+)
+
+from refusal_lens.artifacts import write_json
+from refusal_lens.mitigation.views import heldout_point, verdict
+
+DEFAULT_RUNS = [Path("runs/mitigate/smollm2-135m"), Path("runs/mitigate/qwen2.5-coder-0.5b")]
+JUDGES = ("substring", "score")
+DEFAULT_JUDGE = "qwen2.5-coder-0.5b"
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def add_llm_judge(run: Path, record: dict[str, Any], judge: Any) -> None:
+    """The LLM judge's verdicts on the answers the held-out evaluation saved (the substring
+    judge's greedy answers, not generated again), added to ``record["heldout"]`` as the judge
+    ``llm`` (RR for benign sets, ASR for harmful ones, like the others). Each distinct
+    (prompt, answer) pair is judged once."""
+    from refusal_lens.llm_judge import REFUSED_LABELS, classify
+
+    labels: dict[tuple[str, str], str] = {}
+    for label, folder in record["heldout_folders"].items():
+        rows = read_rows(run / "10-search" / folder / "evaluation_prompts.jsonl")
+        pairs = [(r["text"], r.get("completion", "")) for r in rows]
+        todo = sorted({p for p in pairs if p not in labels})
+        if todo:
+            found = classify(judge, [p[0] for p in todo], [p[1] for p in todo], batch_size=8)
+            labels.update(zip(todo, found, strict=True))
+        sets = record["heldout"][label]["sets"]
+        for name, v in sets.items():
+            mine = [p for p, r in zip(pairs, rows, strict=True) if r["set"] == name]
+            refused = [labels[p] in REFUSED_LABELS for p in mine]
+            share = sum(refused) / max(len(refused), 1)
+            v["llm"] = share if v["kind"] == "benign" else 1.0 - share
+    record["llm_judge"] = {"model": judge.spec, "pairs_judged": len(labels)}
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def heldout_table(record: dict[str, Any], judge: str) -> list[str]:
+    """Markdown: per condition, the look-alike RR, plain Alpaca RR and harmful refusal."""
+    first = next(iter(record["heldout"].values()))["sets"]
+    harmful = [s for s, v in first.items() if v["kind"] == "harmful"]
+    head = ["condition", "look-alikes refused", "Alpaca refused", "harmful refused"]
+    head += [f"{s} refused" for s in harmful]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for label, r in record["heldout"].items():
+        look, harm = heldout_point(r["sets"], judge)
+        alpaca = r["sets"].get("Alpaca", {}).get(judge)
+        cells = [pct(look), "–" if alpaca is None else pct(alpaca), pct(harm)]
+        cells += [pct(1 - r["sets"][s][judge]) for s in harmful]
+        mark = " (chosen)" if label == f"search: {record['chosen']['search']}" else ""
+        lines.append(f"| {label}{mark} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def spread(record: dict[str, Any], judge: str) -> dict[str, str]:
+    """Mean ± sd over the over-refusal seeds' winners on the held-out prompts."""
+    points = [
+        heldout_point(r["sets"], judge)
+        for label, r in record["heldout"].items()
+        if label.startswith("search: seed")
+    ]
+    return {
+        name: f"{100 * mean(v):.0f} ± {100 * pstdev(v):.0f}%"
+        for name, v in (
+            ("look-alikes", [p[0] for p in points]),
+            ("harmful", [p[1] for p in points]),
+        )
+    }
+
+
+def summary(run: Path, judge: Any = None) -> dict[str, Any]:
+    """What the README shows for one run folder (with the LLM judge when ``judge`` is a
+    model)."""
+    record = json.loads((run / "10-search" / "search.json").read_text(encoding="utf-8"))
+    judges = JUDGES
+    if judge is not None:
+        add_llm_judge(run, record, judge)
+        judges = (*JUDGES, "llm")
+    meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    stages = {s["name"]: s for s in meta["stages"]}
+    searches = record["searches"]
+    return {
+        "run": str(run),
+        "model": meta["model"],
+        "config": {k: v for k, v in meta["config"].items() if "search" in k or k in KEYS},
+        "hardware": meta["hardware"],
+        "versions": meta["versions"],
+        "search_seconds": stages.get("10-search", {}).get("seconds"),
+        "run_seconds": meta.get("seconds"),
+        "stage_seconds": {name: s.get("seconds") for name, s in stages.items()},
+        "trials": {n: s["trials"] for n, s in searches.items()},
+        "feasible": {n: s["feasible"] for n, s in searches.items()},
+        "seconds_per_trial": {n: s["seconds_per_trial"] for n, s in searches.items()},
+        "winners": {n: s["winner"]["label"] for n, s in searches.items()},
+        "binding": {n: s["binding"] for n, s in searches.items() if s["binding"]},
+        "chosen": record["chosen"]["label"],
+        "export": record["export"],
+        "validation": record["validation"],
+        "unedited_validation": record["unedited"],
+        "judges": judges,
+        "llm_judge": record.get("llm_judge"),
+        "verdict": {j: verdict(record["heldout"], j) for j in judges},
+        "spread": {j: spread(record, j) for j in judges},
+        "tables": {j: heldout_table(record, j) for j in judges},
+    }
+
+
+KEYS = ("model", "quick", "seed", "n_eval", "max_new_tokens", "harmful_drop", "kl_max")
+
+
+def markdown(summaries: list[dict[str, Any]]) -> str:
+    parts = []
+    for s in summaries:
+        cost = ", ".join(f"{n}: {t} trials, {s['seconds_per_trial'][n]:.1f} s each"
+                         for n, t in s["trials"].items())  # fmt: skip
+        minutes = (s["search_seconds"] or 0) / 60
+        parts.append(f"### {s['model']}\n")
+        why = str(s["export"]["why"]).rstrip(".")
+        weights = f"`{s['export']['model']}`" if s["export"]["model"] else f"none: {why}"
+        parts.append(f"Chosen edit: **{s['chosen']}**. Exported weights: {weights}.\n")
+        for judge in s["judges"]:
+            name = judge
+            if judge == "llm":
+                name = f"LLM judge ({s['llm_judge']['model']}, reading the same answers)"
+            parts.append(f"**Held-out test prompts, {name}**\n")
+            parts += [*s["tables"][judge], ""]
+            spread = s["spread"][judge]
+            parts.append(
+                f"Seeds' winners (mean ± sd): look-alikes refused {spread['look-alikes']}, "
+                f"harmful refused {spread['harmful']}. {s['verdict'][judge]['text']}\n"
+            )
+        parts.append(
+            f"Cost: {cost}; the search step took {minutes:.1f} min, the whole `mitigate` "
+            f"{(s['run_seconds'] or 0) / 60:.1f} min, on {s['hardware']}. "
+            f"Validation prompts: {s['validation']}.\n"
+        )
+        if s["binding"]:
+            parts.append(f"Constraints not met: {s['binding']}.\n")
+    versions = ", ".join(f"{k} {v}" for k, v in summaries[0]["versions"].items())
+    parts.append(
+        f"Library versions: {versions}. Made by `python experiments/mitigation_search.py`."
+    )
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=project_path, nargs="+", default=DEFAULT_RUNS)
+    p.add_argument("--out", type=project_path, default=Path("figures"))
+    p.add_argument(
+        "--llm-judge", default=DEFAULT_JUDGE, help="judge model spec for a third judge, or none"
+    )
+    add_smoke_flag(p)
+    args = parse(p, argv)
+    out = Path(args.out)
+    if args.smoke:
+        fixture = load_by_path("search_fixture", ROOT / "tests" / "search_fixture.py")
+        args.runs = [fixture.build_synthetic_search(out / "synthetic")]
+        args.llm_judge = smoke_model() if args.llm_judge == DEFAULT_JUDGE else args.llm_judge
+    judge = None
+    if args.llm_judge.lower() != "none":
+        from refusal_lens.models import load_model
+
+        judge = load_model(args.llm_judge)
+    summaries = [summary(Path(run), judge) for run in args.runs]
+    out.mkdir(parents=True, exist_ok=True)
+    for run, s in zip(args.runs, summaries, strict=True):
+        front = Path(run) / "10-search" / "front.png"
+        if front.is_file():
+            shutil.copyfile(front, out / f"mitigation_front_{s['model']}.png")
+    write_json(out / "mitigation_search.json", summaries)
+    write_text(out / "mitigation_search.md", markdown(summaries))
+    print(f"wrote {out / 'mitigation_search.md'}")
+
+
+if __name__ == "__main__":
+    main()

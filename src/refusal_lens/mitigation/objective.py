@@ -1,0 +1,152 @@
+"""What a trial of the mitigation search measures, with one forward pass per prompt.
+
+- ``benign``: the share of benign look-alike prompts refused (the score judge: the refusal
+  score at the first answer position above the model's threshold);
+- ``harmful``: the share of harmful prompts refused, the same way;
+- ``kl``: the mean first-token KL divergence ``KL(p_unedited ‖ p_edited)`` on plain harmless
+  prompts, the cost of the edit to ordinary answers (as in Arditi et al.'s selection).
+
+Prompts are tokenized once and the unedited first-token distributions computed once, so a
+trial costs one forward pass over every prompt and nothing else.
+
+>>> objective = Objective.build(model, ValidationSets(benign, harmful, harmless))
+>>> objective.measure(edit)        # Measured(benign=0.19, harmful=0.91, kl=0.04, ...)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from refusal_lens.errors import RefusalLensError
+from refusal_lens.mitigation.edits import Edit, EditConfig
+from refusal_lens.models import ModelHandle
+from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
+from refusal_lens.scoring import answer_logits, refusal_score
+
+
+@dataclass(frozen=True)
+class ValidationSets:
+    """Validation prompts by role: ``benign`` look-alikes and ``harmful`` prompts (name →
+    set, pooled by role), and ``harmless`` plain prompts for the KL bound."""
+
+    benign: dict[str, PromptSet]
+    harmful: dict[str, PromptSet]
+    harmless: PromptSet
+
+    def check(self) -> None:
+        for role, sets in (("benign", self.benign), ("harmful", self.harmful)):
+            if not sum(len(ps) for ps in sets.values()):
+                raise RefusalLensError(
+                    f"The {role} validation prompts are empty; the search has nothing to "
+                    f"measure. Give at least one {role} prompt (raise --n-search, or check the "
+                    "run's RASS set)."
+                )
+        if not len(self.harmless):
+            raise RefusalLensError(
+                "The harmless validation prompts for the KL bound are empty; give at least one."
+            )
+
+    def sizes(self) -> dict[str, int]:
+        sets = {**self.benign, **self.harmful, "harmless (KL)": self.harmless}
+        return {name: len(ps) for name, ps in sets.items()}
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One trial's measurements (shares in [0, 1]; ``sets``: the share refused per set)."""
+
+    benign: float
+    harmful: float
+    kl: float
+    sets: dict[str, float]
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Objective:
+    """The validation prompts, tokenized, with the unedited model's first-token log-probs."""
+
+    def __init__(self, model: ModelHandle, sets: ValidationSets, batch_size: int = 16):
+        sets.check()
+        self.model, self.sets = model, sets
+        named = {**sets.benign, **sets.harmful}
+        self.batches = {name: _batches(model, ps, batch_size) for name, ps in named.items()}
+        self.plain = _batches(model, sets.harmless, batch_size)
+        self.base_logprobs = [self._logprobs(batch) for _, batch in self.plain]
+        self.cache: dict[EditConfig, Measured] = {}
+        self.unedited = self.measure(None)
+
+    def _logprobs(self, batch: ChatBatch) -> Float[Tensor, "batch d_vocab"]:
+        with torch.inference_mode():
+            return answer_logits(self.model, batch.to(self.model.device)).log_softmax(-1).cpu()
+
+    def measure(self, edit: Edit | None, use_cache: bool = True) -> Measured:
+        """Score every validation prompt under ``edit`` (``None``: the unedited model). An
+        edit measured before is not run again (unless ``use_cache`` is off): the cache is
+        keyed by the edit's settings, so use one Objective with one vector bank."""
+        if use_cache and edit is not None and edit.config in self.cache:
+            return self.cache[edit.config]
+        measured = self._measure(edit)
+        if edit is not None:
+            self.cache[edit.config] = measured
+        return measured
+
+    def _measure(self, edit: Edit | None) -> Measured:
+        start = time.perf_counter()
+        hooks = [] if edit is None else edit.hooks(self.model)
+        with self.model.bridge.hooks(fwd_hooks=hooks):
+            refused = {name: self._refused(batches) for name, batches in self.batches.items()}
+            kls = [
+                _kl(base, self._logprobs(batch))
+                for base, (_, batch) in zip(self.base_logprobs, self.plain, strict=True)
+            ]
+        pooled = {
+            role: _pooled([refused[n] for n in names])
+            for role, names in (("benign", self.sets.benign), ("harmful", self.sets.harmful))
+        }
+        return Measured(
+            benign=pooled["benign"],
+            harmful=pooled["harmful"],
+            kl=float(torch.cat(kls).mean()),
+            sets={name: float(flags.float().mean()) for name, flags in refused.items()},
+            seconds=round(time.perf_counter() - start, 3),
+        )
+
+    def _refused(self, batches: list[tuple[list[int], ChatBatch]]) -> Tensor:
+        flags = []
+        for _, batch in batches:
+            logits = self._logprobs(batch)
+            scores = refusal_score(logits, self.model.refusal_tokens)
+            flags.append(scores > self.model.refusal_threshold)
+        return torch.cat(flags)
+
+
+def _batches(
+    model: ModelHandle, prompts: PromptSet, batch_size: int
+) -> list[tuple[list[int], ChatBatch]]:
+    texts = prompts.texts
+    lengths = model.chat.token_lengths(texts)
+    return [
+        (idx, model.chat.tokenize([texts[i] for i in idx]))
+        for idx in length_sorted_batches(lengths, batch_size)
+    ]
+
+
+def _pooled(flags: list[Tensor]) -> float:
+    return float(torch.cat(flags).float().mean())
+
+
+def _kl(
+    base: Float[Tensor, "batch d_vocab"], edited: Float[Tensor, "batch d_vocab"]
+) -> Float[Tensor, " batch"]:
+    """``KL(base ‖ edited)`` per row, from log-probabilities (float rounding can make a
+    no-op edit's KL a tiny negative number: clamped at 0)."""
+    return (base.exp() * (base - edited)).sum(-1).clamp(min=0.0)
