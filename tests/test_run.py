@@ -113,7 +113,9 @@ def test_a_killed_quick_run_resumes_to_the_tables_of_an_uninterrupted_one(tmp_pa
     search = ("mitigate", "--trials", "3", "--seeds", "1")
     proc = quick_run(whole, tmp_path / "cache-whole", command=search)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    check_search(whole, proc.stdout + proc.stderr)
+    with pytest.MonkeyPatch.context() as patch:  # the run's organism lives in its own cache
+        patch.setenv("REFUSAL_LENS_CACHE", str(tmp_path / "cache-whole"))
+        check_search(whole, proc.stdout + proc.stderr)
 
     # 7. the report, as a browser shows it
     seen = render_in_chromium(whole / "report.html")
