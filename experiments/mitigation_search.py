@@ -2,6 +2,7 @@
 Wang et al.'s hand-set λ and the cost, read from the run folders that ``mitigate`` wrote.
 
     refusal-lens mitigate smollm2-135m --quick --out runs/mitigate/smollm2-135m
+    refusal-lens mitigate smollm2-135m --quick --kinds ablate --out runs/mitigate/smollm2-ablate
     refusal-lens mitigate qwen2.5-coder-0.5b --quick --out runs/mitigate/qwen2.5-coder-0.5b
     python experiments/mitigation_search.py [--runs runs/mitigate/smollm2-135m ...] [--out figures]
 
@@ -9,7 +10,7 @@ Nothing is recomputed: per run folder the script reads ``10-search/search.json``
 held-out results of every condition, the searches' trials, the chosen edit and its export)
 and ``run.json`` (the settings, stage times, hardware and library versions). Writes
 ``OUT/mitigation_search.{md,json}`` and copies each front to
-``OUT/mitigation_front_<model>.png``. With ``--llm-judge SPEC`` (default
+``OUT/mitigation_front_<run folder>.png``. With ``--llm-judge SPEC`` (default
 qwen2.5-coder-0.5b; ``none`` to skip) a third judge reads the answers the held-out evaluation
 saved (``10-search/heldout/NN/evaluation_prompts.jsonl``): the one computation made here.
 ``--smoke``: a synthetic ``search.json`` (``tests/search_fixture.py``), judged by the tiny
@@ -38,7 +39,11 @@ from common import (
 from refusal_lens.artifacts import write_json
 from refusal_lens.mitigation.views import heldout_point, verdict
 
-DEFAULT_RUNS = [Path("runs/mitigate/smollm2-135m"), Path("runs/mitigate/qwen2.5-coder-0.5b")]
+DEFAULT_RUNS = [
+    Path("runs/mitigate/smollm2-135m"),
+    Path("runs/mitigate/smollm2-ablate"),
+    Path("runs/mitigate/qwen2.5-coder-0.5b"),
+]
 JUDGES = ("substring", "score")
 DEFAULT_JUDGE = "qwen2.5-coder-0.5b"
 
@@ -148,13 +153,26 @@ def summary(run: Path, judge: Any = None) -> dict[str, Any]:
 KEYS = ("model", "quick", "seed", "n_eval", "max_new_tokens", "harmful_drop", "kl_max")
 
 
+def options(config: dict[str, Any]) -> str:
+    """The options of ``mitigate`` a run was given beyond ``--quick``, for its heading."""
+    from refusal_lens.pipeline import RunConfig
+
+    default, given = RunConfig(), []
+    kinds = tuple(config.get("search_kinds", default.search_kinds))
+    if kinds != default.search_kinds:
+        given.append(f"--kinds {','.join(kinds)}")
+    if (kl := config.get("kl_max", default.kl_max)) != default.kl_max:
+        given.append(f"--kl-max {kl:g}")
+    return f" (`{' '.join(given)}`)" if given else ""
+
+
 def markdown(summaries: list[dict[str, Any]]) -> str:
     parts = []
     for s in summaries:
         cost = ", ".join(f"{n}: {t} trials, {s['seconds_per_trial'][n]:.1f} s each"
                          for n, t in s["trials"].items())  # fmt: skip
         minutes = (s["search_seconds"] or 0) / 60
-        parts.append(f"### {s['model']}\n")
+        parts.append(f"### {s['model']}{options(s['config'])}\n")
         why = str(s["export"]["why"]).rstrip(".")
         weights = f"`{s['export']['model']}`" if s["export"]["model"] else f"none: {why}"
         parts.append(f"Chosen edit: **{s['chosen']}**. Exported weights: {weights}.\n")
@@ -204,10 +222,10 @@ def main(argv: list[str] | None = None) -> None:
         judge = load_model(args.llm_judge)
     summaries = [summary(Path(run), judge) for run in args.runs]
     out.mkdir(parents=True, exist_ok=True)
-    for run, s in zip(args.runs, summaries, strict=True):
+    for run in args.runs:
         front = Path(run) / "10-search" / "front.png"
         if front.is_file():
-            shutil.copyfile(front, out / f"mitigation_front_{s['model']}.png")
+            shutil.copyfile(front, out / f"mitigation_front_{Path(run).name}.png")
     write_json(out / "mitigation_search.json", summaries)
     write_text(out / "mitigation_search.md", markdown(summaries))
     print(f"wrote {out / 'mitigation_search.md'}")

@@ -231,6 +231,8 @@ CASES = [
          r"^exit 2: error: --kinds must name some of ablate, add, not \('ablate', 'steer'\)"),
     Case("mitigate-trials-cli", cli("mitigate {llama} --trials 0 --out {out}"), CliExit,
          r"^exit 2: error: --trials must be positive, not 0"),
+    Case("mitigate-heldout-cli", cli("mitigate {llama} --heldout 0 --out {out}"), CliExit,
+         r"^exit 2: error: --heldout must be positive, not 0"),
     Case("run-add-coef-nan", lambda ctx: RunConfig(add_coef=NAN), RefusalLensError,
          r"add_coef must be a finite number, not nan; the default is 1\.0"),
     Case("run-band-zero", lambda ctx: RunConfig(rass_band=0.0), RefusalLensError,

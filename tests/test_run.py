@@ -110,7 +110,7 @@ def test_a_killed_quick_run_resumes_to_the_tables_of_an_uninterrupted_one(tmp_pa
     check_results(whole)
 
     # 6. the mitigation search on the finished run: every other stage is reused
-    search = ("mitigate", "--trials", "3", "--seeds", "1")
+    search = ("mitigate", "--trials", "3", "--seeds", "1", "--heldout", "4")
     proc = quick_run(whole, tmp_path / "cache-whole", command=search)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with pytest.MonkeyPatch.context() as patch:  # the run's organism lives in its own cache
@@ -175,6 +175,7 @@ def check_search(out: Path, log: str) -> None:
     ]
     n = {s: v["n"] for s, v in held["no edit"]["sets"].items()}
     assert {"JailbreakBench", "HarmBench", "XSTest-unsafe"} <= set(n)
+    assert set(n.values()) == {4}  # --heldout: prompts per held-out set
     assert all({s: v["n"] for s, v in r["sets"].items()} == n for r in held.values())
     assert (folder / "front.png").stat().st_size > 10_000
     edit = Edit.load(folder / "export" / "edit")

@@ -57,6 +57,7 @@ OPTION_OF = {
     "search_trials": "--trials",
     "search_seeds": "--seeds",
     "search_kinds": "--kinds",
+    "n_heldout": "--heldout",
 }
 
 
@@ -85,6 +86,10 @@ def mitigate(
         str | None,
         typer.Option(help="Edit kinds searched: ablate,add (ablate alone: the winner is weights)."),
     ] = None,
+    heldout: Annotated[
+        int | None,
+        typer.Option(help="Held-out test prompts per set in the comparison (default: n_eval)."),
+    ] = None,
     quick: Annotated[bool, typer.Option(help="The quick preset's reduced counts.")] = False,
     force: Annotated[str | None, typer.Option(help="Rerun this stage and every later one.")] = None,
 ) -> None:
@@ -102,6 +107,7 @@ def mitigate(
         "kl_max": kl_max,
         "search_budget": budget,
         "search_kinds": None if kinds is None else tuple(k.strip() for k in kinds.split(",")),
+        "n_heldout": heldout,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     try:

@@ -84,19 +84,17 @@ class SearchResult:
         """The feasible trial with the lowest objective (then KL, then the earliest); with
         none feasible, the closest trial (see :func:`closeness`)."""
         if ok := self.feasible():
-            return min(ok, key=lambda t: (t["value"], t["measured"]["kl"], t["number"]))
-        return min(self.trials, key=lambda t: (closeness(t, self.config), t["number"]))
+            return min(ok, key=_rank)
+        return min(self.trials, key=self._nearness)
+
+    def _nearness(self, trial: dict[str, Any]) -> tuple:
+        return closeness(trial, self.config), trial["number"]
 
     def ranked(self, k: int) -> list[dict[str, Any]]:
         """The ``k`` best feasible trials with distinct edits (closest first if none)."""
-        pool = self.feasible() or self.trials
-        key = (
-            (lambda t: (t["value"], t["measured"]["kl"], t["number"]))
-            if self.feasible()
-            else (lambda t: (closeness(t, self.config), t["number"]))
-        )
+        ok = self.feasible()
         out, seen = [], set()
-        for t in sorted(pool, key=key):
+        for t in sorted(ok, key=_rank) if ok else sorted(self.trials, key=self._nearness):
             if t["label"] not in seen:
                 out.append(t)
                 seen.add(t["label"])
@@ -251,6 +249,11 @@ def _record(
     }
 
 
+def _rank(trial: dict[str, Any]) -> tuple:
+    """Feasible trials, best first: the lowest objective, then KL, then the earliest."""
+    return trial["value"], trial["measured"]["kl"], trial["number"]
+
+
 def _mean_cost(trials: list[dict[str, Any]]) -> float:
     return sum(t["measured"]["seconds"] for t in trials) / len(trials)
 
@@ -264,7 +267,7 @@ def _progress(
         left = min(left, max(0.0, deadline - time.monotonic()))
     ok = [t for t in trials if t["feasible"]]
     if ok:
-        b = min(ok, key=lambda t: (t["value"], t["measured"]["kl"], t["number"]))
+        b = min(ok, key=_rank)
         m = b["measured"]
         best = f"best: benign {m['benign']:.0%}, harmful {m['harmful']:.0%}, KL {m['kl']:.3f}"
     else:

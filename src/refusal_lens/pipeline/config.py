@@ -61,6 +61,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
         "search_budget",
         "search_rejudge",
         "search_kinds",
+        "n_heldout",
     ),
 }
 
@@ -130,6 +131,7 @@ class RunConfig(StageConfig):
     search_budget: float | None = None  # search: minutes for the whole step (None: no bound)
     search_rejudge: int = 3  # search: best trials per search judged again by generation
     search_kinds: tuple[str, ...] = ("ablate", "add")  # search: edit kinds (ablate: weights)
+    n_heldout: int | None = None  # search: held-out test prompts per set (None: n_eval)
 
     @classmethod
     def preset(cls, quick: bool = False, **changes: Any) -> RunConfig:
@@ -169,6 +171,8 @@ class RunConfig(StageConfig):
             )
         if self.search_budget is not None:
             check_positive("search_budget (minutes)", self.search_budget)
+        if self.n_heldout is not None:
+            check_positive("n_heldout", self.n_heldout)
         if not self.lambdas or any(not 0 <= lam <= 1 for lam in self.lambdas):
             raise RefusalLensError(f"lambdas must be values in [0, 1], not {self.lambdas}.")
 

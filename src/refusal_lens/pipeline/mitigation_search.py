@@ -63,10 +63,11 @@ STAGE = "search"
 
 
 def test_sets(run: Run) -> tuple[EvalConfig, Any]:
-    """The held-out test prompts of the comparison (the run's own sets where they overlap)."""
+    """The held-out test prompts of the comparison (the run's own sets where they overlap):
+    ``n_heldout`` per set, ``n_eval`` when unset."""
     c = run.config
     config = EvalConfig(
-        n=c.n_eval,
+        n=c.n_eval if c.n_heldout is None else c.n_heldout,
         max_new_tokens=c.max_new_tokens,
         sets=TEST_SETS,
         extra=EXTRA_TEST_SETS,
