@@ -52,20 +52,30 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def add_llm_judge(run: Path, record: dict[str, Any], judge: Any) -> None:
+def add_llm_judge(
+    run: Path, record: dict[str, Any], judge: Any, labels: dict[tuple[str, str], str]
+) -> None:
     """The LLM judge's verdicts on the answers the held-out evaluation saved (the substring
     judge's greedy answers, not generated again), added to ``record["heldout"]`` as the judge
     ``llm`` (RR for benign sets, ASR for harmful ones, like the others). Each distinct
-    (prompt, answer) pair is judged once."""
+    (prompt, answer) pair is judged once, across runs too: ``labels`` carries the verdicts
+    from run to run (two runs of one model share the unedited model's and the fixed recipes'
+    answers)."""
     from refusal_lens.llm_judge import REFUSED_LABELS, classify
 
-    labels: dict[tuple[str, str], str] = {}
+    before = len(labels)
     for label, folder in record["heldout_folders"].items():
         rows = read_rows(run / "10-search" / folder / "evaluation_prompts.jsonl")
         pairs = [(r["text"], r.get("completion", "")) for r in rows]
         todo = sorted({p for p in pairs if p not in labels})
         if todo:
-            found = classify(judge, [p[0] for p in todo], [p[1] for p in todo], batch_size=8)
+            found = classify(
+                judge,
+                [p[0] for p in todo],
+                [p[1] for p in todo],
+                batch_size=8,
+                show_progress=True,
+            )
             labels.update(zip(todo, found, strict=True))
         sets = record["heldout"][label]["sets"]
         for name, v in sets.items():
@@ -73,7 +83,7 @@ def add_llm_judge(run: Path, record: dict[str, Any], judge: Any) -> None:
             refused = [labels[p] in REFUSED_LABELS for p in mine]
             share = sum(refused) / max(len(refused), 1)
             v["llm"] = share if v["kind"] == "benign" else 1.0 - share
-    record["llm_judge"] = {"model": judge.spec, "pairs_judged": len(labels)}
+    record["llm_judge"] = {"model": judge.spec, "pairs_judged": len(labels) - before}
 
 
 def pct(x: float) -> str:
@@ -113,13 +123,15 @@ def spread(record: dict[str, Any], judge: str) -> dict[str, str]:
     }
 
 
-def summary(run: Path, judge: Any = None) -> dict[str, Any]:
+def summary(
+    run: Path, judge: Any = None, labels: dict[tuple[str, str], str] | None = None
+) -> dict[str, Any]:
     """What the README shows for one run folder (with the LLM judge when ``judge`` is a
-    model)."""
+    model; ``labels``: its verdicts so far, see :func:`add_llm_judge`)."""
     record = json.loads((run / "10-search" / "search.json").read_text(encoding="utf-8"))
     judges = JUDGES
     if judge is not None:
-        add_llm_judge(run, record, judge)
+        add_llm_judge(run, record, judge, {} if labels is None else labels)
         judges = (*JUDGES, "llm")
     meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
     stages = {s["name"]: s for s in meta["stages"]}
@@ -150,6 +162,25 @@ def summary(run: Path, judge: Any = None) -> dict[str, Any]:
     }
 
 
+def is_run(run: Path) -> bool:
+    return (run / "10-search" / "search.json").is_file()
+
+
+def kept(run: Path, out: Path) -> dict[str, Any]:
+    """The summary of ``run`` that an earlier call wrote to ``OUT/mitigation_search.json``,
+    marked ``kept``, for a run folder no longer on disk (``--keep-absent``): its tables as
+    they were, with the judges it had then."""
+    path = out / "mitigation_search.json"
+    earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    found = [s for s in earlier if s["run"] == str(run)]
+    if not found:
+        raise SystemExit(
+            f"{run} holds no 10-search/search.json and {path} has no summary of it: run "
+            f"`refusal-lens mitigate ... --out {run}` first."
+        )
+    return {**found[0], "kept": True}
+
+
 KEYS = ("model", "quick", "seed", "n_eval", "max_new_tokens", "harmful_drop", "kl_max")
 
 
@@ -173,6 +204,11 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
                          for n, t in s["trials"].items())  # fmt: skip
         minutes = (s["search_seconds"] or 0) / 60
         parts.append(f"### {s['model']}{options(s['config'])}\n")
+        if s.get("kept"):
+            parts.append(
+                f"*Kept from the earlier figures: `{s['run']}` was not on disk when these "
+                "tables were made, so they show the judges it had then.*\n"
+            )
         why = str(s["export"]["why"]).rstrip(".")
         weights = f"`{s['export']['model']}`" if s["export"]["model"] else f"none: {why}"
         parts.append(f"Chosen edit: **{s['chosen']}**. Exported weights: {weights}.\n")
@@ -208,6 +244,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--llm-judge", default=DEFAULT_JUDGE, help="judge model spec for a third judge, or none"
     )
+    p.add_argument(
+        "--keep-absent",
+        action="store_true",
+        help="for a run folder no longer on disk, keep its summary from OUT/mitigation_search.json",
+    )
     add_smoke_flag(p)
     args = parse(p, argv)
     out = Path(args.out)
@@ -220,7 +261,12 @@ def main(argv: list[str] | None = None) -> None:
         from refusal_lens.models import load_model
 
         judge = load_model(args.llm_judge)
-    summaries = [summary(Path(run), judge) for run in args.runs]
+    labels: dict[tuple[str, str], str] = {}
+    summaries = [
+        kept(Path(run), out) if args.keep_absent and not is_run(Path(run)) else
+        summary(Path(run), judge, labels)
+        for run in args.runs
+    ]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
         front = Path(run) / "10-search" / "front.png"

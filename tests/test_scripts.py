@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -344,6 +345,31 @@ def test_collect_benchmark_smoke_on_a_random_architecture(smoke_cache, tmp_path)
     smoke("benchmarks/collect.py", out, smoke_cache, "--random-arch", "tiny")
     record = read_json(out)
     assert record["model"] == "tiny" and record["layers"] == 2 and record["ratio_collect_hf"] > 0
+
+
+def test_mitigation_search_keeps_an_absent_runs_summary_only_when_asked(smoke_cache, tmp_path):
+    """Run folders do not outlive the machine that made them: ``--keep-absent`` keeps the
+    earlier summary of a run no longer on disk, marked as kept, with its tables unchanged;
+    without it, or with no earlier summary, a missing run is an error."""
+    from search_fixture import build_synthetic_search
+
+    script = "experiments/mitigation_search.py"
+    run, out = build_synthetic_search(tmp_path / "synthetic"), tmp_path / "figs"
+    args = ("--runs", str(run), "--out", str(out), "--llm-judge", "none")
+    assert run_script(script, smoke_cache, *args).returncode == 0
+    [first] = json.loads((out / "mitigation_search.json").read_text())
+    assert "kept" not in first and "Kept from" not in (out / "mitigation_search.md").read_text()
+    shutil.rmtree(run)
+    proc = run_script(script, smoke_cache, *args)
+    assert proc.returncode != 0 and "search.json" in proc.stderr
+    assert run_script(script, smoke_cache, *args, "--keep-absent").returncode == 0
+    [again] = json.loads((out / "mitigation_search.json").read_text())
+    assert again == {**first, "kept": True}
+    table = (out / "mitigation_search.md").read_text()
+    assert "Kept from the earlier figures" in table and first["tables"]["score"][2] in table
+    other = ("--runs", str(tmp_path / "never"), "--out", str(out), "--llm-judge", "none")
+    proc = run_script(script, smoke_cache, *other, "--keep-absent")
+    assert proc.returncode != 0 and "has no summary of it" in proc.stderr
 
 
 def test_smoke_mode_never_writes_into_figures(smoke_cache):
