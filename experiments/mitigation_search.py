@@ -13,6 +13,8 @@ and ``run.json`` (the settings, stage times, hardware and library versions). Wri
 ``OUT/mitigation_front_<run folder>.png``. With ``--llm-judge SPEC`` (default
 qwen2.5-coder-0.5b; ``none`` to skip) a third judge reads the answers the held-out evaluation
 saved (``10-search/heldout/NN/evaluation_prompts.jsonl``): the one computation made here.
+Run folders do not outlive the machine that made them: ``--keep-absent`` keeps, for a run
+folder no longer on disk, its summary from the ``OUT/mitigation_search.json`` written before.
 ``--smoke``: a synthetic ``search.json`` (``tests/search_fixture.py``), judged by the tiny
 random model, in a new temporary folder (see ``common.py``).
 """
