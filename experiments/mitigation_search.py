@@ -168,19 +168,20 @@ def is_run(run: Path) -> bool:
     return (run / "10-search" / "search.json").is_file()
 
 
-def kept(run: Path, out: Path) -> dict[str, Any]:
-    """The summary of ``run`` that an earlier call wrote to ``OUT/mitigation_search.json``,
-    marked ``kept``, for a run folder no longer on disk (``--keep-absent``): its tables as
-    they were, with the judges it had then."""
+def kept(run: Path, out: Path, keep_absent: bool) -> dict[str, Any]:
+    """For a run folder no longer on disk: with ``keep_absent``, the summary of ``run`` that an
+    earlier call wrote to ``OUT/mitigation_search.json``, marked ``kept`` (its tables as they
+    were, with the judges it had then); otherwise, or with no such summary, a clear error."""
     path = out / "mitigation_search.json"
     earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
     found = [s for s in earlier if s["run"] == str(run)]
-    if not found:
-        raise SystemExit(
-            f"{run} holds no 10-search/search.json and {path} has no summary of it: run "
-            f"`refusal-lens mitigate ... --out {run}` first."
-        )
-    return {**found[0], "kept": True}
+    if keep_absent and found:
+        return {**found[0], "kept": True}
+    hint = f"{path} has no summary of it" if keep_absent else "--keep-absent keeps an earlier one"
+    raise SystemExit(
+        f"{run} holds no 10-search/search.json ({hint}): run "
+        f"`refusal-lens mitigate ... --out {run}` first."
+    )
 
 
 KEYS = ("model", "quick", "seed", "n_eval", "max_new_tokens", "harmful_drop", "kl_max")
@@ -265,8 +266,8 @@ def main(argv: list[str] | None = None) -> None:
         judge = load_model(args.llm_judge)
     labels: dict[tuple[str, str], str] = {}
     summaries = [
-        kept(Path(run), out) if args.keep_absent and not is_run(Path(run)) else
-        summary(Path(run), judge, labels)
+        summary(Path(run), judge, labels) if is_run(Path(run)) else
+        kept(Path(run), out, args.keep_absent)
         for run in args.runs
     ]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)

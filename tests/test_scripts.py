@@ -361,7 +361,8 @@ def test_mitigation_search_keeps_an_absent_runs_summary_only_when_asked(smoke_ca
     assert "kept" not in first and "Kept from" not in (out / "mitigation_search.md").read_text()
     shutil.rmtree(run)
     proc = run_script(script, smoke_cache, *args)
-    assert proc.returncode != 0 and "search.json" in proc.stderr
+    assert proc.returncode != 0 and "holds no 10-search/search.json" in proc.stderr
+    assert "--keep-absent" in proc.stderr and "Traceback" not in proc.stderr
     assert run_script(script, smoke_cache, *args, "--keep-absent").returncode == 0
     [again] = json.loads((out / "mitigation_search.json").read_text())
     assert again == {**first, "kept": True}
