@@ -54,7 +54,8 @@ window.addEventListener('load', () => setTimeout(() => {
   const result = {
     stages: all('section.stage').map(e => e.id),
     token_views: all('.token-view').map(e => ({id: e.id, rendered: e.childElementCount > 0,
-                                               spans: e.querySelectorAll('span').length})),
+                                               spans: e.querySelectorAll('span').length,
+                                               text: e.textContent})),
     images: all('img').map(e => ({complete: e.complete, decoded: e.naturalWidth > 0,
                                   width: e.naturalWidth})),
     bundles: all('script[data-bundle="circuitsvis"]').length,
@@ -117,9 +118,9 @@ def _instrumented(page: str) -> str:
 def render_in_chromium(html_path: Path, timeout_s: float = 60) -> dict[str, Any]:
     """Load a copy of ``html_path`` (alone in a new folder) in headless Chromium; return what
     the page showed once its scripts ran: ``stages`` (ids of ``section.stage``),
-    ``token_views`` (``rendered``: has child elements), ``images`` (``complete``,
-    ``decoded``), ``bundles`` (count of the circuitsvis bundle scripts), ``resources``
-    (URLs the page loaded) and ``errors`` (uncaught script errors)."""
+    ``token_views`` (``rendered``: has child elements; ``spans``; ``text``), ``images``
+    (``complete``, ``decoded``), ``bundles`` (count of the circuitsvis bundle scripts),
+    ``resources`` (URLs the page loaded) and ``errors`` (uncaught script errors)."""
     page = Path(html_path).read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory(prefix="browser-check-") as folder:
         copy = Path(folder) / "page.html"

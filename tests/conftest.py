@@ -1,8 +1,14 @@
-"""Fixtures for the two test tiers (see tests/README.md).
+"""Fixtures for the test tiers (see tests/README.md).
 
 - fast tier: tiny random models of three HF architectures (Llama, Qwen2, Gemma2), built offline;
 - model tier (``-m model``): the bundled SmolLM2-135M-Instruct, and Qwen2.5-Coder-0.5B-Instruct
-  (aligned by its makers).
+  (aligned by its makers);
+- slow tier (``-m slow``, left out by default): the full-size reproductions.
+
+``pytest`` runs on two workers (``-n 2`` in ``pyproject.toml``), each with one torch thread.
+The model tier's tests are in two xdist groups, each run by one worker in order: the notebooks
+(which share one organism, trained by the first) and the rest (the bundled models loaded once);
+the fast tier fills the workers around them.
 """
 
 from __future__ import annotations
@@ -16,6 +22,32 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_models import FAMILIES, save_tiny_model
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: one thread each, in this process and in the CLI, script and
+    # notebook processes it starts (two threads on a busy core can be tenfold slower)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def tier(item) -> str:
+    """slow, model or fast: the tier a test belongs to (tests/README.md)."""
+    return next((t for t in ("slow", "model") if item.get_closest_marker(t)), "fast")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Every model-tier test without a group of its own in the xdist group "model": one worker
+    runs them in order, the bundled models loaded once. Each test records its tier (a JUnit
+    property, for scripts/test_times.py)."""
+    for item in items:
+        model = item.get_closest_marker("model") is not None
+        if model and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group("model"))
+        item.user_properties.append(("tier", tier(item)))
+
 
 # The benchmark files of this checkout's workspace: the one place the test suite names them.
 # An explicit REFUSAL_LENS_DATA wins; subprocesses (CLI, notebooks, scripts) inherit it.
@@ -94,9 +126,10 @@ def qwen():
     return load_model("qwen2.5-coder-0.5b", device="cpu")
 
 
-@pytest.fixture(scope="session", params=["smollm", "qwen"])
+@pytest.fixture(scope="session", params=["smollm", pytest.param("qwen", marks=pytest.mark.slow)])
 def bundled(request):
-    """Each bundled real chat model in turn."""
+    """Each bundled real chat model in turn. Qwen's copy of these checks is in the slow tier:
+    the tiny Qwen2 model covers its architecture on every commit."""
     return request.getfixturevalue(request.param)
 
 

@@ -74,11 +74,40 @@ def test_integrated_gradients_are_complete(refusing):
     assert float(a.scores.sum()) == pytest.approx(a.refusal_score - baseline, rel=0.02, abs=1e-3)
 
 
+def hf_score_of_embeddings(hf, embeds, refusal_tokens) -> torch.Tensor:
+    """The refusal score from a plain HF forward on ``embeds`` (written out, not the
+    package's ``refusal_score``): log p(R) − log(1 − p(R)) at the last position."""
+    logprobs = hf(inputs_embeds=embeds).logits[0, -1].log_softmax(-1)
+    refusal = torch.zeros_like(logprobs, dtype=torch.bool)
+    refusal[refusal_tokens] = True
+    return logprobs[refusal].logsumexp(-1) - logprobs[~refusal].logsumexp(-1)
+
+
 def test_grad_x_input_is_the_first_order_term(refusing):
+    """Against a plain HF model in float64: autograd's gradient × embedding per user token,
+    and a central finite difference of the score when one token's embedding is scaled."""
+    from transformers import AutoModelForCausalLM
+
     [a] = attribute(refusing, [PROMPT], "grad_x_input")
-    [ig1] = attribute(refusing, [PROMPT], AttributionConfig("integrated_gradients", steps=1))
-    assert a.scores.shape == ig1.scores.shape
-    assert not torch.allclose(a.scores, torch.zeros_like(a.scores))
+    hf = AutoModelForCausalLM.from_pretrained(refusing.path, dtype=torch.float64).eval()
+    batch = refusing.chat.tokenize([PROMPT])
+    user = batch.user_mask[0].nonzero().flatten()
+    embeds = hf.get_input_embeddings()(batch.input_ids).detach().requires_grad_(True)
+    score = hf_score_of_embeddings(hf, embeds, refusing.refusal_tokens)
+    assert float(score) == pytest.approx(a.refusal_score, abs=1e-4)
+    (grad,) = torch.autograd.grad(score, embeds)
+    expected = (grad * embeds).sum(-1)[0, user].detach()
+    assert float(expected.abs().max()) > 1e-3  # the scores are not all ~0, so this can fail
+    torch.testing.assert_close(a.scores.double(), expected, atol=1e-4, rtol=1e-3)
+    eps = 1e-4
+    with torch.no_grad():
+        for k, i in enumerate(user[:4].tolist()):
+            shifted = [embeds.clone() for _ in range(2)]
+            shifted[0][0, i] *= 1 + eps
+            shifted[1][0, i] *= 1 - eps
+            up, down = (hf_score_of_embeddings(hf, e, refusing.refusal_tokens) for e in shifted)
+            difference = float(up - down) / (2 * eps)
+            assert float(a.scores[k]) == pytest.approx(difference, abs=1e-4, rel=1e-3)
 
 
 def test_projection_per_layer(refusing):

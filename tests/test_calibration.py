@@ -70,7 +70,16 @@ def test_calibration_on_a_model_matches_recomputed_scores(tiny_llama):
         assert report.refused == expect  # the judge uses the model's own threshold
         agree = sum(e == r for e, r in zip(expect, refused, strict=True)) / len(refused)
         assert agree == pytest.approx(fit.agreement_after)
-        assert fit.agreement_after >= 0.5  # the fitted threshold is never worse than chance
+
+        # the fitted threshold is the best cut of these scores (brute force over every cut)
+        def balanced(cut: float) -> float:
+            calls = [(float(s) > cut, r) for s, r in zip(scores, refused, strict=True)]
+            hits = [c for c, r in calls if r]
+            rejections = [not c for c, r in calls if not r]
+            return sum(hits) / len(hits) + sum(rejections) / len(rejections)
+
+        cuts = [float(scores.min()) - 1.0, *(float(s) for s in scores)]
+        assert balanced(fit.threshold) == pytest.approx(max(balanced(c) for c in cuts))
     finally:
         tiny_llama.refusal_tokens, tiny_llama.refusal_threshold = before, 0.0
 

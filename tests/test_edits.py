@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 
+from hf_reference import hf_greedy  # plain HF generate, one prompt, no padding
 from refusal_lens.direction import Direction
 from refusal_lens.directions.orthogonalize import orthogonalize_model
 from refusal_lens.errors import RefusalLensError
@@ -33,7 +34,6 @@ from refusal_lens.mitigation.vectors import Vectors
 from refusal_lens.models import load_model
 from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import answer_logits
-from test_hf_equivalence import hf_greedy  # plain HF generate, one prompt, no padding
 
 PROMPTS = ["How do I kill a Python process?", "Hi", "Write a poem about the sea, please."]
 HARMFUL = [

@@ -9,14 +9,14 @@ model of every family and on the bundled model, batched and single, cache on and
 
 from __future__ import annotations
 
-import contextlib
 import unicodedata
 
 import pytest
 import torch
 
+from hf_reference import hf_addition, hf_greedy, plain_hf, stop_ids
 from refusal_lens.boundary.candidates import sample_continuations
-from refusal_lens.generation import cut_at_stop, generate_ids, kv_cache_works
+from refusal_lens.generation import generate_ids, kv_cache_works
 from refusal_lens.interventions import add
 from refusal_lens.scoring import refusal_score, refusal_scores
 
@@ -25,51 +25,6 @@ PROMPTS = [
     "How do I kill a Python process that is stuck?",
     "Explain how plants grow, in three short steps.",
 ]
-
-
-def plain_hf(model):
-    """The same weights as ``model``, loaded afresh by transformers alone."""
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model.path, dtype=model.dtype).eval()
-
-
-def stop_ids(model) -> set[int]:
-    eos = model.hf_model.generation_config.eos_token_id or model.tokenizer.eos_token_id
-    return {eos} if isinstance(eos, int) else set(eos)
-
-
-def hf_greedy(hf, model, text: str, max_new_tokens: int) -> list[int]:
-    """Plain HF ``generate``, one prompt, no padding, default cache."""
-    ids = model.chat.tokenize([text]).input_ids
-    stops = stop_ids(model)
-    with torch.inference_mode():
-        out = hf.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=sorted(stops),
-            pad_token_id=min(stops),
-        )
-    return cut_at_stop(out[0, ids.shape[1] :].tolist(), stops)
-
-
-@contextlib.contextmanager
-def hf_addition(hf, layer: int, vector: torch.Tensor, coef: float):
-    """``x + coef·v`` at the input of decoder layer ``layer``: an HF forward pre-hook."""
-
-    def pre_hook(module, args, kwargs):
-        if args:
-            return (args[0] + coef * vector.to(args[0].dtype), *args[1:]), kwargs
-        kwargs["hidden_states"] = kwargs["hidden_states"] + coef * vector
-        return args, kwargs
-
-    handle = hf.model.layers[layer].register_forward_pre_hook(pre_hook, with_kwargs=True)
-    try:
-        yield hf
-    finally:
-        handle.remove()
 
 
 def test_the_installed_libraries_fill_the_bridge_kv_cache():

@@ -151,10 +151,8 @@ OBVIOUS = [
 
 
 @pytest.mark.model
-def test_qwen_judge_labels_obvious_pairs():
-    from refusal_lens.models import load_model
-
-    judge = load_model("qwen2.5-coder-0.5b", device="cpu")
+def test_qwen_judge_labels_obvious_pairs(qwen):
+    judge = qwen  # the session's Qwen (the judge reads its logits, it never edits it)
     prompts, responses, expected = (list(x) for x in zip(*OBVIOUS, strict=True))
     logprobs = label_logprobs(judge, prompts, responses, batch_size=4)
     assert labels_of(logprobs) == expected

@@ -400,3 +400,24 @@ def test_no_module_shadows_the_standard_library():
         if (p.suffix == ".py" or (p.is_dir() and any(p.glob("*.py")))) and p.stem in stdlib
     ]
     assert shadowing == []
+
+
+def test_test_times_sums_a_junit_report_by_tier_and_file(tmp_path):
+    """scripts/test_times.py: the split of the suite's time the README and notes quote."""
+    report = tmp_path / "junit.xml"
+    cases = [("test_a", "fast", 1.5), ("test_a", "fast", 2.0), ("test_b", "model", 10.25)]
+    body = "".join(
+        f'<testcase classname="tests.{f}" name="t{i}" time="{s}"><properties>'
+        f'<property name="tier" value="{t}"/></properties></testcase>'
+        for i, (f, t, s) in enumerate(cases)
+    )
+    report.write_text(f'<testsuites><testsuite time="9.0">{body}</testsuite></testsuites>')
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "test_times.py"), str(report)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "| model | 1 | 10 |" in proc.stdout and "| fast | 2 | 4 |" in proc.stdout
+    assert "| test_a.py | 2 | 4 |" in proc.stdout and "| test_b.py | 1 | 10 |" in proc.stdout
+    assert "3 tests, 14 s summed, 9 s wall" in proc.stdout

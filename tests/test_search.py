@@ -111,9 +111,22 @@ def test_the_search_is_seeded_warm_started_and_records_its_constraints(setup):
         m = t["measured"]
         assert t["feasible"] == (m["harmful"] >= floor and m["kl"] <= config.kl_max)
         assert t["value"] == m["benign"]
-    if a.feasible():
-        best = a.best()
-        assert best["feasible"] and all(best["value"] <= t["value"] for t in a.feasible())
+
+
+def test_the_best_trial_is_the_feasible_one_with_the_least_over_refusal(setup):
+    """κ between the warm starts' KLs: at least one of Wang's ablations is feasible and one is
+    not, whatever the search samples after them."""
+    _, vectors, _, objective = setup
+    loose = SearchConfig(trials=3, seed=3, harmful_drop=1.0, kl_max=1e9)
+    kls = sorted(t["measured"]["kl"] for t in search_edits(objective, vectors, loose).trials)
+    assert kls[0] < kls[-1]
+    config = loose.replace(trials=8, kl_max=(kls[0] + kls[-1]) / 2)
+    result = search_edits(objective, vectors, config)
+    feasible = result.feasible()
+    assert feasible and len(feasible) < len(result.trials)
+    assert all(t["measured"]["kl"] <= config.kl_max for t in feasible)
+    best = result.best()
+    assert best["feasible"] and best["value"] == min(t["value"] for t in feasible)
 
 
 def test_the_refusal_only_objective_ignores_the_harmful_floor(setup):

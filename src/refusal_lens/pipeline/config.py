@@ -40,6 +40,9 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
         "alpha",
         "align_harmful",
         "align_benign",
+        "align_mode",
+        "align_epochs",
+        "align_lr",
     ),
     "evaluate": ("n_eval", "max_new_tokens", "eval_sets"),
     "direction": ("n_train", "n_val", "top_k", "lambdas", "n_false_refusal"),
@@ -94,6 +97,9 @@ class RunConfig(StageConfig):
     alpha: float = 0.5  # the organism recipe's harmful weight
     align_harmful: int = 160  # the organism's D_h size
     align_benign: int = 200  # the organism's D_b size (Alpaca)
+    align_mode: str = "lora"  # the organism's fine-tuning: lora or full
+    align_epochs: int = 1  # the organism's passes over its data
+    align_lr: float = 5e-4  # the organism's peak learning rate
     n_eval: int = 64  # held-out test prompts per set (every evaluation uses the same ones)
     max_new_tokens: int = 32  # tokens generated per answer (substring judge)
     eval_sets: tuple[str, ...] = (  # the test sets (evaluation.DEFAULT_SETS names)
@@ -173,6 +179,8 @@ class RunConfig(StageConfig):
             check_positive("search_budget (minutes)", self.search_budget)
         if self.n_heldout is not None:
             check_positive("n_heldout", self.n_heldout)
+        if self.align_mode not in ("lora", "full"):
+            raise RefusalLensError(f"align_mode must be lora or full, not {self.align_mode!r}.")
         if not self.lambdas or any(not 0 <= lam <= 1 for lam in self.lambdas):
             raise RefusalLensError(f"lambdas must be values in [0, 1], not {self.lambdas}.")
 
@@ -209,6 +217,8 @@ STAGE_FIELDS_COUNTS = (
     "n_check",
     "align_harmful",
     "align_benign",
+    "align_epochs",
+    "align_lr",
     "n_eval",
     "max_new_tokens",
     "n_train",

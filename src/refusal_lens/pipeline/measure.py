@@ -76,7 +76,13 @@ def organism(run: Run, out: Path, check: bool = True) -> None:
     record |= {"threshold": c.refusal_threshold, "before": before, "calibration": _fit(fit)}
     if before["AdvBench"]["substring"] < c.refusal_threshold:
         recipe = AlignConfig.organism(
-            c.alpha, n_harmful=c.align_harmful, n_benign=c.align_benign, seed=c.seed
+            c.alpha,
+            n_harmful=c.align_harmful,
+            n_benign=c.align_benign,
+            mode=c.align_mode,
+            epochs=c.align_epochs,
+            lr=c.align_lr,
+            seed=c.seed,
         )
         result = align(base, recipe)
         result.save(out)

@@ -1,0 +1,154 @@
+"""What the end-to-end run tests share: the CLI in a separate process (killed at a chosen point
+by ``kill_at.py``), a digest of a run folder's tables, and the checks of a finished search.
+
+A helper module for ``test_run.py`` (tiny organism, fast tier), ``test_run_bundled.py`` (the
+bundled model at the CI preset, model tier) and ``test_run_quick.py`` (the quick preset, twice,
+``slow`` tier); not a test file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from refusal_lens.pipeline.runner import FOLDERS, RUN_FILE, STAGE_FILE
+
+KILLER = Path(__file__).with_name("kill_at.py")
+STAGES = [s for s in FOLDERS if s != "search"]  # `run`'s stages; `mitigate` adds the search
+VOLATILE = ("seconds", "seconds_per_trial", "peak_rss_mb")  # the machine's, not results
+# The same measurements where a section's text states them.
+VOLATILE_TEXT = re.compile(r"\d+(?:\.\d+)? s per trial")
+
+
+def complete(folder: Path) -> list[str]:
+    """The stages whose folders are complete (their ``stage.json`` written last)."""
+    return [s for s, name in FOLDERS.items() if (folder / name / STAGE_FILE).is_file()]
+
+
+def leftovers(folder: Path) -> list[str]:
+    """The hidden temporary files and folders an interrupted write leaves."""
+    return sorted(p.name for p in folder.glob(".*.tmp"))
+
+
+def cli(
+    cache: Path, *args: str, kill: tuple[str, ...] = (), threads: int | None = None
+) -> subprocess.CompletedProcess:
+    """``refusal-lens ARGS`` in a new process with its own cache, killed at the ``kill``
+    points (``kill_at.py``); ``threads`` caps torch's threads (OMP_NUM_THREADS)."""
+    env = {**os.environ, "REFUSAL_LENS_CACHE": str(cache)}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    command = [sys.executable, str(KILLER), *kill, "--", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
+
+
+def tables(folder: Path) -> dict[str, str]:
+    """A digest of every file of the run, except the bookkeeping of time and memory: JSON,
+    JSONL and Markdown tables, tensors, figures and the exported model (JSON and JSONL
+    compared without their wall times and memory peaks)."""
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = str(path.relative_to(folder))
+        if name in (RUN_FILE, "report.html"):
+            continue
+        data = path.read_bytes()
+        if path.suffix == ".json":
+            data = json.dumps(without_volatile(json.loads(data)), sort_keys=True).encode()
+        elif path.suffix == ".jsonl":
+            rows = [without_volatile(json.loads(line)) for line in data.splitlines()]
+            data = json.dumps(rows, sort_keys=True).encode()
+        out[name] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def without_volatile(value):
+    """``value`` without the wall times and memory peaks recorded anywhere inside it."""
+    if isinstance(value, dict):
+        return {k: without_volatile(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [without_volatile(v) for v in value]
+    if isinstance(value, str):
+        return VOLATILE_TEXT.sub("(time) s per trial", value)
+    return value
+
+
+def assert_same_tables(expected: Path, got: Path) -> None:
+    """Two run folders hold the same files with the same contents, byte for byte."""
+    want, have = tables(expected), tables(got)
+    assert sorted(want) == sorted(have)
+    assert {n for n in want if want[n] != have[n]} == set()
+    assert any(n.endswith(".md") for n in want) and any(n.endswith(".json") for n in want)
+
+
+def check_bundled_results(out: Path) -> None:
+    """What a run of the bundled SmolLM2 found: the organism refuses, the mitigations were
+    judged on the same prompts as the unedited model (re-alignment included), and the
+    geometry stage kept its residuals."""
+    from refusal_lens.activations import Residuals
+
+    organism = json.loads((out / FOLDERS["organism"] / "organism.json").read_text())
+    assert organism["aligned"]  # SmolLM2-135M-Instruct refuses little on its own
+    assert organism["after"]["AdvBench"]["substring"] > organism["before"]["AdvBench"]["substring"]
+    record = json.loads((out / FOLDERS["mitigations"] / "mitigations.json").read_text())
+    names = [row["condition"] for row in record["rows"]]
+    assert names[0].startswith("base") and any("sanitized" in n for n in names)
+    assert any("RASS" in n for n in names) and any("w′" in n for n in names)
+    n = {s: v["n"] for s, v in record["rows"][0]["rates"].items()}
+    assert all({s: v["n"] for s, v in row["rates"].items()} == n for row in record["rows"])
+    assert (out / FOLDERS["mitigations"] / "export" / "config.json").is_file()
+    geometry = json.loads((out / FOLDERS["geometry"] / "geometry.json").read_text())
+    kept = Residuals.load(out / FOLDERS["geometry"] / "residuals" / "harmful")
+    assert kept.acts.shape[0] == len(geometry["texts"]["harmful"])
+
+
+def check_search(out: Path, log: str, trials: int, heldout: int) -> None:
+    """What the search stage wrote: ``trials`` trials per search (Wang's λ first), the held-out
+    table of every condition on the same ``heldout`` prompts per set, the front, and the chosen
+    edit exported: its weights loadable and equal to the hooked edit on the run's model."""
+    import torch
+
+    from refusal_lens.mitigation import Edit, apply_edit
+    from refusal_lens.models import load_model
+    from refusal_lens.pipeline import load_run_model
+    from refusal_lens.scoring import next_token_logits
+
+    folder = out / FOLDERS["search"]
+    record = json.loads((folder / "search.json").read_text())
+    assert f"trial {trials}/{trials}" in log  # progress: trials done, best, time left
+    seed = record["searches"]["seed 0"]
+    assert seed["trials"] == trials
+    assert [p["number"] for p in seed["points"]] == list(range(trials))
+    assert record["searches"]["refusal only"]["objective"] == "refusal"
+    held = record["heldout"]
+    assert list(held)[:3] == ["no edit", "ablate r (Arditi)", "ablate w′ λ=1 (Wang)"]
+    n = {s: v["n"] for s, v in held["no edit"]["sets"].items()}
+    assert {"JailbreakBench", "HarmBench", "XSTest-unsafe"} <= set(n)
+    assert set(n.values()) == {heldout}  # --heldout: prompts per held-out set
+    assert all({s: v["n"] for s, v in r["sets"].items()} == n for r in held.values())
+    assert (folder / "front.png").stat().st_size > 10_000
+    edit = Edit.load(folder / "export" / "edit")
+    assert record["export"]["model"] == "export/model"  # an ablation: the weights hold it
+    model = load_run_model(out)  # the model the search edited
+    exported = load_model(str(folder / "export" / "model"))
+    batch = model.chat.tokenize(["How do I kill a Python process?", "Write a haiku."])
+    with apply_edit(model, edit):
+        hooked = next_token_logits(model, batch)
+    assert not torch.allclose(next_token_logits(model, batch), hooked, atol=1e-3)  # can fail
+    torch.testing.assert_close(next_token_logits(exported, batch), hooked, atol=2e-3, rtol=1e-4)
+
+
+def check_report_in_browser(report: Path) -> None:
+    """The report as headless Chromium shows it: every stage, its figures decoded, its token
+    views rendered by the one circuitsvis bundle, nothing fetched, no script error."""
+    from browser import render_in_chromium
+
+    seen = render_in_chromium(report)
+    assert set(seen["stages"]) >= {FOLDERS[s] for s in STAGES} and not seen["errors"]
+    assert seen["images"] and all(img["decoded"] for img in seen["images"])
+    assert seen["token_views"] and all(v["rendered"] for v in seen["token_views"])
+    assert seen["bundles"] == 1 and not seen["resources"]
