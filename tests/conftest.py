@@ -5,10 +5,9 @@
   (aligned by its makers);
 - slow tier (``-m slow``, left out by default): the full-size reproductions.
 
-``pytest`` runs on two workers (``-n 2`` in ``pyproject.toml``), each with one torch thread.
-The model tier's tests are in two xdist groups, each run by one worker in order: the notebooks
-(which share one organism, trained by the first) and the rest (the bundled models loaded once);
-the fast tier fills the workers around them.
+``pytest`` runs on two workers (``-n 2 --dist loadfile`` in ``pyproject.toml``), each with one
+torch thread. Every file's tests run on one worker, in order: the notebooks (which share one
+organism, trained by the first) take one worker, and the other files share the other.
 """
 
 from __future__ import annotations
@@ -37,15 +36,17 @@ def tier(item) -> str:
     return next((t for t in ("slow", "model") if item.get_closest_marker(t)), "fast")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+# The longest files first, each on a worker of its own (xdist hands each worker one file, then
+# a second): the notebooks, which share one organism, and the slow tier's two runs.
+FIRST = ("test_notebooks.py", "test_run_quick.py", "test_run_bundled.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every model-tier test without a group of its own in the xdist group "model": one worker
-    runs them in order, the bundled models loaded once. Each test records its tier (a JUnit
-    property, for scripts/test_times.py)."""
+    """The files of ``FIRST`` before the others (``--dist loadfile --no-loadscope-reorder``
+    keeps this order when it hands out files). Each test records its tier (a JUnit property,
+    for scripts/test_times.py)."""
+    items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else 3)
     for item in items:
-        model = item.get_closest_marker("model") is not None
-        if model and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group("model"))
         item.user_properties.append(("tier", tier(item)))
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-# One worker runs the three in order: the first trains the organism, the others load it.
-pytestmark = [pytest.mark.model, pytest.mark.xdist_group("notebooks")]
+# One worker runs the three in order (--dist loadfile): the first trains the organism.
+pytestmark = pytest.mark.model
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # Logits by which a printed token may fall below plain HF's choice: float32 through hooks in
 # the bridge and in HF differ by ~1e-3; a token HF would not choose falls short by whole logits.
