@@ -94,6 +94,16 @@ def check_bundled_results(out: Path) -> None:
     organism = json.loads((out / FOLDERS["organism"] / "organism.json").read_text())
     assert organism["aligned"]  # SmolLM2-135M-Instruct refuses little on its own
     assert organism["after"]["AdvBench"]["substring"] > organism["before"]["AdvBench"]["substring"]
+    check_realigned_mitigations(out)
+    geometry = json.loads((out / FOLDERS["geometry"] / "geometry.json").read_text())
+    kept = Residuals.load(out / FOLDERS["geometry"] / "residuals" / "harmful")
+    assert kept.acts.shape[0] == len(geometry["texts"]["harmful"])
+
+
+def check_realigned_mitigations(out: Path) -> None:
+    """Step 9 of a run that aligned its model: the base first, w′ ablation and both
+    re-alignments (sanitized and RASS D_b), every condition judged on the same prompts, and
+    the w′ edit exported as a model."""
     record = json.loads((out / FOLDERS["mitigations"] / "mitigations.json").read_text())
     names = [row["condition"] for row in record["rows"]]
     assert names[0].startswith("base") and any("sanitized" in n for n in names)
@@ -101,9 +111,6 @@ def check_bundled_results(out: Path) -> None:
     n = {s: v["n"] for s, v in record["rows"][0]["rates"].items()}
     assert all({s: v["n"] for s, v in row["rates"].items()} == n for row in record["rows"])
     assert (out / FOLDERS["mitigations"] / "export" / "config.json").is_file()
-    geometry = json.loads((out / FOLDERS["geometry"] / "geometry.json").read_text())
-    kept = Residuals.load(out / FOLDERS["geometry"] / "residuals" / "harmful")
-    assert kept.acts.shape[0] == len(geometry["texts"]["harmful"])
 
 
 def check_search(out: Path, log: str, trials: int, heldout: int) -> None:

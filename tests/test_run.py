@@ -25,6 +25,7 @@ from refusal_lens.pipeline.runner import FOLDERS, RUN_FILE
 from run_helpers import (
     STAGES,
     assert_same_tables,
+    check_realigned_mitigations,
     check_report_in_browser,
     check_search,
     cli,
@@ -130,12 +131,6 @@ def check_tiny_results(out: Path) -> None:
     organism = json.loads((out / FOLDERS["organism"] / "organism.json").read_text())
     assert organism["aligned"] and organism["before"]["AdvBench"]["substring"] < 0.5  # threshold
     assert organism["after"]["AdvBench"]["substring"] >= 0.25  # 0.62-1.0 over seeds
-    record = json.loads((out / FOLDERS["mitigations"] / "mitigations.json").read_text())
-    names = [row["condition"] for row in record["rows"]]
-    assert names[0].startswith("base") and any("w′" in n for n in names)
-    assert any("sanitized" in n for n in names) and any("RASS" in n for n in names)
-    n = {s: v["n"] for s, v in record["rows"][0]["rates"].items()}
-    assert all({s: v["n"] for s, v in row["rates"].items()} == n for row in record["rows"])
-    assert (out / FOLDERS["mitigations"] / "export" / "config.json").is_file()
+    check_realigned_mitigations(out)
     selected = (out / FOLDERS["rass"] / "rass.jsonl").read_text().splitlines()
     assert selected and all(json.loads(line)["text"] for line in selected)
