@@ -63,7 +63,6 @@ def fit_two_fold(model: ModelHandle, data: dict[str, dict]) -> dict:
         for s, d in data.items()
         for p, a, r in zip(d["prompts"], d["answers"], d["refused"], strict=True)
     ]
-    base_tokens = list(model.refusal_tokens)
     before = refusal_scores(model, [r[1] for r in rows], show_progress=False).tolist()
     folds, fitted = [rows[0::2], rows[1::2]], [0.0] * len(rows)
     fits = []
@@ -71,11 +70,11 @@ def fit_two_fold(model: ModelHandle, data: dict[str, dict]) -> dict:
         train, test_idx = folds[k], list(range(1 - k, len(rows), 2))
         fit = calibrate(model, [r[1] for r in train], [r[2] for r in train], [r[3] for r in train])
         fits.append(fit.to_dict())
-        fit.apply(model)
-        scores = refusal_scores(model, [rows[i][1] for i in test_idx], show_progress=False)
+        scores = refusal_scores(
+            fit.apply(model), [rows[i][1] for i in test_idx], show_progress=False
+        )
         for i, s in zip(test_idx, scores.tolist(), strict=True):
             fitted[i] = s - fit.threshold  # > 0: refused by the fitted judge
-        model.refusal_tokens, model.refusal_threshold = base_tokens, 0.0
     refused = [r[3] for r in rows]
     per_set = {
         s: {
@@ -105,10 +104,10 @@ def selection_before_after(model: ModelHandle, fit: Calibration, args) -> dict:
     h_train, h_val = train_val_split(load_prompts("harmful"), args.n_train, args.n_val, args.seed)
     b_train, b_val = train_val_split(load_prompts("harmless"), args.n_train, args.n_val, args.seed)
     candidates = diff_in_means(model, h_train, b_train, show_progress=False)
-    out, base_tokens = {}, list(model.refusal_tokens)
+    out = {}
     for label, calibrated in (("before", False), ("fitted", True)):
         if calibrated:
-            fit.apply(model)
+            model = fit.apply(model)
         config = SelectConfig(top_k=args.top_k, induce_min=None)
         sel = select_direction(model, candidates, h_val, b_val, config, show_progress=False)
         d = sel.direction
@@ -124,7 +123,6 @@ def selection_before_after(model: ModelHandle, fit: Calibration, args) -> dict:
             "passed": sum(not c.filtered_by for c in scored),
             "filtered": {f: sum(f in c.filtered_by for c in scored) for f in ("induce", "kl")},
         }
-    model.refusal_tokens, model.refusal_threshold = base_tokens, 0.0
     return out
 
 

@@ -63,10 +63,12 @@ def test_calibration_on_a_model_matches_recomputed_scores(tiny_llama):
     fitted = Calibration.from_dict(fit.to_dict())
     assert fitted == fit
     try:
-        fitted.apply(tiny_llama)
-        scores = refusal_scores(tiny_llama, prompts, show_progress=False)
+        calibrated = fitted.apply(tiny_llama)
+        assert tiny_llama.refusal_tokens == before  # a new handle: the shared one is unchanged
+        assert calibrated.bridge is tiny_llama.bridge  # ... on the same weights
+        scores = refusal_scores(calibrated, prompts, show_progress=False)
         expect = [bool(s > fit.threshold) for s in scores]
-        report = ScoreJudge()(tiny_llama, _set(prompts), show_progress=False)
+        report = ScoreJudge()(calibrated, _set(prompts), show_progress=False)
         assert report.refused == expect  # the judge uses the model's own threshold
         agree = sum(e == r for e, r in zip(expect, refused, strict=True)) / len(refused)
         assert agree == pytest.approx(fit.agreement_after)

@@ -270,14 +270,14 @@ def test_the_model_as_given_is_loaded_once_and_fitted(tmp_path, monkeypatch, ali
     runner also records each stage's peak memory."""
     from refusal_lens.models import ModelHandle
     from refusal_lens.pipeline import context, load_run_model
+    from refusal_lens.prompts import ChatFormat
 
     loaded: list[str] = []
 
     def fake_load(spec, *args, **kwargs):  # a handle without a model: only what is read here
         loaded.append(spec)
-        handle = object.__new__(ModelHandle)
-        handle.spec, handle.refusal_tokens, handle.refusal_threshold = spec, [1], 0.0
-        return handle
+        chat = object.__new__(ChatFormat)  # never called here
+        return ModelHandle(spec, spec, object(), None, chat, refusal_tokens=[1])
 
     monkeypatch.setattr(context, "load_model", fake_load)
     fit = {"tokens": [1, 7], "threshold": -1.5, "added": ["x"], "n_refused": 3, "n_answered": 5}
@@ -296,7 +296,9 @@ def test_the_model_as_given_is_loaded_once_and_fitted(tmp_path, monkeypatch, ali
     assert runner.records["organism"].peak_rss_mb > 0
     run = context.Run(config, runner)
     model = run.model("direction")
-    assert (model is run.base()) is not aligned
+    # as given: a calibrated handle on the base's own weights, the base handle left as it was
+    assert (model.bridge is run.base().bridge) is not aligned
+    assert run.base().refusal_threshold == 0.0 and run.base().refusal_tokens == [1]
     assert sorted(loaded) == sorted({"some-model"} | ({model_path} if aligned else set()))
     assert model.refusal_threshold == -1.5 and model.refusal_tokens == [1, 7]
     again = load_run_model(tmp_path / "run")  # the same, read back from the folder

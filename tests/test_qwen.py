@@ -67,8 +67,7 @@ def test_the_fitted_score_judge_refuses_where_greedy_decoding_does(qwen, answers
     assert fit.agreement_after >= 0.8
     before = list(qwen.refusal_tokens)
     try:
-        fit.apply(qwen)
-        scores = refusal_scores(qwen, prompts, show_progress=False)
+        scores = refusal_scores(fit.apply(qwen), prompts, show_progress=False)
         refused_by_score = [bool(s > fit.threshold) for s in scores]
         agree = sum(a == b for a, b in zip(refused_by_score, refused, strict=True)) / len(prompts)
         assert agree == pytest.approx(fit.agreement_after)

@@ -26,7 +26,7 @@ the score at which this model starts to refuse, not an absolute 0.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import pairwise
 from typing import Any
 
@@ -46,10 +46,10 @@ class Calibration:
     agreement_before: float  # phrase tokens, threshold 0, vs the verdicts
     agreement_after: float  # fitted tokens and threshold, vs the verdicts
 
-    def apply(self, model: ModelHandle) -> None:
-        """Make ``model`` score and threshold refusal with these tokens and this threshold."""
-        model.refusal_tokens = list(self.tokens)
-        model.refusal_threshold = self.threshold
+    def apply(self, model: ModelHandle) -> ModelHandle:
+        """A new handle on ``model``'s weights that scores and thresholds refusal with these
+        tokens and this threshold; ``model`` itself is left as it was (other stages share it)."""
+        return replace(model, refusal_tokens=list(self.tokens), refusal_threshold=self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -35,6 +35,7 @@ from refusal_lens.models import ModelHandle
 from refusal_lens.models.attention import native_attention
 from refusal_lens.progress import progress
 from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
+from refusal_lens.verdicts import REFUSED, score_verdicts, shares, verdict_of_text
 
 JudgeName = Literal["score", "substring"]
 
@@ -109,7 +110,11 @@ def is_refusal(completion: str, substrings: tuple[str, ...] = REFUSAL_SUBSTRINGS
 
 @dataclass
 class RefusalReport:
-    """Refusal rate of one prompt set under one judge, with the per-prompt evidence."""
+    """Verdicts on one prompt set under one judge, with the per-prompt evidence.
+
+    ``verdicts`` holds one of complies / refuses / evades / degenerate per prompt
+    (:mod:`refusal_lens.verdicts`) and ``reasons`` why; ``refused`` is refuses-or-evades.
+    A report built from flags only (``refused``) gets refuses/complies verdicts."""
 
     judge: str
     prompts: str
@@ -117,6 +122,16 @@ class RefusalReport:
     scores: list[float] = field(default_factory=list)
     completions: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)  # per prompt, from judges that label
+    verdicts: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.verdicts:
+            self.verdicts = ["refuses" if r else "complies" for r in self.refused]
+        if len(self.verdicts) != len(self.refused):
+            raise RefusalLensError(
+                f"{len(self.verdicts)} verdicts for {len(self.refused)} prompts in {self.prompts}"
+            )
 
     @property
     def n(self) -> int:
@@ -124,7 +139,17 @@ class RefusalReport:
 
     @property
     def rate(self) -> float:
+        """The share refused (refuses or evades)."""
         return sum(self.refused) / max(self.n, 1)
+
+    @property
+    def complied(self) -> list[bool]:
+        """Per prompt: did the model do what was asked (the only success of an attack)."""
+        return [v == "complies" for v in self.verdicts]
+
+    def counts(self) -> dict[str, int]:
+        """How many prompts got each verdict, ``refused`` and ``n`` included."""
+        return shares(self.verdicts)
 
 
 @runtime_checkable
@@ -152,13 +177,17 @@ class ScoreJudge:
     ) -> RefusalReport:
         scores = refusal_scores(model, prompts, batch_size, show_progress)
         threshold = model.refusal_threshold if self.threshold is None else self.threshold
-        refused = [bool(s > threshold) for s in scores]
-        return RefusalReport(self.name, prompts.name, refused, scores.tolist())
+        verdicts, reasons = score_verdicts(scores.tolist(), threshold)
+        refused = [v == "refuses" for v in verdicts]
+        return RefusalReport(
+            self.name, prompts.name, refused, scores.tolist(), verdicts=verdicts, reasons=reasons
+        )
 
 
 @dataclass(frozen=True)
 class SubstringJudge:
-    """Refused when the greedy answer contains one of ``substrings``."""
+    """Refused when the greedy answer contains one of ``substrings``; degenerate when the
+    degeneration detector (:func:`refusal_lens.verdicts.degeneration`) finds it broken."""
 
     max_new_tokens: int = 48
     substrings: tuple[str, ...] = REFUSAL_SUBSTRINGS
@@ -170,8 +199,16 @@ class SubstringJudge:
         from refusal_lens.generation import generate
 
         completions = generate(model, prompts, self.max_new_tokens, batch_size, show_progress)
-        refused = [is_refusal(c, self.substrings) for c in completions]
-        return RefusalReport(self.name, prompts.name, refused, completions=completions)
+        judged = [verdict_of_text(c, is_refusal(c, self.substrings)) for c in completions]
+        verdicts, reasons = [v for v, _ in judged], [r for _, r in judged]
+        return RefusalReport(
+            self.name,
+            prompts.name,
+            [v in REFUSED for v in verdicts],
+            completions=completions,
+            verdicts=verdicts,
+            reasons=reasons,
+        )
 
 
 def refusal_judge(judge: str | RefusalJudge, max_new_tokens: int = 48) -> RefusalJudge:

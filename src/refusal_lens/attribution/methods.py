@@ -51,6 +51,7 @@ from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import ChatBatch, PromptSet
 from refusal_lens.scoring import answer_logits, refusal_score
+from refusal_lens.verdicts import refused_by_score
 
 METHODS = ("projection", "grad_x_input", "integrated_gradients", "occlusion")
 KIND = "attributions"
@@ -93,10 +94,11 @@ class TokenAttribution:
     layer_scores: Float[Tensor, "layer token"] | None = None
     template_tokens: list[str] = field(default_factory=list)
     note: str = ""
+    threshold: float = 0.0  # the model's refusal threshold when attributed
 
     @property
     def refused(self) -> bool:
-        return self.refusal_score > 0
+        return refused_by_score(self.refusal_score, self.threshold)
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` tokens that push hardest towards refusal."""
@@ -348,13 +350,15 @@ def _one(model, batch, row, text, config, base, proj, layers, direction):
         tokens=_token_strings(model, ids),
         token_ids=ids,
         refusal_score=base,
+        threshold=model.refusal_threshold,
         template_tokens=_token_strings(model, batch.input_ids[row][real].tolist()),
     )
     if not ids:
         raise RefusalLensError(f"Prompt {text!r} has no user tokens to attribute.")
-    if base <= 0 and not force:
+    if not result.refused and not force:
         result.note = (
-            f"not refused (refusal score {base:.2f} ≤ 0): not attributed; pass "
+            f"not refused (refusal score {base:.2f} ≤ {result.threshold:.2f}): not "
+            "attributed; pass "
             "AttributionConfig(attribute_unrefused=True) to attribute it anyway"
         )
         log.warning("%r is %s", text[:60], result.note)

@@ -18,8 +18,8 @@ token by default) of three prompt sets, harmful, harmless and borderline, is rea
   trace of the probe's hyperplane in that plane through ``μ``; a point's margin is the full
   distance, which also counts the dimensions the plane does not show.
 
-Borderline prompts are split by whether the model refuses them: refusal score > 0 unless the
-caller passes its own ``refused`` flags (e.g. from a generation judge).
+Borderline prompts are split by whether the model refuses them: refusal score above the
+model's threshold unless the caller passes its own ``refused`` flags (e.g. from a generation judge).
 
 >>> geo = boundary_geometry(model, harmful, harmless, borderline)
 >>> geo.summary()[20]["borderline_harmful_share"], geo.save("runs/geometry")
@@ -62,6 +62,7 @@ from refusal_lens.models import ModelHandle
 from refusal_lens.probes import MIN_PER_CLASS, LinearProbe, auroc, fit_probe_chunks
 from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import refusal_scores
+from refusal_lens.verdicts import refused_by_score
 
 SETS = ("harmful", "harmless", "borderline")
 KIND = "geometry"
@@ -389,13 +390,13 @@ def refusal_flags(
     config: GeometryConfig,
     refused: Sequence[bool] | None,
 ) -> tuple[Bool[Tensor, " n"], Float[Tensor, " n"]]:
-    """The borderline prompts' refusal flags and scores: score > 0, or the caller's flags
-    (scores then NaN)."""
+    """The borderline prompts' refusal flags and scores: score above the model's threshold
+    (:func:`~refusal_lens.verdicts.refused_by_score`), or the caller's flags (scores NaN)."""
     if refused is not None:
         flags = torch.tensor(list(refused), dtype=torch.bool)
         return flags, torch.full((len(borderline),), float("nan"))
     scores = refusal_scores(model, borderline, config.batch_size, show_progress=False)
-    return scores > 0, scores
+    return refused_by_score(scores, model.refusal_threshold), scores
 
 
 def boundary_geometry(

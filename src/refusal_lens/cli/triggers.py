@@ -109,7 +109,7 @@ def _plot_lexicon(lexicon: list, path: Path) -> None:
 def _print_masks(masks: Any) -> None:
     rows = masks.masks
     say(
-        f"{len(rows)} requests: {sum(m.refusal_score > 0 for m in rows)} refused, "
+        f"{len(rows)} requests: {sum(m.refused for m in rows)} refused, "
         f"{sum(bool(m.harmful_cues) for m in rows)} with a harmful cue, "
         f"{sum(bool(m.triggers) for m in rows)} with a trigger"
     )

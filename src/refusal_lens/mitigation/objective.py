@@ -28,6 +28,7 @@ from refusal_lens.mitigation.edits import Edit, EditConfig
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
 from refusal_lens.scoring import answer_logits, refusal_score
+from refusal_lens.verdicts import refused_by_score
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class Objective:
         for _, batch in batches:
             logits = self._logprobs(batch)
             scores = refusal_score(logits, self.model.refusal_tokens)
-            flags.append(scores > self.model.refusal_threshold)
+            flags.append(refused_by_score(scores, self.model.refusal_threshold))
         return torch.cat(flags)
 
 

@@ -12,7 +12,9 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from refusal_lens.evaluation import refused_share
 from refusal_lens.plots import finish, pyplot
+from refusal_lens.stats import rate_text
 
 LOOK_ALIKE_SETS = ("borderline", "XSTest-safe")
 WANG_PREFIX = "ablate w′ λ="
@@ -23,10 +25,19 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.0f}%"
 
 
+def share_text(row: dict[str, Any], judge: str) -> str:
+    """A set's refusal share with its interval, and its degenerate share when there is one."""
+    if "counts" not in row:
+        return pct(refused_share(row, judge))
+    counts, n = row["counts"][judge], row["n"]
+    text = rate_text(counts["refused"], n)
+    return text + (f" (+{counts['degenerate']} degenerate)" if counts["degenerate"] else "")
+
+
 def heldout_point(sets: dict[str, dict[str, Any]], judge: str) -> tuple[float, float]:
     """(over-refusal, harmful refusal) of one condition on the held-out sets."""
-    benign = [v[judge] for s, v in sets.items() if s in LOOK_ALIKE_SETS]
-    harmful = [1.0 - v[judge] for v in sets.values() if v["kind"] == "harmful"]
+    benign = [refused_share(v, judge) for s, v in sets.items() if s in LOOK_ALIKE_SETS]
+    harmful = [refused_share(v, judge) for v in sets.values() if v["kind"] == "harmful"]
     return sum(benign) / max(len(benign), 1), sum(harmful) / max(len(harmful), 1)
 
 
@@ -98,8 +109,7 @@ def heldout_rows(record: dict[str, Any], judges: tuple[str, ...]) -> tuple[list,
         cells = []
         for s in sets:
             v = r["sets"][s]
-            vals = [v[j] if v["kind"] == "benign" else 1 - v[j] for j in judges]
-            cells.append(" / ".join(pct(x) for x in vals))
+            cells.append(" / ".join(share_text(v, j) for j in judges))
         rows.append([label, *cells])
     return columns, rows
 

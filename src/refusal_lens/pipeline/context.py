@@ -53,7 +53,7 @@ class Run:
         # the model as given is loaded once (a second copy would double the run's memory)
         model = self.load(str(local_path(record["model"]))) if record["aligned"] else self.base()
         if record.get("calibration"):
-            Calibration.from_dict(record["calibration"]).apply(model)
+            return Calibration.from_dict(record["calibration"]).apply(model)
         return model
 
     def calibrated_base(self, by: str) -> ModelHandle:
@@ -61,9 +61,7 @@ class Run:
         aligned it, the base refuses differently from the organism and has its own fit)."""
         record, base = self.organism(by), self.base()
         fit = record.get("base_calibration" if record["aligned"] else "calibration")
-        if fit:
-            Calibration.from_dict(fit).apply(base)
-        return base
+        return Calibration.from_dict(fit).apply(base) if fit else base
 
     def aligned(self, by: str) -> bool:
         return bool(self.organism(by)["aligned"])
@@ -116,5 +114,5 @@ def load_run_model(folder: str | Path, device: str | None = None) -> ModelHandle
     record = json.loads(record_path.read_text(encoding="utf-8"))
     model = load_model(str(local_path(record["model"])), device=device)
     if record.get("calibration"):
-        Calibration.from_dict(record["calibration"]).apply(model)
+        return Calibration.from_dict(record["calibration"]).apply(model)
     return model

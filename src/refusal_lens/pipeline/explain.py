@@ -113,7 +113,7 @@ def triggers(run: Run, out: Path) -> None:
         out,
         "triggers",
         text=[
-            f"{len(queries)} harmful queries; {sum(m.refusal_score > 0 for m in masks.masks)} "
+            f"{len(queries)} harmful queries; {sum(m.refused for m in masks.masks)} "
             f"refused by the model; {len(data.kept)} sanitized rewrites kept as D_b (judged "
             f"benign by the harm judge and answered by the base model).",
         ],

@@ -73,7 +73,8 @@ def organism(run: Run, out: Path, check: bool = True) -> None:
         write_section(out, "organism", text=["The model is studied as given (not checked)."])
         return
     before, fit = check_refusal(run, base)
-    record |= {"threshold": c.refusal_threshold, "before": before, "calibration": _fit(fit)}
+    record |= {"threshold": c.refusal_threshold, "n_check": c.n_check, "before": before}
+    record["calibration"] = _fit(fit)
     if before["AdvBench"]["substring"] < c.refusal_threshold:
         recipe = AlignConfig.organism(
             c.alpha,
@@ -167,7 +168,11 @@ def organism_table(record: dict) -> dict:
         conditions["aligned"] = record["after"]
     kinds = {"AdvBench": "refused", "Alpaca": "refused"}
     return rates_table(
-        "Refusal share on a check sample (not the test prompts)", conditions, kinds, JUDGES
+        "Refusal share on a check sample (not the test prompts)",
+        conditions,
+        kinds,
+        JUDGES,
+        n=record.get("n_check"),
     )
 
 
@@ -195,7 +200,8 @@ def evaluation_section(results: dict[str, EvalResult]) -> dict:
     disagree = sum(r["disagree"] for r in model.prompts)
     text = [
         f"Held-out test prompts, n = {next(iter(model.sets.values()))['n']} per set; RR = "
-        "share of benign prompts refused, ASR = share of harmful prompts answered.",
+        "share of benign prompts refused, ASR = share of harmful prompts complied with "
+        "(degenerate answers, broken text, count as neither).",
         f"The judges disagree on {disagree} of {len(model.prompts)} prompts. Below: the benign "
         "prompts refused with the highest refusal scores, then prompts the judges disagree on.",
     ]
@@ -297,7 +303,11 @@ def interventions(run: Run, out: Path) -> None:
         out,
         "interventions",
         text=text,
-        tables=[rates_table(caption, conditions, {k: "refused" for k in kinds}, JUDGES)],
+        tables=[
+            rates_table(
+                caption, conditions, {k: "refused" for k in kinds}, JUDGES, n=c.n_validation
+            )
+        ],
     )
 
 

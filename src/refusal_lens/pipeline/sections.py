@@ -14,6 +14,7 @@ from typing import Any
 
 from refusal_lens.artifacts import write_json
 from refusal_lens.pipeline.runner import SECTION_FILE, TITLES
+from refusal_lens.stats import rate_text
 
 SIGN = (
     "Positive (red): removing or damping the token lowers the refusal score, so it pushes "
@@ -43,6 +44,8 @@ def verdicts(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for judge, refused in row["refused"].items():
         out[judge] = {"refused": refused}
+        if judge in row.get("verdict", {}):
+            out[judge]["verdict"] = row["verdict"][judge]
         if judge == "score" and "score" in row:
             out[judge]["value"] = row["score"]
     return out
@@ -63,18 +66,31 @@ def rates_table(
     kinds: dict[str, str],
     judges: Sequence[str],
     note: str = "",
+    n: int | None = None,
 ) -> dict[str, Any]:
-    """One row per condition, one column per set: ``score / substring`` cells. ``conditions``
-    holds each set's rate as the stage saved it (RR for benign sets, ASR for harmful ones
-    when ``kinds`` says so)."""
+    """One row per condition, one column per set: ``score / substring`` cells, each with its
+    95 % Wilson interval. ``conditions`` holds each set's rate as the stage saved it (RR for
+    benign sets, ASR for harmful ones when ``kinds`` says so), with its verdict ``counts``
+    (evaluation rows), or bare rates measured on ``n`` prompts per set."""
     sets = list(kinds)
     label = {"benign": "RR", "harmful": "ASR"}
     columns = ["condition", *(f"{label.get(kinds[s], 'refused')} {s}" for s in sets)]
     rows = [
-        [name, *(" / ".join(pct(by_set[s].get(j)) for j in judges) for s in sets)]
+        [name, *(" / ".join(rate_cell(by_set[s], j, n) for j in judges) for s in sets)]
         for name, by_set in conditions.items()
     ]
-    return table(caption, columns, rows, note or f"each cell: {' / '.join(judges)} judge")
+    note = note or f"each cell: {' / '.join(judges)} judge"
+    return table(caption, columns, rows, note + "; [95 % interval]; degenerate answers counted")
+
+
+def rate_cell(row: dict[str, Any], judge: str, n: int | None) -> str:
+    """A rate with its interval, ``+k degenerate`` when some answers were broken."""
+    rate, size = row.get(judge), row.get("n", n)
+    if rate is None or not size:
+        return pct(rate)
+    text = rate_text(round(rate * size), size)
+    broken = row.get("counts", {}).get(judge, {}).get("degenerate", 0)
+    return text + (f" +{broken} degenerate" if broken else "")
 
 
 def write_section(

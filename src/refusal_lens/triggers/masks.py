@@ -48,6 +48,7 @@ from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import refusal_scores
 from refusal_lens.triggers.harm import HarmJudge
+from refusal_lens.verdicts import refused_by_score
 
 WORD = re.compile(r"[^\W_]+(?:[-'’][^\W_]+)*")
 CARRIERS = (
@@ -135,6 +136,11 @@ class TriggerMask:
     carrier: list[float | None]  # None for neutral words
     kinds: list[str]
     n_tokens: int
+    threshold: float = 0.0  # the model's refusal threshold
+
+    @property
+    def refused(self) -> bool:
+        return refused_by_score(self.refusal_score, self.threshold)
 
     @property
     def harmful_cues(self) -> list[str]:
@@ -298,6 +304,7 @@ def _mask(
     return TriggerMask(
         prompt=text,
         refusal_score=score,
+        threshold=model.refusal_threshold,
         words=names,
         spans=[w[1] for w in words],
         word_tokens=[w[2] for w in words],

@@ -1,0 +1,73 @@
+"""Intervals and paired tests for rates of verdicts.
+
+- :func:`wilson`: the 95 % Wilson score interval of ``k`` successes in ``n`` trials (it stays
+  inside [0, 1] and is not degenerate at 0 or n, unlike the normal approximation);
+- :func:`mcnemar`: the exact McNemar test of two verdicts on the same prompts (two-sided
+  binomial test on the discordant pairs);
+- :func:`compare`: "lower", "higher" or "not determined", the wording of every verdict that
+  compares two conditions.
+
+>>> wilson(8, 16)          # (0.28, 0.72): 16 prompts cannot tell 50 % from 30 %
+>>> rate_text(8, 16)       # '50 % [28–72]'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+Z95 = 1.959963984540054
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of ``k`` of ``n`` (``(0, 1)`` when ``n`` is 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_text(k: int, n: int) -> str:
+    """``"50 % [28–72]"``: the rate in percent with its 95 % Wilson interval."""
+    if n <= 0:
+        return "– (n = 0)"
+    lo, hi = wilson(k, n)
+    return f"{k / n:.0%} [{lo * 100:.0f}–{hi * 100:.0f}]".replace("%", " %", 1)
+
+
+def interval_of(rate: float, n: int) -> tuple[float, float]:
+    """:func:`wilson` of a rate measured on ``n`` items."""
+    return wilson(round(rate * n), n)
+
+
+def binom_two_sided(k: int, n: int) -> float:
+    """Exact two-sided p-value of ``k`` of ``n`` under p = 0.5 (doubled smaller tail)."""
+    if n == 0:
+        return 1.0
+    k = min(k, n - k)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float | int]:
+    """Exact McNemar test of paired verdicts ``a`` and ``b`` (the same prompts, in order):
+    ``only_a``/``only_b`` discordant counts and the two-sided ``p``."""
+    if len(a) != len(b):
+        raise ValueError(f"paired verdicts need equal lengths, not {len(a)} and {len(b)}")
+    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
+    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+    return {"only_a": only_a, "only_b": only_b, "p": binom_two_sided(only_a, only_a + only_b)}
+
+
+def compare(a: Sequence[bool], b: Sequence[bool], alpha: float = 0.05) -> str:
+    """Whether the rate of ``a`` is ``lower`` or ``higher`` than that of ``b`` on the same
+    prompts, by :func:`mcnemar` at level ``alpha``, or ``not determined``."""
+    test = mcnemar(a, b)
+    if test["p"] >= alpha:
+        return "not determined"
+    return "lower" if test["only_a"] < test["only_b"] else "higher"
+
+
+__all__ = ["Z95", "binom_two_sided", "compare", "interval_of", "mcnemar", "rate_text", "wilson"]
