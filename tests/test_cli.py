@@ -46,6 +46,7 @@ def test_commands_are_registered_in_data_flow_order():
         "collect",
         "score",
         "evaluate",
+        "judge",
         "align",
         "direction",
         "steer",

@@ -147,12 +147,23 @@ def test_the_evaluation_is_the_top_table_without_mitigations(run_dir):
         "combined": {"score": 0.375, "substring": 0.5},
         "config": {},
     }
+    counts = {  # verdict counts as EvalResult saves them: 2 broken answers on AdvBench
+        "borderline": {"score": (8, 24, 0), "substring": (16, 16, 0)},
+        "AdvBench": {"score": (14, 2, 0), "substring": (14, 0, 2)},
+    }
+    for name, by in counts.items():
+        evaluation["sets"][name]["counts"] = {
+            j: {"refused": r, "complies": c, "degenerate": d, "n": r + c + d}
+            for j, (r, c, d) in by.items()
+        }
     (run_dir / "02-evaluate" / "model").mkdir()
     (run_dir / "02-evaluate" / "model" / "evaluation.json").write_text(json.dumps(evaluation))
     page = render_report(run_dir)
     top = page[page.index('<table class="summary">') : page.index('<section id="run">')]
     assert 'RR borderline <span class="meta">(n=32)</span>' in top
-    assert '<td class="num">25% / 50%</td><td class="num">12% / 0%</td>' in top
+    # each rate with its 95 % Wilson interval (RR 8 of 32, 16 of 32; ASR 2 of 16, 0 of 16)
+    cells = '<td class="num">25 % [13–42] / 50 % [34–66]</td><td class="num">12 % [3–36] / '
+    assert cells + '0 % [0–19]</td><td class="num">0 % [0–7] / 4 % [1–14]</td>' in top
     assert "<td>model</td>" in top and "Best mitigation" not in top
     assert "02-evaluate/model/evaluation.json" in top
     (run_dir / "02-evaluate" / "model" / "evaluation.json").unlink()

@@ -1,4 +1,5 @@
-"""Progress bars (rich), silent when disabled or when not attached to a terminal."""
+"""Progress bars (rich), on stderr (stdout stays clean for data a command prints), silent when
+disabled or when stderr is not attached to a terminal."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ def progress(items: list[T], description: str, enabled: bool = True) -> Iterator
     if not enabled or len(items) <= 1:
         yield from items
         return
+    from rich.console import Console
     from rich.progress import track
 
-    yield from track(items, description=description, transient=True)
+    console = Console(stderr=True)
+    yield from track(items, description=description, transient=True, console=console)

@@ -16,6 +16,7 @@ from refusal_lens.cli.common import app
 
 COMMAND_MODULES = (
     "primitives",  # info, collect, score, evaluate
+    "judge",  # judge (given answers)
     "alignment",  # align
     "directions",  # direction, steer, orthogonalize
     "attribution",  # attribute

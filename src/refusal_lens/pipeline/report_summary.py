@@ -3,8 +3,10 @@
 Read from ``09-mitigations/mitigations.json`` (one row per condition: the base model, the
 aligned organism and each mitigation, under every judge), or, when the mitigations stage did
 not run, from ``02-evaluate/evaluation.json`` as a single row. RR is the share of benign
-prompts refused, ASR the share of harmful prompts answered (the files already hold ASR for
-harmful sets), and the combined score is mean RR + mean ASR: lower is better for all three.
+prompts refused, ASR the share of harmful prompts complied with (the files already hold ASR
+for harmful sets), and the combined score is mean RR + mean ASR: lower is better for all
+three. Every cell carries its 95 % Wilson interval, and a column gives the share of degenerate
+answers (broken text: neither a refusal nor a success) over all sets.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from refusal_lens.errors import RefusalLensError
+from refusal_lens.pipeline.sections import rate_cell
+from refusal_lens.stats import rate_text
 
 MITIGATIONS_FILE = "09-mitigations/mitigations.json"
 EVALUATION_FILE = "02-evaluate/model/evaluation.json"
@@ -47,13 +51,28 @@ def _columns(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _row(row: dict[str, Any], judges: list[str], columns: list[dict[str, Any]], best: str | None):
     rates = row.get("rates") or {}
     combined = row.get("combined") or {}
+    cells = [[_cell(rates.get(c["name"]) or {}, j, c.get("n")) for j in judges] for c in columns]
     return {
         "condition": row["condition"],
         "note": row.get("note"),
-        "cells": [[(rates.get(c["name"]) or {}).get(j) for j in judges] for c in columns],
+        "cells": cells,
+        "degenerate": [_degenerate(rates, j) for j in judges],
         "combined": [combined.get(j) for j in judges],
         "best": row["condition"] == best,
     }
+
+
+def _cell(rates: dict[str, Any], judge: str, n: int | None) -> str:
+    """``"38 % [25–52]"`` (the degenerate answers are counted in their own column)."""
+    return rate_cell({k: v for k, v in rates.items() if k != "counts"}, judge, n)
+
+
+def _degenerate(rates: dict[str, dict[str, Any]], judge: str) -> str:
+    """Degenerate answers over every set (older files without verdict counts: ``–``)."""
+    counts = [r["counts"][judge] for r in rates.values() if judge in r.get("counts", {})]
+    if not counts:
+        return "–"
+    return rate_text(sum(c["degenerate"] for c in counts), sum(c["n"] for c in counts))
 
 
 def _set_sizes(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -90,7 +109,7 @@ def from_evaluation(evaluation: dict[str, Any]) -> dict[str, Any]:
         "rows": [
             {
                 "condition": EVALUATION_ROW,
-                "rates": {n: {j: s.get(j) for j in judges} for n, s in sets.items()},
+                "rates": sets,
                 "combined": evaluation["combined"],
             }
         ],
