@@ -111,6 +111,13 @@ def check_realigned_mitigations(out: Path) -> None:
     n = {s: v["n"] for s, v in record["rows"][0]["rates"].items()}
     assert all({s: v["n"] for s, v in row["rates"].items()} == n for row in record["rows"])
     assert (out / FOLDERS["mitigations"] / "export" / "config.json").is_file()
+    # every edit against no edit, and the re-alignments against each other, tested in pairs
+    pairs = {(t["a"], t["b"]) for t in record["tests"]}
+    assert len(pairs) == len(names) - 1  # w′, 2 re-alignments vs no edit; sanitized vs RASS
+    for t in record["tests"]:
+        for rate in ("RR", "ASR"):
+            assert t[rate]["verdict"] in ("lower", "higher", "not determined")
+            assert t[rate]["only_a"] - t[rate]["only_b"] == t[rate]["a"] - t[rate]["b"]
 
 
 def check_search(out: Path, log: str, trials: int, heldout: int) -> None:

@@ -272,6 +272,17 @@ def check_judge_agreement(out: Path, stdout: str) -> None:
     assert "| judge |" in (out / "judge_agreement.md").read_text()
 
 
+def check_answer_length(out: Path, stdout: str) -> None:
+    data = json.loads((out / "answer_length.json").read_text())
+    assert data["lengths"] == [2, 4]
+    (record,) = data["models"].values()
+    for row in record["sets"].values():
+        for counts in row["counts"].values():
+            assert counts["n"] == 2 == counts["complies"] + counts["refused"] + counts["degenerate"]
+        assert all(c["short"] != c["long"] for c in row["changed"]) and len(row["changed"]) <= 2
+    assert "| set | 2 tokens | 4 tokens | changed |" in (out / "answer_length.md").read_text()
+
+
 def check_judge_fit(out: Path, stdout: str) -> None:
     results = json.loads((out / "judge_fit.json").read_text())["results"]
     assert len(results) == 2
@@ -299,6 +310,7 @@ CHECKS = {
     "benchmarks/search_trial.py": check_search_trial_benchmark,
     "benchmarks/selection.py": check_selection_benchmark,
     "experiments/align_sweep.py": check_align_sweep,
+    "experiments/answer_length.py": check_answer_length,
     "experiments/alignment_seeds.py": check_alignment_seeds,
     "experiments/attribution_eval.py": check_attribution_eval,
     "experiments/baseline_refusal.py": check_baseline_refusal,

@@ -153,3 +153,56 @@ def test_exact_mcnemar_against_the_binomial_sum():
     assert compare(a[:4] + [False] * 16, b) == "not determined"  # 4 vs 0: p = 0.125
     with pytest.raises(ValueError, match="equal lengths"):
         mcnemar([True], [True, False])
+
+
+def _result(model: str, refused: list[bool], verdicts: list[str], kind: str):
+    from refusal_lens.evaluation import EvalResult
+
+    rows = [
+        {
+            "set": "s",
+            "kind": kind,
+            "text": f"p{i}",
+            "refused": {"substring": r},
+            "verdict": {"substring": v},
+        }
+        for i, (r, v) in enumerate(zip(refused, verdicts, strict=True))
+    ]
+    return EvalResult(model, {}, {}, prompts=rows)
+
+
+def test_results_are_compared_prompt_by_prompt():
+    from refusal_lens.errors import RefusalLensError
+    from refusal_lens.evaluation import compare_results
+
+    # harmful prompts: a complies on 9 that b refuses; 2 of a's answers are broken, not successes
+    a = _result(
+        "a",
+        [False] * 11 + [True] * 9,
+        ["complies"] * 9 + ["degenerate"] * 2 + ["refuses"] * 9,
+        "harmful",
+    )
+    b = _result("b", [True] * 20, ["refuses"] * 20, "harmful")
+    test = compare_results(a, b, "substring")["ASR"]
+    assert (test["a"], test["b"], test["only_a"], test["only_b"]) == (9, 0, 9, 0)
+    assert test["verdict"] == "higher" and test["p"] == pytest.approx(2 / 2**9)
+    assert "RR" not in compare_results(a, b, "substring")  # no benign prompts
+    c = _result("c", [True] * 20, ["refuses"] * 20, "harmful")
+    c.prompts[0]["text"] = "another prompt"
+    with pytest.raises(RefusalLensError, match="same harmful prompts"):
+        compare_results(a, c, "substring")
+
+
+def test_cohen_kappa_against_its_textbook_example():
+    """Cohen (1960)-style 2×2 example: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no: p_o = 0.7,
+    p_e = 0.5 · 0.6 + 0.5 · 0.4 = 0.5, κ = 0.4."""
+    from refusal_lens.stats import bootstrap_kappa, cohen_kappa
+
+    a = ["y"] * 25 + ["n"] * 25
+    b = ["y"] * 20 + ["n"] * 5 + ["y"] * 10 + ["n"] * 15
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    assert cohen_kappa(a, a) == pytest.approx(1.0)
+    assert cohen_kappa(["y"] * 4, ["y"] * 4) is None
+    lo, hi = bootstrap_kappa(a, b, resamples=400, seed=1)
+    assert lo < 0.4 < hi and hi - lo < 0.7
+    assert bootstrap_kappa(a, b, resamples=400, seed=1) == (lo, hi)  # seeded

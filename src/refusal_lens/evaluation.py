@@ -34,7 +34,7 @@ from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet, check_disjoint, load_prompts, normalize_text
 from refusal_lens.scoring import RefusalReport, refusal_rates
-from refusal_lens.stats import rate_text, wilson
+from refusal_lens.stats import compare, mcnemar, rate_text, wilson
 
 EVAL_FILE = "evaluation.json"
 EVAL_TABLE_FILE = "evaluation.md"
@@ -226,6 +226,40 @@ def results_table(results: dict[str, EvalResult], judge: str) -> str:
         name = portable_path(label)  # a model in the cache as $REFUSAL_LENS_CACHE/...
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {res.combined[judge]:.2f} |")
     return "\n".join(lines)
+
+
+def paired_flags(result: EvalResult, kind: str, judge: str) -> list[bool]:
+    """Per prompt of every ``kind`` set, in order: refused (benign sets: what RR counts) or
+    complied (harmful sets: what ASR counts) by ``judge``."""
+    rows = [r for r in result.prompts if r["kind"] == kind]
+    if kind == "benign":
+        return [bool(r["refused"][judge]) for r in rows]
+    return [_complied(r, judge) for r in rows]
+
+
+def _complied(row: dict[str, Any], judge: str) -> bool:
+    verdict = row.get("verdict", {}).get(judge)  # rows saved before verdicts: not refused
+    return not row["refused"][judge] if verdict is None else verdict == "complies"
+
+
+def compare_results(a: EvalResult, b: EvalResult, judge: str) -> dict[str, dict[str, Any]]:
+    """RR and ASR of ``a`` against ``b`` on the same prompts: the exact McNemar test of their
+    per-prompt verdicts, pooled over the sets of each kind, and ``lower`` / ``higher`` / ``not
+    determined`` at the 5 % level."""
+    out = {}
+    for kind, rate in (("benign", "RR"), ("harmful", "ASR")):
+        fa, fb = paired_flags(a, kind, judge), paired_flags(b, kind, judge)
+        texts = ([r["text"] for r in x.prompts if r["kind"] == kind] for x in (a, b))
+        if len(fa) != len(fb) or next(texts) != next(texts):
+            raise RefusalLensError(
+                f"{a.model} and {b.model} were not judged on the same {kind} prompts; compare "
+                "results of evaluate_on with the same eval_prompt_sets."
+            )
+        if not fa:
+            continue
+        test = mcnemar(fa, fb)
+        out[rate] = {**test, "n": len(fa), "a": sum(fa), "b": sum(fb), "verdict": compare(fa, fb)}
+    return out
 
 
 def refused_share(row: dict[str, Any], judge: str) -> float:

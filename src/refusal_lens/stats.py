@@ -70,4 +70,44 @@ def compare(a: Sequence[bool], b: Sequence[bool], alpha: float = 0.05) -> str:
     return "lower" if test["only_a"] < test["only_b"] else "higher"
 
 
-__all__ = ["Z95", "binom_two_sided", "compare", "interval_of", "mcnemar", "rate_text", "wilson"]
+def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
+    """Cohen's κ of two labelings of the same items: agreement beyond what their label
+    frequencies give by chance; None when chance agreement is 1 (one label only)."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"kappa needs two equal, non-empty labelings, not {len(a)} and {len(b)}")
+    n = len(a)
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    labels = set(a) | set(b)
+    chance = sum((list(a).count(c) / n) * (list(b).count(c) / n) for c in labels)
+    return None if chance == 1.0 else (observed - chance) / (1.0 - chance)
+
+
+def bootstrap_kappa(
+    a: Sequence[str], b: Sequence[str], resamples: int = 1000, seed: int = 0
+) -> tuple[float, float] | None:
+    """A seeded 95 % percentile bootstrap interval of :func:`cohen_kappa` (items resampled)."""
+    import random
+
+    rng, n, values = random.Random(seed), len(a), []
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        k = cohen_kappa([a[i] for i in idx], [b[i] for i in idx])
+        if k is not None:
+            values.append(k)
+    if len(values) < resamples // 2:
+        return None
+    values.sort()
+    return values[int(0.025 * len(values))], values[min(len(values) - 1, int(0.975 * len(values)))]
+
+
+__all__ = [
+    "Z95",
+    "binom_two_sided",
+    "bootstrap_kappa",
+    "cohen_kappa",
+    "compare",
+    "interval_of",
+    "mcnemar",
+    "rate_text",
+    "wilson",
+]

@@ -19,13 +19,13 @@ from refusal_lens.artifacts import write_json
 from refusal_lens.boundary.rass import SELECTED_NAME
 from refusal_lens.directions.orthogonalize import orthogonalize_weights
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.evaluation import EvalResult, evaluate_on
+from refusal_lens.evaluation import EvalResult, compare_results, evaluate_on
 from refusal_lens.interventions import ablate
 from refusal_lens.pipeline.context import Run
 from refusal_lens.pipeline.explain import kept_path
 from refusal_lens.pipeline.measure import INTERVENTIONS_FILE, JUDGES, w_prime
 from refusal_lens.pipeline.runner import FOLDERS
-from refusal_lens.pipeline.sections import rates_table, write_section
+from refusal_lens.pipeline.sections import rates_table, table, write_section
 from refusal_lens.prompts import load_prompts
 
 MITIGATIONS_FILE = "mitigations.json"
@@ -102,7 +102,24 @@ def mitigation_record(results: dict[str, tuple[EvalResult, str]], export: str) -
         "best": best,
         "best_by": f"lowest combined score ({judge} judge)",
         "export": export,
+        "tests": paired_tests(results, judge),
     }
+
+
+def paired_tests(results: dict[str, tuple[EvalResult, str]], judge: str) -> list[dict[str, Any]]:
+    """Every edit against no edit, and the two re-alignments against each other: RR and ASR
+    by the exact McNemar test on the same prompts (``evaluation.compare_results``)."""
+    names = list(results)
+    reference = next(n for n in names if not n.startswith("base"))
+    pairs = [(n, reference) for n in names if n not in (reference,) and not n.startswith("base")]
+    realigned = [n for n in names if n.startswith("re-align")]
+    if len(realigned) == 2:
+        pairs.append((realigned[0], realigned[1]))
+    return [
+        {"a": a, "b": b, "judge": judge, **compare_results(results[a][0], results[b][0], judge)}
+        for a, b in pairs
+        if results[a][0].prompts and results[b][0].prompts
+    ]
 
 
 def mitigation_section(record: dict[str, Any]) -> dict[str, Any]:
@@ -113,5 +130,26 @@ def mitigation_section(record: dict[str, Any]) -> dict[str, Any]:
             f"Best: {record['best']} ({record['best_by']}). Weight-orthogonalized w′ "
             f"ablation: {record['export']}.",
         ],
-        "tables": [rates_table("RR and ASR on the test prompts", conditions, kinds, JUDGES)],
+        "tables": [
+            rates_table("RR and ASR on the test prompts", conditions, kinds, JUDGES),
+            tests_table(record.get("tests", [])),
+        ],
     }
+
+
+def tests_table(tests: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row per paired comparison: is RR (ASR) of a lower than that of b?"""
+    rows = [[t["a"], t["b"], *(_test_cell(t.get(rate)) for rate in ("RR", "ASR"))] for t in tests]
+    judge = tests[0]["judge"] if tests else "substring"
+    return table(
+        f"Paired tests on the same test prompts ({judge} judge): a against b",
+        ["a", "b", "RR of a", "ASR of a"],
+        rows,
+        "exact McNemar test, 5 % level; 'not determined' when the prompts cannot tell",
+    )
+
+
+def _test_cell(test: dict[str, Any] | None) -> str:
+    if test is None:
+        return "–"
+    return f"{test['verdict']} ({test['a']} vs {test['b']} of {test['n']}; p = {test['p']:.2g})"
