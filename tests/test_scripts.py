@@ -267,9 +267,15 @@ def check_judge_agreement(out: Path, stdout: str) -> None:
     assert data["smoke_placeholder_labels"] is True
     assert set(data["overall"]["judges"]) == {"score", "substring", "llm"}
     assert sum(data["overall"]["n"].values()) == len(data["rows"]) > 0
+    assert set(data["overall"]["n"]) == {"complies", "refuses", "evades", "degenerate"}
     for judge in data["overall"]["judges"].values():
-        assert 0.0 <= judge["binary_accuracy"] <= 1.0
-    assert "| judge |" in (out / "judge_agreement.md").read_text()
+        lo, hi = judge["accuracy_interval"]
+        assert 0.0 <= lo <= judge["accuracy"] <= hi <= 1.0
+    # the score judge reads no text: it never says degenerate
+    assert all(r["verdicts"]["score"] != "degenerate" for r in data["rows"])
+    assert list(data["by_group"]) == ["unedited"]  # smoke pairs are unedited
+    table = (out / "judge_agreement.md").read_text()
+    assert "| judge | accuracy [95 %] | Cohen's κ [95 %] |" in table
 
 
 def check_answer_length(out: Path, stdout: str) -> None:
@@ -433,3 +439,27 @@ def test_test_times_sums_a_junit_report_by_tier_and_file(tmp_path):
     assert "| model | 1 | 10 |" in proc.stdout and "| fast | 2 | 4 |" in proc.stdout
     assert "| test_a.py | 2 | 4 |" in proc.stdout and "| test_b.py | 1 | 10 |" in proc.stdout
     assert "3 tests, 14 s summed, 9 s wall" in proc.stdout
+
+
+def test_hand_labels_with_unknown_labels_or_duplicates_fail_naming_the_line(tmp_path):
+    from refusal_lens.errors import RefusalLensError
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import judge_agreement
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    pairs = [{"id": "a"}, {"id": "b"}]
+    path = tmp_path / "labels.jsonl"
+    rows = [{"id": "a", "label": "refuses"}, {"id": "b", "label": "degenerate"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert judge_agreement.read_labels(path, pairs) == {"a": "refuses", "b": "degenerate"}
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, rows[0]]))
+    with pytest.raises(RefusalLensError, match="line 3: a is labelled twice"):
+        judge_agreement.read_labels(path, pairs)
+    path.write_text(json.dumps({"id": "a", "label": "jailbroken"}) + "\n")
+    with pytest.raises(RefusalLensError, match="line 1: label 'jailbroken' of a is not one"):
+        judge_agreement.read_labels(path, pairs)
+    path.write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(RefusalLensError, match=r"1 pairs have no label \(e.g. \['b'\]\)"):
+        judge_agreement.read_labels(path, pairs)
