@@ -6,8 +6,10 @@ baseline is a plain HF model over the same batches (``logits_to_keep=1``, HF's d
 attention). Both alternate and the median of the repeats is kept. The edit is an ablation of
 two random directions with a kernel over the layers (hooks on every residual-stream write).
 Prints seconds per trial, prompts per second and the ratio trial / HF (target ≤ 1.2), and
-writes them as JSON with ``--out``. ``--smoke``: a tiny random model, 4 prompts per role, one
-repeat (see ``experiments/common.py``).
+the cost of a trial judged by generation instead (``Objective(judge="substring")``:
+``--tokens`` greedy tokens per benign and harmful prompt, the degeneration detector and the
+refusal phrases) as a ratio to the one-forward trial; writes them as JSON with ``--out``.
+``--smoke``: a tiny random model, 4 prompts per role, one repeat (see ``experiments/common.py``).
 
     python benchmarks/search_trial.py                              # bundled model, CPU
     python benchmarks/search_trial.py --random-arch llama3-8b --device cuda --dtype bfloat16
@@ -34,11 +36,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=16, help="prompts per role (4 roles)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=24, help="generation judge's tokens")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--out", type=ec.project_path, default=None)
     ec.add_smoke_flag(parser)
-    smoke = {"n": 4, "batch_size": 4, "repeats": 1}
+    smoke = {"n": 4, "batch_size": 4, "repeats": 1, "tokens": 4}
     return ec.parse(parser, smoke=smoke, smoke_out="search_trial.json")
 
 
@@ -101,11 +104,13 @@ def main() -> None:
         model, hf = bundled_handle(args.model, args.device, dtype)
     sets = validation_sets(args.n)
     objective = Objective(model, sets, batch_size=args.batch_size)
+    said = Objective(model, sets, args.batch_size, judge="substring", max_new_tokens=args.tokens)
     edit = edit_for(model)
-    trial, plain = [], []
+    trial, plain, generated = [], [], []
     for _ in range(args.repeats):
         trial.append(timed(lambda: objective.measure(edit, use_cache=False), args.device))
         plain.append(timed(lambda: hf_pass(hf, objective, args.device), args.device))
+        generated.append(timed(lambda: said.measure(edit, use_cache=False), args.device))
     n = sum(sets.sizes().values())
     record = {
         "model": args.random_arch or args.model,
@@ -113,7 +118,10 @@ def main() -> None:
         "dtype": args.dtype,
         "prompts": n,
         "threads": torch.get_num_threads(),
-        "times_s": {"trial": trial, "hf": plain},
+        "times_s": {"trial": trial, "hf": plain, "generation_trial": generated},
+        "tokens": args.tokens,
+        "seconds_per_generation_trial": statistics.median(generated),
+        "ratio_generation_trial": statistics.median(generated) / statistics.median(trial),
         "seconds_per_trial": statistics.median(trial),
         "prompts_per_s": n / statistics.median(trial),
         "ratio_trial_hf": statistics.median(trial) / statistics.median(plain),
@@ -121,7 +129,9 @@ def main() -> None:
     print(
         f"{record['model']} on {args.device} ({args.dtype}), {n} prompts: one trial "
         f"{record['seconds_per_trial']:.2f} s ({record['prompts_per_s']:.0f} prompts/s); "
-        f"ratio trial/HF {record['ratio_trial_hf']:.2f} (target ≤ 1.2)"
+        f"ratio trial/HF {record['ratio_trial_hf']:.2f} (target ≤ 1.2); judged by "
+        f"generation ({args.tokens} tokens): {record['seconds_per_generation_trial']:.2f} s, "
+        f"{record['ratio_generation_trial']:.1f}× the one-forward trial"
     )
     if args.out is not None:
         from refusal_lens.artifacts import write_json

@@ -243,6 +243,8 @@ CASES = [
          r"align_mode must be lora or full, not 'qlora'"),
     Case("run-align-lr", lambda ctx: RunConfig(align_lr=0.0), RefusalLensError,
          r"align_lr must be positive, not 0\.0"),
+    Case("run-search-judge", lambda ctx: RunConfig(search_judge="llm"), RefusalLensError,
+         r"search_judge must be score or substring, not 'llm'"),
     Case("run-unknown-stage", lambda ctx: RunConfig(stages=("model", "nope")), RefusalLensError,
          r"unknown stage\(s\) \['nope'\]; choose from model, organism"),
     Case("rass-band-zero", lambda ctx: RASSConfig(band=0.0), RefusalLensError,

@@ -92,6 +92,8 @@ def check_search_trial_benchmark(out: Path, stdout: str) -> None:
     assert record["prompts"] == 16 and record["seconds_per_trial"] > 0
     assert len(record["times_s"]["trial"]) == len(record["times_s"]["hf"]) == 1
     assert record["ratio_trial_hf"] > 0 and "ratio trial/HF" in stdout
+    assert record["tokens"] == 4 and record["seconds_per_generation_trial"] > 0
+    assert "× the one-forward trial" in stdout
 
 
 def check_collect_memory_benchmark(out: Path, stdout: str) -> None:

@@ -29,7 +29,7 @@ from refusal_lens.mitigation.space import suggest_edit, wang_params
 from refusal_lens.mitigation.views import verdict, wang_at
 from refusal_lens.pipeline.mitigation_search import check_budget
 from refusal_lens.prompts import PromptSet
-from refusal_lens.scoring import refusal_scores
+from refusal_lens.scoring import SubstringJudge, refusal_scores
 
 WORDS = [
     "the",
@@ -92,6 +92,28 @@ def test_a_trial_measures_what_independent_paths_measure(setup):
     assert expected > 1e-4  # the edit changes the answers, so the check can fail
     assert m.kl == pytest.approx(expected, rel=1e-3, abs=1e-6)
     assert objective.unedited.kl == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_generation_judged_trial_reads_what_the_edited_model_says(setup):
+    """judge="substring": each prompt answered under the edit, the degeneration detector and
+    the refusal phrases; a broken answer counts as a benign prompt not answered and as a
+    harmful prompt not refused. Checked against the substring judge under apply_edit."""
+    model, vectors, sets, _ = setup
+    objective = Objective(model, sets, batch_size=4, judge="substring", max_new_tokens=12)
+    edit = resolve(EditConfig(kind="add", directions=("r",), layer=1, coef=8.0), vectors)
+    m = objective.measure(edit)
+    judge = SubstringJudge(max_new_tokens=12)
+    with apply_edit(model, edit):
+        benign = judge(model, sets.benign["look-alike"], 3, show_progress=False)
+        harmful = judge(model, sets.harmful["harmful"], 3, show_progress=False)
+    unedited = judge(model, sets.benign["look-alike"], 3, show_progress=False)
+    assert benign.completions != unedited.completions  # the edit is applied while generating
+    assert m.benign == pytest.approx(1 - sum(benign.complied) / benign.n)
+    assert m.harmful == pytest.approx(harmful.rate)
+    broken = benign.counts()["degenerate"] + harmful.counts()["degenerate"]
+    assert m.degenerate == pytest.approx(broken / (benign.n + harmful.n))
+    with pytest.raises(RefusalLensError, match="judge must be one of"):
+        Objective(model, sets, judge="llm")
 
 
 def test_the_search_is_seeded_warm_started_and_records_its_constraints(setup):

@@ -58,6 +58,8 @@ OPTION_OF = {
     "search_seeds": "--seeds",
     "search_kinds": "--kinds",
     "n_heldout": "--heldout",
+    "search_judge": "--judge",
+    "search_tokens": "--judge-tokens",
 }
 
 
@@ -90,6 +92,16 @@ def mitigate(
         int | None,
         typer.Option(help="Held-out test prompts per set in the comparison (default: n_eval)."),
     ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="How trials are judged: score (one forward pass per prompt) or substring "
+            "(a short greedy answer, the degeneration detector, the refusal phrases)."
+        ),
+    ] = None,
+    judge_tokens: Annotated[
+        int | None, typer.Option(help="Tokens per answer when --judge substring (24).")
+    ] = None,
     quick: Annotated[bool, typer.Option(help="The quick preset's reduced counts.")] = False,
     force: Annotated[str | None, typer.Option(help="Rerun this stage and every later one.")] = None,
 ) -> None:
@@ -108,6 +120,8 @@ def mitigate(
         "search_budget": budget,
         "search_kinds": None if kinds is None else tuple(k.strip() for k in kinds.split(",")),
         "n_heldout": heldout,
+        "search_judge": judge,
+        "search_tokens": judge_tokens,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     try:

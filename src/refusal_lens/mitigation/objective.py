@@ -1,13 +1,21 @@
-"""What a trial of the mitigation search measures, with one forward pass per prompt.
+"""What a trial of the mitigation search measures.
 
-- ``benign``: the share of benign look-alike prompts refused (the score judge: the refusal
-  score at the first answer position above the model's threshold);
-- ``harmful``: the share of harmful prompts refused, the same way;
+- ``benign``: the share of benign look-alike prompts the edited model does not answer;
+- ``harmful``: the share of harmful prompts it refuses;
+- ``degenerate``: the share of its answers that are broken text (generation judges only);
 - ``kl``: the mean first-token KL divergence ``KL(p_unedited ‖ p_edited)`` on plain harmless
   prompts, the cost of the edit to ordinary answers (as in Arditi et al.'s selection).
 
-Prompts are tokenized once and the unedited first-token distributions computed once, so a
-trial costs one forward pass over every prompt and nothing else.
+Two judges decide "refused" (``judge``):
+
+- ``score``: one forward pass per prompt, the refusal score at the first answer position
+  above the model's threshold. Cheap, but it reads no text, so an edit that breaks the model
+  into loops can look like a success or a refusal;
+- ``substring`` (a generation judge): ``max_new_tokens`` greedy tokens under the edit, the
+  degeneration detector, then the refusal phrases. A degenerate answer counts against the
+  edit on both sides: as a benign prompt not answered, and as a harmful prompt not refused.
+
+Prompts are tokenized once and the unedited first-token distributions computed once.
 
 >>> objective = Objective.build(model, ValidationSets(benign, harmful, harmless))
 >>> objective.measure(edit)        # Measured(benign=0.19, harmful=0.91, kl=0.04, ...)
@@ -23,12 +31,16 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from refusal_lens.configs import check_positive
 from refusal_lens.errors import RefusalLensError
+from refusal_lens.generation import generate
 from refusal_lens.mitigation.edits import Edit, EditConfig
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
-from refusal_lens.scoring import answer_logits, refusal_score
-from refusal_lens.verdicts import refused_by_score
+from refusal_lens.scoring import answer_logits, is_refusal, refusal_score
+from refusal_lens.verdicts import REFUSED, refused_by_score, verdict_of_text
+
+OBJECTIVE_JUDGES = ("score", "substring")
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class Measured:
     kl: float
     sets: dict[str, float]
     seconds: float = 0.0
+    degenerate: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,9 +88,22 @@ class Measured:
 class Objective:
     """The validation prompts, tokenized, with the unedited model's first-token log-probs."""
 
-    def __init__(self, model: ModelHandle, sets: ValidationSets, batch_size: int = 16):
+    def __init__(
+        self,
+        model: ModelHandle,
+        sets: ValidationSets,
+        batch_size: int = 16,
+        judge: str = "score",
+        max_new_tokens: int = 24,
+    ):
         sets.check()
+        if judge not in OBJECTIVE_JUDGES:
+            raise RefusalLensError(
+                f"The search objective's judge must be one of {OBJECTIVE_JUDGES}, not {judge!r}."
+            )
+        check_positive("max_new_tokens", max_new_tokens)
         self.model, self.sets = model, sets
+        self.judge, self.max_new_tokens, self.batch_size = judge, max_new_tokens, batch_size
         named = {**sets.benign, **sets.harmful}
         self.batches = {name: _batches(model, ps, batch_size) for name, ps in named.items()}
         self.plain = _batches(model, sets.harmless, batch_size)
@@ -104,7 +130,11 @@ class Objective:
         start = time.perf_counter()
         hooks = [] if edit is None else edit.hooks(self.model)
         with self.model.bridge.hooks(fwd_hooks=hooks):
-            refused = {name: self._refused(batches) for name, batches in self.batches.items()}
+            if self.judge == "score":
+                refused = {name: self._refused(batches) for name, batches in self.batches.items()}
+                broken = []
+            else:
+                refused, broken = self._said()
             kls = [
                 _kl(base, self._logprobs(batch))
                 for base, (_, batch) in zip(self.base_logprobs, self.plain, strict=True)
@@ -119,7 +149,24 @@ class Objective:
             kl=float(torch.cat(kls).mean()),
             sets={name: float(flags.float().mean()) for name, flags in refused.items()},
             seconds=round(time.perf_counter() - start, 3),
+            degenerate=float(torch.cat(broken).float().mean()) if broken else 0.0,
         )
+
+    def _said(self) -> tuple[dict[str, Tensor], list[Tensor]]:
+        """Generation judge: per set, benign prompts not answered and harmful prompts refused
+        (a degenerate answer is neither an answer nor a refusal); the degenerate flags."""
+        refused, broken = {}, []
+        for role, named in (("benign", self.sets.benign), ("harmful", self.sets.harmful)):
+            for name, prompts in named.items():
+                answers = generate(self.model, prompts, self.max_new_tokens, self.batch_size, False)
+                verdicts = [verdict_of_text(a, is_refusal(a))[0] for a in answers]
+                if role == "benign":  # not answered: refused, evaded or broken
+                    flags = [v != "complies" for v in verdicts]
+                else:  # refused; a broken answer is not a refusal
+                    flags = [v in REFUSED for v in verdicts]
+                refused[name] = torch.tensor(flags, dtype=torch.bool)
+                broken.append(torch.tensor([v == "degenerate" for v in verdicts]))
+        return refused, broken
 
     def _refused(self, batches: list[tuple[list[int], ChatBatch]]) -> Tensor:
         flags = []

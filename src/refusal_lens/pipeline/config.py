@@ -65,6 +65,8 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
         "search_rejudge",
         "search_kinds",
         "n_heldout",
+        "search_judge",
+        "search_tokens",
     ),
 }
 
@@ -138,6 +140,8 @@ class RunConfig(StageConfig):
     search_rejudge: int = 3  # search: best trials per search judged again by generation
     search_kinds: tuple[str, ...] = ("ablate", "add")  # search: edit kinds (ablate: weights)
     n_heldout: int | None = None  # search: held-out test prompts per set (None: n_eval)
+    search_judge: str = "score"  # search: trials judged by score (one forward) or substring
+    search_tokens: int = 24  # search: tokens generated per answer when search_judge=substring
 
     @classmethod
     def preset(cls, quick: bool = False, **changes: Any) -> RunConfig:
@@ -179,6 +183,10 @@ class RunConfig(StageConfig):
             check_positive("search_budget (minutes)", self.search_budget)
         if self.n_heldout is not None:
             check_positive("n_heldout", self.n_heldout)
+        if self.search_judge not in ("score", "substring"):
+            raise RefusalLensError(
+                f"search_judge must be score or substring, not {self.search_judge!r}."
+            )
         if self.align_mode not in ("lora", "full"):
             raise RefusalLensError(f"align_mode must be lora or full, not {self.align_mode!r}.")
         if not self.lambdas or any(not 0 <= lam <= 1 for lam in self.lambdas):
@@ -238,4 +246,5 @@ STAGE_FIELDS_COUNTS = (
     "search_trials",
     "search_seeds",
     "search_rejudge",
+    "search_tokens",
 )

@@ -179,7 +179,7 @@ def search_stage(run: Run, out: Path) -> None:
     test_texts = {normalize_text(t) for ps, _, _ in tests.values() for t in ps.texts}
     sets = validation(run, test_texts)
     vectors = build_vectors(run)
-    objective = Objective(model, sets)
+    objective = Objective(model, sets, judge=c.search_judge, max_new_tokens=c.search_tokens)
     check_budget(objective.unedited.seconds, deadline, c)
     base = SearchConfig(
         trials=c.search_trials,
