@@ -44,6 +44,7 @@ from common import hardware, parse, parser, project_path, write_text
 from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import EvalConfig, evaluate
 from refusal_lens.pipeline import RunConfig, load_run_model, run_pipeline
+from refusal_lens.stats import fisher_exact, mcnemar
 
 DEFAULT_RUNS = [Path("runs/quick/smollm2-135m"), Path("runs/quick/qwen2.5-coder-0.5b")]
 BENIGN_LOOKALIKES = ("borderline", "XSTest-safe")
@@ -63,8 +64,21 @@ def share(rates: dict[str, dict[str, float]], sets: tuple[str, ...]) -> float:
 # --- each finding, from one run folder ---------------------------------------------------------
 
 
+def paired(record: dict, a: str, b: str, sets: tuple[str, ...]) -> dict | None:
+    """The exact McNemar test of conditions ``a`` and ``b`` on the same prompts of ``sets``
+    (pooled), by the substring judge; None for runs that kept no per-prompt verdicts."""
+    flags = record.get("refused")
+    if not flags or a not in flags or b not in flags:
+        return None
+    fa = [f for s in sets if s in flags[a] for f in flags[a][s][JUDGE]]
+    fb = [f for s in sets if s in flags[b] for f in flags[b][s][JUDGE]]
+    return mcnemar(fa, fb) if fa else None
+
+
 def arditi(folder: Path) -> dict[str, Any]:
-    inter = read(folder, "04-interventions/interventions.json")["refusal"]
+    record = read(folder, "04-interventions/interventions.json")
+    inter = record["refusal"]
+    add = next(k for k in inter if k.startswith("add r"))
     selection = read(folder, "03-direction/selection.json")
     scored = [c for c in selection["candidates"] if c["kl"] is not None]
     kl_max = selection["config"]["kl_max"]
@@ -72,7 +86,9 @@ def arditi(folder: Path) -> dict[str, Any]:
         "harmful_no_edit": share(inter["no edit"], HARMFUL),
         "harmful_ablate_r": share(inter["ablate r"], HARMFUL),
         "alpaca_no_edit": inter["no edit"]["Alpaca"][JUDGE],
-        "alpaca_add_r": next(v for k, v in inter.items() if k.startswith("add r"))["Alpaca"][JUDGE],
+        "alpaca_add_r": inter[add]["Alpaca"][JUDGE],
+        "test_ablate_r": paired(record, "ablate r", "no edit", HARMFUL),
+        "test_add_r": paired(record, add, "no edit", ("Alpaca",)),
         "kl_max": kl_max,
         "n_scored": len(scored),
         "n_pass_kl": sum(c["kl"] < kl_max for c in scored),
@@ -83,7 +99,8 @@ def arditi(folder: Path) -> dict[str, Any]:
 
 
 def wang(folder: Path, harmful_drop: float) -> dict[str, Any]:
-    inter = read(folder, "04-interventions/interventions.json")["refusal"]
+    record = read(folder, "04-interventions/interventions.json")
+    inter = record["refusal"]
     rows = {
         cond: {"benign": share(r, BENIGN_LOOKALIKES), "harmful": share(r, HARMFUL)}
         for cond, r in inter.items()
@@ -92,7 +109,8 @@ def wang(folder: Path, harmful_drop: float) -> dict[str, Any]:
     base = rows["no edit"]
     kept = {c: r for c, r in rows.items() if r["harmful"] >= base["harmful"] - harmful_drop}
     best = min(kept, key=lambda c: kept[c]["benign"])
-    return {"rows": rows, "best": best, "harmful_drop": harmful_drop}
+    test = paired(record, best, "no edit", BENIGN_LOOKALIKES)
+    return {"rows": rows, "best": best, "harmful_drop": harmful_drop, "test": test}
 
 
 def attribution(path: Path) -> dict[str, Any] | None:
@@ -147,6 +165,7 @@ def rass(folder: Path, n: int, max_new_tokens: int, seed: int) -> dict[str, Any]
         "selected": summary.get("selected"),
         "removed_as_harmful": sum(g.get("judged harmful", 0) for g in summary["groups"].values()),
         "refused": {s: {j: r[j] for j in config.judges} for s, r in result.sets.items()},
+        "counts": {s: r["counts"][JUDGE] for s, r in result.sets.items()},
         "n": {s: r["n"] for s, r in result.sets.items()},
         "threshold": model.refusal_threshold,
     }
@@ -190,8 +209,21 @@ def pct(x: float) -> str:
     return f"{100 * x:.0f} %"
 
 
-def verdict(holds: bool | None) -> str:
-    return "–" if holds is None else ("**holds**" if holds else "**does not hold**")
+def verdict(holds: bool | None, p: float | None = None) -> str:
+    """The finding's verdict: it holds when its rule is met and, where a test applies, the
+    test rejects no change at the 5 % level; "not determined" when the rule is met but the
+    prompts cannot tell it from no change."""
+    if holds is None:
+        return "–"
+    if not holds:
+        return "**does not hold**" + ("" if p is None else f" (p = {p:.2g})")
+    if p is None:
+        return "**holds**"
+    return f"**holds** (p = {p:.2g})" if p < 0.05 else f"**not determined** (p = {p:.2g})"
+
+
+def p_of(test: dict | None) -> float | None:
+    return None if test is None else test["p"]
 
 
 def cells(o: dict[str, Any]) -> dict[str, str]:
@@ -203,17 +235,21 @@ def cells(o: dict[str, Any]) -> dict[str, str]:
         "ablating r frees harmful prompts": f"harmful refused {pct(a['harmful_no_edit'])} → "
         f"{pct(a['harmful_ablate_r'])}: "
         + verdict(
-            a["harmful_ablate_r"] <= a["harmful_no_edit"] / 2 if a["harmful_no_edit"] else None
+            a["harmful_ablate_r"] <= a["harmful_no_edit"] / 2 if a["harmful_no_edit"] else None,
+            p_of(a.get("test_ablate_r")),
         ),
         "adding r induces refusal": f"Alpaca refused {pct(a['alpaca_no_edit'])} → "
-        f"{pct(a['alpaca_add_r'])}: " + verdict(a["alpaca_add_r"] > 0.5),
+        f"{pct(a['alpaca_add_r'])}: " + verdict(a["alpaca_add_r"] > 0.5, p_of(a.get("test_add_r"))),
         "some candidate passes KL < 0.1": f"{a['n_pass_kl']} of {a['n_scored']} (lowest KL "
         f"{a['min_kl']:.3f}; chosen: layer {a['direction']['layer']}, KL "
         f"{a['direction']['scores']['kl']:.3f}): " + verdict(a["n_pass_kl"] > 0),
         "ablating w′ lowers over-refusal, harmful refusal kept": f"best {w['best']}: benign "
         f"look-alikes {pct(base['benign'])} → {pct(best['benign'])}, harmful "
         f"{pct(base['harmful'])} → {pct(best['harmful'])}: "
-        + verdict(base["benign"] - best["benign"] >= 0.10),
+        + verdict(
+            base["benign"] - best["benign"] >= 0.10,
+            p_of(w.get("test")) if w["best"] != "no edit" else None,
+        ),
         "occlusion is faithful (deletion beats random)": "not measured"
         if t is None
         else f"AUC {t['auc']:+.2f} vs random {t['random_auc']:+.2f} (difference "
@@ -241,9 +277,18 @@ def cells(o: dict[str, Any]) -> dict[str, str]:
     out["RASS prompts refused more than XSTest-safe"] = (
         f"{r['selected']} selected ({r['removed_as_harmful']} removed as harmful); refused "
         f"{pct(sel)} (n {r['n']['RASS']}) vs XSTest-safe {pct(xs)} (n {r['n']['XSTest-safe']}): "
-        + verdict(sel > xs)
+        + verdict(sel > xs, rass_p(r))
     )
     return out
+
+
+def rass_p(r: dict[str, Any]) -> float | None:
+    """Fisher's exact test of RASS's refused share against XSTest-safe's (unpaired)."""
+    counts = r.get("counts")
+    if not counts:
+        return None
+    a, b = counts["RASS"], counts["XSTest-safe"]
+    return fisher_exact(a["refused"], a["n"], b["refused"], b["n"])
 
 
 NOTES = (
@@ -253,7 +298,10 @@ NOTES = (
     "faithfulness when occlusion's deletion AUC beats random by more than 2 SE; focus words "
     "when the pooled AUROC is ≥ 0.7; geometry when some layer's margin tells refused from "
     "answered borderline prompts with AUROC ≥ 0.7; RASS when its prompts are refused more "
-    "often than XSTest-safe. Refusal shares use the substring judge; interventions are on the "
+    "often than XSTest-safe. A rule that is met holds only when its test rejects no change "
+    "at the 5 % level (exact McNemar on the same prompts for the edits, Fisher's exact test "
+    "for RASS against XSTest-safe); otherwise it is not determined. Refusal shares use the "
+    "substring judge; interventions are on the "
     "run's validation prompts (n_validation per set), RASS and XSTest-safe on n generated "
     "answers here."
 )

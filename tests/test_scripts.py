@@ -305,6 +305,10 @@ def check_organisms(out: Path, stdout: str) -> None:
     (o,) = results["organisms"]
     assert 0.0 <= o["arditi"]["harmful_ablate_r"] <= 1.0 and o["arditi"]["n_scored"] > 0
     assert "no edit" in o["wang"]["rows"] and o["rass"]["n"]["XSTest-safe"] == 4
+    # verdicts carry tests: McNemar on the run's per-prompt verdicts, counts for Fisher's test
+    test = o["arditi"]["test_ablate_r"]
+    assert 0.0 <= test["p"] <= 1.0 and test["only_a"] + test["only_b"] <= 12
+    assert o["rass"]["counts"]["XSTest-safe"]["n"] == 4
     assert [s["name"] for s in o["stages"]][:2] == ["00-model", "01-organism"]
     table = (out / "organisms.md").read_text()
     assert "| ablating r frees harmful prompts |" in table and "| whole run |" in table

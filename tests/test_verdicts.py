@@ -206,3 +206,13 @@ def test_cohen_kappa_against_its_textbook_example():
     lo, hi = bootstrap_kappa(a, b, resamples=400, seed=1)
     assert lo < 0.4 < hi and hi - lo < 0.7
     assert bootstrap_kappa(a, b, resamples=400, seed=1) == (lo, hi)  # seeded
+
+
+def test_fisher_exact_against_known_tables():
+    from refusal_lens.stats import fisher_exact
+
+    # Fisher's tea-tasting table: 3 of 4 against 1 of 4, two-sided p = 34/70
+    assert fisher_exact(3, 4, 1, 4) == pytest.approx(34 / 70)
+    assert fisher_exact(4, 4, 0, 4) == pytest.approx(2 / 70)
+    assert fisher_exact(5, 10, 5, 10) == pytest.approx(1.0)
+    assert fisher_exact(10, 10, 0, 10) < 1e-4

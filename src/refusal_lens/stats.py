@@ -70,6 +70,19 @@ def compare(a: Sequence[bool], b: Sequence[bool], alpha: float = 0.05) -> str:
     return "lower" if test["only_a"] < test["only_b"] else "higher"
 
 
+def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided Fisher exact p-value that ``k1``/``n1`` and ``k2``/``n2`` share one rate
+    (unpaired samples: tables whose probability is at most the observed one's are summed)."""
+    total, ks = n1 + n2, k1 + k2
+
+    def prob(a: int) -> float:
+        return math.comb(n1, a) * math.comb(n2, ks - a) / math.comb(total, ks)
+
+    observed = prob(k1)
+    low, high = max(0, ks - n2), min(ks, n1)
+    return min(1.0, sum(p for a in range(low, high + 1) if (p := prob(a)) <= observed * (1 + 1e-9)))
+
+
 def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
     """Cohen's κ of two labelings of the same items: agreement beyond what their label
     frequencies give by chance; None when chance agreement is 1 (one label only)."""
@@ -106,6 +119,7 @@ __all__ = [
     "bootstrap_kappa",
     "cohen_kappa",
     "compare",
+    "fisher_exact",
     "interval_of",
     "mcnemar",
     "rate_text",

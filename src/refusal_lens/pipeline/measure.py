@@ -282,16 +282,18 @@ def interventions(run: Run, out: Path) -> None:
     for lam in c.lambdas:
         edits[f"ablate w′ (λ={lam:g})"] = ablate(model, w_prime(folder, lam))
     prompts = {name: ps for name, (ps, _) in sets.items()}
-    conditions = {}
+    conditions, flags = {}, {}
     for name, edit in edits.items():
         with edit:
             reports = refusal_rates(model, prompts, JUDGES, c.max_new_tokens)
         conditions[name] = {s: {j: rep.rate for j, rep in by.items()} for s, by in reports.items()}
+        flags[name] = {s: {j: rep.refused for j, rep in by.items()} for s, by in reports.items()}
     kinds = {name: kind for name, (_, kind) in sets.items()}
     lam, why = choose_lambda(conditions, kinds, c.lambdas, c.harmful_drop)
     plain = sets["Alpaca"][0] if "Alpaca" in sets else run.unseen("alpaca", "interventions")
     kl = ablation_kl(model, plain[: c.n_validation], r)
     record = {"sets": kinds, "refusal": conditions, "lambda": lam, "why": why, "kl_ablate_r": kl}
+    record["refused"] = flags  # per prompt, for paired tests between conditions
     write_json(out / INTERVENTIONS_FILE, record)
     text = [
         f"Refusal share (%) on validation prompts (n = {c.n_validation} per set, none of them "
