@@ -74,6 +74,7 @@ SOURCES = {
     "borderline": "borderline",
 }
 JUDGES = ("score", "substring", "llm")
+SCORES_FILE = "judge_scores.jsonl"  # beside the pairs: edited pairs' scores under the edit
 # The hand labels (experiments/data/judge_labels.md) and the three outcomes agreement is
 # measured on: refuses and evades are both "refused" (the model did not do what was asked).
 HAND_LABELS = (*LABELS, "degenerate")
@@ -231,9 +232,24 @@ def group_of(condition: str) -> str:
     return GROUPS.get(condition, "search" if condition.startswith("search") else "unedited")
 
 
+def with_edited_scores(pairs: list[dict], path: Path) -> list[dict]:
+    """The pairs, each edited one with its refusal score under its edit (``judge_scores.jsonl``
+    by ``judge_conditions.py --scores``): the studied model without the edit would score
+    another model."""
+    scores = {r["id"]: r["score"] for r in read_jsonl(path)} if path.is_file() else {}
+    edited = [p for p in pairs if p.get("condition", "unedited") != "unedited"]
+    missing = [p["id"] for p in edited if p["id"] not in scores]
+    if missing:
+        raise RefusalLensError(
+            f"{len(missing)} edited pairs have no score under their edit (e.g. {missing[:2]}); "
+            "run python experiments/judge_conditions.py --scores first."
+        )
+    return [p | ({"score": scores[p["id"]]} if p["id"] in scores else {}) for p in pairs]
+
+
 def studied_scores(args: argparse.Namespace, pairs: list[dict], model) -> list[float]:
-    """The score judge's refusal score per pair: stored with the pair when it was measured
-    under an edit (judge_conditions.py), else the unedited studied model's."""
+    """The score judge's refusal score per pair: measured under the pair's edit for edited
+    pairs (:func:`with_edited_scores`), else the unedited studied model's."""
     scores = [p.get("score") for p in pairs]
     for spec in dict.fromkeys(p["spec"] for p, s in zip(pairs, scores, strict=True) if s is None):
         idx = [i for i, p in enumerate(pairs) if p["spec"] == spec and scores[i] is None]
@@ -389,7 +405,7 @@ def main() -> None:
         else:
             print(f"Wrote {len(pairs)} pairs to {args.pairs}; label them by hand next.")
             return
-    pairs = read_jsonl(args.pairs)
+    pairs = with_edited_scores(read_jsonl(args.pairs), args.pairs.parent / SCORES_FILE)
     human = read_labels(args.labels, pairs)
     rows = [
         r

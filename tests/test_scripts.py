@@ -291,6 +291,16 @@ def check_answer_length(out: Path, stdout: str) -> None:
     assert "| set | 2 tokens | 4 tokens | changed |" in (out / "answer_length.md").read_text()
 
 
+def check_judge_conditions(out: Path, stdout: str) -> None:
+    pairs = [json.loads(x) for x in (out / "judge_pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) == 40 and len({p["id"] for p in pairs}) == 40
+    conditions = {"ablation", "w′ λ=1", "w′ λ=0.8", "w′ λ=0.6", "addition"}
+    assert {p["condition"] for p in pairs} == conditions
+    keys = {"id", "model", "spec", "source", "condition", "prompt", "response"}
+    assert all(set(p) == keys for p in pairs)
+    assert "Appended 40 pairs" in stdout
+
+
 def check_judge_fit(out: Path, stdout: str) -> None:
     results = json.loads((out / "judge_fit.json").read_text())["results"]
     assert len(results) == 2
@@ -329,6 +339,7 @@ CHECKS = {
     "experiments/boundary_geometry.py": check_boundary_geometry,
     "experiments/directions.py": check_directions,
     "experiments/judge_agreement.py": check_judge_agreement,
+    "experiments/judge_conditions.py": check_judge_conditions,
     "experiments/judge_fit.py": check_judge_fit,
     "experiments/mitigation_search.py": check_mitigation_search,
     "experiments/organisms.py": check_organisms,
