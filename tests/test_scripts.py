@@ -301,6 +301,15 @@ def check_judge_conditions(out: Path, stdout: str) -> None:
     assert "Appended 40 pairs" in stdout
 
 
+def check_harm_judge_eval(out: Path, stdout: str) -> None:
+    record = read_json(out / "harm_judge.json")
+    entry = record["models"]["tiny (smoke)"]
+    assert {"quick", "full", "quick, mixed"} <= set(entry["fits"])
+    assert all(0.0 <= r["auroc"] <= 1.0 for r in entry["fits"].values())
+    assert all(record["cue_check"]["named"])  # every named request flagged by the cue check
+    assert "| tiny (smoke) | quick |" in (out / "harm_judge.md").read_text()
+
+
 def check_judge_fit(out: Path, stdout: str) -> None:
     results = json.loads((out / "judge_fit.json").read_text())["results"]
     assert len(results) == 2
@@ -338,6 +347,7 @@ CHECKS = {
     "experiments/baseline_refusal.py": check_baseline_refusal,
     "experiments/boundary_geometry.py": check_boundary_geometry,
     "experiments/directions.py": check_directions,
+    "experiments/harm_judge_eval.py": check_harm_judge_eval,
     "experiments/judge_agreement.py": check_judge_agreement,
     "experiments/judge_conditions.py": check_judge_conditions,
     "experiments/judge_fit.py": check_judge_fit,

@@ -16,7 +16,13 @@ steps, each documented where it lives:
    :class:`HarmScorer` then drops those whose ``p_harmful`` reaches its ``threshold``: by
    default a :class:`refusal_lens.triggers.harm.HarmJudge` (a probe on the judge model, with
    its own ``config.threshold``; :func:`harm_scorer`) reading the English text, i.e. the
-   candidate translated back to English when it is not.
+   candidate translated back to English when it is not. The candidates left are re-checked by
+   a second judge, ``harm_check`` (by default
+   :data:`refusal_lens.triggers.harm.cue_check`, harm cue words for phishing, malware,
+   intrusion and credential theft; the probe alone, fitted as the run fits it, calls such
+   requests benign: ``figures/harm_judge.md``); one it flags is dropped with reason
+   ``harm check (...)``, listed in :attr:`RASSResult.dropped_by_harm_check` (saved in
+   ``rass_summary.json`` and ``rass.json``) and counted in a warning.
 3. **Output** (:meth:`RASSResult.save`): ``rass.jsonl``, one row per selected prompt, loadable
    as a ``PromptSet`` (label ``borderline``), with its margin, the refusal score of its seeds
    (before) and of itself (after), ``p_harmful`` and its provenance (method, coefficient,
@@ -76,6 +82,7 @@ from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import refusal_scores
 from refusal_lens.triggers.harm import HarmFn, HarmScorer, as_harm_scorer
+from refusal_lens.triggers.harm_check import HarmCheck, cue_check, describe_check, run_check
 from refusal_lens.triggers.masks import LexiconEntry
 
 log = logging.getLogger(__name__)
@@ -84,6 +91,7 @@ SELECTED_NAME = "rass.jsonl"  # the selected prompts, loadable by PromptSet.load
 CANDIDATES_NAME = "rass_candidates.jsonl"  # every candidate, with the reason it was dropped
 SUMMARY_NAME = "rass_summary.json"  # counts per language, method and coefficient
 META_NAME = "rass.json"  # kind, format, config, model, direction, harm scorer, warnings
+HARM_CHECK_REASON = "harm check"  # the reason prefix of a candidate the re-check dropped
 Translator = Callable[[list[str], str], list[str]]  # texts, target language -> translations
 
 
@@ -185,10 +193,28 @@ class RASSResult:
     warnings: list[str] = field(default_factory=list)
     # per direction ("en->fr"): texts translated, empty (source kept) and unchanged ones
     translations: dict[str, dict[str, int]] = field(default_factory=dict)
+    harm_check: dict[str, Any] = field(default_factory=dict)  # describe_check(harm_check)
 
     @property
     def selected(self) -> list[Candidate]:
         return [c for c in self.candidates if c.reason == ""]
+
+    @property
+    def dropped_by_harm_check(self) -> list[dict[str, Any]]:
+        """The candidates inside the band that the harm scorer passed and the re-check
+        dropped: text (and its English), language, margin, p(harmful) and the reason."""
+        return [
+            {
+                "text": c.text,
+                "english": c.scores.get("english", c.text),
+                "language": c.language,
+                "margin": c.scores.get("margin"),
+                "p_harmful": c.scores.get("p_harmful"),
+                "reason": c.reason,
+            }
+            for c in self.candidates
+            if c.reason.startswith(HARM_CHECK_REASON)
+        ]
 
     def summary(self) -> dict[str, Any]:
         """Counts per method/coefficient: generated, each drop reason, selected; and per
@@ -203,6 +229,7 @@ class RASSResult:
         return {
             "groups": groups,
             "selected": len(self.selected),
+            "dropped_by_harm_check": self.dropped_by_harm_check,
             "translations": self.translations,
             "warnings": self.warnings,
         }
@@ -226,6 +253,8 @@ class RASSResult:
             harm_scorer=self.harm_scorer,
             warnings=self.warnings,
             translations=self.translations,
+            harm_check=self.harm_check,
+            dropped_by_harm_check=self.dropped_by_harm_check,
         )
         return save_artifact(
             folder,
@@ -252,6 +281,7 @@ class RASSResult:
             meta.get("harm_scorer", {}),
             meta.get("warnings", []),
             meta.get("translations", {}),
+            meta.get("harm_check", {}),
         )
 
 
@@ -269,11 +299,12 @@ def select_near_boundary(
     harm: HarmScorer,
     config: RASSConfig,
     to_english: Callable[[list[str]], list[str]] | None = None,
+    harm_check: HarmCheck | None = None,
 ) -> None:
     """Score the screened candidates of one language and mark those outside the band or
     with ``p_harmful >= harm.threshold`` (in place): ``margin``, ``p_harmful`` and
     ``refusal_score`` are set on every screened candidate, so unselected ones can serve as a
-    baseline."""
+    baseline. ``harm_check`` then re-checks the English text of the candidates left."""
     live = [c for c in candidates if c.reason == ""]
     if not live:
         return
@@ -290,6 +321,12 @@ def select_near_boundary(
             c.reason = f"outside the band (|margin| {abs(mi):.2f} > {config.band:g})"
         elif pi >= harm.threshold:
             c.reason = f"judged harmful (p {pi:.2f} >= {harm.threshold:g})"
+    if harm_check is not None:
+        passed = [(c, en) for c, en in zip(live, english, strict=True) if c.reason == ""]
+        reasons = run_check(harm_check, [en for _, en in passed])
+        for (c, _), why in zip(passed, reasons, strict=True):
+            if why is not None:
+                c.reason = f"{HARM_CHECK_REASON} ({why})"
     if config.max_selected is not None:
         kept = sorted((c for c in live if c.reason == ""), key=lambda c: abs(c.scores["margin"]))
         for c in kept[config.max_selected :]:
@@ -321,6 +358,7 @@ class RASSRun:
     benign_contexts: list[str] = field(default_factory=list)
     translator: Translator | None = None
     translations: dict[str, dict[str, int]] = field(default_factory=dict)  # RASSResult's
+    harm_check: HarmCheck | None = cue_check
 
     @property
     def base(self) -> str:
@@ -389,7 +427,9 @@ class RASSRun:
             return self.translate(texts, base, language)
 
         english = None if language == base else to_english
-        select_near_boundary(self.model, found, boundary, self.harm, config, english)
+        select_near_boundary(
+            self.model, found, boundary, self.harm, config, english, self.harm_check
+        )
         return found
 
 
@@ -404,6 +444,7 @@ def rass(
     lexicon: Sequence[LexiconEntry] | None = None,
     benign_contexts: Sequence[str] = (),
     translator: Translator | None = None,
+    harm_check: HarmCheck | None = cue_check,
 ) -> RASSResult:
     """Generate around the boundary from ``seeds``, screen, and select per language.
 
@@ -412,7 +453,8 @@ def rass(
     texts to p(harmful), then with threshold 0.5. ``lexicon`` (a trigger lexicon) with
     ``benign_contexts`` adds recombined candidates. ``translator(texts, language)`` is needed
     for more than one language: it translates seeds, reference sets and contexts into each
-    language and the candidates back into English for the scorer.
+    language and the candidates back into English for the scorer. ``harm_check`` re-checks
+    the candidates the scorer passed (None: no re-check).
     """
     config = config or RASSConfig()
     run = RASSRun(
@@ -425,10 +467,12 @@ def rass(
         lexicon,
         list(benign_contexts),
         translator,
+        harm_check=harm_check,
     )
     run.check()
     candidates = [c for language in config.languages for c in run.candidates(language)]
     warnings = collapse_report(candidates, config.collapse_share) + run.translation_warnings()
+    warnings += harm_check_warnings(candidates)
     for w in warnings:
         log.warning(w)
     result = RASSResult(
@@ -439,12 +483,27 @@ def rass(
         run.harm.describe(),
         warnings,
         run.translations,
+        describe_check(harm_check),
     )
     if not result.selected:
         raise RefusalLensError(
             f"RASS selected nothing: {json.dumps(result.summary()['groups'])}. Widen the band, "
             "add seeds or contexts, use smaller steering coefficients or check the harm "
-            f"scorer's threshold ({run.harm.threshold:g})."
+            f"scorer's threshold ({run.harm.threshold:g}) and the harm check."
         )
     seed_scores(model, candidates, config.batch_size)
     return result
+
+
+def harm_check_warnings(candidates: list[Candidate], shown: int = 5) -> list[str]:
+    """One warning when the re-check dropped candidates the harm scorer called benign (the
+    scorer missed them), with the first ``shown``."""
+    dropped = [c for c in candidates if c.reason.startswith(HARM_CHECK_REASON)]
+    if not dropped:
+        return []
+    texts = "; ".join(f"{c.text!r} ({c.reason})" for c in dropped[:shown])
+    more = f"; and {len(dropped) - shown} more" if len(dropped) > shown else ""
+    return [
+        f"The harm check dropped {len(dropped)} candidate(s) inside the band that the harm "
+        f"scorer judged benign: {texts}{more}."
+    ]

@@ -122,6 +122,16 @@ def triggers(run: Run, out: Path) -> None:
                 "Trigger lexicon (top 15)", ["word", "kind", "carrier effect", "requests"], lexicon
             ),
             table("Sanitized D_b (first 5)", ["original", "sanitized", "p(harmful)"], examples),
+            table(
+                "Dropped by the harm re-check (cue words: phishing, malware, intrusion, "
+                "credential theft), though the harm judge's probe called them benign",
+                ["sanitized", "p(harmful)", "why"],
+                [
+                    [d["text"], f"{d['p_harmful']:.2f}", d["reason"]]
+                    for d in data.dropped_by_harm_check
+                ],
+                "none" if not data.dropped_by_harm_check else "",
+            ),
         ],
         figures=[figure("lexicon.png", "Trigger lexicon: carrier effect by word and kind")],
     )

@@ -11,6 +11,18 @@ benign examples, so that it learns harm rather than the surface cues an aligned 
 >>> benign = load_prompts("harmless") + load_prompts("borderline")
 >>> judge = fit_harm_judge(base, load_prompts("harmful"), benign)
 >>> judge.p_harmful(base, ["How do I kill a Python process?"])
+
+The probe is only as good as its fitting mix. Fitted on AdvBench rows against the shipped
+harmless and borderline sets (as ``refusal-lens run`` does), it separates the *benchmark's
+wording* from the shipped prompts' wording: on both bundled models it chooses layer 1, reaches a
+held-out AUROC near 0.97 on AdvBench/HarmBench/JailbreakBench against Alpaca/XSTest-safe, and
+yet flags none of 21 hand-written phishing, malware, intrusion and credential-theft requests
+and at most 6 % of the shipped harmful set's cybercrime queries; 32 or 256 prompts per class
+change none of that (``figures/harm_judge.md``, ``experiments/harm_judge_eval.py``). So the
+data that sanitize keeps and RASS selects is re-checked by a second, deterministic judge,
+:data:`cue_check` (documented harm cue words for phishing, malware, intrusion and credential
+theft, with a defensive-question exemption), and every item it drops is recorded
+(``dropped_by_harm_check``).
 """
 
 from __future__ import annotations

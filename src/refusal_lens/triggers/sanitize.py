@@ -13,8 +13,13 @@ texts``, is called once for all masks instead of once per mask.
 An item is kept only if it is benign by a documented judge (``refusal_lens.triggers.harm``, a
 probe on the base model's residual stream), differs from the harmful query, is not itself a
 refusal by the rewriter (a refusal phrase), and the base model answers it (greedy answer, no
-refusal phrase); that answer is stored with it. Every item, kept or not, is exported with its
-mask and scores, so the filtering can be audited:
+refusal phrase); that answer is stored with it. The items that pass are then re-checked by a
+second judge, ``harm_check`` (by default :data:`refusal_lens.triggers.harm.cue_check`, harm cue
+words for phishing, malware, intrusion and credential theft): the probe alone, fitted as the run
+fits it, calls such requests benign (``figures/harm_judge.md``). An item the re-check flags is
+not kept (reason ``harm check (...)``) and is listed in :attr:`SanitizedData.dropped_by_harm_check`
+(saved in ``sanitized.json``). Every item, kept or not, is exported with its mask and scores, so
+the filtering can be audited:
 :meth:`SanitizedData.save` writes ``sanitized.jsonl`` (kept items, a prompt set),
 ``rejected.jsonl`` and ``sanitized.json``.
 """
@@ -44,9 +49,11 @@ from refusal_lens.generation import generate
 from refusal_lens.models import ModelHandle
 from refusal_lens.scoring import is_refusal
 from refusal_lens.triggers.harm import HarmJudge
+from refusal_lens.triggers.harm_check import HarmCheck, cue_check, describe_check, run_check
 from refusal_lens.triggers.masks import TriggerMask
 
 KIND = "sanitized_data"
+HARM_CHECK_REASON = "harm check"  # the reason prefix of an item the re-check dropped
 KEPT_NAME = "sanitized.jsonl"  # kept items: a PromptSet (label "borderline"), usable as D_b
 REJECTED_NAME = "rejected.jsonl"  # the other items, with their reasons
 META_NAME = "sanitized.json"  # kind, format, config and the judge's description
@@ -121,23 +128,46 @@ class SanitizedItem:
 
 @dataclass
 class SanitizedData:
-    """The result of :func:`sanitize`: every item (kept or rejected), the config and the
-    judge's :meth:`HarmJudge.describe`."""
+    """The result of :func:`sanitize`: every item (kept or rejected), the config, the
+    judge's :meth:`HarmJudge.describe` and the re-check's description (``harm_check``)."""
 
     items: list[SanitizedItem]
     config: SanitizeConfig = field(default_factory=SanitizeConfig)
     judge: dict[str, Any] = field(default_factory=dict)
+    harm_check: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kept(self) -> list[SanitizedItem]:
         return [i for i in self.items if i.kept]
+
+    @property
+    def dropped_by_harm_check(self) -> list[dict[str, Any]]:
+        """The items the probe passed and the re-check dropped: index, text, original,
+        p(harmful) by the probe and the re-check's reason."""
+        return [
+            {
+                "index": k,
+                "text": i.text,
+                "original": i.original,
+                "p_harmful": i.p_harmful,
+                "reason": i.reason,
+            }
+            for k, i in enumerate(self.items)
+            if i.reason.startswith(HARM_CHECK_REASON)
+        ]
 
     def save(self, folder: str | Path) -> Path:
         """Write ``sanitized.jsonl`` (kept items, loadable with ``PromptSet.load`` and usable
         as ``D_b``), ``rejected.jsonl`` (with reasons) and ``sanitized.json`` into ``folder``;
         other files there are kept. Each record carries its ``index`` in :attr:`items`."""
         records = [_record(k, item) for k, item in enumerate(self.items)]
-        meta = artifact_meta(KIND, self.config, judge=self.judge)
+        meta = artifact_meta(
+            KIND,
+            self.config,
+            judge=self.judge,
+            harm_check=self.harm_check,
+            dropped_by_harm_check=self.dropped_by_harm_check,
+        )
         return save_artifact(
             folder,
             {
@@ -160,7 +190,8 @@ class SanitizedData:
                 rows += [json.loads(x) for x in f if x.strip()]
         rows.sort(key=lambda r: r["index"])
         items = [SanitizedItem(**{k: v for k, v in r.items() if k in names}) for r in rows]
-        return cls(items, SanitizeConfig.from_dict(meta["config"]), meta.get("judge", {}))
+        config = SanitizeConfig.from_dict(meta["config"])
+        return cls(items, config, meta.get("judge", {}), meta.get("harm_check", {}))
 
 
 def _record(index: int, item: SanitizedItem) -> dict[str, Any]:
@@ -237,11 +268,13 @@ def sanitize(
     config: SanitizeConfig | None = None,
     rewriter: Rewriter | None = None,
     categories: list[str] | None = None,
+    harm_check: HarmCheck | None = cue_check,
 ) -> SanitizedData:
     """Rewrite each masked harmful query into trigger-matched benign data and filter it.
 
     Without ``rewriter``, :func:`substitute_cues` replaces (or deletes) each harmful cue; with
-    one, ``rewriter(query, mask)`` alone writes the text and ``substitute_cues`` is not run."""
+    one, ``rewriter(query, mask)`` alone writes the text and ``substitute_cues`` is not run.
+    ``harm_check`` re-checks the items that pass every other filter (None: no re-check)."""
     config = config or SanitizeConfig()
     if not masks:
         raise RefusalLensError("sanitize needs at least one trigger mask.")
@@ -262,7 +295,18 @@ def sanitize(
         draft.reason = "; ".join(_reasons(draft, masks[k], judge.config.threshold))
         draft.kept = not draft.reason
         items.append(draft)
-    return SanitizedData(items, config, judge.describe())
+    if harm_check is not None:
+        recheck(items, harm_check)
+    return SanitizedData(items, config, judge.describe(), describe_check(harm_check))
+
+
+def recheck(items: list[SanitizedItem], harm_check: HarmCheck) -> None:
+    """Run ``harm_check`` on the kept items; one it flags is not kept (in place), its reason
+    ``harm check (...)``."""
+    kept = [i for i in items if i.kept]
+    for item, why in zip(kept, run_check(harm_check, [i.text for i in kept]), strict=True):
+        if why is not None:
+            item.kept, item.reason = False, f"{HARM_CHECK_REASON} ({why})"
 
 
 def _rewrites(rewriter: Rewriter, masks: list[TriggerMask]) -> list[str]:
