@@ -23,6 +23,7 @@ import torch
 from common import hardware, organism, parse, parser, write_text
 
 from refusal_lens.artifacts import portable_path, write_json
+from refusal_lens.evaluation import DEFAULT_SETS
 from refusal_lens.generation import generate_ids
 from refusal_lens.models import load_model
 from refusal_lens.prompts import load_prompts
@@ -30,14 +31,8 @@ from refusal_lens.scoring import is_refusal
 from refusal_lens.stats import rate_text
 from refusal_lens.verdicts import shares, verdict_of_text
 
-SETS = {  # name -> (spec, kind)
-    "XSTest-safe": ("xstest-safe", "benign"),
-    "borderline": ("borderline", "benign"),
-    "Alpaca": ("alpaca", "benign"),
-    "XSTest-unsafe": ("xstest-unsafe", "harmful"),
-    "AdvBench": ("advbench", "harmful"),
-    "JailbreakBench": ("jailbreakbench", "harmful"),
-}
+NAMES = ("XSTest-safe", "borderline", "Alpaca", "XSTest-unsafe", "AdvBench", "JailbreakBench")
+SETS = {name: DEFAULT_SETS[name] for name in NAMES}  # name -> (spec, kind)
 
 
 def arguments():

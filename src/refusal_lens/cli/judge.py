@@ -10,8 +10,6 @@ was read and judged; ``--out`` is written atomically.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -181,15 +179,9 @@ def _json_rows(path: Path, text: str) -> list[Row]:
 
 
 def _csv_rows(path: Path, text: str) -> list[Row]:
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-    try:
-        records = list(reader)
-    except csv.Error as exc:
-        raise RefusalLensError(
-            f"{path} is not valid CSV (line {reader.line_num}: {exc}); put fields that hold "
-            'commas, quotes or line breaks in double quotes ("...").'
-        ) from None
-    columns = reader.fieldnames or []
+    from refusal_lens.prompts.loaders import csv_records
+
+    records, columns = csv_records(path, text)
     missing = [f for f in FIELDS if f not in columns]
     if columns and missing:
         raise RefusalLensError(

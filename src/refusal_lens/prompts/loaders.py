@@ -266,7 +266,9 @@ def load_prompt_file(path: Path) -> PromptSet:
     return PromptSet(prompts, name=path.stem)
 
 
-def _csv_prompts(path: Path, text: str) -> tuple[Prompt, ...]:
+def csv_records(path: Path, text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of a CSV file's ``text`` (a header row first) and its columns; invalid CSV
+    is a clear error naming the line."""
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
         rows = list(reader)
@@ -275,10 +277,13 @@ def _csv_prompts(path: Path, text: str) -> tuple[Prompt, ...]:
             f"{path} is not valid CSV (line {reader.line_num}: {exc}); put fields that hold "
             'commas, quotes or line breaks in double quotes ("...").'
         ) from None
-    if "prompt" not in (reader.fieldnames or []):
-        raise PromptError(
-            f"{path} has no 'prompt' column (columns: {reader.fieldnames or []}); add one."
-        )
+    return rows, list(reader.fieldnames or [])
+
+
+def _csv_prompts(path: Path, text: str) -> tuple[Prompt, ...]:
+    rows, columns = csv_records(path, text)
+    if "prompt" not in columns:
+        raise PromptError(f"{path} has no 'prompt' column (columns: {columns}); add one.")
     return tuple(
         Prompt(r["prompt"].strip(), r.get("label") or "harmless", source=path.stem)
         for r in rows
