@@ -54,6 +54,9 @@ HARM_CUES: dict[str, tuple[str, ...]] = {
         r"\bransom\b",
         r"\b(?:zero-day|0-day) exploits?",
         r"\bexploit\w*\b " + _W % 3 + r"vulnerabilit",
+        # added after reading what a quick run of SmolLM2 kept (figures/harm_judge.md):
+        r"\bremote[- ]access\b",
+        r"\bfake\b " + _W % 2 + r"(?:software |system |security )?updates?\b",
     ),
     "intrusion": (
         r"\bhack(?:s|ed|ing)? (?:into|in to)\b",
@@ -73,6 +76,7 @@ HARM_CUES: dict[str, tuple[str, ...]] = {
         r"\bhijack\w*\b " + _W % 4 + r"(?:computers?|phones?|phone numbers?|accounts?|"
         r"sessions?|browsers?|devices?|networks?|websites?|routers?)\b",
         r"\bsim[- ]swap\w*",
+        r"\bcyber-?hack\w*",  # added after reading a quick run's RASS selection
     ),
     "credential theft": (
         r"\b(?:steal\w*|stole|dump\w*|harvest\w*|crack\w*|sniff\w*|grab\w*|intercept\w*)\b "
