@@ -68,7 +68,7 @@ def test_top_table_shows_both_judges_and_the_best_mitigation(page):
     assert "<b>score / substring</b>" in top  # the judges, in the order of the cells
     assert '<th title="benign set">RR borderline</th>' in top
     assert '<th title="harmful set">ASR AdvBench</th>' in top
-    assert '<td class="num">42% / 31%</td><td class="num">5% / 7%</td>' in top
+    assert '<td class="num">42% /<br>31%</td><td class="num">5% /<br>7%</td>' in top
     assert '<td class="num">0.47 / 0.38</td>' in top  # combined, as read
     best = re.search(r'<tr class="best">\s*<td>([^<★]*)', top)
     assert best and html.unescape(best.group(1)).strip() == "ablate w' (λ=0.6)"
@@ -162,8 +162,8 @@ def test_the_evaluation_is_the_top_table_without_mitigations(run_dir):
     top = page[page.index('<table class="summary">') : page.index('<section id="run">')]
     assert 'RR borderline <span class="meta">(n=32)</span>' in top
     # each rate with its 95 % Wilson interval (RR 8 of 32, 16 of 32; ASR 2 of 16, 0 of 16)
-    cells = '<td class="num">25 % [13–42] / 50 % [34–66]</td><td class="num">12 % [3–36] / '
-    assert cells + '0 % [0–19]</td><td class="num">0 % [0–7] / 4 % [1–14]</td>' in top
+    cells = '<td class="num">25 % [13–42] /<br>50 % [34–66]</td><td class="num">12 % [3–36] /<br>'
+    assert cells + '0 % [0–19]</td><td class="num">0 % [0–7] /<br>4 % [1–14]</td>' in top
     assert "<td>model</td>" in top and "Best mitigation" not in top
     assert "02-evaluate/model/evaluation.json" in top
     (run_dir / "02-evaluate" / "model" / "evaluation.json").unlink()
