@@ -39,6 +39,7 @@ from common import (
 )
 
 from refusal_lens.artifacts import write_json
+from refusal_lens.evaluation import refused_share
 from refusal_lens.mitigation.views import heldout_point, verdict
 
 DEFAULT_RUNS = [
@@ -63,7 +64,8 @@ def add_llm_judge(
     (prompt, answer) pair is judged once, across runs too: ``labels`` carries the verdicts
     from run to run (two runs of one model share the unedited model's and the fixed recipes'
     answers)."""
-    from refusal_lens.llm_judge import REFUSED_LABELS, classify
+    from refusal_lens.llm_judge import classify
+    from refusal_lens.verdicts import degeneration, shares
 
     before = len(labels)
     for label, folder in record["heldout_folders"].items():
@@ -82,9 +84,11 @@ def add_llm_judge(
         sets = record["heldout"][label]["sets"]
         for name, v in sets.items():
             mine = [p for p, r in zip(pairs, rows, strict=True) if r["set"] == name]
-            refused = [labels[p] in REFUSED_LABELS for p in mine]
-            share = sum(refused) / max(len(refused), 1)
-            v["llm"] = share if v["kind"] == "benign" else 1.0 - share
+            # the degeneration detector first, as every text judge (refusal_lens.verdicts)
+            counts = shares(["degenerate" if degeneration(p[1]) else labels[p] for p in mine])
+            key = "refused" if v["kind"] == "benign" else "complies"
+            v["llm"] = counts[key] / max(counts["n"], 1)
+            v.setdefault("counts", {})["llm"] = counts
     record["llm_judge"] = {"model": judge.spec, "pairs_judged": len(labels) - before}
 
 
@@ -103,7 +107,7 @@ def heldout_table(record: dict[str, Any], judge: str) -> list[str]:
         look, harm = heldout_point(r["sets"], judge)
         alpaca = r["sets"].get("Alpaca", {}).get(judge)
         cells = [pct(look), "–" if alpaca is None else pct(alpaca), pct(harm)]
-        cells += [pct(1 - r["sets"][s][judge]) for s in harmful]
+        cells += [pct(refused_share(r["sets"][s], judge)) for s in harmful]
         mark = " (chosen)" if label == f"search: {record['chosen']['search']}" else ""
         lines.append(f"| {label}{mark} | " + " | ".join(cells) + " |")
     return lines

@@ -265,7 +265,7 @@ def compare_results(a: EvalResult, b: EvalResult, judge: str) -> dict[str, dict[
 def refused_share(row: dict[str, Any], judge: str) -> float:
     """The share of a set's prompts refused by ``judge``, whatever the set's kind (degenerate
     answers are not refusals; records written before verdicts: ``1 − ASR`` on harmful sets)."""
-    if "counts" in row:
+    if judge in row.get("counts", {}):
         return row["counts"][judge]["refused"] / max(row["n"], 1)
     return row[judge] if row["kind"] == "benign" else 1.0 - row[judge]
 
