@@ -49,10 +49,6 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", header[16:24])
 
 
-def pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.0f}%"
-
-
 def seconds(value: float | None) -> str:
     return f"{value:.0f}" if value else "–"
 
@@ -62,11 +58,11 @@ def markdown(run: Path) -> str:
     meta, top = read_json(run / "run.json"), summary_table(run)
     parts = []
     for k, judge in enumerate(top["judges"] if top else []):
-        head = ["condition", *(c["label"] for c in top["columns"]), "combined"]
+        head = ["condition", *(c["label"] for c in top["columns"]), "degenerate", "combined"]
         lines = [f"**judge: {judge}**", "", "| " + " | ".join(head) + " |"]
         lines.append("|---|" + "---:|" * (len(head) - 1))
         for row in top["rows"]:
-            cells = [pct(cell[k]) for cell in row["cells"]]
+            cells = [cell[k] for cell in [*row["cells"], row["degenerate"]]]
             mark = " (best)" if row["best"] else ""
             combined = f"{row['combined'][k]:.2f}"
             lines.append(f"| {row['condition']}{mark} | " + " | ".join(cells) + f" | {combined} |")

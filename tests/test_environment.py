@@ -94,7 +94,8 @@ def test_every_public_name_resolves_to_its_stage():
 # The package's layers in data-flow order: a module may import from its own layer or an
 # earlier one, never from a later one (README, "Layout").
 LAYERS = (
-    ("errors", "locations", "configs", "artifacts", "cache", "progress", "plots"),
+    ("errors", "locations", "configs", "artifacts", "cache", "progress", "plots", "stats"),
+    ("verdicts",),
     ("models", "prompts"),
     ("activations", "generation", "scoring", "calibration", "llm_judge", "probes"),
     ("direction", "interventions"),
