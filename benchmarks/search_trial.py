@@ -103,7 +103,7 @@ def main() -> None:
     else:
         model, hf = bundled_handle(args.model, args.device, dtype)
     sets = validation_sets(args.n)
-    objective = Objective(model, sets, batch_size=args.batch_size)
+    objective = Objective(model, sets, batch_size=args.batch_size, judge="score")
     said = Objective(model, sets, args.batch_size, judge="substring", max_new_tokens=args.tokens)
     edit = edit_for(model)
     trial, plain, generated = [], [], []

@@ -68,7 +68,7 @@ def setup(tiny_llama):
         harmful={"harmful": prompts(7, 4, "harmful")},
         harmless=prompts(6, 5, "harmless"),
     )
-    return model, vectors, sets, Objective(model, sets, batch_size=4)
+    return model, vectors, sets, Objective(model, sets, batch_size=4, judge="score")
 
 
 def test_a_trial_measures_what_independent_paths_measure(setup):

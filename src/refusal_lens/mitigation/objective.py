@@ -6,7 +6,11 @@
 - ``kl``: the mean first-token KL divergence ``KL(p_unedited ‖ p_edited)`` on plain harmless
   prompts, the cost of the edit to ordinary answers (as in Arditi et al.'s selection).
 
-Two judges decide "refused" (``judge``):
+Two judges decide "refused" (``judge``); the default is ``substring``, because on 272
+hand-labelled answers of ablated models the score judge agreed with people on 74 % [68–79]
+against 85 % [81–89] for the substring judge (``figures/judge_agreement.md``), at about twice
+the cost per trial with 24 tokens (``benchmarks/search_trial.py``: 23.2 s against 10.9 s for
+64 prompts of SmolLM2-135M on one CPU thread):
 
 - ``score``: one forward pass per prompt, the refusal score at the first answer position
   above the model's threshold. Cheap, but it reads no text, so an edit that breaks the model
@@ -93,7 +97,7 @@ class Objective:
         model: ModelHandle,
         sets: ValidationSets,
         batch_size: int = 16,
-        judge: str = "score",
+        judge: str = "substring",
         max_new_tokens: int = 24,
     ):
         sets.check()

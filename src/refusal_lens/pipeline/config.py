@@ -140,7 +140,7 @@ class RunConfig(StageConfig):
     search_rejudge: int = 3  # search: best trials per search judged again by generation
     search_kinds: tuple[str, ...] = ("ablate", "add")  # search: edit kinds (ablate: weights)
     n_heldout: int | None = None  # search: held-out test prompts per set (None: n_eval)
-    search_judge: str = "score"  # search: trials judged by score (one forward) or substring
+    search_judge: str = "substring"  # search: trials judged by substring or score (one forward)
     search_tokens: int = 24  # search: tokens generated per answer when search_judge=substring
 
     @classmethod

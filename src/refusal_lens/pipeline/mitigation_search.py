@@ -6,7 +6,8 @@ prompts.
    harmful prompts (AdvBench, XSTest-unsafe) and plain Alpaca prompts for the KL bound; none
    of them a test prompt.
 2. ``search_seeds`` searches with over-refusal as the objective, and one with heretic's aim
-   (remove refusal) for comparison; each trial costs one forward pass per prompt.
+   (remove refusal) for comparison; each trial judges a short greedy answer per prompt under
+   the edit (``search_judge``, :mod:`refusal_lens.mitigation.objective`).
 3. The best few edits of each search are judged again by generation (both judges), and each
    seed keeps the one that refuses the fewest benign prompts by what the model says while
    keeping the harmful floor.
