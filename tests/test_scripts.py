@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -145,7 +146,8 @@ def check_baseline_refusal(out: Path, stdout: str) -> None:
     assert len(record["rates"]) == 8 and set(record["n"].values()) == {4}
     assert record["config"]["data"] == SHARED_DATA
     assert all(set(r) == {"score", "substring"} for r in record["rates"].values())
-    assert "XSTest safe" in (out / "baseline_refusal.md").read_text()
+    table = (out / "baseline_refusal.md").read_text()
+    assert "XSTest safe" in table and re.search(r"\| \d+ % \[\d+–\d+\] \|", table)
     assert (out / "baseline_refusal_scores.png").is_file()
 
 

@@ -308,13 +308,16 @@ def report_json(model: ModelHandle, prompts: PromptSet, report: RefusalReport) -
 
 
 def rates_table(rates: dict[str, dict[str, float]], n: dict[str, int]) -> str:
-    """Markdown table: one row per prompt set, one column per judge."""
+    """Markdown table: one row per prompt set, one column per judge, each rate with its 95 %
+    Wilson interval on the set's ``n`` prompts."""
     judges = sorted({j for per_set in rates.values() for j in per_set})
     lines = [
         "| prompt set | n | " + " | ".join(f"refusal rate ({j} judge)" for j in judges) + " |",
         "|---|---:|" + "---:|" * len(judges),
     ]
     for name, per_set in rates.items():
-        cells = " | ".join(f"{per_set[j]:.1%}" if j in per_set else "–" for j in judges)
+        cells = " | ".join(
+            rate_text(round(per_set[j] * n[name]), n[name]) if j in per_set else "–" for j in judges
+        )
         lines.append(f"| {name} | {n[name]} | {cells} |")
     return "\n".join(lines)
