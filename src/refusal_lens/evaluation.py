@@ -279,7 +279,7 @@ def set_cell(row: dict[str, Any], judge: str) -> str:
 
 def degenerate_cell(sets: dict[str, dict[str, Any]], judge: str) -> str:
     """The share of degenerate answers over every set, with its interval."""
-    counts = [r["counts"][judge] for r in sets.values() if "counts" in r]
+    counts = [r["counts"][judge] for r in sets.values() if judge in r.get("counts", {})]
     if not counts:
         return "–"
     return rate_text(sum(c["degenerate"] for c in counts), sum(c["n"] for c in counts))

@@ -37,11 +37,6 @@ def rate_text(k: int, n: int) -> str:
     return f"{k / n:.0%} [{lo * 100:.0f}–{hi * 100:.0f}]".replace("%", " %", 1)
 
 
-def interval_of(rate: float, n: int) -> tuple[float, float]:
-    """:func:`wilson` of a rate measured on ``n`` items."""
-    return wilson(round(rate * n), n)
-
-
 def binom_two_sided(k: int, n: int) -> float:
     """Exact two-sided p-value of ``k`` of ``n`` under p = 0.5 (doubled smaller tail)."""
     if n == 0:
@@ -120,7 +115,6 @@ __all__ = [
     "cohen_kappa",
     "compare",
     "fisher_exact",
-    "interval_of",
     "mcnemar",
     "rate_text",
     "wilson",

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from refusal_lens.errors import RefusalLensError
+from refusal_lens.evaluation import degenerate_cell
 from refusal_lens.pipeline.sections import rate_cell
-from refusal_lens.stats import rate_text
 
 MITIGATIONS_FILE = "09-mitigations/mitigations.json"
 EVALUATION_FILE = "02-evaluate/model/evaluation.json"
@@ -56,7 +56,7 @@ def _row(row: dict[str, Any], judges: list[str], columns: list[dict[str, Any]], 
         "condition": row["condition"],
         "note": row.get("note"),
         "cells": cells,
-        "degenerate": [_degenerate(rates, j) for j in judges],
+        "degenerate": [degenerate_cell(rates, j) for j in judges],  # "–" in older files
         "combined": [combined.get(j) for j in judges],
         "best": row["condition"] == best,
     }
@@ -65,14 +65,6 @@ def _row(row: dict[str, Any], judges: list[str], columns: list[dict[str, Any]], 
 def _cell(rates: dict[str, Any], judge: str, n: int | None) -> str:
     """``"38 % [25–52]"`` (the degenerate answers are counted in their own column)."""
     return rate_cell({k: v for k, v in rates.items() if k != "counts"}, judge, n)
-
-
-def _degenerate(rates: dict[str, dict[str, Any]], judge: str) -> str:
-    """Degenerate answers over every set (older files without verdict counts: ``–``)."""
-    counts = [r["counts"][judge] for r in rates.values() if judge in r.get("counts", {})]
-    if not counts:
-        return "–"
-    return rate_text(sum(c["degenerate"] for c in counts), sum(c["n"] for c in counts))
 
 
 def _set_sizes(data: dict[str, Any]) -> list[dict[str, Any]]:
