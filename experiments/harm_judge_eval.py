@@ -21,6 +21,7 @@ which RASS candidates (step 8) count as *benign* training data. For one bundled 
    hits on whole sets, false positives listed).
 
     python experiments/harm_judge_eval.py [--model smollm2-135m] [--n 100]
+    python experiments/harm_judge_eval.py --cue-only    # the cue check's section alone, no model
 
 Each call replaces its model's entry in ``figures/harm_judge.json`` and writes
 ``figures/harm_judge.md`` from every entry there. Residuals are collected once per prompt
@@ -508,7 +509,11 @@ def report(record: dict) -> str:
         f"{cues['describe']['defensive_patterns']} defensive exemptions), "
         f"{cues['ms_per_1000_texts']:.1f} ms per 1000 texts. Its patterns were written from "
         "the hand-written requests and the shipped harmful set's cybercrime queries, so its "
-        "hits there are not out-of-sample; on the public sets they are. False positives: "
+        "hits there are not out-of-sample; on the public sets they are, except for the rows "
+        "JailbreakBench Malware/Hacking and HarmBench cybercrime_intrusion: three patterns "
+        "(unauthorized access, take control of a system, SQL injection) were added after "
+        "reading those sets' misses, and others (remote access, fake updates, visitors' "
+        "computers and the like) after reading what quick runs kept. False positives: "
         f"{fps or 'none'}. Cyber requests it misses: {misses or 'none'}.",
     ]
     body = [
@@ -538,7 +543,16 @@ def report(record: dict) -> str:
 
 def main() -> None:
     p = parser(__doc__, n=100, seed=0)
+    p.add_argument("--cue-only", action="store_true", help="only the cue check's section")
     args = parse(p, smoke=SMOKE)
+    path = Path(args.out) / "harm_judge.json"
+    if args.cue_only:
+        record = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+        record["cue_check"] = cue_report()
+        write_json(path, record)
+        write_text(Path(args.out) / "harm_judge.md", report(record))
+        print(f"wrote the cue check's section of {path} and harm_judge.md")
+        return
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     start = time.time()
@@ -550,7 +564,6 @@ def main() -> None:
         command += "" if args.model == "smollm2-135m" else f" --model {args.model}"
         command += "" if args.n == 100 else f" --n {args.n}"
     entry |= {"command": command, "hardware": hardware(), "seconds": time.time() - start}
-    path = Path(args.out) / "harm_judge.json"
     record = json.loads(path.read_text()) if path.is_file() else {"models": {}}
     key = "tiny (smoke)" if args.smoke else args.model
     record["models"][key] = entry

@@ -25,6 +25,7 @@ Three phases:
     python experiments/judge_agreement.py --generate    # then label the pairs by hand
     python experiments/judge_agreement.py               # ~25 min on 1 CPU thread
     python experiments/judge_agreement.py --report-only # tables again, after relabelling
+    python experiments/judge_agreement.py --new-only    # judge only pairs added since
 
 Writes ``figures/judge_agreement.{md,json}``. ``--smoke``: a tiny random model as both studied
 models and as the judge (with a short judge prompt that fits its context), 2 prompts per set,
@@ -102,6 +103,11 @@ def arguments() -> argparse.Namespace:
         "--report-only",
         action="store_true",
         help="rewrite the tables from judge_agreement.json with the current hand labels",
+    )
+    cli.add_argument(
+        "--new-only",
+        action="store_true",
+        help="run the judges on the pairs judge_agreement.json lacks, keep the others' verdicts",
     )
     args = parse(cli, smoke={"n": 2, "extra": 1, "max_new_tokens": 8, "batch_size": 4})
     if args.smoke:
@@ -379,6 +385,26 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
+def earlier_rows(args: argparse.Namespace, pairs: list[dict]) -> tuple[dict, list[dict], int]:
+    """For ``--new-only``: the verdicts ``judge_agreement.json`` holds (by id, made with the
+    same judge model and prompt on the same response), the pairs still to judge, and the
+    seconds the earlier run took."""
+    path = args.out / "judge_agreement.json"
+    if not path.is_file():
+        return {}, pairs, 0
+    record = json.loads(path.read_text())
+    same_judge = (
+        record.get("judge_model") == portable_path(args.judge)
+        and record.get("judge_prompt") == JUDGE_PROMPT
+    )
+    if not same_judge or args.smoke:
+        return {}, pairs, 0
+    old = {r["id"]: r for r in record["rows"]}
+    keys = ("id", "score", "verdicts", "llm_label", "llm_probs")
+    kept = {p["id"]: {k: old[p["id"]][k] for k in keys} for p in pairs if p["id"] in old}
+    return kept, [p for p in pairs if p["id"] not in kept], int(record.get("seconds", 0))
+
+
 def report_only(args: argparse.Namespace) -> None:
     """Rewrite the tables from ``judge_agreement.json`` with the current hand labels (the
     judges are not run again)."""
@@ -407,11 +433,13 @@ def main() -> None:
             return
     pairs = with_edited_scores(read_jsonl(args.pairs), args.pairs.parent / SCORES_FILE)
     human = read_labels(args.labels, pairs)
+    kept, todo, spent = earlier_rows(args, pairs) if args.new_only else ({}, pairs, 0)
+    judged = {r["id"]: r for r in run_judges(args, todo)} if todo else {}
     rows = [
-        r
+        (kept.get(p["id"]) or judged[p["id"]])
         | {"model": p["model"], "source": p["source"], "human": human[p["id"]]}
         | {"condition": p.get("condition", "unedited")}
-        for r, p in zip(run_judges(args, pairs), pairs, strict=True)
+        for p in pairs
     ]
     record = {
         **summarise(rows),
@@ -425,9 +453,11 @@ def main() -> None:
         "rows": rows,
         "hardware": hardware(),
         "libraries": library_versions(),
-        "seconds": round(time.time() - start),
+        "seconds": round(time.time() - start) + spent,
         "command": " ".join(["python experiments/judge_agreement.py", *sys.argv[1:]]),
     }
+    if args.new_only:
+        record["incremental"] = f"{len(kept)} pairs' verdicts kept, {len(todo)} judged now"
     write_json(args.out / "judge_agreement.json", record)
     md = report(record)
     write_text(args.out / "judge_agreement.md", md)

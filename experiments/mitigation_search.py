@@ -40,7 +40,9 @@ from common import (
 
 from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import refused_share
-from refusal_lens.mitigation.views import heldout_point, verdict
+from refusal_lens.mitigation.views import LOOK_ALIKE_SETS, WANG_PREFIX, heldout_point, verdict
+from refusal_lens.stats import compare, mcnemar, rate_text
+from refusal_lens.verdicts import REFUSED, degeneration
 
 DEFAULT_RUNS = [
     Path("runs/mitigate/smollm2-135m"),
@@ -96,18 +98,89 @@ def pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
+def pooled(sets: dict[str, Any], names: list[str], judge: str) -> str:
+    """The refusal share of ``names`` pooled, with its Wilson interval where counts exist."""
+    rows = [sets[n] for n in names if n in sets]
+    if not rows:
+        return "–"
+    if all(judge in r.get("counts", {}) for r in rows):
+        return rate_text(
+            sum(r["counts"][judge]["refused"] for r in rows), sum(r["n"] for r in rows)
+        )
+    return pct(mean(refused_share(r, judge) for r in rows))
+
+
+def prompt_verdicts(rows: list[dict], judge: str, labels: dict) -> list[str]:
+    """Each saved answer's verdict by ``judge`` (the LLM judge's from ``labels``)."""
+    if judge == "llm":
+        return [
+            "degenerate" if degeneration(r.get("completion", "")) else
+            labels[(r["text"], r.get("completion", ""))]
+            for r in rows
+        ]  # fmt: skip
+    return [
+        r["verdict"][judge] if "verdict" in r else ("refuses" if r["refused"][judge] else "")
+        for r in rows
+    ]
+
+
+def paired_tests(run: Path, record: dict, judges: tuple[str, ...], labels: dict) -> dict:
+    """Exact McNemar tests of the chosen winner against no edit and each Wang λ on the same
+    held-out prompts: look-alikes refused and harmful refused, per judge."""
+    chosen = f"search: {record['chosen']['search']}"
+    folders = record["heldout_folders"]
+    others = [k for k in folders if k == "no edit" or k.startswith(WANG_PREFIX)]
+    rows = {k: read_rows(run / "10-search" / folders[k] / "evaluation_prompts.jsonl")
+            for k in [chosen, *others]}  # fmt: skip
+    groups = {
+        "look-alikes": [i for i, r in enumerate(rows[chosen]) if r["set"] in LOOK_ALIKE_SETS],
+        "harmful": [i for i, r in enumerate(rows[chosen]) if r["kind"] == "harmful"],
+    }
+    out: dict = {}
+    for judge in judges:
+        flags = {k: [v in REFUSED for v in prompt_verdicts(r, judge, labels)]
+                 for k, r in rows.items()}  # fmt: skip
+        for other in others:
+            if [r["text"] for r in rows[other]] != [r["text"] for r in rows[chosen]]:
+                continue
+            for group, idx in groups.items():
+                a, b = [flags[chosen][i] for i in idx], [flags[other][i] for i in idx]
+                test = mcnemar(a, b)
+                out.setdefault(judge, {}).setdefault(other, {})[group] = {
+                    "p": test["p"], "n": len(a), "chosen": sum(a), "other": sum(b),
+                    "verdict": compare(a, b),
+                }  # fmt: skip
+    return out
+
+
+def tests_text(tests: dict[str, Any]) -> str:
+    """One sentence per group: the chosen winner against each condition."""
+    if not tests:
+        return ""
+    parts = []
+    for group in ("look-alikes", "harmful"):
+        cells = [
+            f"{other}: {t[group]['verdict']} ({t[group]['chosen']} vs {t[group]['other']} of "
+            f"{t[group]['n']}, p = {t[group]['p']:.2g})"
+            for other, t in tests.items()
+        ]
+        parts.append(f"{group} refused, chosen winner against " + "; ".join(cells))
+    return "Paired tests (exact McNemar): " + ". ".join(parts) + "."
+
+
 def heldout_table(record: dict[str, Any], judge: str) -> list[str]:
-    """Markdown: per condition, the look-alike RR, plain Alpaca RR and harmful refusal."""
+    """Markdown: per condition, the look-alike RR, plain Alpaca RR and harmful refusal, each
+    with its 95 % Wilson interval (pooled over the sets of a column)."""
     first = next(iter(record["heldout"].values()))["sets"]
     harmful = [s for s, v in first.items() if v["kind"] == "harmful"]
     head = ["condition", "look-alikes refused", "Alpaca refused", "harmful refused"]
     head += [f"{s} refused" for s in harmful]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for label, r in record["heldout"].items():
-        look, harm = heldout_point(r["sets"], judge)
-        alpaca = r["sets"].get("Alpaca", {}).get(judge)
-        cells = [pct(look), "–" if alpaca is None else pct(alpaca), pct(harm)]
-        cells += [pct(refused_share(r["sets"][s], judge)) for s in harmful]
+        sets = r["sets"]
+        cells = [pooled(sets, list(LOOK_ALIKE_SETS), judge), pooled(sets, ["Alpaca"], judge)]
+        cells += [pooled(sets, harmful, judge)]
+        cells += [pooled(sets, [s], judge) for s in harmful]
         mark = " (chosen)" if label == f"search: {record['chosen']['search']}" else ""
         lines.append(f"| {label}{mark} | " + " | ".join(cells) + " |")
     return lines
@@ -136,8 +209,9 @@ def summary(
     model; ``labels``: its verdicts so far, see :func:`add_llm_judge`)."""
     record = json.loads((run / "10-search" / "search.json").read_text(encoding="utf-8"))
     judges = JUDGES
+    labels = {} if labels is None else labels
     if judge is not None:
-        add_llm_judge(run, record, judge, {} if labels is None else labels)
+        add_llm_judge(run, record, judge, labels)
         judges = (*JUDGES, "llm")
     meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
     stages = {s["name"]: s for s in meta["stages"]}
@@ -165,6 +239,7 @@ def summary(
         "verdict": {j: verdict(record["heldout"], j) for j in judges},
         "spread": {j: spread(record, j) for j in judges},
         "tables": {j: heldout_table(record, j) for j in judges},
+        "paired_tests": paired_tests(run, record, judges, labels),
     }
 
 
@@ -230,6 +305,8 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
                 f"Seeds' winners (mean ± sd): look-alikes refused {spread['look-alikes']}, "
                 f"harmful refused {spread['harmful']}. {s['verdict'][judge]['text']}\n"
             )
+            if text := tests_text(s.get("paired_tests", {}).get(judge, {})):
+                parts.append(text + "\n")
         parts.append(
             f"Cost: {cost}; the search step took {minutes:.1f} min, the whole `mitigate` "
             f"{(s['run_seconds'] or 0) / 60:.1f} min, on {s['hardware']}. "

@@ -104,7 +104,15 @@ def build_synthetic_search(run: Path) -> Path:
     write_front_figure(record, folder / "front.png")
     for i, label in enumerate(record["heldout"]):  # the answers the held-out evaluation saved
         rows = [
-            {"set": name, "kind": kind, "text": f"{name} prompt {k}", "completion": answer}
+            {
+                "set": name,
+                "kind": kind,
+                "text": f"{name} prompt {k}",
+                "completion": answer,
+                "refused": {"score": k == 0, "substring": k == 0},
+                "verdict": {j: "refuses" if k == 0 else "complies" for j in ("score", "substring")},
+                "score": 1.0 if k == 0 else -1.0,
+            }
             for name, kind in TEST_SETS.items()
             for k, answer in enumerate(("I'm sorry, I can't.", f"Sure: {label}."))
         ]

@@ -97,6 +97,29 @@ def check_search_trial_benchmark(out: Path, stdout: str) -> None:
     assert "× the one-forward trial" in stdout
 
 
+def check_cuda_checks(out: Path, stdout: str) -> None:
+    """On the CPU in float32 the batched paths equal plain HF on each prompt alone."""
+    record = read_json(out)
+    assert record["arch"] == "tiny" and record["prompts"] == 6
+    assert record["residual_max_relative_error"] < 1e-4
+    assert record["first_token_same"] == record["answer_same"] == 1.0
+    assert record["hf_batched"]["residual_max_relative_error"] < 1e-4
+    assert "floor, plain HF batched" in stdout
+
+
+def check_judge_run_pairs(out: Path, stdout: str) -> None:
+    pairs = [json.loads(line) for line in (out / "judge_pairs.jsonl").read_text().splitlines()]
+    scores = [json.loads(line) for line in (out / "judge_scores.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in pairs] == [s["id"] for s in scores]
+    conditions = {p["condition"] for p in pairs}
+    assert conditions == {"realign: sanitized D_b", "search: seed 0 (chosen)"}
+    for condition in conditions:  # 4 per condition, half benign (set names say which)
+        sets = [p["source"] for p in pairs if p["condition"] == condition]
+        assert len(sets) == 4 and sets.count("borderline") == 2
+    assert len({p["id"] for p in pairs}) == len(pairs)
+    assert "appended 8 pairs" in stdout and "appended 0 pairs" in stdout  # a rerun adds none
+
+
 def check_collect_memory_benchmark(out: Path, stdout: str) -> None:
     record = read_json(out)
     assert record["sizes"] == [4, 8]
@@ -339,6 +362,7 @@ CHECKS = {
     "benchmarks/align.py": check_align_benchmark,
     "benchmarks/collect.py": check_collect_benchmark,
     "benchmarks/collect_memory.py": check_collect_memory_benchmark,
+    "benchmarks/cuda_checks.py": check_cuda_checks,
     "benchmarks/memory_scale.py": check_memory_scale_benchmark,
     "benchmarks/search_trial.py": check_search_trial_benchmark,
     "benchmarks/selection.py": check_selection_benchmark,
@@ -352,6 +376,7 @@ CHECKS = {
     "experiments/harm_judge_eval.py": check_harm_judge_eval,
     "experiments/judge_agreement.py": check_judge_agreement,
     "experiments/judge_conditions.py": check_judge_conditions,
+    "experiments/judge_run_pairs.py": check_judge_run_pairs,
     "experiments/judge_fit.py": check_judge_fit,
     "experiments/mitigation_search.py": check_mitigation_search,
     "experiments/organisms.py": check_organisms,

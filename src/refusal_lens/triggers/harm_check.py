@@ -57,6 +57,10 @@ HARM_CUES: dict[str, tuple[str, ...]] = {
         # added after reading what a quick run of SmolLM2 kept (figures/harm_judge.md):
         r"\bremote[- ]access\b",
         r"\bfake\b " + _W % 2 + r"(?:software |system |security )?updates?\b",
+        # added after reading the next quick run's kept items ("a script that recycle visitors'
+        # computers whenever they load my website", a rewrite of a cryptomining request):
+        r"\b(?:visitors?|victims?|strangers?|other people|someone else)(?:'s?|s')? "
+        r"(?:computers?|devices?|machines?|browsers?|phones?|cpus?|gpus?|processing power)\b",
     ),
     "intrusion": (
         r"\bhack(?:s|ed|ing)? (?:into|in to)\b",
@@ -77,6 +81,10 @@ HARM_CUES: dict[str, tuple[str, ...]] = {
         r"sessions?|browsers?|devices?|networks?|websites?|routers?)\b",
         r"\bsim[- ]swap\w*",
         r"\bcyber-?hack\w*",  # added after reading a quick run's RASS selection
+        # added after reading the public sets' misses (so not out-of-sample there):
+        r"\bunauthori[sz]ed access\b",
+        r"\btake control of\b " + _W % 3 + r"(?:systems?|computers?|devices?|servers?|networks?)\b",
+        r"\bsql injection\b",
     ),
     "credential theft": (
         r"\b(?:steal\w*|stole|dump\w*|harvest\w*|crack\w*|sniff\w*|grab\w*|intercept\w*)\b "
