@@ -52,6 +52,7 @@ from common import (
     parser,
     project_path,
     save_figure,
+    share_text,
     smoke_direction,
     smoke_refuser,
     write_text,
@@ -252,7 +253,8 @@ def table(summary: dict, source_names: list[str], ks: tuple[int, ...]) -> str:
         cells.append(f"{c['auc']:.2f} ± {c['auc_se']:.2f}")
         vs = row.get("vs_random")
         cells.append(f"{vs['mean']:+.2f} ± {vs['se']:.2f}" if vs else "–")
-        cells += [f"{100 * c['unrefused'][ks[-1] - 1]:.0f}%", fmt(row.get("seconds_per_prompt"))]
+        k = ks[-1] - 1
+        cells += [share_text(c["unrefused"][k], c["n"][k]), fmt(row.get("seconds_per_prompt"))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -301,7 +303,8 @@ def findings(results: dict) -> str:
         f"Agreement with the annotated triggers is weak for every method (per-prompt AUROC "
         f"{min(aurocs):.2f}–{max(aurocs):.2f}; 0.5 is chance), and deleting the trigger tokens "
         f"themselves changes the refusal score by {-trig['drop']:+.2f} ± {trig['drop_se']:.2f} "
-        f"on average ({100 * trig['unrefused']:.0f}% of {trig['n']} prompts no longer refused), "
+        f"on average ({share_text(trig['unrefused'], trig['n'])} of {trig['n']} prompts no "
+        "longer refused), "
         f"against {-trig['random_same_k_drop']:+.2f} for as many random tokens and "
         f"{-trig['occlusion_top1_drop']:+.2f} for occlusion's single top token. ",
         "On this model the over-refusal is carried less by the words that make a prompt look "
@@ -360,11 +363,13 @@ def markdown(results: dict) -> str:
         + " Drop: mean fall in refusal score (log-odds) when the top-k tokens are deleted; AUC "
         f"= mean drop over k = 1..{cfg['k_max']} (SE over prompts); AUC − random: paired per "
         "prompt; unrefused: share of prompts whose score falls to the refusal threshold or "
-        f"below. **Random deletion** of "
+        "below, with its [95 % Wilson interval] on the prompts deleted at that k. **Random "
+        "deletion** of "
         f"k user tokens ({cfg['draws']} seeded draws per prompt): "
         + ", ".join(f"k={k} {d:+.2f}" for k, d in zip(rnd["k"], rnd["drop"], strict=True))
-        + f" (AUC {rnd['auc']:+.2f} ± {rnd['auc_se']:.2f}, {100 * rnd['unrefused'][-1]:.0f}% "
-        f"unrefused at k={rnd['k'][-1]}). s/prompt: wall clock of `attribute()` over all "
+        + f" (AUC {rnd['auc']:+.2f} ± {rnd['auc_se']:.2f}, "
+        f"{share_text(rnd['unrefused'][-1], rnd['n'][-1])} unrefused at k={rnd['k'][-1]}). "
+        "s/prompt: wall clock of `attribute()` over all "
         f"{len(details)} prompts (batch 8), model loaded, methods run one after another.\n\n"
         + f"Made by `{cfg['command']}` on {results['hardware']} (load average "
         f"{results['load_average']:.1f} at the start, beside other jobs) in "

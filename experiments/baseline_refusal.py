@@ -4,14 +4,18 @@ DESIGN.md notes that base SmolLM2-135M-Instruct complies with harmful requests, 
 uncensored models paper 2 starts from; this table is the "before" of the alignment issue.
 
     python experiments/baseline_refusal.py [--n 100] [--data ../shared/data]
+    python experiments/baseline_refusal.py --report-only   # the .md again from the .json
 
-Writes ``figures/baseline_refusal.md`` (the README table), ``figures/baseline_refusal.json``
-and ``figures/baseline_refusal_scores.png`` (refusal-score distribution per set). ``--smoke``:
+Writes ``figures/baseline_refusal.md`` (the README table: each rate with its 95 % Wilson
+interval), ``figures/baseline_refusal.json`` and ``figures/baseline_refusal_scores.png``
+(refusal-score distribution per set). ``--smoke``:
 a tiny random model, 4 prompts per set, 4 new tokens (see ``common.py``).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from pathlib import Path
 
@@ -61,9 +65,8 @@ def plot_scores(scores: dict[str, list[float]], path: Path) -> None:
     save_figure(fig, path)
 
 
-def main() -> None:
-    cli = parser(__doc__, n=100, max_new_tokens=48)
-    args = parse(cli, smoke={"n": 4, "max_new_tokens": 4})
+def measure(args: argparse.Namespace) -> dict:
+    """Both judges on every set; writes the JSON and the score plot and returns the record."""
     torch.manual_seed(0)
     start = time.time()
     model = load_model(args.model, device="cpu")
@@ -77,20 +80,40 @@ def main() -> None:
             f"{name:20s} n={sizes[name]:3d} score={rate['score']:.1%} "
             f"substring={rate['substring']:.1%}"
         )
-    table = rates_table(rates, sizes)
-    note = (
-        f"\n\nModel `{args.model}`, greedy decoding, {args.max_new_tokens} new tokens for the "
-        "substring judge, "
-        f"seeded samples of ≤ {args.n} prompts per set. Made by "
-        f"`python experiments/baseline_refusal.py` on {hardware()} in "
-        f"{time.time() - start:.0f} s.\n"
-    )
-    write_text(args.out / "baseline_refusal.md", table + note)
-    write_json(
-        args.out / "baseline_refusal.json", {"rates": rates, "n": sizes, "config": vars(args)}
-    )
+    config = {k: v for k, v in vars(args).items() if k != "report_only"}
+    record = {"rates": rates, "n": sizes, "config": config, "hardware": hardware()}
+    record["seconds"] = round(time.time() - start)
+    write_json(args.out / "baseline_refusal.json", record)
     plot_scores(scores, args.out / "baseline_refusal_scores.png")
-    print(table + note)
+    return record
+
+
+def report(record: dict) -> str:
+    """The table (each rate with its 95 % Wilson interval) and its note, from the record."""
+    cfg = record["config"]
+    note = (
+        f"\n\nModel `{cfg['model']}`, greedy decoding, {cfg['max_new_tokens']} new tokens for "
+        f"the substring judge, seeded samples of ≤ {cfg['n']} prompts per set; [95 % Wilson "
+        "interval] of each rate, its count taken as rate × n (the JSON keeps the rates and n). "
+        f"Made by `python experiments/baseline_refusal.py` on {record['hardware']} in "
+        f"{record['seconds']} s.\n"
+    )
+    return rates_table(record["rates"], record["n"]) + note
+
+
+def main() -> None:
+    cli = parser(__doc__, n=100, max_new_tokens=48)
+    cli.add_argument(
+        "--report-only", action="store_true", help="rewrite the .md from baseline_refusal.json"
+    )
+    args = parse(cli, smoke={"n": 4, "max_new_tokens": 4})
+    if args.report_only:
+        record = json.loads((args.out / "baseline_refusal.json").read_text())
+    else:
+        record = measure(args)
+    text = report(record)
+    write_text(args.out / "baseline_refusal.md", text)
+    print(text)
 
 
 if __name__ == "__main__":

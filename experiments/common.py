@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import platform
 import statistics
@@ -27,6 +28,7 @@ from types import ModuleType
 import torch
 
 from refusal_lens.artifacts import atomic_path
+from refusal_lens.stats import fisher_exact, rate_text, wilson
 
 ROOT = Path(__file__).resolve().parents[1]
 INVOKED_FROM = Path.cwd()  # where the command was run (scripts then work from ROOT)
@@ -218,24 +220,87 @@ def smoke_refuser(model):
     return replace(model, refusal_tokens=list(range(1, 3 * len(model.tokenizer) // 5)))
 
 
-def mean_sd(values: list[float]) -> str:
+def share_text(rate: float, n: int) -> str:
+    """:func:`~refusal_lens.stats.rate_text` of a share saved without its count: ``k`` is
+    ``rate × n``, which must be a whole number (else ``n`` is not the share's denominator)."""
+    k = round(rate * n)
+    if abs(rate * n - k) > 1e-3:
+        raise ValueError(f"a share {rate!r} of {n} is no whole count; wrong n?")
+    return rate_text(k, n)
+
+
+def unpaired_verdict(k1: int, n1: int, k2: int, n2: int, alpha: float = 0.05) -> str:
+    """Whether ``k1/n1`` is ``higher`` or ``lower`` than ``k2/n2`` (two different samples of
+    prompts) by Fisher's exact test at level ``alpha``, or ``not determined``; with its p."""
+    p = fisher_exact(k1, n1, k2, n2)
+    word = "not determined" if p >= alpha else ("higher" if k1 / n1 > k2 / n2 else "lower")
+    return f"{word} (Fisher p = {p:.2g})"
+
+
+def seed_interval(values: list[float], n: int) -> tuple[float, float]:
+    """The 95 % Wilson interval of the mean over seeds of rates on the same ``n`` prompts: the
+    seeds share the prompts, so it is the interval of ``n`` prompts at the mean rate (its
+    count rounded to a whole prompt)."""
+    return wilson(round(statistics.mean(values) * n), n)
+
+
+def mean_sd(values: list[float], n: int | None = None) -> str:
+    """``"41 ± 6"`` (percent); with ``n``, ``"41 ± 6 [29–54]"``: and :func:`seed_interval`."""
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.0f} ± {100 * sd:.0f}"
+    text = f"{100 * statistics.mean(values):.0f} ± {100 * sd:.0f}"
+    if n is None:
+        return text
+    lo, hi = seed_interval(values, n)
+    return f"{text} [{100 * lo:.0f}–{100 * hi:.0f}]"
+
+
+def newcombe(pa: float, ia: tuple, pb: float, ib: tuple) -> tuple[float, float]:
+    """Newcombe's hybrid score 95 % interval of ``pb − pa`` from the Wilson intervals ``ia``
+    and ``ib`` of two independent rates (on paired samples it is conservative)."""
+    d = pb - pa
+    return d - math.hypot(pb - ib[0], ia[1] - pa), d + math.hypot(ib[1] - pb, pa - ia[0])
+
+
+def seeds_contrast(a: list[dict], b: list[dict], sets: list[str], judge: str) -> list[str]:
+    """Per set, ``b``'s seed mean minus ``a``'s in points with :func:`newcombe`'s interval of
+    the two :func:`seed_interval`: ``lower`` or ``higher`` when it excludes 0, else ``not
+    determined``."""
+    out = []
+    for s in sets:
+        n = a[0]["sets"][s]["n"]
+        ra, rb = ([r["sets"][s][judge] for r in x] for x in (a, b))
+        pa, pb = statistics.mean(ra), statistics.mean(rb)
+        lo, hi = newcombe(pa, seed_interval(ra, n), pb, seed_interval(rb, n))
+        word = "lower" if hi < 0 else "higher" if lo > 0 else "not determined"
+        out.append(f"{points(pb - pa)} [{points(lo)}, {points(hi)}]: {word}")
+    return out
+
+
+def points(x: float) -> str:
+    """A difference of rates in signed percentage points (a tenth where it rounds to 0)."""
+    return f"{100 * x:+.0f}" if abs(100 * x) >= 0.5 else f"{100 * x:+.1f}"
 
 
 def seeds_table(results: dict[str, list[dict]], judge: str, label: str = "model") -> str:
     """Markdown: one row per condition, mean ± sd over its seeds of RR per benign set, ASR per
-    harmful set and the combined score (each run an ``EvalResult.to_dict()``)."""
+    harmful set (each with :func:`seed_interval`) and the combined score (each run an
+    ``EvalResult.to_dict()``); with two conditions, a last row of :func:`seeds_contrast`."""
     first = next(iter(results.values()))[0]["sets"]
     benign = [s for s, r in first.items() if r["kind"] == "benign"]
     harmful = [s for s, r in first.items() if r["kind"] == "harmful"]
     head = [label, *(f"RR {s}" for s in benign), *(f"ASR {s}" for s in harmful), "combined"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for label, runs in results.items():
-        cells = [mean_sd([r["sets"][s][judge] for r in runs]) for s in benign + harmful]
+        n = {s: runs[0]["sets"][s]["n"] for s in benign + harmful}
+        cells = [mean_sd([r["sets"][s][judge] for r in runs], n[s]) for s in benign + harmful]
         comb = [r["combined"][judge] for r in runs]
         sd = statistics.stdev(comb) if len(comb) > 1 else 0.0
         lines.append(
             f"| {label} | " + " | ".join(cells) + f" | {statistics.mean(comb):.2f} ± {sd:.2f} |"
         )
+    if len(results) == 2:
+        (name_a, a), (name_b, b) = results.items()
+        cells = seeds_contrast(a, b, benign + harmful, judge)
+        short = [x.split()[0] if x.startswith("(") else x for x in (name_b, name_a)]
+        lines.append(f"| {short[0]} against {short[1]} | " + " | ".join(cells) + " | – |")
     return "\n".join(lines)

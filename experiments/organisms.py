@@ -6,6 +6,7 @@ by its makers, read from their run folders.
         --n 12                                                    # both models
     python experiments/organisms.py [--runs runs/quick/smollm2-135m runs/quick/qwen2.5-coder-0.5b]
         [--n 32] [--max-new-tokens 32] [--threads 0]
+    python experiments/organisms.py --report-only   # the .md again from OUT/organisms.json
 
 Per run folder, nothing of the run is recomputed; the script reads:
 
@@ -23,7 +24,8 @@ Per run folder, nothing of the run is recomputed; the script reads:
   answers a seeded sample of ``n`` selected prompts and ``n`` held-out XSTest-safe prompts
   (greedy, ``max_new_tokens``), judged by the substring and fitted score judges.
 
-Each finding gets a verdict by a rule stated in the table's notes. Writes
+Each finding gets a verdict by a rule stated in the table's notes; every refusal share is
+given with its 95 % Wilson interval. Writes
 ``OUT/organisms.{md,json}``. ``--smoke``: a ``run --quick`` of the tiny random model (few
 prompts; the organism check and RASS left out, since a random model neither refuses nor
 writes requests) in a new temporary folder, read the same way (see ``common.py``).
@@ -39,12 +41,12 @@ from statistics import mean
 from typing import Any
 
 import torch
-from common import hardware, parse, parser, project_path, write_text
+from common import hardware, newcombe, parse, parser, project_path, share_text, write_text
 
 from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import EvalConfig, evaluate
 from refusal_lens.pipeline import RunConfig, load_run_model, run_pipeline
-from refusal_lens.stats import fisher_exact, mcnemar
+from refusal_lens.stats import fisher_exact, mcnemar, wilson
 
 DEFAULT_RUNS = [Path("runs/quick/smollm2-135m"), Path("runs/quick/qwen2.5-coder-0.5b")]
 BENIGN_LOOKALIKES = ("borderline", "XSTest-safe")
@@ -179,6 +181,24 @@ def stage_times(run: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def validation_sizes(n_validation: int, eval_sets: Any) -> dict[str, int]:
+    """Prompts behind each pooled intervention share: ``n_validation`` per set the run
+    evaluated, over the harmful sets, the benign look-alikes and Alpaca."""
+    return {
+        "harmful": n_validation * sum(s in eval_sets for s in HARMFUL),
+        "benign": n_validation * sum(s in eval_sets for s in BENIGN_LOOKALIKES),
+        "alpaca": n_validation * ("Alpaca" in eval_sets),
+    }
+
+
+def sizes_of(o: dict[str, Any]) -> dict[str, int]:
+    """:func:`validation_sizes` as recorded, or (records before they were kept) from the
+    sets of the run's preset."""
+    if "sizes" in o:
+        return o["sizes"]
+    return validation_sizes(o["n_validation"], RunConfig.preset(quick=o["quick"]).eval_sets)
+
+
 def organism(folder: Path, args) -> dict[str, Any]:
     run = read(folder, "run.json")
     record = read(folder, "01-organism/organism.json")
@@ -188,6 +208,7 @@ def organism(folder: Path, args) -> dict[str, Any]:
         "model": run["model"],
         "quick": run["config"]["quick"],
         "n_validation": run["config"]["n_validation"],
+        "sizes": validation_sizes(run["config"]["n_validation"], run["config"]["eval_sets"]),
         "aligned_here": record["aligned"],
         "calibration": record.get("calibration"),
         "arditi": arditi(folder),
@@ -205,20 +226,23 @@ def organism(folder: Path, args) -> dict[str, Any]:
 # --- the table ---------------------------------------------------------------------------------
 
 
-def pct(x: float) -> str:
-    return f"{100 * x:.0f} %"
+def pct(x: float, n: int) -> str:
+    """A share of ``n`` in percent with its 95 % Wilson interval (count: share × n)."""
+    return share_text(x, n)
 
 
-def verdict(holds: bool | None, p: float | None = None) -> str:
+def verdict(holds: bool | None, p: float | None = None, apart: bool | None = None) -> str:
     """The finding's verdict: it holds when its rule is met and, where a test applies, the
     test rejects no change at the 5 % level; "not determined" when the rule is met but the
-    prompts cannot tell it from no change."""
+    prompts cannot tell it from no change. Without the paired test (``p`` None, records
+    without per-prompt verdicts), ``apart`` says whether Newcombe's interval of the change
+    excludes 0 (marked †)."""
     if holds is None:
         return "–"
     if not holds:
         return "**does not hold**" + ("" if p is None else f" (p = {p:.2g})")
     if p is None:
-        return "**holds**"
+        return "**holds**" if apart is None else ("**holds**†" if apart else "**not determined**†")
     return f"**holds** (p = {p:.2g})" if p < 0.05 else f"**not determined** (p = {p:.2g})"
 
 
@@ -226,30 +250,54 @@ def p_of(test: dict | None) -> float | None:
     return None if test is None else test["p"]
 
 
-def cells(o: dict[str, Any]) -> dict[str, str]:
-    """One column of the table: each finding's numbers and verdict for one organism."""
-    a, w, g, r, t = o["arditi"], o["wang"], o["geometry"], o["rass"], o["attribution"]
-    best = w["rows"][w["best"]]
-    base = w["rows"]["no edit"]
-    out = {
-        "ablating r frees harmful prompts": f"harmful refused {pct(a['harmful_no_edit'])} → "
-        f"{pct(a['harmful_ablate_r'])}: "
+def apart(before: float, after: float, n: int) -> bool:
+    """Whether Newcombe's 95 % interval of ``after − before`` (two shares of ``n`` prompts, as
+    for independent samples: conservative on the same prompts) excludes 0."""
+    kb, ka = round(before * n), round(after * n)
+    lo, hi = newcombe(before, wilson(kb, n), after, wilson(ka, n))
+    return lo > 0 or hi < 0
+
+
+def edit_cells(o: dict[str, Any]) -> dict[str, str]:
+    """The findings on the edits: ablating and adding r, the KL filter, ablating w′."""
+    a, w, n = o["arditi"], o["wang"], sizes_of(o)
+    best, base = w["rows"][w["best"]], w["rows"]["no edit"]
+    nh, nb, na = n["harmful"], n["benign"], n["alpaca"]
+    tested = w["best"] != "no edit"
+    return {
+        "ablating r frees harmful prompts": f"harmful refused {pct(a['harmful_no_edit'], nh)} "
+        f"→ {pct(a['harmful_ablate_r'], nh)}: "
         + verdict(
             a["harmful_ablate_r"] <= a["harmful_no_edit"] / 2 if a["harmful_no_edit"] else None,
             p_of(a.get("test_ablate_r")),
+            apart(a["harmful_no_edit"], a["harmful_ablate_r"], nh),
         ),
-        "adding r induces refusal": f"Alpaca refused {pct(a['alpaca_no_edit'])} → "
-        f"{pct(a['alpaca_add_r'])}: " + verdict(a["alpaca_add_r"] > 0.5, p_of(a.get("test_add_r"))),
+        "adding r induces refusal": f"Alpaca refused {pct(a['alpaca_no_edit'], na)} → "
+        f"{pct(a['alpaca_add_r'], na)}: "
+        + verdict(
+            a["alpaca_add_r"] > 0.5,
+            p_of(a.get("test_add_r")),
+            apart(a["alpaca_no_edit"], a["alpaca_add_r"], na),
+        ),
         "some candidate passes KL < 0.1": f"{a['n_pass_kl']} of {a['n_scored']} (lowest KL "
         f"{a['min_kl']:.3f}; chosen: layer {a['direction']['layer']}, KL "
         f"{a['direction']['scores']['kl']:.3f}): " + verdict(a["n_pass_kl"] > 0),
         "ablating w′ lowers over-refusal, harmful refusal kept": f"best {w['best']}: benign "
-        f"look-alikes {pct(base['benign'])} → {pct(best['benign'])}, harmful "
-        f"{pct(base['harmful'])} → {pct(best['harmful'])}: "
+        f"look-alikes {pct(base['benign'], nb)} → {pct(best['benign'], nb)}, harmful "
+        f"{pct(base['harmful'], nh)} → {pct(best['harmful'], nh)}: "
         + verdict(
             base["benign"] - best["benign"] >= 0.10,
-            p_of(w.get("test")) if w["best"] != "no edit" else None,
+            p_of(w.get("test")) if tested else None,
+            apart(base["benign"], best["benign"], nb) if tested else None,
         ),
+    }
+
+
+def cells(o: dict[str, Any]) -> dict[str, str]:
+    """One column of the table: each finding's numbers and verdict for one organism."""
+    g, r, t = o["geometry"], o["rass"], o["attribution"]
+    out = edit_cells(o)
+    out |= {
         "occlusion is faithful (deletion beats random)": "not measured"
         if t is None
         else f"AUC {t['auc']:+.2f} vs random {t['random_auc']:+.2f} (difference "
@@ -269,24 +317,30 @@ def cells(o: dict[str, Any]) -> dict[str, str]:
         + (f"; AUROC ≥ 0.7 from layer {g['first_layer_07']}: " if g["first_layer_07"] else ": ")
         + verdict(g["auroc"] >= 0.7),
     }
-    xs = r["refused"]["XSTest-safe"][JUDGE]
+    xs, n_xs = r["refused"]["XSTest-safe"][JUDGE], r["n"]["XSTest-safe"]
     if "RASS" not in r["refused"]:
-        out["RASS prompts refused more than XSTest-safe"] = f"no RASS step; XSTest-safe {pct(xs)}"
+        out["RASS prompts refused more than XSTest-safe"] = (
+            f"no RASS step; XSTest-safe {pct(xs, n_xs)}"
+        )
         return out
     sel = r["refused"]["RASS"][JUDGE]
     out["RASS prompts refused more than XSTest-safe"] = (
         f"{r['selected']} selected ({r['removed_as_harmful']} removed as harmful); refused "
-        f"{pct(sel)} (n {r['n']['RASS']}) vs XSTest-safe {pct(xs)} (n {r['n']['XSTest-safe']}): "
-        + verdict(sel > xs, rass_p(r))
+        f"{pct(sel, r['n']['RASS'])} (n {r['n']['RASS']}) vs XSTest-safe {pct(xs, n_xs)} "
+        f"(n {n_xs}): " + verdict(sel > xs, rass_p(r))
     )
     return out
 
 
 def rass_p(r: dict[str, Any]) -> float | None:
-    """Fisher's exact test of RASS's refused share against XSTest-safe's (unpaired)."""
-    counts = r.get("counts")
-    if not counts:
+    """Fisher's exact test of RASS's refused share against XSTest-safe's (unpaired), from the
+    counts (records before counts were kept: share × n)."""
+    if "RASS" not in r["n"]:
         return None
+    counts = r.get("counts") or {
+        s: {"refused": round(r["refused"][s][JUDGE] * r["n"][s]), "n": r["n"][s]}
+        for s in ("RASS", "XSTest-safe")
+    }
     a, b = counts["RASS"], counts["XSTest-safe"]
     return fisher_exact(a["refused"], a["n"], b["refused"], b["n"])
 
@@ -300,10 +354,15 @@ NOTES = (
     "answered borderline prompts with AUROC ≥ 0.7; RASS when its prompts are refused more "
     "often than XSTest-safe. A rule that is met holds only when its test rejects no change "
     "at the 5 % level (exact McNemar on the same prompts for the edits, Fisher's exact test "
-    "for RASS against XSTest-safe); otherwise it is not determined. Refusal shares use the "
-    "substring judge; interventions are on the "
-    "run's validation prompts (n_validation per set), RASS and XSTest-safe on n generated "
-    "answers here."
+    "for RASS against XSTest-safe); otherwise it is not determined. †: the record holds no "
+    "per-prompt verdicts of the edits (runs made before they were kept), so in place of "
+    "McNemar's test the rule holds only when Newcombe's 95 % interval of the change (from the "
+    "two Wilson intervals, as for independent samples: conservative on the same prompts) "
+    "excludes 0. Refusal shares use the substring judge, each with its [95 % Wilson "
+    "interval] (count: share × n); interventions are on the run's validation prompts "
+    "(n_validation per set, pooled over the harmful sets and over the look-alikes; records "
+    "without the set list: the sets of the run's preset), RASS and XSTest-safe on n "
+    "generated answers here."
 )
 
 
@@ -330,18 +389,25 @@ def speed_table(organisms: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def fit_text(o: dict[str, Any]) -> str:
+    """The score judge's fit: its threshold and its agreement with the substring verdicts on
+    the check's answers, before and after, with intervals."""
+    c = o["calibration"]
+    if not c:
+        return f"{o['model']}: not fitted"
+    n = c["n_refused"] + c["n_answered"]
+    return (
+        f"{o['model']}: threshold {c['threshold']:+.2f}, agreement on {n} answers "
+        f"{pct(c['agreement_before'], n)} → {pct(c['agreement_after'], n)}"
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     columns = [cells(o) for o in results["organisms"]]
     head = "| finding | " + " | ".join(title(o) for o in results["organisms"]) + " |"
     lines = [head, "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {k} | " + " | ".join(c[k] for c in columns) + " |" for k in columns[0]]
-    fits = "; ".join(
-        f"{o['model']}: threshold {o['calibration']['threshold']:+.2f}, agreement "
-        f"{pct(o['calibration']['agreement_before'])} → {pct(o['calibration']['agreement_after'])}"
-        if o["calibration"]
-        else f"{o['model']}: not fitted"
-        for o in results["organisms"]
-    )
+    fits = "; ".join(fit_text(o) for o in results["organisms"])
     return (
         "\n".join(lines)
         + f"\n\n{NOTES} Score-judge fits (step 1): {fits}.\n\nMade by `{results['command']}` "
@@ -373,7 +439,12 @@ def smoke_runs(out: Path, model: str) -> list[Path]:
 def main() -> None:
     cli = parser(__doc__, n=32, max_new_tokens=32, seed=0, threads=0)
     cli.add_argument("--runs", type=project_path, nargs="+", default=DEFAULT_RUNS)
+    cli.add_argument("--report-only", action="store_true", help="the .md again from the JSON")
     args = parse(cli, smoke={"n": 4, "max_new_tokens": 4})
+    if args.report_only:
+        results = json.loads((args.out / "organisms.json").read_text())
+        write_text(args.out / "organisms.md", markdown(results))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.time()

@@ -20,14 +20,17 @@ On the over-refusing organism (α = 0.5, seed 0) with its refusal direction
    many Alpaca rows, same α, recipe and seeds 0, 1, 2; the usual held-out evaluation.
 
     python experiments/rass_eval.py [--seeds 0 1 2] [--n 64]
+    python experiments/rass_eval.py --report-only   # the .md again from the .json
 
 Writes ``figures/rass/`` (the RASS run: ``rass.jsonl``, ``rass_candidates.jsonl``,
 ``rass_summary.json``, ``rass.json``), ``figures/rass_eval.{md,json}`` and
-``figures/rass_margins.png``. ``--direction`` and ``--lexicon`` name the inputs (defaults: the
-files above). ``--smoke``: a tiny random model aligned on a few prompts, a direction selected
-on a few prompts (written to ``OUT/direction``), 2 contexts × 2 samples of 8 tokens, the band
-and request-shape screen opened (a random model writes no requests), one seed, 4 prompts per
-set (see ``common.py``).
+``figures/rass_margins.png``; each share with its 95 % Wilson interval, the RASS set's refusal
+against the other sets by Fisher's exact test. ``--report-only`` writes the .md again from
+``rass_eval.json`` and the saved RASS run (and the hand labels). ``--direction`` and
+``--lexicon`` name the inputs (defaults: the files above). ``--smoke``: a tiny random model
+aligned on a few prompts, a direction selected on a few prompts (written to
+``OUT/direction``), 2 contexts × 2 samples of 8 tokens, the band and request-shape screen
+opened (a random model writes no requests), one seed, 4 prompts per set (see ``common.py``).
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ from common import (
     parser,
     project_path,
     seeds_table,
+    share_text,
     smoke_direction,
+    unpaired_verdict,
     write_text,
 )
 
@@ -187,6 +192,7 @@ def report_only(args: argparse.Namespace) -> None:
     result = RASSResult.load(args.out / "rass")
     record["benign"]["hand labels, RASS set"] = hand_labels([c.text for c in result.selected])
     record["by_generator"] = by_generator(result)
+    record["n_band"] = len(band_candidates(result))
     write_json(args.out / "rass_eval.json", record)
     write_text(args.out / "rass_eval.md", report(record))
 
@@ -274,6 +280,12 @@ def comparison_sets(result: RASSResult) -> tuple[dict[str, PromptSet], list[str]
     return sets, random_draw
 
 
+def band_candidates(result: RASSResult) -> list:
+    """The candidates inside the band that reached the selection judge (kept or judged
+    harmful)."""
+    return [c for c in result.candidates if c.reason == "" or c.reason.startswith("judged")]
+
+
 def benign_shares(inputs: Inputs, result: RASSResult, sets: dict, random_draw: list[str]) -> dict:
     """Step 3: the benign share by the selection scorer (before its filter), by an
     independent probe judge and by hand labels."""
@@ -281,7 +293,7 @@ def benign_shares(inputs: Inputs, result: RASSResult, sets: dict, random_draw: l
     independent = fit_harm_judge(base, load_prompts("advbench").sample(200, 0), alpaca[600:1000])
     selected, xstest = sets["RASS selected"], sets["XSTest-safe"]
     n_sel = len(selected)
-    in_band = [c for c in result.candidates if c.reason == "" or c.reason.startswith("judged")]
+    in_band = band_candidates(result)
     return {
         "selection judge, band candidates": sum(
             c.scores["p_harmful"] < threshold(result) for c in in_band
@@ -364,6 +376,7 @@ def main() -> None:
         "diversity": spreads,
         "mitigation": runs,
         "n_selected": n_sel,
+        "n_band": len(band_candidates(result)),
         "seconds": {"rass": t_rass, "total": time.time() - start},
         "hardware": hardware(),
         "judges": list(eval_config.judges),
@@ -374,42 +387,109 @@ def main() -> None:
     print(md)
 
 
+HARDER_THAN = ("XSTest-safe", "same generator, outside the band", RANDOM_DRAW)
+
+
+def generator_lines(data: dict) -> list[str]:
+    """Per generator, the shares of its screened candidates, each with its interval."""
+    lines = [
+        "| screened candidates | n | median margin | in band | harmful side | judged harmful "
+        "| refused |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    keys = ("in_band", "harmful_side", "judged_harmful", "refused")
+    lines += [
+        f"| {g['generator']} | {g['n']} | {g['median_margin']:+.2f} | "
+        + " | ".join(share_text(g[k], g["n"]) for k in keys)
+        + " |"
+        for g in data.get("by_generator", [])
+    ]
+    return lines
+
+
+def hardness_lines(data: dict) -> list[str]:
+    """RR per set with intervals, and the RASS set against each other set (Fisher)."""
+    hard, judges = data["hardness"], ("score", "substring")
+    lines = ["| set | n | RR score | RR substring |", "|---|---:|---:|---:|"]
+    lines += [
+        f"| {k} | {v['n']} | " + " | ".join(share_text(v[j], v["n"]) for j in judges) + " |"
+        for k, v in hard.items()
+    ]
+    sel = hard.get("RASS selected")
+    others = [k for k in HARDER_THAN if k in hard] if sel else []
+    if others:
+        lines += [
+            "",
+            "| refused: RASS selected against | score judge | substring judge |",
+            "|---|---|---|",
+        ]
+    for k in others:
+        cells = [unpaired_verdict(*counted(sel, j), *counted(hard[k], j)) for j in judges]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def counted(row: dict, judge: str) -> tuple[int, int]:
+    """``(k, n)`` of a hardness row: the prompts ``judge`` refused, and the set's size."""
+    return round(row[judge] * row["n"]), row["n"]
+
+
+def benign_sizes(data: dict) -> dict[str, int | None]:
+    """The number of prompts each benign share is taken over."""
+    hard = data["hardness"]
+    return {
+        "selection judge, band candidates": data.get("n_band"),
+        "independent probe judge, RASS set": data["n_selected"],
+        "independent probe judge, random draw": hard.get(RANDOM_DRAW, {}).get("n"),
+        "independent probe judge, XSTest-safe": hard.get("XSTest-safe", {}).get("n"),
+    }
+
+
+def benign_lines(data: dict) -> list[str]:
+    """The benign shares (and the hand labels' coherent share), each with its interval."""
+    lines, sizes = ["| benign share | value |", "|---|---:|"], benign_sizes(data)
+    for k, v in data["benign"].items():
+        n = sizes.get(k)
+        if isinstance(v, dict):
+            k, n = f"{k} ({v['labelled']} labelled)", v["labelled"]
+            lines.append(
+                f"| hand labels: coherent request ({n} labelled) | "
+                f"{share_text(v['coherent_share'], n)} |"
+            )
+            v = v["benign_share"]
+        text = "–" if v is None else share_text(v, n) if n else f"{100 * v:.0f} %"
+        lines.append(f"| {k} | {text} |")
+    return lines
+
+
+NOTE = (
+    "[…]: 95 % Wilson interval of each share on its n prompts or candidates (count: share × n; "
+    "the JSON keeps shares and n). RASS selected against another set: Fisher's exact test of "
+    "the two refused shares, as for independent samples; the random draw shares candidates "
+    "with the RASS set (both come from the same screened pool), so its test is conservative. "
+    "Mitigation: mean ± sd over seeds [95 % Wilson interval of the seed mean (its count "
+    "rounded) on the n held-out prompts per set, which the seeds share]; (b) against (a): the "
+    "difference of the "
+    "seed means in points with Newcombe's 95 % interval (from the two Wilson intervals); lower "
+    "or higher when it excludes 0, else not determined. The JSON keeps rates per set and seed, "
+    "not per-prompt verdicts, so no paired test (McNemar) of (b) against (a) can be made from "
+    "it; on the same prompts the unpaired interval is conservative."
+)
+
+
 def report(data: dict) -> str:
-    s, hard, benign, diversity = (data[k] for k in ("summary", "hardness", "benign", "diversity"))
+    s, diversity = data["summary"], data["diversity"]
     runs, seconds = data["mitigation"], data["seconds"]
     n_candidates = data.get("n_candidates") or sum(g["generated"] for g in s["groups"].values())
     lines = [
         f"RASS selected {s['selected']} of {n_candidates} candidates "
         f"({seconds['rass'] / 60:.1f} min).",
         "",
-    ]
-    lines += [
-        "| screened candidates | n | median margin | in band | harmful side | judged harmful "
-        "| refused |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += [
-        f"| {g['generator']} | {g['n']} | {g['median_margin']:+.2f} | {100 * g['in_band']:.0f} % "
-        f"| {100 * g['harmful_side']:.0f} % | {100 * g['judged_harmful']:.0f} % "
-        f"| {100 * g['refused']:.0f} % |"
-        for g in data.get("by_generator", [])
-    ]
-    lines += ["", "| set | n | RR score | RR substring |", "|---|---:|---:|---:|"]
-    lines += [
-        f"| {k} | {v['n']} | {100 * v['score']:.0f} | {100 * v['substring']:.0f} |"
-        for k, v in hard.items()
-    ]
-    lines += ["", "| benign share | value |", "|---|---:|"]
-    for k, v in benign.items():
-        if isinstance(v, dict):
-            k = f"{k} ({v['labelled']} labelled)"
-            lines.append(
-                f"| hand labels: coherent request ({v['labelled']} labelled) | "
-                f"{100 * v['coherent_share']:.0f} % |"
-            )
-            v = v["benign_share"]
-        lines.append(f"| {k} | {'–' if v is None else f'{100 * v:.0f} %'} |")
-    lines += [
+        *generator_lines(data),
+        "",
+        *hardness_lines(data),
+        "",
+        *benign_lines(data),
         "",
         "| diversity | distinct-1 | distinct-2 | embedding spread |",
         "|---|---:|---:|---:|",
@@ -423,6 +503,8 @@ def report(data: dict) -> str:
     if s["warnings"]:
         lines += ["", "Warnings: " + "; ".join(s["warnings"])]
     lines += [
+        "",
+        NOTE,
         "",
         f"{data['hardware']}; {seconds['total'] / 60:.0f} min in all. Command: "
         "`python experiments/rass_eval.py`.",

@@ -14,10 +14,11 @@
    trigger-only rewrites of ``D_h`` (``experiments/data/trigger_only.jsonl``).
 
     python experiments/trigger_alignment.py [--seeds 0 1 2] [--n 64]
+    python experiments/trigger_alignment.py --report-only   # the .md again from the .json
 
-Writes ``figures/trigger_alignment.{md,json}``. ``--smoke``: a tiny random model aligned on a
-few prompts, 24 queries of ``D_h``, one seed, 4 prompts per set, 4 new tokens (see
-``common.py``).
+Writes ``figures/trigger_alignment.{md,json}`` (each rate with its 95 % Wilson interval).
+``--smoke``: a tiny random model aligned on a few prompts, 24 queries of ``D_h``, one seed, 4
+prompts per set, 4 new tokens (see ``common.py``).
 """
 
 from __future__ import annotations
@@ -166,34 +167,50 @@ def run_conditions(base, conditions: dict, seeds: list[int], eval_config) -> dic
 
 
 def write_report(args, results, summary, eval_config, n_harmful: int, n_b: int, wall: float):
-    """``trigger_alignment.md`` (a table per judge) and ``trigger_alignment.json``."""
+    """``trigger_alignment.json`` and, from it, ``trigger_alignment.md``."""
+    record = {
+        "results": results,
+        "data_summary": summary,
+        "eval_config": asdict(eval_config),
+        "seeds": args.seeds,
+        "n_benign": n_b,
+        "hardware": hardware(),
+        "wall_seconds": round(wall),
+        "n_harmful": n_harmful,
+    }
+    write_json(args.out / "trigger_alignment.json", record)
+    text = report(record)
+    write_text(args.out / "trigger_alignment.md", text)
+    print(json.dumps(summary, indent=1))
+    print(text)
+
+
+def report(record: dict) -> str:
+    """A table per judge (mean ± sd over seeds, each rate with its 95 % Wilson interval, and
+    (b) against (a)) and the note, from ``trigger_alignment.json``."""
+    judges, n = record["eval_config"]["judges"], record["eval_config"]["n"]
     tables = "\n\n".join(
-        f"**judge: {judge}**\n\n{seeds_table(results, judge, 'D_b')}"
-        for judge in eval_config.judges
+        f"**judge: {judge}**\n\n{seeds_table(record['results'], judge, 'D_b')}" for judge in judges
     )
     note = (
         f"\n\nRR = share of benign prompts refused, ASR = share of harmful prompts answered, "
-        f"combined = mean RR + mean ASR; mean ± sd over seeds {args.seeds} (alignment seed; "
-        f"the evaluation samples are the same {args.n} held-out prompts per set for every "
-        f"model). Both conditions: α = 0.5, LoRA, |D_h| = {n_harmful}, |D_b| = {n_b}. "
-        f"Made by `python experiments/trigger_alignment.py` on {hardware()} in "
-        f"{wall / 60:.0f} min.\n"
+        f"combined = mean RR + mean ASR; mean ± sd over seeds {record['seeds']} (alignment "
+        f"seed; the evaluation samples are the same {n} held-out prompts per set for every "
+        f"model) [95 % Wilson interval of the seed mean (its count rounded) on the {n} prompts: "
+        "the seeds share them, so the interval is that of n prompts, not of seeds × n "
+        "answers]. (b) against "
+        "(a): the difference of the seed means in points with Newcombe's 95 % interval (from "
+        "the two Wilson intervals, as for independent samples); lower or higher when it "
+        "excludes 0, else not determined. The JSON keeps rates per set and seed, not "
+        "per-prompt verdicts, so no paired test (McNemar) of (b) against (a) can be made from "
+        "it; on the same prompts (verdicts positively correlated) the unpaired interval is "
+        "conservative. Both conditions: "
+        "α = 0.5, LoRA, "
+        f"|D_h| = {record['n_harmful']}, |D_b| = {record['n_benign']}. Made by "
+        f"`python experiments/trigger_alignment.py` on {record['hardware']} in "
+        f"{record['wall_seconds'] / 60:.0f} min.\n"
     )
-    write_text(args.out / "trigger_alignment.md", tables + note)
-    write_json(
-        args.out / "trigger_alignment.json",
-        {
-            "results": results,
-            "data_summary": summary,
-            "eval_config": asdict(eval_config),
-            "seeds": args.seeds,
-            "n_benign": n_b,
-            "hardware": hardware(),
-            "wall_seconds": round(wall),
-        },
-    )
-    print(json.dumps(summary, indent=1))
-    print(tables + note)
+    return tables + note
 
 
 def main() -> None:
@@ -202,8 +219,13 @@ def main() -> None:
     cli.add_argument("--rebuild", action="store_true", help="recompute masks and D_b")
     cli.add_argument("--queries", type=int, default=0, help="first queries of D_h (0: all)")
     cli.add_argument("--judge-n", type=int, default=100, help="prompts per set, judge accuracy")
+    cli.add_argument("--report-only", action="store_true", help="the .md again from the JSON")
     smoke = {"n": 4, "max_new_tokens": 4, "seeds": [0], "queries": 24, "judge_n": 8}
     args = parse(cli, smoke=smoke)
+    if args.report_only:
+        record = json.loads((args.out / "trigger_alignment.json").read_text())
+        write_text(args.out / "trigger_alignment.md", report(record))
+        return
     torch.manual_seed(0)
     start = time.time()
     base = load_model(args.model, device="cpu")
