@@ -293,6 +293,11 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
             )
         why = str(s["export"]["why"]).rstrip(".")
         weights = f"`{s['export']['model']}`" if s["export"]["model"] else f"none: {why}"
+        judged = s["config"].get("search_judge", "score")  # runs before the key: score
+        how = {"score": "the one-forward score judge (not valid under edits; see the verdicts)",
+               "substring": f"generation ({s['config'].get('search_tokens', 24)} tokens), the "
+               "degeneration detector and the refusal phrases"}.get(judged, judged)  # fmt: skip
+        parts.append(f"Trials judged by {how}.\n")
         parts.append(f"Chosen edit: **{s['chosen']}**. Exported weights: {weights}.\n")
         for judge in s["judges"]:
             name = judge

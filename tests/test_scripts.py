@@ -517,3 +517,28 @@ def test_hand_labels_with_unknown_labels_or_duplicates_fail_naming_the_line(tmp_
     path.write_text(json.dumps(rows[0]) + "\n")
     with pytest.raises(RefusalLensError, match=r"1 pairs have no label \(e.g. \['b'\]\)"):
         judge_agreement.read_labels(path, pairs)
+
+
+def test_new_only_keeps_verdicts_of_the_same_judge_and_judges_the_rest(tmp_path):
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import judge_agreement
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    row = {"id": "a", "score": 1.0, "verdicts": {"llm": "refused"}, "llm_label": "refuses"}
+    record = {
+        "judge_model": judge_agreement.QWEN,
+        "judge_prompt": judge_agreement.JUDGE_PROMPT,
+        "seconds": 100,
+        "rows": [row | {"llm_probs": [0.1, 0.8, 0.1], "human": "refuses", "group": "x"}],
+    }
+    (tmp_path / "judge_agreement.json").write_text(json.dumps(record))
+    args = argparse.Namespace(out=tmp_path, judge=judge_agreement.QWEN, smoke=False)
+    pairs = [{"id": "a"}, {"id": "b"}]
+    kept, todo, spent = judge_agreement.earlier_rows(args, pairs)
+    assert list(kept) == ["a"] and "human" not in kept["a"] and kept["a"]["score"] == 1.0
+    assert todo == [{"id": "b"}] and spent == 100
+    args.judge = "another-judge"  # another judge's verdicts are not reused
+    assert judge_agreement.earlier_rows(args, pairs) == ({}, pairs, 0)
