@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -122,9 +123,13 @@ def pairs_of(run: Path, name: str, spec: str, n: int, seed: int) -> list[tuple[d
 
 
 def append(path: Path, rows: list[dict]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    """The file with ``rows`` added, written whole to a temporary file and renamed over it (an
+    interrupted call leaves the file as it was)."""
+    before = path.read_text(encoding="utf-8") if path.is_file() else ""
+    added = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(before + added, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def main() -> None:
