@@ -14,7 +14,9 @@ and ``run.json`` (the settings, stage times, hardware and library versions). Wri
 qwen2.5-coder-0.5b; ``none`` to skip) a third judge reads the answers the held-out evaluation
 saved (``10-search/heldout/NN/evaluation_prompts.jsonl``): the one computation made here.
 Run folders do not outlive the machine that made them: ``--keep-absent`` keeps, for a run
-folder no longer on disk, its summary from the ``OUT/mitigation_search.json`` written before.
+folder no longer on disk, its summary from the ``OUT/mitigation_search.json`` written before;
+``--reuse RUN ...`` keeps it for run folders still on disk that did not change since (no
+judging again: the LLM judge reads about 1,000 answers per run in 15–20 min on 2 cores).
 ``--smoke``: a synthetic ``search.json`` (``tests/search_fixture.py``), judged by the tiny
 random model, in a new temporary folder (see ``common.py``).
 """
@@ -255,7 +257,7 @@ def kept(run: Path, out: Path, keep_absent: bool) -> dict[str, Any]:
     earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
     found = [s for s in earlier if s["run"] == str(run)]
     if keep_absent and found:
-        return {**found[0], "kept": True}
+        return {**found[0], "kept": "reused" if is_run(run) else True}
     hint = f"{path} has no summary of it" if keep_absent else "--keep-absent keeps an earlier one"
     raise SystemExit(
         f"{run} holds no 10-search/search.json ({hint}): run "
@@ -286,7 +288,12 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
                          for n, t in s["trials"].items())  # fmt: skip
         minutes = (s["search_seconds"] or 0) / 60
         parts.append(f"### {s['model']}{options(s['config'])}\n")
-        if s.get("kept"):
+        if s.get("kept") == "reused":
+            parts.append(
+                f"*Kept from the earlier figures (`--reuse`): `{s['run']}` did not change "
+                "since they were made, so its answers were not judged again.*\n"
+            )
+        elif s.get("kept"):
             parts.append(
                 f"*Kept from the earlier figures: `{s['run']}` was not on disk when these "
                 "tables were made, so they show the judges it had then.*\n"
@@ -338,6 +345,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="for a run folder no longer on disk, keep its summary from OUT/mitigation_search.json",
     )
+    p.add_argument(
+        "--reuse",
+        type=project_path,
+        nargs="*",
+        default=[],
+        help="run folders whose summary in OUT/mitigation_search.json is kept though on disk",
+    )
     add_smoke_flag(p)
     args = parse(p, argv)
     out = Path(args.out)
@@ -352,8 +366,9 @@ def main(argv: list[str] | None = None) -> None:
         judge = load_model(args.llm_judge)
     labels: dict[tuple[str, str], str] = {}
     summaries = [
-        summary(Path(run), judge, labels) if is_run(Path(run)) else
-        kept(Path(run), out, args.keep_absent)
+        summary(Path(run), judge, labels)
+        if is_run(Path(run)) and Path(run) not in set(map(Path, args.reuse)) else
+        kept(Path(run), out, args.keep_absent or Path(run) in set(map(Path, args.reuse)))
         for run in args.runs
     ]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)

@@ -431,6 +431,11 @@ def test_mitigation_search_keeps_an_absent_runs_summary_only_when_asked(smoke_ca
     assert run_script(script, smoke_cache, *args).returncode == 0
     [first] = json.loads((out / "mitigation_search.json").read_text())
     assert "kept" not in first and "Kept from" not in (out / "mitigation_search.md").read_text()
+    (run / "10-search" / "search.json").write_text("{}")  # --reuse reads nothing of the run
+    assert run_script(script, smoke_cache, *args, "--reuse", str(run)).returncode == 0
+    [reused] = json.loads((out / "mitigation_search.json").read_text())
+    assert reused == {**first, "kept": "reused"}
+    assert "did not change since" in (out / "mitigation_search.md").read_text()
     shutil.rmtree(run)
     proc = run_script(script, smoke_cache, *args)
     assert proc.returncode != 0 and "holds no 10-search/search.json" in proc.stderr
