@@ -112,7 +112,7 @@ class RASSConfig(StageConfig):
     top_p: float = 0.95
     header: str = HEADER
     band: float = 0.5  # keep |margin| <= band (when band_range is None)
-    band_range: tuple[float, float] | None = None  # keep lo <= margin <= hi instead: the
+    band_range: tuple[float, ...] | None = None  # (lo, hi): keep lo <= margin <= hi instead: the
     # margins where the model is undecided (refusal_fit.boundary_fit on validation prompts)
     max_repeat: float = 0.25
     require_request: bool = True  # drop candidates not shaped like a request (is_request)
