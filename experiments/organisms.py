@@ -426,7 +426,8 @@ def smoke_runs(out: Path, model: str) -> list[Path]:
     folder = out / "runs" / "tiny"
     small = dict(n_check=4, align_harmful=8, align_benign=8, n_eval=4, max_new_tokens=4)
     small |= dict(n_train=8, n_val=4, top_k=2, n_false_refusal=8, n_validation=4)
-    small |= dict(n_attribution=1, n_masks=4, n_geometry=12, n_judge=12, n_seeds=4)
+    small |= dict(n_attribution=1, n_masks=4, n_geometry=12, n_lookalikes=8, n_judge=12)
+    small |= dict(n_seeds=4)
     small |= dict(realign=False, export=False)
     # without "organism", the run studies the model as given (a random model refuses nothing,
     # so the organism check would stop the run); without "rass" (it writes no requests)

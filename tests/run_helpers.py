@@ -98,6 +98,25 @@ def check_bundled_results(out: Path) -> None:
     geometry = json.loads((out / FOLDERS["geometry"] / "geometry.json").read_text())
     kept = Residuals.load(out / FOLDERS["geometry"] / "residuals" / "harmful")
     assert kept.acts.shape[0] == len(geometry["texts"]["harmful"])
+    check_rass_selection(out)
+
+
+def check_rass_selection(out: Path) -> None:
+    """RASS selected in the layer and band the geometry stage fitted on validation
+    look-alikes, or, where it fitted none, at the direction's layer with |margin| <= band."""
+    fit = json.loads((out / FOLDERS["geometry"] / "boundary_fit.json").read_text())
+    config = json.loads((out / FOLDERS["rass"] / "rass.json").read_text())["config"]
+    rows = [json.loads(x) for x in (out / FOLDERS["rass"] / "rass.jsonl").read_text().splitlines()]
+    section = json.loads((out / FOLDERS["rass"] / "section.json").read_text())["text"][0]
+    if fit["layer"] is not None and fit["band"] is not None:
+        lo, hi = fit["band"]
+        assert config["layer"] == fit["layer"] and config["band_range"] == [lo, hi]
+        assert all(r["layer"] == fit["layer"] and lo <= r["margin"] <= hi for r in rows)
+        assert f"layer {fit['layer']}" in section
+    else:
+        assert config["layer"] is None and config["band_range"] is None
+        assert all(abs(r["margin"]) <= config["band"] for r in rows)
+        assert "the direction's layer" in section
 
 
 def check_realigned_mitigations(out: Path) -> None:

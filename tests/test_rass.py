@@ -249,6 +249,16 @@ def test_rass_end_to_end_output_matches_direct_scores(
     outside = [c for c in narrow.candidates if c.reason.startswith("outside the band")]
     assert outside and all(abs(c.scores["margin"]) > band for c in outside)
 
+    signed = sorted(c.scores["margin"] for c in result.candidates if "margin" in c.scores)
+    lo, hi = signed[len(signed) // 4], signed[len(signed) // 2]  # off-centre: not |m| <= band
+    shifted = rass(
+        tiny_llama, SEEDS, direction, reference, no_harm, replace(config, band_range=(lo, hi))
+    )
+    assert shifted.selected and all(lo <= c.scores["margin"] <= hi for c in shifted.selected)
+    out = [c for c in shifted.candidates if c.reason.startswith("outside the band")]
+    assert out and all(not lo <= c.scores["margin"] <= hi for c in out)
+    assert "not in [" in out[0].reason
+
 
 def test_save_load_round_trips_every_candidate(result, tmp_path):
     dropped = {c.reason.split(" (")[0] for c in result.candidates if c.reason}
@@ -401,6 +411,8 @@ def test_a_translator_s_bad_answers_are_refused_or_counted(tiny_llama, direction
         ({"max_selected": 0}, r"RASSConfig\.max_selected must be None"),
         ({"layer": -1}, r"RASSConfig\.layer must be None or >= 0"),
         ({"header": " "}, r"RASSConfig\.header must be non-empty"),
+        ({"band_range": (0.5, 0.1)}, r"RASSConfig\.band_range must be None or \(low, high\)"),
+        ({"band_range": (0.0, float("inf"))}, r"RASSConfig\.band_range must be None"),
     ],
 )
 def test_out_of_range_config_fields_are_refused(changes, message):
@@ -411,7 +423,9 @@ def test_out_of_range_config_fields_are_refused(changes, message):
 
 
 def test_config_round_trips_and_the_scorer_threshold_is_checked():
-    config = small(coefs=(-1.0, 2.0), languages=("en", "fr"), max_selected=3)
+    config = small(
+        coefs=(-1.0, 2.0), languages=("en", "fr"), max_selected=3, band_range=(-0.2, 0.4)
+    )
     assert RASSConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(RefusalLensError, match=r"HarmScorer\.threshold must be in \[0, 1\]"):
         HarmScorer(no_harm, 1.5)
@@ -425,3 +439,8 @@ def test_bad_input(tiny_llama, direction, reference):
         rass(tiny_llama, SEEDS, wrong, reference, no_harm, small())
     with pytest.raises(RefusalLensError, match="RASS selected nothing"):
         rass(tiny_llama, SEEDS, direction, reference, lambda t: [1.0] * len(t), small())
+    tiny_band = small(band_range=(1e6, 1e6 + 1))  # no candidate sits this far out
+    with pytest.raises(RefusalLensError, match=r"Nearest outside the band \[\+1000000\.00") as e:
+        rass(tiny_llama, SEEDS, direction, reference, no_harm, tiny_band)
+    low = float(str(e.value).split("the band [")[2].split(",")[0])
+    assert low < 1e6  # the band that would take the nearest in reaches down to them

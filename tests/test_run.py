@@ -25,6 +25,7 @@ from refusal_lens.pipeline.runner import FOLDERS, RUN_FILE
 from run_helpers import (
     STAGES,
     assert_same_tables,
+    check_rass_selection,
     check_realigned_mitigations,
     check_report_in_browser,
     check_search,
@@ -45,7 +46,8 @@ TINY = (
     "--align-harmful", "96", "--align-benign", "96", "--n-check", "8", "--n-eval", "4",
     "--max-new-tokens", "8", "--n-train", "8", "--n-val", "4", "--top-k", "2",
     "--n-false-refusal", "8", "--n-validation", "4", "--n-attribution", "2", "--n-masks", "96",
-    "--n-geometry", "12", "--n-judge", "16", "--rass-contexts", "2", "--rass-samples", "2",
+    "--n-geometry", "12", "--n-lookalikes", "12", "--n-judge", "16", "--rass-contexts", "2",
+    "--rass-samples", "2",
     "--n-seeds", "8", "--search", "--search-trials", "3", "--search-seeds", "1",
     "--n-search", "4", "--n-heldout", "4", "--search-rejudge", "1",
 )  # fmt: skip
@@ -134,3 +136,4 @@ def check_tiny_results(out: Path) -> None:
     check_realigned_mitigations(out)
     selected = (out / FOLDERS["rass"] / "rass.jsonl").read_text().splitlines()
     assert selected and all(json.loads(line)["text"] for line in selected)
+    check_rass_selection(out)

@@ -30,7 +30,8 @@ CI_PRESET = (
     "--quick", "--align-harmful", "160", "--align-benign", "200", "--n-check", "8",
     "--n-eval", "8", "--max-new-tokens", "12", "--n-train", "32", "--n-val", "8",
     "--top-k", "4", "--n-false-refusal", "16", "--n-validation", "4", "--n-attribution", "2",
-    "--n-masks", "16", "--n-geometry", "16", "--n-judge", "32", "--rass-contexts", "3",
+    "--n-masks", "16", "--n-geometry", "16", "--n-lookalikes", "16", "--n-judge", "32",
+    "--rass-contexts", "3",
     "--rass-samples", "2", "--n-seeds", "16", "--search", "--search-trials", "3",
     "--search-seeds", "1", "--n-search", "8", "--n-heldout", "4", "--search-rejudge", "1",
 )  # fmt: skip

@@ -120,6 +120,18 @@ def check_judge_run_pairs(out: Path, stdout: str) -> None:
     assert "appended 8 pairs" in stdout and "appended 0 pairs" in stdout  # a rerun adds none
 
 
+def check_rass_baselines(out: Path, stdout: str) -> None:
+    record = read_json(out / "rass_baselines.json")
+    (run,) = record["runs"]
+    assert set(run["sets"]) == {"RASS", "XSTest-safe", "borderline", "Alpaca"}
+    assert all(s["n"] == 4 and 0 <= s["refused"] <= 4 for s in run["sets"].values())
+    assert sum(g["n"] for g in run["generators"].values()) == 4  # the sampled selected ones
+    assert set(run["generators"]) <= {"steer coef 0.5", "recombine"}
+    assert all(0 <= p <= 1 for p in run["fisher_p"].values())
+    table = (out / "rass_baselines.md").read_text()
+    assert "| tiny | " in table and "RASS vs borderline" in table and "[" in table
+
+
 def check_collect_memory_benchmark(out: Path, stdout: str) -> None:
     record = read_json(out)
     assert record["sizes"] == [4, 8]
@@ -380,6 +392,7 @@ CHECKS = {
     "experiments/judge_fit.py": check_judge_fit,
     "experiments/mitigation_search.py": check_mitigation_search,
     "experiments/organisms.py": check_organisms,
+    "experiments/rass_baselines.py": check_rass_baselines,
     "experiments/rass_eval.py": check_rass_eval,
     "experiments/rewriter_eval.py": check_rewriter_eval,
     "experiments/run_report.py": check_run_report,

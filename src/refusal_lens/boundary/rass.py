@@ -12,7 +12,10 @@ steps, each documented where it lives:
    token) is placed against that layer's harmful-vs-harmless probe
    (:func:`refusal_lens.boundary.geometry.layer_boundary`, fitted on the reference sets,
    translated into the language when a translator is given); candidates with
-   ``|margin| ≤ band`` are kept (margin units: the class means sit near ±1). A
+   ``|margin| ≤ band`` are kept (margin units: the class means sit near ±1), or, with
+   ``band_range = (lo, hi)``, those with ``lo ≤ margin ≤ hi``: the pipeline takes the layer
+   and that band from :mod:`refusal_lens.boundary.refusal_fit`, where the margin predicts the
+   model's refusals of validation look-alikes and the fitted refusal is near one half. A
    :class:`HarmScorer` then drops those whose ``p_harmful`` reaches its ``threshold``: by
    default a :class:`refusal_lens.triggers.harm.HarmJudge` (a probe on the judge model, with
    its own ``config.threshold``; :func:`harm_scorer`) reading the English text, i.e. the
@@ -108,7 +111,9 @@ class RASSConfig(StageConfig):
     temperature: float = 0.8
     top_p: float = 0.95
     header: str = HEADER
-    band: float = 0.5  # keep |margin| <= band
+    band: float = 0.5  # keep |margin| <= band (when band_range is None)
+    band_range: tuple[float, ...] | None = None  # (lo, hi): keep lo <= margin <= hi instead: the
+    # margins where the model is undecided (refusal_fit.boundary_fit on validation prompts)
     max_repeat: float = 0.25
     require_request: bool = True  # drop candidates not shaped like a request (is_request)
     collapse_share: float = 0.5
@@ -121,8 +126,8 @@ class RASSConfig(StageConfig):
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("coefs", "languages"):
-            if isinstance(getattr(self, name), list):
+        for name in ("coefs", "languages", "band_range"):
+            if isinstance(getattr(self, name), list):  # as read back from JSON
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         super().__post_init__()
 
@@ -162,6 +167,15 @@ class RASSConfig(StageConfig):
         )
         check_field(
             self, "band", self.band > 0, "positive (> 0)", "it is the |margin| kept, e.g. 0.5"
+        )
+        lo_hi = self.band_range
+        check_field(
+            self,
+            "band_range",
+            lo_hi is None
+            or (len(lo_hi) == 2 and all(math.isfinite(x) for x in lo_hi) and lo_hi[0] < lo_hi[1]),
+            "None or (low, high) with low < high, both finite",
+            "give e.g. (-0.3, 0.4) or None for |margin| <= band",
         )
         for name in ("max_repeat", "collapse_share", "dedup_jaccard"):
             check_field(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]", "it is a share")
@@ -317,8 +331,8 @@ def select_near_boundary(
         c.scores |= {"margin": mi, "layer": boundary.layer, "p_harmful": pi, "refusal_score": si}
         if en != c.text:
             c.scores["english"] = en
-        if abs(mi) > config.band:
-            c.reason = f"outside the band (|margin| {abs(mi):.2f} > {config.band:g})"
+        if not in_band(mi, config):
+            c.reason = f"outside the band ({band_text(mi, config)})"
         elif pi >= harm.threshold:
             c.reason = f"judged harmful (p {pi:.2f} >= {harm.threshold:g})"
     if harm_check is not None:
@@ -328,9 +342,29 @@ def select_near_boundary(
             if why is not None:
                 c.reason = f"{HARM_CHECK_REASON} ({why})"
     if config.max_selected is not None:
-        kept = sorted((c for c in live if c.reason == ""), key=lambda c: abs(c.scores["margin"]))
+        centre = sum(config.band_range) / 2 if config.band_range else 0.0
+        kept = sorted(
+            (c for c in live if c.reason == ""), key=lambda c: abs(c.scores["margin"] - centre)
+        )
         for c in kept[config.max_selected :]:
             c.reason = "over max_selected"
+
+
+def in_band(margin: float, config: RASSConfig) -> bool:
+    """Whether a margin is inside the selection band: ``band_range`` when set, else
+    ``|margin| <= band``."""
+    if config.band_range is not None:
+        lo, hi = config.band_range
+        return lo <= margin <= hi
+    return abs(margin) <= config.band
+
+
+def band_text(margin: float, config: RASSConfig) -> str:
+    """Why ``margin`` is outside the band, for a dropped candidate's reason."""
+    if config.band_range is not None:
+        lo, hi = config.band_range
+        return f"margin {margin:+.2f} not in [{lo:+.2f}, {hi:+.2f}]"
+    return f"|margin| {abs(margin):.2f} > {config.band:g}"
 
 
 def seed_scores(model: ModelHandle, candidates: list[Candidate], batch_size: int) -> None:
@@ -487,12 +521,32 @@ def rass(
     )
     if not result.selected:
         raise RefusalLensError(
-            f"RASS selected nothing: {json.dumps(result.summary()['groups'])}. Widen the band, "
-            "add seeds or contexts, use smaller steering coefficients or check the harm "
-            f"scorer's threshold ({run.harm.threshold:g}) and the harm check."
+            f"RASS selected nothing: {json.dumps(result.summary()['groups'])}. "
+            f"{closest_outside(candidates, config)}Widen the band, add seeds or contexts, use "
+            "smaller steering coefficients or check the harm scorer's threshold "
+            f"({run.harm.threshold:g}) and the harm check."
         )
     seed_scores(model, candidates, config.batch_size)
     return result
+
+
+def closest_outside(candidates: list[Candidate], config: RASSConfig, shown: int = 3) -> str:
+    """The candidates outside the band nearest to it, and the band that would take them in."""
+    outside = [c for c in candidates if c.reason.startswith("outside the band")]
+    if not outside:
+        return ""
+    lo, hi = config.band_range or (-config.band, config.band)
+    gap = lambda c: max(lo - c.scores["margin"], c.scores["margin"] - hi)  # noqa: E731
+    near = sorted(outside, key=gap)[:shown]
+    reach = (
+        min(lo, *(c.scores["margin"] for c in near)),
+        max(hi, *(c.scores["margin"] for c in near)),
+    )
+    texts = "; ".join(f"{c.text!r} (margin {c.scores['margin']:+.2f})" for c in near)
+    return (
+        f"Nearest outside the band [{lo:+.2f}, {hi:+.2f}]: {texts}; the band "
+        f"[{reach[0]:+.2f}, {reach[1]:+.2f}] would take them in (band_range). "
+    )
 
 
 def harm_check_warnings(candidates: list[Candidate], shown: int = 5) -> list[str]:

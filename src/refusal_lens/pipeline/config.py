@@ -49,8 +49,16 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "interventions": ("n_validation", "max_new_tokens", "add_coef", "harmful_drop"),
     "attribution": ("n_attribution", "attribution_method"),
     "triggers": ("n_masks", "n_judge"),
-    "geometry": ("n_geometry",),
-    "rass": ("rass_contexts", "rass_samples", "rass_band", "n_seeds", "n_masks", "n_geometry"),
+    "geometry": ("n_geometry", "n_lookalikes", "max_new_tokens"),
+    "rass": (
+        "rass_contexts",
+        "rass_samples",
+        "rass_band",
+        "rass_rule",
+        "n_seeds",
+        "n_masks",
+        "n_geometry",
+    ),
     "mitigations": ("realign", "export"),
     "search": (
         "n_eval",
@@ -124,10 +132,14 @@ class RunConfig(StageConfig):
     attribution_method: str = "occlusion"  # occlusion, grad_x_input, integrated_gradients
     n_masks: int = 80  # D_h queries given trigger masks
     n_geometry: int = 64  # prompts per class for the boundary probes and RASS's reference
+    n_lookalikes: int = 64  # geometry: validation look-alikes answered to rank layers for RASS
     n_judge: int = 128  # prompts per class the harm judge is fitted on
     rass_contexts: int = 24  # RASS few-shot lists
     rass_samples: int = 4  # RASS continuations per list and coefficient
-    rass_band: float = 0.5  # RASS keeps |margin| <= band
+    rass_band: float = 0.5  # RASS keeps |margin| <= band (rass_rule margin, or its fallback)
+    rass_rule: str = "refusal"  # RASS layer and band: refusal (where the geometry stage's
+    # validation look-alikes say the boundary predicts refusal) or margin (the direction's
+    # layer, |margin| <= rass_band: the rule before)
     n_seeds: int = 160  # RASS seeds (half D_h queries, half Alpaca rows)
     realign: bool = True  # re-align with sanitized and RASS D_b (models the run aligned)
     export: bool = True  # weight-orthogonalized copy of the w′ mitigation
@@ -187,6 +199,8 @@ class RunConfig(StageConfig):
             raise RefusalLensError(
                 f"search_judge must be score or substring, not {self.search_judge!r}."
             )
+        if self.rass_rule not in ("refusal", "margin"):
+            raise RefusalLensError(f"rass_rule must be refusal or margin, not {self.rass_rule!r}.")
         if self.align_mode not in ("lora", "full"):
             raise RefusalLensError(f"align_mode must be lora or full, not {self.align_mode!r}.")
         if not self.lambdas or any(not 0 <= lam <= 1 for lam in self.lambdas):
@@ -214,6 +228,7 @@ QUICK: dict[str, Any] = dict(
     n_attribution=3,
     n_masks=16,
     n_geometry=32,
+    n_lookalikes=48,
     rass_contexts=6,
     rass_samples=3,
     n_seeds=40,
@@ -237,6 +252,7 @@ STAGE_FIELDS_COUNTS = (
     "n_attribution",
     "n_masks",
     "n_geometry",
+    "n_lookalikes",
     "n_judge",
     "rass_contexts",
     "rass_samples",

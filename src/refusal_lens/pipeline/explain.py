@@ -1,5 +1,5 @@
-"""Steps 5–8 of the method: which tokens trigger refusal, which words are triggers rather than
-harmful cues, where benign look-alikes sit against the boundary, and RASS's boundary prompts."""
+"""Steps 5–6 of the method: which tokens trigger refusal, and which words are triggers rather
+than harmful cues (the trigger lexicon and the sanitized D_b)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,14 @@ from typing import Any
 
 from refusal_lens.attribution.methods import AttributionConfig, Attributions, attribute
 from refusal_lens.attribution.views import attribution_heatmap
-from refusal_lens.boundary.geometry import GeometryConfig, boundary_geometry
-from refusal_lens.boundary.rass import RASSConfig, rass
-from refusal_lens.boundary.views import plot_rass_margins, write_geometry_figures
 from refusal_lens.direction import Direction
 from refusal_lens.evaluation import EvalResult
 from refusal_lens.pipeline.context import Run
 from refusal_lens.pipeline.sections import SIGN, figure, table, verdicts, write_section
 from refusal_lens.plots import pyplot
 from refusal_lens.prompts import PromptSet, load_prompts
-from refusal_lens.triggers.harm import HarmJudge, fit_harm_judge, harm_scorer
-from refusal_lens.triggers.masks import load_lexicon, trigger_masks
+from refusal_lens.triggers.harm import fit_harm_judge
+from refusal_lens.triggers.masks import trigger_masks
 from refusal_lens.triggers.sanitize import KEPT_NAME, sanitize
 from refusal_lens.triggers.views import plot_lexicon
 
@@ -134,121 +131,6 @@ def triggers(run: Run, out: Path) -> None:
             ),
         ],
         figures=[figure("lexicon.png", "Trigger lexicon: carrier effect by word and kind")],
-    )
-
-
-def geometry(run: Run, out: Path) -> None:
-    """7. The boundary at every layer: a probe per layer, and where the borderline test
-    prompts sit, split by whether the model refused them (substring judge)."""
-    c, model = run.config, run.model("geometry")
-    harmful = run.unseen("advbench", "geometry").sample(c.n_geometry, c.seed + 5)
-    harmless = run.unseen("harmless", "geometry").sample(c.n_geometry, c.seed + 5)
-    evaluation = EvalResult.load(run.read("evaluate", "geometry") / "model")
-    rows = [r for r in evaluation.prompts if r["set"] == "borderline"]
-    borderline = PromptSet.from_texts([r["text"] for r in rows], "borderline", "borderline")
-    refused = [bool(r["refused"].get("substring", r["refused"].get("score"))) for r in rows]
-    r = Direction.load(run.read("direction", "geometry"))
-    geo = boundary_geometry(
-        model,
-        harmful,
-        harmless,
-        borderline,
-        r,
-        GeometryConfig(seed=c.seed),
-        refused=refused,
-        residuals_out=out / "residuals",  # kept for notebooks: Residuals.load(folder / set)
-    )
-    geo.save(out)
-    write_geometry_figures(geo, out)
-    summary = geo.summary()
-    step = max(1, len(summary) // 10)
-    cells = [[str(s["layer"]), *geometry_cells(s)] for s in summary[::step]]
-    columns = [
-        "layer",
-        "probe accuracy",
-        "median margin, refused",
-        "median margin, answered",
-        "AUROC refused vs answered",
-    ]
-    write_section(
-        out,
-        "geometry",
-        text=[
-            f"A logistic probe per layer separates {len(harmful)} harmful from "
-            f"{len(harmless)} harmless prompts; the {len(borderline)} borderline test prompts "
-            "are placed against it, split by the model's verdict (substring judge). Margin: "
-            "signed distance to the boundary (> 0: harmful side); AUROC: how well the margin "
-            "tells refused from answered borderline prompts (0.5: not at all)."
-        ],
-        tables=[table("Borderline prompts against the boundary", columns, cells)],
-        figures=[
-            figure("grid.png", "Prompts in each layer's 2-D view, with the boundary"),
-            figure("margins.png", "Margin to the boundary per layer"),
-            figure("probe_accuracy.png", "Probe accuracy per layer"),
-        ],
-    )
-
-
-def geometry_cells(row: dict[str, Any]) -> list[str]:
-    """One layer of :meth:`Geometry.summary` as table cells (– where a group is empty)."""
-
-    def num(value: float | None, fmt: str) -> str:
-        return "–" if value is None else format(value, fmt)
-
-    return [
-        num(row["probe_accuracy"], ".2f"),
-        num(row["refused_margin_median"], "+.2f"),
-        num(row["answered_margin_median"], "+.2f"),
-        num(row["margin_auroc_refused"], ".2f"),
-    ]
-
-
-def rass_stage(run: Run, out: Path) -> None:
-    """8. RASS: steer the model along r to write candidates from seeds, screen them, keep
-    those near the boundary that the harm judge calls benign."""
-    c, model, base = run.config, run.model("rass"), run.base()
-    folder = run.read("triggers", "rass")
-    judge = HarmJudge.load(folder / HARM_JUDGE_DIR)
-    r = Direction.load(run.read("direction", "rass"))
-    alpaca = run.unseen("alpaca", "rass")
-    seeds = harmful_queries(run).texts[: c.n_seeds // 2]
-    seeds += alpaca[: c.n_seeds - len(seeds)].texts
-    reference = (
-        run.unseen("advbench", "rass").sample(c.n_geometry, c.seed + 5),
-        run.unseen("harmless", "rass").sample(c.n_geometry, c.seed + 5),
-    )
-    config = RASSConfig(
-        contexts=c.rass_contexts, samples=c.rass_samples, band=c.rass_band, seed=c.seed
-    )
-    result = rass(
-        model,
-        seeds,
-        r,
-        reference,
-        harm_scorer(judge, base),
-        config,
-        lexicon=load_lexicon(folder / MASKS_DIR / "lexicon.json"),
-        benign_contexts=alpaca[c.n_seeds : c.n_seeds + 200].texts,
-    )
-    result.save(out)
-    pyplot().close(plot_rass_margins(result, out / "rass_margins.png"))
-    chosen = sorted(result.records(), key=lambda x: abs(x["margin"]))[:8]
-    rows = [[x["text"], f"{x['margin']:+.2f}", f"{x['p_harmful']:.2f}"] for x in chosen]
-    write_section(
-        out,
-        "rass",
-        text=[
-            f"{len(result.candidates)} candidates from {len(seeds)} seeds; {len(result.selected)} "
-            f"selected within |margin| ≤ {c.rass_band:g} of the boundary at layer "
-            f"{r.layer} and judged benign.",
-            *result.warnings,
-        ],
-        tables=[
-            table(
-                "Selected prompts closest to the boundary", ["prompt", "margin", "p(harmful)"], rows
-            )
-        ],
-        figures=[figure("rass_margins.png", "Margins of the candidates, by generator")],
     )
 
 

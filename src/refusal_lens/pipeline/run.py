@@ -37,7 +37,7 @@ import torch
 from refusal_lens.artifacts import write_json
 from refusal_lens.cache import library_versions, model_fingerprint
 from refusal_lens.models import load_model
-from refusal_lens.pipeline import explain, measure, mitigate, mitigation_search
+from refusal_lens.pipeline import boundary, explain, measure, mitigate, mitigation_search
 from refusal_lens.pipeline.config import RunConfig
 from refusal_lens.pipeline.context import Run
 from refusal_lens.pipeline.runner import (
@@ -56,8 +56,8 @@ STEPS = (
     ("interventions", measure.interventions),
     ("attribution", explain.attribution),
     ("triggers", explain.triggers),
-    ("geometry", explain.geometry),
-    ("rass", explain.rass_stage),
+    ("geometry", boundary.geometry),
+    ("rass", boundary.rass_stage),
     ("mitigations", mitigate.mitigations),
     ("search", mitigation_search.search_stage),
 )

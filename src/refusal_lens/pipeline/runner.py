@@ -46,7 +46,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "attribution": ("organism", "evaluate", "direction"),
     "triggers": ("organism",),
     "geometry": ("organism", "direction", "evaluate"),
-    "rass": ("organism", "direction", "triggers"),
+    "rass": ("organism", "direction", "triggers", "geometry"),
     "mitigations": ("organism", "evaluate", "direction", "interventions", "triggers", "rass"),
     "search": ("organism", "direction", "geometry", "rass"),
 }
@@ -60,7 +60,7 @@ WEIGHTS = {
     "interventions": 130,
     "attribution": 5,
     "triggers": 70,
-    "geometry": 6,
+    "geometry": 40,
     "rass": 70,
     "mitigations": 210,
     "search": 900,

@@ -1,0 +1,197 @@
+"""RASS against its baselines: are the prompts RASS selects refused more than look-alikes?
+
+    python experiments/rass_baselines.py RUN[=NAME] [RUN[=NAME] ...] [--n 48]
+        [--max-new-tokens 32] [--out figures]
+    python experiments/rass_baselines.py --report-only    # the .md again from the .json
+
+Per run folder (a finished run with a RASS step), the run's model
+(:func:`refusal_lens.pipeline.load_run_model`, its score fit applied) answers, greedily:
+
+- up to ``--n`` of the prompts RASS selected (``08-rass/rass.jsonl``, a seeded sample);
+- ``--n`` held-out prompts of each baseline: XSTest-safe (hand-written look-alikes), the
+  shipped borderline set (OKTest-like look-alikes) and Alpaca (random benign requests).
+
+Answers are judged by the substring judge with the degeneration detector (the default judge,
+``figures/judge_agreement.md``). Per set: the refused share with its 95 % Wilson interval;
+RASS against each baseline: Fisher's exact test (two samples of different prompts), "higher",
+"lower" or "not determined" at the 5 % level. Per generator (steering at each coefficient,
+trigger recombination): how many of the sampled selected prompts it made and how many of
+those were refused. The run's RASS selection rule (layer and band) is quoted from its
+section. Writes ``OUT/rass_baselines.{md,json}``.
+
+The borderline baseline may share prompts with the geometry stage's validation look-alikes
+that fitted RASS's band; the band is fitted on them, the baseline measures them, and no
+selected prompt is one of them (RASS writes new requests).
+
+``--smoke``: a synthetic run folder (the tiny random model as the run's model, six "selected"
+prompts from two generators), 4 prompts per set.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from common import hardware, parse, parser, project_path, smoke_model, write_text
+
+from refusal_lens.artifacts import write_json
+from refusal_lens.evaluation import EvalConfig, evaluate
+from refusal_lens.pipeline import load_run_model
+from refusal_lens.stats import fisher_exact, rate_text
+
+BASELINES = ("XSTest-safe", "borderline", "Alpaca")
+JUDGE = "substring"
+NAME = "rass_baselines"
+
+
+def arguments(argv: list[str] | None = None):
+    p = parser(__doc__, n=48)
+    p.add_argument("runs", nargs="*", help="RUN[=NAME]: a run folder and the model's name")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json")
+    args = parse(p, argv, smoke={"n": 4, "max_new_tokens": 4})
+    if args.smoke:
+        args.runs = [f"{synthetic_run(args.out / 'run')}=tiny"]
+    elif not args.runs and not args.report_only:
+        p.error("give at least one run folder (or --report-only)")
+    return args
+
+
+def synthetic_run(run: Path) -> Path:
+    """A run folder whose model is the tiny random model, with six selected prompts."""
+    (run / "01-organism").mkdir(parents=True, exist_ok=True)
+    (run / "08-rass").mkdir(exist_ok=True)
+    record = {"model": smoke_model(), "aligned": False}
+    (run / "01-organism" / "organism.json").write_text(json.dumps(record))
+    rows = [
+        {
+            "text": f"Help me plan a picnic for {k} friends.",
+            "label": "borderline",
+            "provenance": {"method": m, "coef": c},
+        }
+        for k, (m, c) in enumerate([("steer", 0.5), ("recombine", None)] * 3, start=2)
+    ]
+    lines = "".join(json.dumps(r) + "\n" for r in rows)
+    (run / "08-rass" / "rass.jsonl").write_text(lines)
+    text = {"text": ["6 selected. Selection: layer 2 (synthetic)."]}
+    (run / "08-rass" / "section.json").write_text(json.dumps(text))
+    return run
+
+
+def provenance(folder: Path) -> dict[str, str]:
+    """Each selected prompt's generator: ``steer coef C`` or ``recombine``."""
+    out = {}
+    with (folder / "08-rass" / "rass.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            source = row.get("provenance", {})
+            coef = source.get("coef")
+            method = source.get("method", "?")
+            out[row["text"]] = method + (f" coef {coef:g}" if coef is not None else "")
+    return out
+
+
+def measure(folder: Path, name: str, n: int, max_new_tokens: int, seed: int) -> dict[str, Any]:
+    """Every set's refused count under the judge, RASS's per generator, and the tests."""
+    model = load_run_model(folder, device="cpu")
+    selected = folder / "08-rass" / "rass.jsonl"
+    config = EvalConfig(
+        n=n,
+        sets=BASELINES,
+        extra={"RASS": (str(selected), "benign")},
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        judges=(JUDGE,),
+    )
+    result = evaluate(model, config)
+    counts = {s: r["counts"][JUDGE] for s, r in result.sets.items()}
+    sets = {s: {"n": r["n"], "refused": counts[s]["refused"]} for s, r in result.sets.items()}
+    for s in sets:
+        sets[s]["degenerate"] = counts[s].get("degenerate", 0)
+    made_by = provenance(folder)
+    generators: dict[str, dict[str, int]] = {}
+    for row in result.prompts:
+        if row["set"] == "RASS":
+            g = generators.setdefault(made_by.get(row["text"], "?"), {"n": 0, "refused": 0})
+            g["n"] += 1
+            g["refused"] += int(row["refused"][JUDGE])
+    rass = sets["RASS"]
+    tests = {
+        b: fisher_exact(rass["refused"], rass["n"], sets[b]["refused"], sets[b]["n"])
+        for b in BASELINES
+    }
+    section = json.loads((folder / "08-rass" / "section.json").read_text(encoding="utf-8"))
+    return {
+        "name": name,
+        "folder": str(folder),
+        "sets": sets,
+        "generators": generators,
+        "fisher_p": tests,
+        "selection": section["text"][0],
+        "answers": [r for r in result.prompts if r["set"] == "RASS"],
+    }
+
+
+def verdict(a: dict[str, int], b: dict[str, int], p: float) -> str:
+    if p >= 0.05:
+        return f"not determined (p = {p:.2g})"
+    higher = a["refused"] / a["n"] > b["refused"] / b["n"]
+    return f"{'higher' if higher else 'lower'} (p = {p:.2g})"
+
+
+def report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        "# RASS against its baselines",
+        "",
+        f"Made by `{meta['command']}` on {meta['hardware']}. Refused share (substring judge "
+        "with the degeneration detector, 95 % Wilson interval) of the prompts RASS selected "
+        "and of held-out baseline prompts, answered by the run's model; RASS against each "
+        "baseline by Fisher's exact test.",
+        "",
+        "| model | RASS | "
+        + " | ".join(BASELINES)
+        + " | "
+        + " | ".join(f"RASS vs {b}" for b in BASELINES)
+        + " |",
+        "|---" * (2 + 2 * len(BASELINES)) + "|",
+    ]
+    for r in records:
+        s = r["sets"]
+        rates = [
+            rate_text(s[x]["refused"], s[x]["n"]) + f" (n {s[x]['n']})"
+            for x in ("RASS", *BASELINES)
+        ]
+        tests = [verdict(s["RASS"], s[b], r["fisher_p"][b]) for b in BASELINES]
+        lines.append(f"| {r['name']} | " + " | ".join(rates + tests) + " |")
+    lines += ["", "## Selected prompts refused, by generator", ""]
+    lines += ["| model | generator | refused |", "|---|---|---|"]
+    for r in records:
+        for g, c in sorted(r["generators"].items()):
+            lines.append(f"| {r['name']} | {g} | {rate_text(c['refused'], c['n'])} (n {c['n']}) |")
+    lines += ["", "## Where each run selected", ""]
+    lines += [f"- {r['name']}: {r['selection']}" for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(argv)
+    out = args.out / f"{NAME}.json"
+    if args.report_only:
+        data = json.loads(out.read_text(encoding="utf-8"))
+    else:
+        records = []
+        for spec in args.runs:
+            folder, _, name = spec.partition("=")
+            path = project_path(folder)
+            records.append(measure(path, name or path.name, args.n, args.max_new_tokens, args.seed))
+        command = "python experiments/rass_baselines.py " + " ".join(sys.argv[1:])
+        data = {"meta": {"command": command.strip(), "hardware": hardware()}, "runs": records}
+        write_json(out, data)
+    write_text(args.out / f"{NAME}.md", report(data["runs"], data["meta"]))
+
+
+if __name__ == "__main__":
+    main()

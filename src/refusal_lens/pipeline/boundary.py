@@ -1,0 +1,197 @@
+"""Steps 7–8 of the method: where benign look-alikes sit against the boundary at every layer,
+which layer's boundary predicts the model's refusals, and RASS's prompts near it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from refusal_lens.artifacts import write_json
+from refusal_lens.boundary.geometry import META_NAME, Geometry, GeometryConfig, boundary_geometry
+from refusal_lens.boundary.rass import RASSConfig, RASSResult, rass
+from refusal_lens.boundary.refusal_fit import BoundaryFit, boundary_fit
+from refusal_lens.boundary.views import plot_rass_margins, write_geometry_figures
+from refusal_lens.direction import Direction
+from refusal_lens.pipeline.context import Run
+from refusal_lens.pipeline.explain import HARM_JUDGE_DIR, MASKS_DIR, harmful_queries
+from refusal_lens.pipeline.sections import figure, table, write_section
+from refusal_lens.plots import pyplot
+from refusal_lens.prompts import PromptSet
+from refusal_lens.scoring import refusal_rates
+from refusal_lens.stats import rate_text
+from refusal_lens.triggers.harm import HarmJudge, harm_scorer
+from refusal_lens.triggers.masks import load_lexicon
+
+FIT_FILE = "boundary_fit.json"  # the layer and band RASS selects in (geometry stage)
+LOOKALIKE_JUDGE = "substring"  # the validated default judge (figures/judge_agreement.md)
+
+
+def lookalikes(run: Run, by: str) -> tuple[PromptSet, list[bool]]:
+    """Validation look-alikes (borderline prompts that are no test or training prompt) and
+    whether the model refuses each (its answer, judged by :data:`LOOKALIKE_JUDGE`)."""
+    c, model = run.config, run.model(by)
+    prompts = run.unseen("borderline", by).sample(c.n_lookalikes, c.seed + 6)
+    reports = refusal_rates(model, {"look-alikes": prompts}, (LOOKALIKE_JUDGE,), c.max_new_tokens)
+    return prompts, list(reports["look-alikes"][LOOKALIKE_JUDGE].refused)
+
+
+def geometry(run: Run, out: Path) -> None:
+    """7. The boundary at every layer: a probe per layer, where the validation look-alikes
+    sit against it split by whether the model refused them, and the layer and band where
+    the margin predicts refusal best (what RASS selects in)."""
+    c, model = run.config, run.model("geometry")
+    harmful = run.unseen("advbench", "geometry").sample(c.n_geometry, c.seed + 5)
+    harmless = run.unseen("harmless", "geometry").sample(c.n_geometry, c.seed + 5)
+    borderline, refused = lookalikes(run, "geometry")
+    r = Direction.load(run.read("direction", "geometry"))
+    geo = boundary_geometry(
+        model,
+        harmful,
+        harmless,
+        borderline,
+        r,
+        GeometryConfig(seed=c.seed),
+        refused=refused,
+        residuals_out=out / "residuals",  # kept for notebooks: Residuals.load(folder / set)
+    )
+    geo.save(out)
+    fit = boundary_fit(geo.layers, geo.margin["borderline"], geo.refused)
+    write_json(out / FIT_FILE, fit.to_dict())
+    write_geometry_figures(geo, out)
+    write_section(
+        out,
+        "geometry",
+        text=geometry_text(geo, fit, sum(refused)),
+        tables=[geometry_table(geo, fit)],
+        figures=[
+            figure("grid.png", "Prompts in each layer's 2-D view, with the boundary"),
+            figure("margins.png", "Margin to the boundary per layer"),
+            figure("probe_accuracy.png", "Probe accuracy per layer"),
+        ],
+    )
+
+
+def geometry_text(geo: Geometry, fit: BoundaryFit, n_refused: int) -> list[str]:
+    n = len(geo.texts["borderline"])
+    return [
+        f"A logistic probe per layer separates {len(geo.texts['harmful'])} harmful from "
+        f"{len(geo.texts['harmless'])} harmless prompts; {n} validation look-alikes (borderline "
+        f"prompts, none of them test prompts) are placed against it, split by the model's "
+        f"answer ({LOOKALIKE_JUDGE} judge: refused {rate_text(n_refused, n)}). Margin: signed "
+        "distance to the boundary (> 0: harmful side); AUROC: how well the margin tells "
+        "refused from answered look-alikes (0.5: not at all).",
+        f"RASS selects at {fit.describe()}.",
+    ]
+
+
+def geometry_table(geo: Geometry, fit: BoundaryFit) -> dict[str, Any]:
+    """Every few layers and the chosen one: probe accuracy, medians and AUROC."""
+    summary = geo.summary()
+    step = max(1, len(summary) // 10)
+    shown = [s for i, s in enumerate(summary) if i % step == 0 or s["layer"] == fit.layer]
+    cells = [
+        [f"{s['layer']}" + (" (chosen)" if s["layer"] == fit.layer else ""), *geometry_cells(s)]
+        for s in shown
+    ]
+    columns = [
+        "layer",
+        "probe accuracy",
+        "median margin, refused",
+        "median margin, answered",
+        "AUROC refused vs answered",
+    ]
+    return table("Validation look-alikes against the boundary", columns, cells)
+
+
+def geometry_cells(row: dict[str, Any]) -> list[str]:
+    """One layer of :meth:`Geometry.summary` as table cells (– where a group is empty)."""
+
+    def num(value: float | None, fmt: str) -> str:
+        return "–" if value is None else format(value, fmt)
+
+    return [
+        num(row["probe_accuracy"], ".2f"),
+        num(row["refused_margin_median"], "+.2f"),
+        num(row["answered_margin_median"], "+.2f"),
+        num(row["margin_auroc_refused"], ".2f"),
+    ]
+
+
+def rass_config(run: Run, r: Direction) -> tuple[RASSConfig, str]:
+    """RASS's settings and a sentence on where it selects: with ``rass_rule`` refusal, the
+    geometry stage's layer and band (the direction's layer and ``|margin| ≤ rass_band``
+    when that stage could choose none); with margin, the direction's layer and band."""
+    c = run.config
+    base = RASSConfig(
+        contexts=c.rass_contexts, samples=c.rass_samples, band=c.rass_band, seed=c.seed
+    )
+    rule = f"the direction's layer {r.layer}, |margin| ≤ {c.rass_band:g}"
+    if c.rass_rule == "margin":
+        return base, f"{rule} (rass_rule margin)"
+    fit = read_fit(run)
+    if fit.layer is None or fit.band is None:
+        return base, f"{rule}, as the geometry stage chose no band. {fit.describe()}"
+    return base.replace(layer=fit.layer, band_range=fit.band), fit.describe()
+
+
+def read_fit(run: Run) -> BoundaryFit:
+    path = run.read("geometry", "rass") / FIT_FILE
+    return BoundaryFit.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def reference_sets(run: Run) -> tuple[PromptSet, PromptSet]:
+    """The harmful and harmless prompts the geometry stage fitted its boundaries on."""
+    meta = json.loads((run.read("geometry", "rass") / META_NAME).read_text(encoding="utf-8"))
+    texts = meta["texts"]
+    return (
+        PromptSet.from_texts(texts["harmful"], "harmful", "geometry"),
+        PromptSet.from_texts(texts["harmless"], "harmless", "geometry"),
+    )
+
+
+def rass_stage(run: Run, out: Path) -> None:
+    """8. RASS: steer the model along r to write candidates from seeds, screen them, keep
+    those in the band where the boundary predicts refusal that the harm judge calls benign."""
+    c, model, base = run.config, run.model("rass"), run.base()
+    folder = run.read("triggers", "rass")
+    judge = HarmJudge.load(folder / HARM_JUDGE_DIR)
+    r = Direction.load(run.read("direction", "rass"))
+    alpaca = run.unseen("alpaca", "rass")
+    seeds = harmful_queries(run).texts[: c.n_seeds // 2]
+    seeds += alpaca[: c.n_seeds - len(seeds)].texts
+    config, where = rass_config(run, r)
+    result = rass(
+        model,
+        seeds,
+        r,
+        reference_sets(run),
+        harm_scorer(judge, base),
+        config,
+        lexicon=load_lexicon(folder / MASKS_DIR / "lexicon.json"),
+        benign_contexts=alpaca[c.n_seeds : c.n_seeds + 200].texts,
+    )
+    result.save(out)
+    pyplot().close(plot_rass_margins(result, out / "rass_margins.png"))
+    write_section(
+        out,
+        "rass",
+        text=[
+            f"{len(result.candidates)} candidates from {len(seeds)} seeds; "
+            f"{len(result.selected)} selected and judged benign. Selection: {where}.",
+            *result.warnings,
+        ],
+        tables=[closest_table(result)],
+        figures=[figure("rass_margins.png", "Margins of the candidates, by generator")],
+    )
+
+
+def closest_table(result: RASSResult) -> dict[str, Any]:
+    """The eight selected prompts nearest the band's centre."""
+    band = result.config.band_range
+    centre = sum(band) / 2 if band else 0.0
+    chosen = sorted(result.records(), key=lambda x: abs(x["margin"] - centre))[:8]
+    rows = [[x["text"], f"{x['margin']:+.2f}", f"{x['p_harmful']:.2f}"] for x in chosen]
+    return table(
+        "Selected prompts nearest the band's centre", ["prompt", "margin", "p(harmful)"], rows
+    )
