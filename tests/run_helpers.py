@@ -125,14 +125,19 @@ def check_realigned_mitigations(out: Path) -> None:
     the w′ edit exported as a model."""
     record = json.loads((out / FOLDERS["mitigations"] / "mitigations.json").read_text())
     names = [row["condition"] for row in record["rows"]]
-    assert names[0].startswith("base") and any("sanitized" in n for n in names)
-    assert any("RASS" in n for n in names) and any("w′" in n for n in names)
+    skipped = record["skipped"]  # a D_b the harm judge emptied: listed with its reason
+    assert all(why.startswith("not trained: D_b is empty") for why in skipped.values())
+    realigned = [n for n in names if n.startswith("re-align")]
+    both = ["re-align, D_b = RASS", "re-align, D_b = sanitized"]
+    assert sorted(realigned + list(skipped)) == both
+    assert names[0].startswith("base") and any("w′" in n for n in names)
     n = {s: v["n"] for s, v in record["rows"][0]["rates"].items()}
     assert all({s: v["n"] for s, v in row["rates"].items()} == n for row in record["rows"])
     assert (out / FOLDERS["mitigations"] / "export" / "config.json").is_file()
     # every edit against no edit, and the re-alignments against each other, tested in pairs
     pairs = {(t["a"], t["b"]) for t in record["tests"]}
-    assert len(pairs) == len(names) - 1  # w′, 2 re-alignments vs no edit; sanitized vs RASS
+    # every edit but the base against no edit; sanitized against RASS when both were trained
+    assert len(pairs) == len(names) - 2 + (len(realigned) == 2)
     for t in record["tests"]:
         for rate in ("RR", "ASR"):
             assert t[rate]["verdict"] in ("lower", "higher", "not determined")

@@ -338,3 +338,27 @@ def test_the_model_as_given_is_loaded_once_and_fitted(tmp_path, monkeypatch, ali
     assert again.refusal_threshold == -1.5 and again.spec == model_path
     with pytest.raises(RefusalLensError, match="no finished organism step"):
         load_run_model(tmp_path)
+
+
+def test_an_emptied_d_b_is_reported_with_its_reason_not_trained(tmp_path):
+    """The harm judge and its re-check can keep no sanitized item: the re-alignment on it is
+    skipped, and the section says why, instead of failing on the empty file."""
+    from refusal_lens.pipeline.mitigate import EMPTY_D_B, d_b_size, mitigation_section
+
+    empty, two = tmp_path / "empty.jsonl", tmp_path / "two.jsonl"
+    empty.write_text("\n")
+    rows = [{"text": t, "label": "borderline"} for t in ("Plan a picnic.", "Name a bird.")]
+    two.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert (d_b_size(empty), d_b_size(two)) == (0, 2)
+    rates = {"borderline": {"kind": "benign", "n": 4, "substring": 0.5, "score": 0.25}}
+    record = {
+        "sets": [{"name": "borderline", "kind": "benign"}],
+        "rows": [{"condition": "no edit", "rates": rates}],
+        "best": "no edit",
+        "best_by": "lowest combined score (substring judge)",
+        "export": "not asked for (--no-export)",
+        "tests": [],
+        "skipped": {"re-align, D_b = sanitized": EMPTY_D_B},
+    }
+    text = mitigation_section(record)["text"]
+    assert f"re-align, D_b = sanitized: {EMPTY_D_B}." in text

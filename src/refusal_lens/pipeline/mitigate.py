@@ -29,13 +29,23 @@ from refusal_lens.pipeline.sections import rates_table, table, write_section
 from refusal_lens.prompts import load_prompts
 
 MITIGATIONS_FILE = "mitigations.json"
+EMPTY_D_B = "not trained: D_b is empty (the harm judge and its re-check kept no item)"
 EXPORT_DIR = "export"
 
 
+def d_b_size(path: Path) -> int:
+    """How many prompts a D_b file holds; 0 for an empty file (the harm judge and its re-check
+    kept no item), which :func:`load_prompts` refuses."""
+    if not path.read_text(encoding="utf-8").strip():
+        return 0
+    return len(load_prompts(str(path)))
+
+
 def realigned(run: Run, out: Path, label: str, benign: Path) -> EvalResult | None:
-    """Align the base again with the organism's recipe, D_b = the prompts in ``benign``."""
+    """Align the base again with the organism's recipe, D_b = the prompts in ``benign``;
+    None, untrained, when ``benign`` holds no prompt."""
     recipe = AlignResult.load(run.read("organism", "mitigations")).config
-    n = len(load_prompts(str(benign)))
+    n = d_b_size(benign)
     if n == 0:
         return None
     result = align(run.base(), replace(recipe, benign=str(benign), n_benign=n))
@@ -61,15 +71,19 @@ def mitigations(run: Run, out: Path) -> None:
         ablated = evaluate_on(model, run.eval_sets("mitigations"), run.eval_config())
     ablated.save(out / "ablate_w_prime")
     results[f"ablate w′ (λ={chosen['lambda']:g})"] = (ablated, chosen["why"])
+    skipped: dict[str, str] = {}
     if run.aligned("mitigations") and c.realign:
         for name, path in (
             ("re-align, D_b = sanitized", kept_path(run, "mitigations")),
             ("re-align, D_b = RASS", run.read("rass", "mitigations") / SELECTED_NAME),
         ):
             if (res := realigned(run, out, name.split("= ")[1].lower(), path)) is not None:
-                results[name] = (res, f"|D_b| = {len(load_prompts(str(path)))}")
+                results[name] = (res, f"|D_b| = {d_b_size(path)}")
+            else:
+                skipped[name] = EMPTY_D_B
     export = export_w_prime(run, out, w) if c.export else "not asked for (--no-export)"
     record = mitigation_record(results, export)
+    record["skipped"] = skipped
     write_json(out / MITIGATIONS_FILE, record)
     write_section(out, "mitigations", **mitigation_section(record))
 
@@ -129,6 +143,7 @@ def mitigation_section(record: dict[str, Any]) -> dict[str, Any]:
         "text": [
             f"Best: {record['best']} ({record['best_by']}). Weight-orthogonalized w′ "
             f"ablation: {record['export']}.",
+            *(f"{name}: {why}." for name, why in record.get("skipped", {}).items()),
         ],
         "tables": [
             rates_table("RR and ASR on the test prompts", conditions, kinds, JUDGES),
