@@ -264,32 +264,27 @@ def test_geometry_cells_show_margins_and_dashes_for_an_empty_group():
 
 
 @pytest.mark.parametrize("rule", ["refusal", "margin"])
-def test_rass_selects_in_the_geometry_stage_s_layer_and_band_unless_told_otherwise(tmp_path, rule):
+def test_rass_selects_in_the_geometry_stage_s_layer_and_band_unless_told_otherwise(rule):
     """rass_rule refusal: the layer and band the geometry stage fitted on validation
     look-alikes; margin, or a geometry that chose no band: the direction's layer and
     |margin| <= rass_band, said in the sentence the report prints."""
-    from types import SimpleNamespace
-
     import torch
 
-    from refusal_lens.boundary.refusal_fit import boundary_fit
-    from refusal_lens.pipeline.boundary import FIT_FILE, rass_config
+    from refusal_lens.boundary.refusal_fit import BoundaryFit, boundary_fit
+    from refusal_lens.pipeline.boundary import rass_config
 
     g = torch.Generator().manual_seed(0)
     margins = torch.randn(40, 3, generator=g)
     refused = margins[:, 2] + 0.5 * torch.randn(40, generator=g) > 0
     fit = boundary_fit([5, 9, 13], margins, refused)
-    (tmp_path / FIT_FILE).write_text(json.dumps(fit.to_dict()))
-    run = SimpleNamespace(config=config(rass_rule=rule), read=lambda stage, by: tmp_path)
-    direction = SimpleNamespace(layer=7)
-    rass, where = rass_config(run, direction)
+    fit = BoundaryFit.from_dict(json.loads(json.dumps(fit.to_dict())))  # as the stage reads it
+    rass, where = rass_config(config(rass_rule=rule), fit if rule == "refusal" else None, 7)
     if rule == "refusal":
         assert (rass.layer, rass.band_range) == (13, fit.band) and "layer 13" in where
     else:
         assert (rass.layer, rass.band_range) == (None, None) and "layer 7" in where
     flat = boundary_fit([5, 9, 13], margins, torch.zeros(40, dtype=torch.bool))
-    (tmp_path / FIT_FILE).write_text(json.dumps(flat.to_dict()))
-    rass, where = rass_config(SimpleNamespace(**{**vars(run), "config": config()}), direction)
+    rass, where = rass_config(config(), flat, 7)
     assert (rass.layer, rass.band_range) == (None, None)
     assert "layer 7" in where and "No layer chosen: 0 refused and 40 answered" in where
     with pytest.raises(RefusalLensError, match="rass_rule must be refusal or margin"):

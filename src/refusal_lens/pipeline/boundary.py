@@ -13,6 +13,7 @@ from refusal_lens.boundary.rass import RASSConfig, RASSResult, rass
 from refusal_lens.boundary.refusal_fit import BoundaryFit, boundary_fit
 from refusal_lens.boundary.views import plot_rass_margins, write_geometry_figures
 from refusal_lens.direction import Direction
+from refusal_lens.pipeline.config import RunConfig
 from refusal_lens.pipeline.context import Run
 from refusal_lens.pipeline.explain import HARM_JUDGE_DIR, MASKS_DIR, harmful_queries
 from refusal_lens.pipeline.sections import figure, table, write_section
@@ -118,18 +119,16 @@ def geometry_cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
-def rass_config(run: Run, r: Direction) -> tuple[RASSConfig, str]:
+def rass_config(c: RunConfig, fit: BoundaryFit | None, layer: int) -> tuple[RASSConfig, str]:
     """RASS's settings and a sentence on where it selects: with ``rass_rule`` refusal, the
-    geometry stage's layer and band (the direction's layer and ``|margin| ≤ rass_band``
-    when that stage could choose none); with margin, the direction's layer and band."""
-    c = run.config
+    geometry stage's ``fit`` (its layer and band); with margin, or a fit that chose no band,
+    the direction's ``layer`` and ``|margin| ≤ rass_band``."""
     base = RASSConfig(
         contexts=c.rass_contexts, samples=c.rass_samples, band=c.rass_band, seed=c.seed
     )
-    rule = f"the direction's layer {r.layer}, |margin| ≤ {c.rass_band:g}"
-    if c.rass_rule == "margin":
+    rule = f"the direction's layer {layer}, |margin| ≤ {c.rass_band:g}"
+    if c.rass_rule == "margin" or fit is None:
         return base, f"{rule} (rass_rule margin)"
-    fit = read_fit(run)
     if fit.layer is None or fit.band is None:
         return base, f"{rule}, as the geometry stage chose no band. {fit.describe()}"
     return base.replace(layer=fit.layer, band_range=fit.band), fit.describe()
@@ -160,7 +159,8 @@ def rass_stage(run: Run, out: Path) -> None:
     alpaca = run.unseen("alpaca", "rass")
     seeds = harmful_queries(run).texts[: c.n_seeds // 2]
     seeds += alpaca[: c.n_seeds - len(seeds)].texts
-    config, where = rass_config(run, r)
+    fit = read_fit(run) if c.rass_rule == "refusal" else None
+    config, where = rass_config(c, fit, r.layer)
     result = rass(
         model,
         seeds,
