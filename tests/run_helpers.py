@@ -117,6 +117,30 @@ def check_rass_selection(out: Path) -> None:
         assert config["layer"] is None and config["band_range"] is None
         assert all(abs(r["margin"]) <= config["band"] for r in rows)
         assert "the direction's layer" in section
+    check_rass_claim(out, rows)
+
+
+def check_rass_claim(out: Path, rows: list[dict]) -> None:
+    """The RASS section's test of paper 1's claim: the selected prompts' answers counted as
+    the claim file says, XSTest-safe's count taken from the evaluate stage, Fisher's p
+    recomputed, and the verdict in the section."""
+    from refusal_lens.stats import fisher_exact
+
+    text = " ".join(json.loads((out / FOLDERS["rass"] / "section.json").read_text())["text"])
+    assert "Paper 1's claim" in text
+    path = out / FOLDERS["rass"] / "rass_claim.json"
+    evaluated = json.loads((out / FOLDERS["evaluate"] / "model" / "evaluation.json").read_text())
+    if not rows or "XSTest-safe" not in evaluated["sets"]:
+        assert not path.exists() and "not tested" in text
+        return
+    claim = json.loads(path.read_text())
+    k, n = claim["selected"]
+    assert n == len(rows) == len(claim["answers"]) == len(claim["verdicts"])
+    assert k == sum(v in ("refuses", "evades") for v in claim["verdicts"])
+    xs = evaluated["sets"]["XSTest-safe"]
+    assert claim["XSTest-safe"] == [xs["counts"]["substring"]["refused"], xs["n"]]
+    assert claim["p"] == fisher_exact(k, n, *claim["XSTest-safe"])
+    assert f"{claim['verdict']}, so" in text
 
 
 def check_realigned_mitigations(out: Path) -> None:

@@ -132,9 +132,20 @@ def seeds_record() -> dict:
     sets = {"borderline": ("benign", 30), "AdvBench": ("harmful", 2)}
     other = {"borderline": ("benign", 10), "AdvBench": ("harmful", 3)}
     return {
-        "(a) generic: Alpaca": [eval_run(sets, 64), eval_run(sets, 64)],
-        "(b) sanitized trigger data": [eval_run(other, 64), eval_run(other, 64)],
+        "(0) none: the organism": [flagged_run(sets, 64)],
+        "(a) generic: Alpaca": [flagged_run(sets, 64), flagged_run(sets, 64)],
+        "(b) sanitized trigger data": [flagged_run(other, 64), flagged_run(other, 64)],
     }
+
+
+def flagged_run(refused: dict[str, tuple[str, int]], n: int) -> dict:
+    """:func:`eval_run` with the per-prompt flags the paired tests read (the first ``k``
+    prompts flagged, none degenerate)."""
+    flags = {
+        s: {j: {"rate": [int(i < k) for i in range(n)], "degenerate": [0] * n} for j in JUDGES}
+        for s, (_, k) in refused.items()
+    }
+    return eval_run(refused, n) | {"flags": flags}
 
 
 TRIGGER_SETS = {
@@ -169,7 +180,10 @@ RECORDS = {
     "trigger_alignment": {
         "results": seeds_record(), "data_summary": {},
         "eval_config": {"n": 64, "judges": list(JUDGES)}, "seeds": [0, 1],
-        "n_benign": 10, "n_harmful": 20, "hardware": "hw", "wall_seconds": 60,
+        "budget": {"n_benign": 10, "n_harmful": 20, "checked": 12, "kept_by_sanitize": 14,
+                   "dropped_by_cue_check": 1, "dropped_degenerate_answer": 1, "rass": 10,
+                   "rass_file": "r.jsonl", "rewrites": 80},
+        "hardware": "hw", "wall_seconds": 60,
     },
     "organisms": {
         "organisms": [organism("tested", True), organism("untested", False)],
@@ -188,7 +202,13 @@ EXPECTED = {
         f"| 0 | +5.00 | {rate_text(15, 24)} |",
         f"share refused {rate_text(0, 24)}",
     ],
-    "trigger_alignment": ["| (b) against (a) | -31 [", "no paired test (McNemar)"],
+    "trigger_alignment": [
+        "| (b) | -31 (p ",  # 20 prompts refused by (a) only, in both seeds
+        "): lower | +2 (p 1): not determined |",  # one prompt complied with by (b) only
+        "| (0) | +0.0 (p 1): not determined |",
+        f"Degenerate answers (all sets): (0) {rate_text(0, 128)}",
+        "|D_b| = 10 for each of (a)–(d)",
+    ],
     "organisms": [
         f"harmful refused {rate_text(13, 16)} → {rate_text(5, 16)}: **holds** (p = 0.0078) |",
         f"harmful refused {rate_text(13, 16)} → {rate_text(5, 16)}: **holds**† |",

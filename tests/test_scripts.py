@@ -123,13 +123,25 @@ def check_judge_run_pairs(out: Path, stdout: str) -> None:
 def check_rass_baselines(out: Path, stdout: str) -> None:
     record = read_json(out / "rass_baselines.json")
     (run,) = record["runs"]
-    assert set(run["sets"]) == {"RASS", "XSTest-safe", "borderline", "Alpaca"}
-    assert all(s["n"] == 4 and 0 <= s["refused"] <= 4 for s in run["sets"].values())
-    assert sum(g["n"] for g in run["generators"].values()) == 4  # the sampled selected ones
-    assert set(run["generators"]) <= {"steer coef 0.5", "recombine"}
+    assert set(run["sets"]) == {"RASS", "XSTest-safe", "borderline", "Alpaca", "outside band"}
+    assert run["sets"]["outside band"]["n"] == 3  # the synthetic run's 3 benign outside ones
+    assert all(s["n"] <= 4 and 0 <= s["refused"] <= s["n"] for s in run["sets"].values())
+    gens = run["generators"]
+    assert sum(g.get("refused_n", 0) for g in gens.values()) == 4  # the sampled selected ones
+    assert gens["steer coef 1"] == {
+        "produced": 3,
+        "screened": 3,
+        "benign": 3,
+        "selected": 0,
+        "refused_outside_n": 3,
+        "refused_outside": gens["steer coef 1"]["refused_outside"],
+    }
+    assert gens["steer"]["produced"] == 1 and "screened" not in gens["steer"]
+    assert gens["recombine"]["selected"] == gens["recombine"]["benign"] == 3
     assert all(0 <= p <= 1 for p in run["fisher_p"].values())
     table = (out / "rass_baselines.md").read_text()
     assert "| tiny | " in table and "RASS vs borderline" in table and "[" in table
+    assert "| tiny | steer coef 1 | 3 | 3 | 3 | 0 | – |" in table
 
 
 def check_collect_memory_benchmark(out: Path, stdout: str) -> None:
@@ -221,14 +233,33 @@ def check_trigger_refusal(out: Path, stdout: str) -> None:
 def check_trigger_alignment(out: Path, stdout: str) -> None:
     record = read_json(out / "trigger_alignment.json")
     assert {k: len(v) for k, v in record["results"].items()} == {
+        "(0) none: the organism": 1,
         "(a) generic: Alpaca": 1,
-        "(b) sanitized trigger data": 1,
+        "(b) sanitized trigger data, checked": 1,
+        "(c) RASS-selected prompts": 1,
+        "(d) person-written benign rewrites": 1,
     }
     assert record["data_summary"]["n_queries"] == 24
-    extra = record["eval_config"]["extra"]["trigger-only (D_h rewrites)"]
-    assert extra[0] == "experiments/data/trigger_only.jsonl"
+    budget = record["budget"]
+    assert budget["n_benign"] == min(budget["checked"], budget["rass"], budget["rewrites"]) > 0
+    assert budget["checked"] == len(
+        (out / "trigger_alignment_data" / "sanitized_checked.jsonl").read_text().splitlines()
+    )
+    shared = record["eval_prompts"]  # every model judged on the same prompts
+    for runs in record["results"].values():
+        assert {
+            k: len(v["rate"]) for k, f in runs[0]["flags"].items() for v in [f["substring"]]
+        } == {k: len(v) for k, v in shared.items()}
+    flags = record["results"]["(a) generic: Alpaca"][0]["flags"]
+    sets = record["results"]["(a) generic: Alpaca"][0]["sets"]
+    for name, per_judge in flags.items():  # the per-prompt flags add up to the saved rates
+        for judge, f in per_judge.items():
+            assert sum(f["rate"]) / len(f["rate"]) == pytest.approx(sets[name][judge])
+    held = (out / "trigger_alignment_data" / "trigger_only_heldout.jsonl").read_text().splitlines()
+    train = (out / "trigger_alignment_data" / "trigger_only_train.jsonl").read_text().splitlines()
+    assert not set(held) & set(train) and len(held) + len(train) == 160
     assert (out / "triggers" / "masks" / "lexicon.json").is_file()
-    assert (out / "triggers" / "sanitized" / "sanitized.jsonl").is_file()
+    assert "| (c) |" in (out / "trigger_alignment.md").read_text()
     assert (out / "trigger_lexicon.png").is_file()
 
 

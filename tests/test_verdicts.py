@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from refusal_lens.scoring import RefusalReport
-from refusal_lens.stats import binom_two_sided, compare, mcnemar, rate_text, wilson
+from refusal_lens.stats import binom_two_sided, compare, mcnemar, rate_text, sign_flip, wilson
 from refusal_lens.verdicts import (
     degeneration,
     refused_by_score,
@@ -153,6 +153,44 @@ def test_exact_mcnemar_against_the_binomial_sum():
     assert compare(a[:4] + [False] * 16, b) == "not determined"  # 4 vs 0: p = 0.125
     with pytest.raises(ValueError, match="equal lengths"):
         mcnemar([True], [True, False])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sign_flip_is_mcnemar_on_verdict_differences_and_calibrated(seed):
+    """On differences in {-1, 0, 1} the exact sign-flip test is McNemar's; on seed-averaged
+    differences its Monte Carlo form agrees with exact enumeration, and under the null
+    (symmetric differences) it rejects at about its level."""
+    import random
+
+    rng = random.Random(seed)
+    a = [rng.random() < 0.5 for _ in range(40)]
+    b = [x if rng.random() < 0.7 else not x for x in a]
+    diffs = [int(x) - int(y) for x, y in zip(a, b, strict=True)]
+    if sum(d != 0 for d in diffs) <= 16:
+        assert sign_flip(diffs) == pytest.approx(mcnemar(a, b)["p"])
+    thirds = [rng.choice([1, 2, 3]) * (1 if rng.random() < 0.65 else -1) for _ in range(30)]
+    exact = _sign_flip_by_convolution(thirds)  # seed means of 3 verdict differences
+    got = sign_flip([t / 3 for t in thirds], resamples=40000, seed=seed)  # 30 > 16: sampled
+    assert got == pytest.approx(exact, abs=0.01)
+    assert sign_flip([]) == 1.0 and sign_flip([0, 0]) == 1.0
+    nulls = [[rng.choice([-1, 1]) * rng.random() for _ in range(30)] for _ in range(200)]
+    rejected = sum(sign_flip(d, resamples=400, seed=k) < 0.05 for k, d in enumerate(nulls))
+    assert rejected <= 25  # level 5 %: 10 expected of 200, 25 is beyond 4 sd
+
+
+def _sign_flip_by_convolution(values: list[int]) -> float:
+    """The exact sign-flip p-value of integer differences by convolving their +-v laws."""
+    from collections import Counter
+
+    law = Counter({0: 1})
+    for v in values:
+        step = Counter()
+        for total, count in law.items():
+            step[total + v] += count
+            step[total - v] += count
+        law = step
+    observed = abs(sum(values))
+    return sum(c for s, c in law.items() if abs(s) >= observed) / 2 ** len(values)
 
 
 def _result(model: str, refused: list[bool], verdicts: list[str], kind: str):

@@ -78,6 +78,49 @@ def fisher_exact(k1: int, n1: int, k2: int, n2: int) -> float:
     return min(1.0, sum(p for a in range(low, high + 1) if (p := prob(a)) <= observed * (1 + 1e-9)))
 
 
+def sign_flip(diffs: Sequence[int | float], resamples: int = 20000, seed: int = 0) -> float:
+    """Two-sided p-value that paired differences ``diffs`` (one per prompt, e.g. a condition's
+    refusal minus the baseline's, averaged over seeds) are centred on 0: the share of sign
+    flips whose mean is at least as far from 0 as the observed one. Exact when at most 16 are
+    non-zero, else ``resamples`` seeded random flips (``(hits + 1) / (resamples + 1)``). On
+    differences in {-1, 0, 1} the exact form is :func:`mcnemar`'s test."""
+    import itertools
+    import random
+
+    values = [float(d) for d in diffs if d != 0]
+    if not values:
+        return 1.0
+    observed = abs(sum(values)) - 1e-9 * len(values)
+    if len(values) <= 16:
+        flips = itertools.product((1, -1), repeat=len(values))
+        hits = sum(abs(sum(s * v for s, v in zip(f, values, strict=True))) >= observed
+                   for f in flips)
+        return hits / 2 ** len(values)
+    rng = random.Random(seed)
+    hits = sum(
+        abs(sum(v if rng.random() < 0.5 else -v for v in values)) >= observed
+        for _ in range(resamples)
+    )
+    return (hits + 1) / (resamples + 1)
+
+
+def paired_seeds(
+    a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]], alpha: float = 0.05
+) -> dict[str, float | str]:
+    """``b`` against ``a``: per-prompt verdicts of two conditions under the same seeds (one
+    list per seed, the same prompts in order). Each prompt's difference is averaged over the
+    seeds and the prompts are the units of :func:`sign_flip`; ``diff`` is the difference of the
+    mean rates, ``verdict`` ``lower`` / ``higher`` / ``not determined`` at level ``alpha``."""
+    if len(a) != len(b) or not a or any(len(x) != len(a[0]) for x in (*a, *b)):
+        raise ValueError("paired_seeds needs the same seeds and prompts for both conditions")
+    seeds, n = len(a), len(a[0])
+    diffs = [sum(int(b[s][i]) - int(a[s][i]) for s in range(seeds)) / seeds for i in range(n)]
+    p = sign_flip(diffs)
+    diff = sum(diffs) / max(n, 1)
+    word = "not determined" if p >= alpha else ("higher" if diff > 0 else "lower")
+    return {"diff": diff, "p": p, "verdict": word}
+
+
 def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
     """Cohen's κ of two labelings of the same items: agreement beyond what their label
     frequencies give by chance; None when chance agreement is 1 (one label only)."""
@@ -116,6 +159,8 @@ __all__ = [
     "compare",
     "fisher_exact",
     "mcnemar",
+    "paired_seeds",
     "rate_text",
+    "sign_flip",
     "wilson",
 ]

@@ -13,6 +13,7 @@ from refusal_lens.boundary.rass import RASSConfig, RASSResult, rass
 from refusal_lens.boundary.refusal_fit import BoundaryFit, boundary_fit
 from refusal_lens.boundary.views import plot_rass_margins, write_geometry_figures
 from refusal_lens.direction import Direction
+from refusal_lens.evaluation import EvalResult
 from refusal_lens.pipeline.config import RunConfig
 from refusal_lens.pipeline.context import Run
 from refusal_lens.pipeline.explain import HARM_JUDGE_DIR, MASKS_DIR, harmful_queries
@@ -20,11 +21,13 @@ from refusal_lens.pipeline.sections import figure, table, write_section
 from refusal_lens.plots import pyplot
 from refusal_lens.prompts import PromptSet
 from refusal_lens.scoring import refusal_rates
-from refusal_lens.stats import rate_text
+from refusal_lens.stats import fisher_exact, rate_text
 from refusal_lens.triggers.harm import HarmJudge, harm_scorer
 from refusal_lens.triggers.masks import load_lexicon
 
 FIT_FILE = "boundary_fit.json"  # the layer and band RASS selects in (geometry stage)
+CLAIM_FILE = "rass_claim.json"  # RASS's selected prompts answered, against XSTest-safe
+CLAIM_BASELINE = "XSTest-safe"
 LOOKALIKE_JUDGE = "substring"  # the validated default judge (figures/judge_agreement.md)
 
 
@@ -124,7 +127,11 @@ def rass_config(c: RunConfig, fit: BoundaryFit | None, layer: int) -> tuple[RASS
     geometry stage's ``fit`` (its layer and band); with margin, or a fit that chose no band,
     the direction's ``layer`` and ``|margin| ≤ rass_band``."""
     base = RASSConfig(
-        contexts=c.rass_contexts, samples=c.rass_samples, band=c.rass_band, seed=c.seed
+        coefs=c.rass_coefs,
+        contexts=c.rass_contexts,
+        samples=c.rass_samples,
+        band=c.rass_band,
+        seed=c.seed,
     )
     rule = f"the direction's layer {layer}, |margin| ≤ {c.rass_band:g}"
     if c.rass_rule == "margin" or fit is None:
@@ -172,6 +179,7 @@ def rass_stage(run: Run, out: Path) -> None:
         benign_contexts=alpaca[c.n_seeds : c.n_seeds + 200].texts,
     )
     result.save(out)
+    claim = rass_claim(run, result, out)
     pyplot().close(plot_rass_margins(result, out / "rass_margins.png"))
     write_section(
         out,
@@ -179,10 +187,43 @@ def rass_stage(run: Run, out: Path) -> None:
         text=[
             f"{len(result.candidates)} candidates from {len(seeds)} seeds; "
             f"{len(result.selected)} selected and judged benign. Selection: {where}.",
+            claim,
             *result.warnings,
         ],
         tables=[closest_table(result)],
         figures=[figure("rass_margins.png", "Margins of the candidates, by generator")],
+    )
+
+
+def rass_claim(run: Run, result: RASSResult, out: Path) -> str:
+    """Paper 1's claim on this run: the model answers RASS's selected prompts (greedy,
+    :data:`LOOKALIKE_JUDGE`), their refused share against XSTest-safe's in the evaluate stage
+    (different prompts: Fisher's exact test). Writes :data:`CLAIM_FILE`; the sentence."""
+    c = run.config
+    evaluated = EvalResult.load(run.read("evaluate", "rass") / "model").sets.get(CLAIM_BASELINE)
+    if not result.selected or evaluated is None:
+        why = "nothing was selected" if not result.selected else f"{CLAIM_BASELINE} not evaluated"
+        return f"Paper 1's claim (RASS finds prompts the model over-refuses): not tested, {why}."
+    prompts = PromptSet.from_texts([x.text for x in result.selected], "borderline", "rass")
+    reports = refusal_rates(
+        run.model("rass"), {"rass": prompts}, (LOOKALIKE_JUDGE,), c.max_new_tokens
+    )
+    report = reports["rass"][LOOKALIKE_JUDGE]
+    k, n = sum(report.refused), report.n
+    kb, nb = evaluated["counts"][LOOKALIKE_JUDGE]["refused"], evaluated["n"]
+    p = fisher_exact(k, n, kb, nb)
+    word = "not determined" if p >= 0.05 else ("higher" if k / n > kb / nb else "lower")
+    outcome = {"higher": "it reproduces", "lower": "it does not reproduce"}.get(
+        word, "this run does not decide it"
+    )
+    record = {"judge": LOOKALIKE_JUDGE, "selected": [k, n], CLAIM_BASELINE: [kb, nb], "p": p}
+    record |= {"verdict": word, "answers": report.completions, "verdicts": report.verdicts}
+    write_json(out / CLAIM_FILE, record)
+    return (
+        f"Paper 1's claim (RASS finds prompts the model over-refuses): the selected prompts are "
+        f"refused {rate_text(k, n)}, {CLAIM_BASELINE} {rate_text(kb, nb)} ({LOOKALIKE_JUDGE} "
+        f"judge, {c.max_new_tokens} new tokens; Fisher p = {p:.2g}): {word}, so {outcome} "
+        "on this run."
     )
 
 

@@ -55,6 +55,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
         "rass_samples",
         "rass_band",
         "rass_rule",
+        "rass_coefs",
         "n_seeds",
         "n_masks",
         "n_geometry",
@@ -140,6 +141,8 @@ class RunConfig(StageConfig):
     rass_rule: str = "refusal"  # RASS layer and band: refusal (where the geometry stage's
     # validation look-alikes say the boundary predicts refusal) or margin (the direction's
     # layer, |margin| <= rass_band: the rule before)
+    rass_coefs: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)  # RASS steering coefficients
+    # (figures/rass_baselines.md measures each one's yield; see its "generators" table)
     n_seeds: int = 160  # RASS seeds (half D_h queries, half Alpaca rows)
     realign: bool = True  # re-align with sanitized and RASS D_b (models the run aligned)
     export: bool = True  # weight-orthogonalized copy of the w′ mitigation

@@ -46,7 +46,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "attribution": ("organism", "evaluate", "direction"),
     "triggers": ("organism",),
     "geometry": ("organism", "direction", "evaluate"),
-    "rass": ("organism", "direction", "triggers", "geometry"),
+    "rass": ("organism", "evaluate", "direction", "triggers", "geometry"),
     "mitigations": ("organism", "evaluate", "direction", "interventions", "triggers", "rass"),
     "search": ("organism", "direction", "geometry", "rass"),
 }
