@@ -135,15 +135,18 @@ def funnel(folder: Path, out: Path, n: int, seed: int) -> dict[str, dict[str, in
     outside = [r for r in benign if r["reason"].startswith("outside the band")]
     sample = random.Random(seed).sample(outside, min(n, len(outside)))
     lines = [json.dumps({"text": r["text"], "label": "borderline"}) for r in sample]
-    out.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, "".join(x + "\n" for x in lines))
     return table
 
 
-def measure(folder: Path, name: str, n: int, max_new_tokens: int, seed: int) -> dict[str, Any]:
+def measure(
+    folder: Path, name: str, n: int, max_new_tokens: int, seed: int, scratch: Path
+) -> dict[str, Any]:
     """Every set's refused count under the judge, RASS's per generator, and the tests."""
     model = load_run_model(folder, device="cpu")
     selected = folder / "08-rass" / "rass.jsonl"
-    outside = folder / "08-rass" / "outside_band_sample.jsonl"
+    outside = scratch / f"{name}_outside_band.jsonl"  # never written into the run folder
     table = funnel(folder, outside, n, seed)
     extra = {"RASS": (str(selected), "benign")}
     if outside.read_text(encoding="utf-8").strip():
@@ -270,7 +273,11 @@ def main(argv: list[str] | None = None) -> None:
         for spec in args.runs:
             folder, _, name = spec.partition("=")
             path = project_path(folder)
-            records.append(measure(path, name or path.name, args.n, args.max_new_tokens, args.seed))
+            scratch = args.out / f"{NAME}_data"
+            record = measure(
+                path, name or path.name, args.n, args.max_new_tokens, args.seed, scratch
+            )
+            records.append(record)
         command = "python experiments/rass_baselines.py " + " ".join(sys.argv[1:])
         data = {"meta": {"command": command.strip(), "hardware": hardware()}, "runs": records}
         write_json(out, data)

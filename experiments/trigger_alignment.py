@@ -210,8 +210,8 @@ def split_rewrites(folder: Path) -> tuple[Path, Path]:
     rows = TRIGGER_ONLY.read_text(encoding="utf-8").splitlines()
     folder.mkdir(parents=True, exist_ok=True)
     train, held = folder / "trigger_only_train.jsonl", folder / "trigger_only_heldout.jsonl"
-    train.write_text("".join(r + "\n" for r in rows[0::2]), encoding="utf-8")
-    held.write_text("".join(r + "\n" for r in rows[1::2]), encoding="utf-8")
+    write_text(train, "".join(r + "\n" for r in rows[0::2]))
+    write_text(held, "".join(r + "\n" for r in rows[1::2]))
     return train, held
 
 
@@ -244,7 +244,7 @@ def checked_sanitized(folder: Path, out: Path, answers: bool = True) -> tuple[Pa
         json.dumps({"text": i.text, "label": "borderline", "category": i.category})
         for i in answered
     ]
-    out.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    write_text(out, "".join(x + "\n" for x in lines))
     counts = {
         "kept_by_sanitize": len(kept),
         "dropped_by_cue_check": len(kept) - len(cue_ok),

@@ -125,6 +125,13 @@ def check_rass_baselines(out: Path, stdout: str) -> None:
     (run,) = record["runs"]
     assert set(run["sets"]) == {"RASS", "XSTest-safe", "borderline", "Alpaca", "outside band"}
     assert run["sets"]["outside band"]["n"] == 3  # the synthetic run's 3 benign outside ones
+    assert (out / "rass_baselines_data" / "tiny_outside_band.jsonl").is_file()
+    assert sorted(p.name for p in (out / "run" / "08-rass").iterdir()) == [
+        "rass.json",
+        "rass.jsonl",
+        "rass_candidates.jsonl",
+        "section.json",
+    ]  # the run folder is read, never written
     assert all(s["n"] <= 4 and 0 <= s["refused"] <= s["n"] for s in run["sets"].values())
     gens = run["generators"]
     assert sum(g.get("refused_n", 0) for g in gens.values()) == 4  # the sampled selected ones
