@@ -70,6 +70,7 @@ from refusal_lens.directions import Direction
 from refusal_lens.evaluation import held_out, training_prompts_of
 from refusal_lens.models import ModelHandle, load_model
 from refusal_lens.pipeline import load_run_model
+from refusal_lens.pipeline.registry import FOLDERS
 from refusal_lens.probes import auroc as probe_auroc
 from refusal_lens.prompts import Prompt, PromptSet, load_prompts
 from refusal_lens.scoring import refusal_scores
@@ -444,7 +445,7 @@ def measure(args) -> dict:
     rng = random.Random(args.seed)
     if args.run is not None:  # the model and direction of a finished run
         model = load_run_model(args.run, device="cpu")
-        args.direction = args.run / "03-direction"
+        args.direction = args.run / FOLDERS["direction"]
     else:
         model = load_model(str(organism(args.model, smoke=args.smoke)), device="cpu")
     if args.smoke:

@@ -32,7 +32,7 @@ from common import hardware, organism, parse, parser, write_text
 from refusal_lens.artifacts import write_json
 from refusal_lens.directions import false_refusal_vector
 from refusal_lens.directions.find import DirectionConfig, find_direction
-from refusal_lens.directions.select import ablation_kl, score_candidates
+from refusal_lens.directions.screening import ablation_kl, score_candidates
 from refusal_lens.directions.selection import SelectConfig
 from refusal_lens.directions.steer import steering_curve
 from refusal_lens.directions.views import plot_selection, plot_steering

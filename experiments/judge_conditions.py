@@ -12,7 +12,7 @@ default the spec its pairs in the file record, and Qwen2.5-Coder-0.5B-Instruct):
    validation prompts per class, top 8 candidates scored). Wang et al.'s w: the mean
    difference of 48 shipped borderline and 48 shipped harmless prompts (none of them r's) at
    r's layer and position (:func:`~refusal_lens.directions.false_refusal_vector` at λ = 0);
-   w′ = w − λ r̂ r̂ᵀ w (:meth:`~refusal_lens.direction.Direction.orthogonalize`).
+   w′ = w − λ r̂ r̂ᵀ w (:meth:`~refusal_lens.residual_direction.Direction.orthogonalize`).
 2. Greedy answers (64 new tokens, :func:`~refusal_lens.generation.generate`) under each edit,
    run as forward hooks on the bridge during generation (the hooks of
    :func:`refusal_lens.interventions.ablate` and :func:`~refusal_lens.interventions.add`,
@@ -62,7 +62,6 @@ from common import hardware, parse, parser, project_path
 from judge_agreement import PAIRS, QWEN, SOURCES, pair_ids, read_jsonl, studied_models
 
 from refusal_lens.artifacts import local_path
-from refusal_lens.direction import Direction
 from refusal_lens.directions import SelectConfig, false_refusal_vector
 from refusal_lens.directions.find import DirectionConfig, find_direction
 from refusal_lens.errors import RefusalLensError
@@ -71,6 +70,7 @@ from refusal_lens.generation import generate
 from refusal_lens.interventions import Hooks, addition_hooks, intervene, projection_hooks
 from refusal_lens.models import ModelHandle, load_model
 from refusal_lens.prompts import load_prompts
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import refusal_scores
 
 SCORES = Path("experiments/data/judge_scores.jsonl")  # from the project root

@@ -31,7 +31,7 @@ from refusal_lens.calibration import Calibration, agreement, calibrate
 from refusal_lens.directions import SelectConfig
 from refusal_lens.directions.extract import diff_in_means
 from refusal_lens.directions.find import train_val_split
-from refusal_lens.directions.select import select_direction
+from refusal_lens.directions.screening import select_direction
 from refusal_lens.generation import generate
 from refusal_lens.models import ModelHandle, load_model
 from refusal_lens.prompts import load_prompts

@@ -37,6 +37,8 @@ from common import add_smoke_flag, parse, project_path
 from judge_agreement import PAIRS, read_jsonl
 from judge_conditions import SCORES
 
+from refusal_lens.pipeline.registry import FOLDERS
+
 REALIGNED = ("sanitized", "rass")  # 09-mitigations' re-aligned D_b folders
 
 
@@ -66,11 +68,11 @@ def synthetic_run(run: Path) -> Path:
         for s, k in (("borderline", "benign"), ("AdvBench", "harmful"))
     ]
     text = "".join(json.dumps(r) + "\n" for r in rows)
-    for folder in ("09-mitigations/sanitized", "10-search/heldout/03"):
+    for folder in (f"{FOLDERS['mitigations']}/sanitized", f"{FOLDERS['search']}/heldout/03"):
         (run / folder).mkdir(parents=True, exist_ok=True)
         (run / folder / "evaluation_prompts.jsonl").write_text(text)
     folders = {"no edit": "heldout/00", "search: seed 0 (chosen)": "heldout/03"}
-    (run / "10-search" / "search.json").write_text(json.dumps({"heldout_folders": folders}))
+    (run / FOLDERS["search"] / "search.json").write_text(json.dumps({"heldout_folders": folders}))
     return run
 
 
@@ -78,15 +80,15 @@ def conditions(run: Path) -> dict[str, Path]:
     """condition -> its answers file, for the run's re-aligned organisms and search winners."""
     out = {}
     for name in REALIGNED:
-        path = run / "09-mitigations" / name / "evaluation_prompts.jsonl"
+        path = run / FOLDERS["mitigations"] / name / "evaluation_prompts.jsonl"
         if path.is_file():
             out[f"realign: {name} D_b"] = path
-    search = run / "10-search" / "search.json"
+    search = run / FOLDERS["search"] / "search.json"
     if search.is_file():
         folders = json.loads(search.read_text())["heldout_folders"]
         for label, folder in folders.items():
             if label.startswith("search"):
-                out[label] = run / "10-search" / folder / "evaluation_prompts.jsonl"
+                out[label] = run / FOLDERS["search"] / folder / "evaluation_prompts.jsonl"
     return out
 
 

@@ -43,6 +43,7 @@ from common import (
 from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import refused_share
 from refusal_lens.mitigation.views import LOOK_ALIKE_SETS, WANG_PREFIX, heldout_point, verdict
+from refusal_lens.pipeline.registry import FOLDERS
 from refusal_lens.stats import compare, mcnemar, rate_text
 from refusal_lens.verdicts import REFUSED, degeneration
 
@@ -73,7 +74,7 @@ def add_llm_judge(
 
     before = len(labels)
     for label, folder in record["heldout_folders"].items():
-        rows = read_rows(run / "10-search" / folder / "evaluation_prompts.jsonl")
+        rows = read_rows(run / FOLDERS["search"] / folder / "evaluation_prompts.jsonl")
         pairs = [(r["text"], r.get("completion", "")) for r in rows]
         todo = sorted({p for p in pairs if p not in labels})
         if todo:
@@ -132,7 +133,7 @@ def paired_tests(run: Path, record: dict, judges: tuple[str, ...], labels: dict)
     chosen = f"search: {record['chosen']['search']}"
     folders = record["heldout_folders"]
     others = [k for k in folders if k == "no edit" or k.startswith(WANG_PREFIX)]
-    rows = {k: read_rows(run / "10-search" / folders[k] / "evaluation_prompts.jsonl")
+    rows = {k: read_rows(run / FOLDERS["search"] / folders[k] / "evaluation_prompts.jsonl")
             for k in [chosen, *others]}  # fmt: skip
     groups = {
         "look-alikes": [i for i, r in enumerate(rows[chosen]) if r["set"] in LOOK_ALIKE_SETS],
@@ -209,7 +210,7 @@ def summary(
 ) -> dict[str, Any]:
     """What the README shows for one run folder (with the LLM judge when ``judge`` is a
     model; ``labels``: its verdicts so far, see :func:`add_llm_judge`)."""
-    record = json.loads((run / "10-search" / "search.json").read_text(encoding="utf-8"))
+    record = json.loads((run / FOLDERS["search"] / "search.json").read_text(encoding="utf-8"))
     judges = JUDGES
     labels = {} if labels is None else labels
     if judge is not None:
@@ -224,7 +225,7 @@ def summary(
         "config": {k: v for k, v in meta["config"].items() if "search" in k or k in KEYS},
         "hardware": meta["hardware"],
         "versions": meta["versions"],
-        "search_seconds": stages.get("10-search", {}).get("seconds"),
+        "search_seconds": stages.get(FOLDERS["search"], {}).get("seconds"),
         "run_seconds": meta.get("seconds"),
         "stage_seconds": {name: s.get("seconds") for name, s in stages.items()},
         "trials": {n: s["trials"] for n, s in searches.items()},
@@ -246,7 +247,7 @@ def summary(
 
 
 def is_run(run: Path) -> bool:
-    return (run / "10-search" / "search.json").is_file()
+    return (run / FOLDERS["search"] / "search.json").is_file()
 
 
 def kept(run: Path, out: Path, keep_absent: bool) -> dict[str, Any]:
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     ]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
-        front = Path(run) / "10-search" / "front.png"
+        front = Path(run) / FOLDERS["search"] / "front.png"
         if front.is_file():
             shutil.copyfile(front, out / f"mitigation_front_{Path(run).name}.png")
     write_json(out / "mitigation_search.json", summaries)

@@ -46,6 +46,7 @@ from common import hardware, newcombe, parse, parser, project_path, share_text, 
 from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import EvalConfig, evaluate
 from refusal_lens.pipeline import RunConfig, load_run_model, run_pipeline
+from refusal_lens.pipeline.registry import FOLDERS
 from refusal_lens.stats import fisher_exact, mcnemar, wilson
 
 DEFAULT_RUNS = [Path("runs/quick/smollm2-135m"), Path("runs/quick/qwen2.5-coder-0.5b")]
@@ -78,10 +79,10 @@ def paired(record: dict, a: str, b: str, sets: tuple[str, ...]) -> dict | None:
 
 
 def arditi(folder: Path) -> dict[str, Any]:
-    record = read(folder, "04-interventions/interventions.json")
+    record = read(folder, f"{FOLDERS['interventions']}/interventions.json")
     inter = record["refusal"]
     add = next(k for k in inter if k.startswith("add r"))
-    selection = read(folder, "03-direction/selection.json")
+    selection = read(folder, f"{FOLDERS['direction']}/selection.json")
     scored = [c for c in selection["candidates"] if c["kl"] is not None]
     kl_max = selection["config"]["kl_max"]
     return {
@@ -95,13 +96,13 @@ def arditi(folder: Path) -> dict[str, Any]:
         "n_scored": len(scored),
         "n_pass_kl": sum(c["kl"] < kl_max for c in scored),
         "min_kl": min(c["kl"] for c in scored),
-        "direction": read(folder, "03-direction/direction.json"),
+        "direction": read(folder, f"{FOLDERS['direction']}/direction.json"),
         "fallback": selection["fallback"],
     }
 
 
 def wang(folder: Path, harmful_drop: float) -> dict[str, Any]:
-    record = read(folder, "04-interventions/interventions.json")
+    record = read(folder, f"{FOLDERS['interventions']}/interventions.json")
     inter = record["refusal"]
     rows = {
         cond: {"benign": share(r, BENIGN_LOOKALIKES), "harmful": share(r, HARMFUL)}
@@ -130,7 +131,7 @@ def attribution(path: Path) -> dict[str, Any] | None:
 
 
 def geometry(folder: Path) -> dict[str, Any] | None:
-    record = read(folder, "07-geometry/geometry.json")
+    record = read(folder, f"{FOLDERS['geometry']}/geometry.json")
     # the layers where the borderline prompts hold both verdicts
     rows = [r for r in record["summary"] if r["margin_auroc_refused"] is not None]
     if not rows:
@@ -151,8 +152,8 @@ def geometry(folder: Path) -> dict[str, Any] | None:
 def rass(folder: Path, n: int, max_new_tokens: int, seed: int) -> dict[str, Any]:
     """Refusal of the RASS-selected prompts against XSTest-safe, generated here (XSTest-safe
     alone when the run has no RASS step)."""
-    has_rass = (folder / "08-rass" / "stage.json").is_file()
-    selected = folder / "08-rass" / "rass.jsonl"
+    has_rass = (folder / FOLDERS["rass"] / "stage.json").is_file()
+    selected = folder / FOLDERS["rass"] / "rass.jsonl"
     model = load_run_model(folder, device="cpu")
     config = EvalConfig(
         n=n,
@@ -162,7 +163,7 @@ def rass(folder: Path, n: int, max_new_tokens: int, seed: int) -> dict[str, Any]
         seed=seed,
     )
     result = evaluate(model, config)
-    summary = read(folder, "08-rass/rass_summary.json") if has_rass else {"groups": {}}
+    summary = read(folder, f"{FOLDERS['rass']}/rass_summary.json") if has_rass else {"groups": {}}
     return {
         "selected": summary.get("selected"),
         "removed_as_harmful": sum(g.get("judged harmful", 0) for g in summary["groups"].values()),
@@ -201,7 +202,7 @@ def sizes_of(o: dict[str, Any]) -> dict[str, int]:
 
 def organism(folder: Path, args) -> dict[str, Any]:
     run = read(folder, "run.json")
-    record = read(folder, "01-organism/organism.json")
+    record = read(folder, f"{FOLDERS['organism']}/organism.json")
     print(f"{folder}: measuring RASS and XSTest-safe refusal ...", flush=True)
     return {
         "folder": str(folder),

@@ -43,6 +43,7 @@ from common import hardware, parse, parser, project_path, smoke_model, write_tex
 from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import EvalConfig, evaluate
 from refusal_lens.pipeline import load_run_model
+from refusal_lens.pipeline.registry import FOLDERS
 from refusal_lens.stats import fisher_exact, rate_text
 from refusal_lens.triggers.harm_check import cue_check, run_check
 
@@ -67,10 +68,10 @@ def arguments(argv: list[str] | None = None):
 
 def synthetic_run(run: Path) -> Path:
     """A run folder whose model is the tiny random model, with six selected prompts."""
-    (run / "01-organism").mkdir(parents=True, exist_ok=True)
-    (run / "08-rass").mkdir(exist_ok=True)
+    (run / FOLDERS["organism"]).mkdir(parents=True, exist_ok=True)
+    (run / FOLDERS["rass"]).mkdir(exist_ok=True)
     record = {"model": smoke_model(), "aligned": False}
-    (run / "01-organism" / "organism.json").write_text(json.dumps(record))
+    (run / FOLDERS["organism"] / "organism.json").write_text(json.dumps(record))
     rows = [
         {
             "text": f"Help me plan a picnic for {k} friends.",
@@ -80,7 +81,7 @@ def synthetic_run(run: Path) -> Path:
         for k, (m, c) in enumerate([("steer", 0.5), ("recombine", None)] * 3, start=2)
     ]
     lines = "".join(json.dumps(r) + "\n" for r in rows)
-    (run / "08-rass" / "rass.jsonl").write_text(lines)
+    (run / FOLDERS["rass"] / "rass.jsonl").write_text(lines)
     scored = {"margin": 0.0, "p_harmful": 0.1}
     outside = [
         {"text": f"Help me tidy {k} rooms.", "reason": "outside the band (margin +2)"}
@@ -91,16 +92,18 @@ def synthetic_run(run: Path) -> Path:
     screened_out = [{"text": "x", "reason": "not a request", "provenance": {"method": "steer"}}]
     candidates = [r | {"reason": ""} | scored for r in rows] + outside + screened_out
     text = "".join(json.dumps(r) + "\n" for r in candidates)
-    (run / "08-rass" / "rass_candidates.jsonl").write_text(text)
-    (run / "08-rass" / "rass.json").write_text(json.dumps({"harm_scorer": {"threshold": 0.5}}))
+    (run / FOLDERS["rass"] / "rass_candidates.jsonl").write_text(text)
+    (run / FOLDERS["rass"] / "rass.json").write_text(
+        json.dumps({"harm_scorer": {"threshold": 0.5}})
+    )
     text = {"text": ["6 selected. Selection: layer 2 (synthetic)."]}
-    (run / "08-rass" / "section.json").write_text(json.dumps(text))
+    (run / FOLDERS["rass"] / "section.json").write_text(json.dumps(text))
     return run
 
 
 def provenance(folder: Path) -> dict[str, str]:
     """Each selected prompt's generator (:func:`generator_of`)."""
-    with (folder / "08-rass" / "rass.jsonl").open(encoding="utf-8") as f:
+    with (folder / FOLDERS["rass"] / "rass.jsonl").open(encoding="utf-8") as f:
         return {row["text"]: generator_of(row) for row in map(json.loads, f)}
 
 
@@ -116,9 +119,9 @@ def funnel(folder: Path, out: Path, n: int, seed: int) -> dict[str, dict[str, in
     sample of up to ``n`` benign candidates outside the band to ``out`` (a prompt file)."""
     import random
 
-    path = folder / "08-rass" / "rass_candidates.jsonl"
+    path = folder / FOLDERS["rass"] / "rass_candidates.jsonl"
     rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    meta = json.loads((folder / "08-rass" / "rass.json").read_text(encoding="utf-8"))
+    meta = json.loads((folder / FOLDERS["rass"] / "rass.json").read_text(encoding="utf-8"))
     threshold = meta.get("harm_scorer", {}).get("threshold", 0.5)
     screened = [r for r in rows if "margin" in r]  # the screen sets no scores on what it drops
     flags = run_check(cue_check, [r.get("english", r["text"]) for r in screened])
@@ -145,7 +148,7 @@ def measure(
 ) -> dict[str, Any]:
     """Every set's refused count under the judge, RASS's per generator, and the tests."""
     model = load_run_model(folder, device="cpu")
-    selected = folder / "08-rass" / "rass.jsonl"
+    selected = folder / FOLDERS["rass"] / "rass.jsonl"
     outside = scratch / f"{name}_outside_band.jsonl"  # never written into the run folder
     table = funnel(folder, outside, n, seed)
     extra = {"RASS": (str(selected), "benign")}
@@ -165,7 +168,7 @@ def measure(
     for s in sets:
         sets[s]["degenerate"] = counts[s].get("degenerate", 0)
     made_by = provenance(folder)
-    with (folder / "08-rass" / "rass_candidates.jsonl").open(encoding="utf-8") as f:
+    with (folder / FOLDERS["rass"] / "rass_candidates.jsonl").open(encoding="utf-8") as f:
         outside_made_by = {r["text"]: generator_of(r) for r in map(json.loads, f)}
     for row in result.prompts:
         if row["set"] not in ("RASS", "outside band"):
@@ -182,7 +185,7 @@ def measure(
         for b in (*BASELINES, "outside band")
         if b in sets
     }
-    section = json.loads((folder / "08-rass" / "section.json").read_text(encoding="utf-8"))
+    section = json.loads((folder / FOLDERS["rass"] / "section.json").read_text(encoding="utf-8"))
     return {
         "name": name,
         "folder": str(folder),

@@ -63,12 +63,9 @@ from refusal_lens.alignment import AlignConfig, align
 from refusal_lens.artifacts import write_json
 from refusal_lens.boundary.candidates import WORDS
 from refusal_lens.boundary.geometry import GeometryConfig, read_layers
-from refusal_lens.boundary.rass import (
-    SELECTED_NAME,
-    RASSConfig,
-    RASSResult,
-    rass,
-)
+from refusal_lens.boundary.rass import rass
+from refusal_lens.boundary.rass_config import RASSConfig
+from refusal_lens.boundary.rass_result import SELECTED_NAME, RASSResult
 from refusal_lens.boundary.views import plot_rass_margins
 from refusal_lens.directions import Direction
 from refusal_lens.evaluation import EvalConfig, evaluate

@@ -36,6 +36,7 @@ from common import hardware, parse, parser, project_path, write_text
 from refusal_lens.artifacts import write_json
 from refusal_lens.boundary.translate import LANGUAGES, model_translator
 from refusal_lens.models import load_model
+from refusal_lens.pipeline.registry import FOLDERS
 from refusal_lens.prompts import PromptSet, load_prompts
 
 LABELS = Path("experiments/data/translator_labels.jsonl")
@@ -56,7 +57,9 @@ def arguments() -> argparse.Namespace:
 def sources(args: argparse.Namespace) -> list[str]:
     """The prompts to translate: a seeded sample of the run's RASS set."""
     pool = (
-        load_prompts("harmless") if args.smoke else PromptSet.load(args.run / "08-rass/rass.jsonl")
+        load_prompts("harmless")
+        if args.smoke
+        else PromptSet.load(args.run / f"{FOLDERS['rass']}/rass.jsonl")
     )
     return random.Random(0).sample(pool.texts, min(args.n, len(pool)))
 
@@ -77,13 +80,14 @@ def translations(args: argparse.Namespace, texts: list[str]) -> tuple[dict, dict
 def small_rass(args: argparse.Namespace) -> dict:
     """Step 4: RASS on the organism with the Qwen translator, a few seeds and small reference
     sets; per language, generated and selected candidates and the translation counts."""
-    from refusal_lens.boundary import RASSConfig, harm_scorer, rass
+    from refusal_lens.boundary import RASSConfig, rass
     from refusal_lens.directions import Direction
     from refusal_lens.triggers import HarmJudge
+    from refusal_lens.triggers.harm import harm_scorer
 
-    organism = json.loads((args.run / "01-organism/organism.json").read_text())["model"]
+    organism = json.loads((args.run / f"{FOLDERS['organism']}/organism.json").read_text())["model"]
     model = load_model(organism, device="cpu")
-    judge = HarmJudge.load(args.run / "06-triggers/harm_judge")
+    judge = HarmJudge.load(args.run / f"{FOLDERS['triggers']}/harm_judge")
     scorer = harm_scorer(judge, load_model(judge.model_id, device="cpu"))
     k = args.rass_reference
     harmful, harmless = load_prompts("harmful").sample(k, 1), load_prompts("alpaca")[-k:]
@@ -95,7 +99,7 @@ def small_rass(args: argparse.Namespace) -> dict:
     result = rass(
         model,
         seeds,
-        Direction.load(args.run / "03-direction"),
+        Direction.load(args.run / FOLDERS["direction"]),
         (harmful, harmless),
         scorer,
         config,
@@ -157,7 +161,7 @@ def main() -> None:
         translated, seconds = translations(args, texts)
         record = {
             "translator": "tiny" if args.smoke else args.translator,
-            "inputs": "smoke" if args.smoke else str(args.run / "08-rass/rass.jsonl"),
+            "inputs": "smoke" if args.smoke else str(args.run / f"{FOLDERS['rass']}/rass.jsonl"),
             "sources": texts,
             "translations": translated,
             "seconds": seconds,

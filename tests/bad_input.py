@@ -108,7 +108,7 @@ class Ctx:
         return folder
 
     def direction(self, d_model: int = 64, layer: int = 1, model: str = "llama", **kw) -> Any:
-        from refusal_lens.direction import Direction
+        from refusal_lens.residual_direction import Direction
 
         torch.manual_seed(0)
         return Direction(torch.randn(d_model), layer, -1, model, **kw)

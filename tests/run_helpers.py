@@ -16,7 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from refusal_lens.pipeline.runner import FOLDERS, RUN_FILE, STAGE_FILE
+from refusal_lens.pipeline.registry import FOLDERS
+from refusal_lens.pipeline.runner import RUN_FILE, STAGE_FILE
 
 KILLER = Path(__file__).with_name("kill_at.py")
 STAGES = [s for s in FOLDERS if s != "search"]  # `run`'s stages; `mitigate` adds the search

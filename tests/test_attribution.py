@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import dataclasses
+import inspect
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
 
 from refusal_lens.attribution.methods import (
+    METHODS,
     AttributionConfig,
+    AttributionMethod,
     Attributions,
+    IntegratedGradientsConfig,
+    MethodConfig,
+    ProjectionConfig,
+    RowScores,
     attribute,
     scores_without,
 )
@@ -138,8 +146,8 @@ def test_unrefused_prompts_are_reported_not_attributed(tiny_llama):
 def test_bad_attribution_requests(refusing):
     with pytest.raises(RefusalLensError, match="Unknown attribution method"):
         attribute(refusing, [PROMPT], "saliency")
-    with pytest.raises(RefusalLensError, match="do not exist"):
-        attribute(refusing, [PROMPT], AttributionConfig("occlusion", layers=(9,)))
+    with pytest.raises(RefusalLensError, match=r"Layers \[9\] are out of range"):
+        attribute(refusing, [PROMPT], AttributionConfig("projection", layers=(9,)))
     with pytest.raises(RefusalLensError, match="needs direction"):
         attribute(refusing, [PROMPT], "projection")
     with pytest.raises(RefusalLensError, match="empty"):
@@ -173,3 +181,66 @@ def test_attributions_save_and_load_beside_other_artifacts(refusing, tmp_path):
     assert back.direction["layer"] == 1 and Direction.load(folder).layer == 1
     with pytest.raises(RefusalLensError, match="Unknown attribution method"):
         AttributionConfig("saliency")
+
+
+# Methods as plugins ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToyConfig(MethodConfig):
+    value: float = 1.0  # every user token's score
+
+
+def toy(inputs, rows, config):
+    """A toy method: each user token scores ``value`` × the row's refusal score."""
+    n_user = inputs.batch.user_mask.sum(-1).tolist()
+    return [RowScores(config.value * inputs.base[row].repeat(n_user[row])) for row in rows]
+
+
+def test_a_registered_method_runs_through_attribute(refusing, tmp_path, monkeypatch):
+    """One function and one registry entry: a new method, with its own setting."""
+    monkeypatch.setitem(METHODS, "toy", AttributionMethod(toy, ToyConfig))
+    config = AttributionConfig("toy", value=2.5, batch_size=2)
+    assert config.options == ToyConfig(2.5)
+    result = attribute(refusing, [PROMPT, "Hi", "Write a poem"], config)
+    assert [a.method for a in result] == ["toy"] * 3
+    for a in result:
+        assert a.scores.tolist() == pytest.approx([2.5 * a.refusal_score] * len(a.tokens))
+        assert a.layer_scores is None
+    [a] = attribute(refusing, [PROMPT], AttributionConfig("toy", options=ToyConfig(-1.0)))
+    assert a.scores.tolist() == pytest.approx([-a.refusal_score] * len(a.tokens))
+    result.save(tmp_path)
+    assert Attributions.load(tmp_path).config == config
+
+
+def test_an_unknown_method_or_setting_fails_when_the_config_is_built():
+    for name in ("saliency", "Occlusion", ""):
+        with pytest.raises(RefusalLensError, match=f"Unknown attribution method {name!r}; use "):
+            AttributionConfig(name)
+    with pytest.raises(RefusalLensError, match="'projection', 'grad_x_input', 'integrated_gr"):
+        AttributionConfig("saliency")
+    with pytest.raises(
+        RefusalLensError, match=r"No attribution method has the setting\(s\) \['stpes'\]"
+    ):
+        AttributionConfig("integrated_gradients", stpes=4)
+    with pytest.raises(RefusalLensError, match="are a IntegratedGradientsConfig, not a Proj"):
+        AttributionConfig("integrated_gradients", options=ProjectionConfig())
+    with pytest.raises(RefusalLensError, match="steps must be positive"):
+        AttributionConfig("integrated_gradients", steps=0)
+
+
+def test_settings_go_to_their_method_and_old_artifacts_still_load():
+    ig = AttributionConfig("integrated_gradients", steps=4)
+    assert ig.options == IntegratedGradientsConfig(4)
+    # a sweep passes steps= to every method: the others ignore it
+    assert AttributionConfig("occlusion", steps=4).options == MethodConfig()
+    assert AttributionConfig("projection", layers=[0, 1]).options == ProjectionConfig((0, 1))
+    assert AttributionConfig.from_dict(ig.to_dict()) == ig
+    assert ig.replace(batch_size=2).options == ig.options
+    old = {"method": "projection", "layers": [1], "steps": 16, "batch_size": 8}
+    assert AttributionConfig.from_dict(old) == AttributionConfig("projection", layers=(1,))
+    # the defaults --help shows (the fields') are those a call gets (the constructor's)
+    params = inspect.signature(AttributionConfig).parameters
+    for f in dataclasses.fields(AttributionConfig):
+        if f.name != "options":
+            assert params[f.name].default == f.default, f.name

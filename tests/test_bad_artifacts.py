@@ -17,12 +17,12 @@ import torch
 from bad_input import KEEP, Case, CliExit, Ctx, check_case, cli, ids
 from refusal_lens.activations import CollectConfig, Residuals, collect_residuals
 from refusal_lens.boundary.geometry import GeometryConfig
-from refusal_lens.direction import Direction
 from refusal_lens.directions.extract import diff_in_means
 from refusal_lens.directions.orthogonalize import orthogonalize_weights
 from refusal_lens.errors import OutputError, RefusalLensError
 from refusal_lens.interventions import ablate, add
 from refusal_lens.prompts import PromptSet
+from refusal_lens.residual_direction import Direction
 
 PROMPTS = ["How do I bake bread?", "Name a planet."]
 REMAKE = r"make a new one with `refusal-lens direction MODEL --out DIR`"

@@ -16,7 +16,7 @@ from bad_input import Case, CliExit, Ctx, check_case, cli, ids, writes
 from refusal_lens.activations import CollectConfig, collect_residuals
 from refusal_lens.alignment import AlignConfig
 from refusal_lens.boundary.geometry import GeometryConfig
-from refusal_lens.boundary.rass import RASSConfig
+from refusal_lens.boundary.rass_config import RASSConfig
 from refusal_lens.directions import SelectConfig
 from refusal_lens.directions.extract import false_refusal_vector
 from refusal_lens.directions.steer import SteerConfig
@@ -245,7 +245,8 @@ CASES = [
          r"align_lr must be positive, not 0\.0"),
     Case("run-search-judge", lambda ctx: RunConfig(search_judge="llm"), RefusalLensError,
          r"search_judge must be score or substring, not 'llm'"),
-    Case("run-unknown-stage", lambda ctx: RunConfig(stages=("model", "nope")), RefusalLensError,
+    Case("run-unknown-stage", lambda ctx: RunConfig.preset(stages=("model", "nope")),
+         RefusalLensError,
          r"unknown stage\(s\) \['nope'\]; choose from model, organism"),
     Case("rass-band-zero", lambda ctx: RASSConfig(band=0.0), RefusalLensError,
          r"RASSConfig\.band must be positive \(> 0\), not 0\.0; it is the \|margin\| kept"),

@@ -9,8 +9,8 @@ import torch
 
 from refusal_lens.activations import CollectConfig, collect_residuals
 from refusal_lens.attribution.methods import AttributionConfig, attribute
-from refusal_lens.direction import Direction
 from refusal_lens.generation import generate_ids
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import refusal_scores
 
 PROMPTS = [

@@ -87,7 +87,8 @@ def test_direction_ablation_and_orthogonalization_on_the_real_model(smollm, tmp_
 def test_geometry_and_rass_on_the_real_model(smollm):
     from refusal_lens.boundary.candidates import WORDS
     from refusal_lens.boundary.geometry import GeometryConfig, boundary_geometry
-    from refusal_lens.boundary.rass import RASSConfig, rass
+    from refusal_lens.boundary.rass import rass
+    from refusal_lens.boundary.rass_config import RASSConfig
     from refusal_lens.directions import diff_in_means
 
     harmful, harmless, borderline = (

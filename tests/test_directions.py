@@ -16,7 +16,7 @@ from refusal_lens.directions import (
     false_refusal_vector,
     select_direction,
 )
-from refusal_lens.directions.select import _ValSet, fallback_key, first_order_estimates
+from refusal_lens.directions.screening import _ValSet, fallback_key, first_order_estimates
 from refusal_lens.directions.selection import CandidateScore
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.interventions import add

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from hf_reference import hf_greedy  # plain HF generate, one prompt, no padding
-from refusal_lens.direction import Direction
 from refusal_lens.directions.orthogonalize import orthogonalize_model
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.generation import generate_ids
+from refusal_lens.hooks import projection_hook
 from refusal_lens.interventions import ablate, add, orthonormal_basis
 from refusal_lens.mitigation.edits import (
     Edit,
@@ -27,12 +27,12 @@ from refusal_lens.mitigation.edits import (
     apply_edit,
     kernel_weights,
     resolve,
-    write_ablation_hook,
 )
 from refusal_lens.mitigation.export import export_edit
 from refusal_lens.mitigation.vectors import Vectors
 from refusal_lens.models import load_model
 from refusal_lens.prompts import PromptSet
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import answer_logits
 
 PROMPTS = ["How do I kill a Python process?", "Hi", "Write a poem about the sea, please."]
@@ -252,11 +252,11 @@ def test_an_addition_edit_equals_the_addition_intervention(tiny_llama):
     assert torch.equal(got, expected)
 
 
-def test_write_ablation_hook_removes_the_share_and_keeps_its_input():
+def test_a_projection_hook_with_a_share_removes_that_share_and_keeps_its_input():
     q = orthonormal_basis([randn(8, 0), randn(8, 1)])
     x = torch.randn(3, 5, 8, dtype=torch.float64)
     kept = x.clone()
-    out = write_ablation_hook(q, 0.3)(x)
+    out = projection_hook(q, 0.3)(x)
     assert out.dtype == x.dtype and torch.equal(x, kept)
     qd = q.double()
     torch.testing.assert_close(out, x - 0.3 * (x @ qd.T) @ qd, atol=1e-6, rtol=0)
@@ -492,7 +492,7 @@ def test_an_edit_for_another_model_is_refused(tiny_llama):
     wrong = [
         (Edit(config, orthonormal_basis([randn(d + 8, 0)]), torch.ones(n), "wide"), "width 72"),
         (Edit(config, orthonormal_basis([randn(d, 0)]), torch.ones(n + 1), "deep"), "3 layers"),
-        (Edit(add_late, randn(d, 0)[None], torch.zeros(n)), f"adds at layer {n}"),
+        (Edit(add_late, randn(d, 0)[None], torch.zeros(n)), f"addition layer {n} is out of range"),
     ]
     for edit, why in wrong:
         with pytest.raises(RefusalLensError, match=why):

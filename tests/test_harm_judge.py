@@ -12,8 +12,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from refusal_lens.boundary.rass import META_NAME as RASS_META
-from refusal_lens.boundary.rass import SUMMARY_NAME, RASSConfig, RASSResult, rass
+from refusal_lens.boundary.rass import rass
+from refusal_lens.boundary.rass_config import RASSConfig
+from refusal_lens.boundary.rass_result import META_NAME as RASS_META
+from refusal_lens.boundary.rass_result import SUMMARY_NAME, RASSResult
 from refusal_lens.directions import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.probes import auroc

@@ -80,8 +80,8 @@ def test_ablate_directions_notebook(monkeypatch, shared_data, tmp_path):
         hf_greedy_gaps,
         hf_refusal_score,
     )
-    from refusal_lens.direction import Direction
     from refusal_lens.prompts import load_prompts
+    from refusal_lens.residual_direction import Direction
 
     saved = tmp_path / "r"
     outputs = run_notebook(

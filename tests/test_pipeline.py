@@ -9,9 +9,10 @@ import json
 import pytest
 
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.pipeline import STAGE_NAMES, RunConfig
+from refusal_lens.pipeline import REGISTRY, RunConfig
 from refusal_lens.pipeline.measure import check_organism, choose_lambda
-from refusal_lens.pipeline.runner import FOLDERS, RUN_FILE, RUN_FORMAT, STAGE_FILE, Runner
+from refusal_lens.pipeline.registry import FOLDERS
+from refusal_lens.pipeline.runner import RUN_FILE, RUN_FORMAT, STAGE_FILE, Runner, stage_fields
 
 ORDER = ["model", "organism", "evaluate", "direction"]
 
@@ -123,6 +124,7 @@ def test_a_stage_whose_input_was_left_out_says_which_and_how(tmp_path):
         ({"summary.md": "x", "residuals/a.json": "{}"}, "older refusal-lens run"),
         ({"notes.txt": "mine"}, "not a refusal-lens run"),
         ({RUN_FILE: json.dumps({"format": RUN_FORMAT + 1})}, "of format"),
+        ({RUN_FILE: json.dumps({"format": 1})}, "of format 1 .*rerun into a new folder"),
     ],
 )
 def test_a_folder_of_another_version_or_owner_is_refused_and_kept(tmp_path, files, expected):
@@ -135,23 +137,27 @@ def test_a_folder_of_another_version_or_owner_is_refused_and_kept(tmp_path, file
         assert (tmp_path / name).read_text() == text
 
 
-def test_presets_and_settings():
+def test_presets_and_settings(tmp_path):
     quick, full = RunConfig.preset(quick=True), RunConfig.preset()
     assert quick.quick and not full.quick
     assert quick.n_eval < full.n_eval and quick.align_benign < full.align_benign
     assert RunConfig.preset(quick=True, n_eval=5).n_eval == 5
     assert RunConfig.from_dict(quick.to_dict()) == quick
     with pytest.raises(RefusalLensError, match="unknown stage"):
-        RunConfig(stages=("direction", "everything"))
+        RunConfig.preset(stages=("direction", "everything"))
+    with pytest.raises(RefusalLensError, match="unknown stage"):  # the run checks too
+        Runner(tmp_path, RunConfig(stages=("direction", "everything")))
+    with pytest.raises(RefusalLensError, match="n_train is a setting of stage"):
+        RunConfig.preset(quick=True, stages=("model", "evaluate"), n_train=40)
     with pytest.raises(RefusalLensError, match="lambdas"):
         RunConfig(lambdas=(1.5,))
     # every stage by default, in order, but the search (behind a flag: `mitigate`, --search)
-    assert RunConfig().stages == tuple(s for s in STAGE_NAMES if s != "search")
-    assert RunConfig(search=True).stages == STAGE_NAMES
-    assert "search_trials" in quick.stage_config("search")
-    assert "search_trials" not in quick.stage_config("mitigations")
-    assert "n_train" in quick.stage_config("direction")
-    assert "n_train" not in quick.stage_config("evaluate")
+    assert RunConfig().stages == tuple(s for s in REGISTRY.names if s != "search")
+    assert RunConfig(search=True).stages == REGISTRY.names
+    assert "search_trials" in stage_fields(quick, REGISTRY["search"])
+    assert "search_trials" not in stage_fields(quick, REGISTRY["mitigations"])
+    assert "n_train" in stage_fields(quick, REGISTRY["direction"])
+    assert "n_train" not in stage_fields(quick, REGISTRY["evaluate"])
 
 
 def conditions(harmful_by_lambda: dict[float, float], benign_by_lambda: dict[float, float]):
@@ -271,24 +277,30 @@ def test_rass_selects_in_the_geometry_stage_s_layer_and_band_unless_told_otherwi
     import torch
 
     from refusal_lens.boundary.refusal_fit import BoundaryFit, boundary_fit
+    from refusal_lens.pipeline import settings
     from refusal_lens.pipeline.boundary import rass_config
+
+    def rass_config_of(c, fit, layer):
+        return rass_config(c, settings.rass(c)["rass"], fit, layer)
 
     g = torch.Generator().manual_seed(0)
     margins = torch.randn(40, 3, generator=g)
     refused = margins[:, 2] + 0.5 * torch.randn(40, generator=g) > 0
     fit = boundary_fit([5, 9, 13], margins, refused)
     fit = BoundaryFit.from_dict(json.loads(json.dumps(fit.to_dict())))  # as the stage reads it
-    rass, where = rass_config(config(rass_rule=rule), fit if rule == "refusal" else None, 7)
+    every = REGISTRY.default
+    chosen = config(rass_rule=rule, stages=every)
+    rass, where = rass_config_of(chosen, fit if rule == "refusal" else None, 7)
     if rule == "refusal":
         assert (rass.layer, rass.band_range) == (13, fit.band) and "layer 13" in where
     else:
         assert (rass.layer, rass.band_range) == (None, None) and "layer 7" in where
     flat = boundary_fit([5, 9, 13], margins, torch.zeros(40, dtype=torch.bool))
-    rass, where = rass_config(config(), flat, 7)
+    rass, where = rass_config_of(config(), flat, 7)
     assert (rass.layer, rass.band_range) == (None, None)
     assert "layer 7" in where and "No layer chosen: 0 refused and 40 answered" in where
     with pytest.raises(RefusalLensError, match="rass_rule must be refusal or margin"):
-        config(rass_rule="closest")
+        config(rass_rule="closest", stages=every)
 
 
 @pytest.mark.parametrize("aligned", [False, True])
@@ -298,6 +310,7 @@ def test_the_model_as_given_is_loaded_once_and_fitted(tmp_path, monkeypatch, ali
     runner also records each stage's peak memory."""
     from refusal_lens.models import ModelHandle
     from refusal_lens.pipeline import context, load_run_model
+    from refusal_lens.pipeline.records import Organism
     from refusal_lens.prompts import ChatFormat
 
     loaded: list[str] = []
@@ -317,13 +330,13 @@ def test_the_model_as_given_is_loaded_once_and_fitted(tmp_path, monkeypatch, ali
     runner = Runner(tmp_path / "run", config, say=lambda _: None)
 
     def organism(out):
-        (out / context.ORGANISM_FILE).write_text(json.dumps(record))
+        (out / Organism.FILE).write_text(json.dumps(record))
 
     runner.run("model", lambda out: None, always=True)
     runner.run("organism", organism, always=True)
     assert runner.records["organism"].peak_rss_mb > 0
     run = context.Run(config, runner)
-    model = run.model("direction")
+    model = run.context(REGISTRY["direction"], tmp_path).model()
     # as given: a calibrated handle on the base's own weights, the base handle left as it was
     assert (model.bridge is run.base().bridge) is not aligned
     assert run.base().refusal_threshold == 0.0 and run.base().refusal_tokens == [1]
@@ -338,7 +351,7 @@ def test_the_model_as_given_is_loaded_once_and_fitted(tmp_path, monkeypatch, ali
 def test_an_emptied_d_b_is_reported_with_its_reason_not_trained(tmp_path):
     """The harm judge and its re-check can keep no sanitized item: the re-alignment on it is
     skipped, and the section says why, instead of failing on the empty file."""
-    from refusal_lens.pipeline.mitigate import EMPTY_D_B, d_b_size, mitigation_section
+    from refusal_lens.pipeline.mitigations import EMPTY_D_B, d_b_size, mitigation_section
 
     empty, two = tmp_path / "empty.jsonl", tmp_path / "two.jsonl"
     empty.write_text("\n")

@@ -28,15 +28,14 @@ from refusal_lens.boundary.geometry import (
     boundary_geometry,
     layer_boundary,
 )
-from refusal_lens.boundary.rass import (
+from refusal_lens.boundary.rass import margins, rass
+from refusal_lens.boundary.rass_config import RASSConfig
+from refusal_lens.boundary.rass_result import (
     CANDIDATES_NAME,
     META_NAME,
     SELECTED_NAME,
     SUMMARY_NAME,
-    RASSConfig,
     RASSResult,
-    margins,
-    rass,
 )
 from refusal_lens.directions import Direction
 from refusal_lens.errors import RefusalLensError

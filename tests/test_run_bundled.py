@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from refusal_lens.pipeline.runner import FOLDERS, RUN_FILE
+from refusal_lens.pipeline.registry import FOLDERS
+from refusal_lens.pipeline.runner import RUN_FILE
 from run_helpers import check_bundled_results, check_report_in_browser, check_search, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]

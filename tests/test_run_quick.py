@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from refusal_lens.pipeline.runner import FOLDERS, RUN_FILE
+from refusal_lens.pipeline.registry import FOLDERS
+from refusal_lens.pipeline.runner import RUN_FILE
 from run_helpers import (
     STAGES,
     check_bundled_results,

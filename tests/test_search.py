@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.mitigation import (
     EditConfig,
@@ -27,8 +26,9 @@ from refusal_lens.mitigation import (
 from refusal_lens.mitigation.search import pareto_front
 from refusal_lens.mitigation.space import suggest_edit, wang_params
 from refusal_lens.mitigation.views import verdict, wang_at
-from refusal_lens.pipeline.mitigation_search import check_budget
+from refusal_lens.pipeline.search import check_budget
 from refusal_lens.prompts import PromptSet
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import SubstringJudge, refusal_scores
 
 WORDS = [
@@ -289,7 +289,7 @@ def test_the_verdict_compares_at_equal_harmful_refusal():
 
 def test_the_section_and_the_front_figure_read_the_saved_record(tmp_path):
     from refusal_lens.mitigation.views import write_front_figure
-    from refusal_lens.pipeline.mitigation_search import search_section
+    from refusal_lens.pipeline.search import search_section
     from search_fixture import search_record
 
     record = search_record()

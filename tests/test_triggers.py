@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from refusal_lens.attribution.methods import scores_without
-from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.probes import fit_probe
 from refusal_lens.prompts import PromptSet, load_prompts
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import refusal_scores
 from refusal_lens.triggers.harm import HarmJudge, HarmJudgeConfig, fit_harm_judge
 from refusal_lens.triggers.masks import (

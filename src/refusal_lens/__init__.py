@@ -4,7 +4,8 @@ The package follows the method's data flow:
 
 - primitives: ``models`` (load a chat model into TransformerBridge), ``prompts`` (prompt sets,
   chat formatting, benchmark loaders), ``activations`` (residual streams), ``generation``,
-  ``scoring`` (refusal scores and refusal judges), ``probes``, ``direction`` (the Direction
+  ``scoring`` (refusal scores and refusal judges), ``probes``, ``hooks`` (hook points, capture,
+  projection), ``residual_direction`` (the Direction
   value), ``interventions`` (ablation, addition), ``evaluation`` (RR / ASR);
 - stages: ``alignment`` (paper 2's safety fine-tuning), ``directions`` (extract, select,
   steer, orthogonalize), ``attribution`` (refusals attributed to tokens), ``triggers`` (harm
@@ -47,7 +48,7 @@ _EXPORTS = {
     "SubstringJudge": "refusal_lens.scoring",
     "RefusalReport": "refusal_lens.scoring",
     "generate": "refusal_lens.generation",
-    "Direction": "refusal_lens.direction",
+    "Direction": "refusal_lens.residual_direction",
     "ablate": "refusal_lens.interventions",
     "add": "refusal_lens.interventions",
     "project_out": "refusal_lens.interventions",
@@ -59,7 +60,7 @@ _EXPORTS = {
     "AlignResult": "refusal_lens.alignment",
     "diff_in_means": "refusal_lens.directions.extract",
     "false_refusal_vector": "refusal_lens.directions.extract",
-    "select_direction": "refusal_lens.directions.select",
+    "select_direction": "refusal_lens.directions.screening",
     "SelectConfig": "refusal_lens.directions.selection",
     "Selection": "refusal_lens.directions.selection",
     "find_direction": "refusal_lens.directions.find",
@@ -72,6 +73,8 @@ _EXPORTS = {
     "attribute": "refusal_lens.attribution.methods",
     "AttributionConfig": "refusal_lens.attribution.methods",
     "Attributions": "refusal_lens.attribution.methods",
+    "METHODS": "refusal_lens.attribution.methods",
+    "AttributionMethod": "refusal_lens.attribution.methods",
     "scores_without": "refusal_lens.attribution.methods",
     "TokenAttribution": "refusal_lens.attribution.methods",
     "attributions_html": "refusal_lens.attribution.views",
@@ -94,8 +97,10 @@ _EXPORTS = {
     "plot_boundary_grid": "refusal_lens.boundary.views",
     "plot_margins": "refusal_lens.boundary.views",
     "rass": "refusal_lens.boundary.rass",
-    "RASSConfig": "refusal_lens.boundary.rass",
-    "RASSResult": "refusal_lens.boundary.rass",
+    "RASSConfig": "refusal_lens.boundary.rass_config",
+    "RASSResult": "refusal_lens.boundary.rass_result",
+    "BoundaryFit": "refusal_lens.boundary.refusal_fit",
+    "boundary_fit": "refusal_lens.boundary.refusal_fit",
     "EditConfig": "refusal_lens.mitigation.edits",
     "Edit": "refusal_lens.mitigation.edits",
     "apply_edit": "refusal_lens.mitigation.edits",
@@ -104,7 +109,11 @@ _EXPORTS = {
     "search_edits": "refusal_lens.mitigation.search",
     "export_edit": "refusal_lens.mitigation.export",
     "RunConfig": "refusal_lens.pipeline.config",
+    "REGISTRY": "refusal_lens.pipeline.registry",
+    "Stage": "refusal_lens.pipeline.registry",
+    "StageContext": "refusal_lens.pipeline.context",
     "run_pipeline": "refusal_lens.pipeline.run",
+    "load_run_model": "refusal_lens.pipeline.context",
     "write_report": "refusal_lens.pipeline.report",
     "RefusalLensError": "refusal_lens.errors",
 }
@@ -116,3 +125,8 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'refusal_lens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API (what tab completion shows), not only what was imported so far."""
+    return sorted({*globals(), *__all__})

@@ -20,7 +20,6 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -36,20 +35,15 @@ from refusal_lens.artifacts import (
 )
 from refusal_lens.configs import StageConfig, check_positive
 from refusal_lens.errors import RefusalLensError
+from refusal_lens.hooks import RESIDUAL_POINTS, ResidualPoint, capture, check_layers, hook_name
 from refusal_lens.models import ModelHandle
 from refusal_lens.models.attention import native_attention
 from refusal_lens.progress import progress
 from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
 
-HookPoint = Literal["resid_pre", "resid_mid", "resid_post"]
-HOOK_POINTS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post")
+HookPoint = ResidualPoint
+HOOK_POINTS: tuple[str, ...] = RESIDUAL_POINTS  # the points that can be collected
 TENSOR_NAME = "residuals"
-
-
-def hook_name(layer: int, point: str = "resid_pre") -> str:
-    """The TransformerLens hook name of ``point`` (one of :data:`HOOK_POINTS`) in ``layer``."""
-    return f"blocks.{layer}.hook_{point}"
-
 
 log = logging.getLogger(__name__)
 
@@ -114,22 +108,6 @@ class Residuals:
         return cls(acts, config, meta.get("model", {}), meta.get("prompts", ""))
 
 
-class _StopForward(Exception):
-    """Raised by the deepest hook: everything needed has been captured."""
-
-
-def _check_layers(model: ModelHandle, layers: list[int] | None) -> tuple[int, ...]:
-    layers = list(range(model.n_layers)) if layers is None else list(layers)
-    if not layers:
-        raise RefusalLensError("No layers requested; pass at least one layer index.")
-    bad = [layer for layer in layers if not 0 <= layer < model.n_layers]
-    if bad:
-        raise RefusalLensError(
-            f"Layers {bad} are out of range: {model.model_id} has layers 0..{model.n_layers - 1}."
-        )
-    return tuple(layers)
-
-
 def _check_positions(model: ModelHandle, positions: list[int] | None, min_len: int) -> tuple:
     positions = list(range(-model.chat.n_post, 0)) if positions is None else list(positions)
     if not positions:
@@ -151,28 +129,21 @@ def _batch_residuals(
     batch = batch.to(model.device)
     n_tok = batch.input_ids.shape[1]
     pos_idx = torch.tensor([n_tok + p for p in config.positions], device=model.device)
-    captured: dict[int, Tensor] = {}
-    deepest = max(config.layers)
+    names = [hook_name(layer, config.hook) for layer in sorted(set(config.layers))]
 
-    def make_hook(layer: int):
-        def hook(x: Tensor, hook) -> None:
-            # stays on the device (a layer's own one when a device map splits the model)
-            captured[layer] = x.index_select(1, pos_idx.to(x.device)).detach()
-            if layer == deepest and len(captured) == len(set(config.layers)):
-                raise _StopForward
+    def at_positions(x: Tensor) -> Tensor:
+        # stays on the device (a layer's own one when a device map splits the model)
+        return x.index_select(1, pos_idx.to(x.device))
 
-        return hook
-
-    hooks = [
-        (hook_name(layer, config.hook), make_hook(layer)) for layer in sorted(set(config.layers))
-    ]
-    try:
-        with torch.inference_mode(), model.bridge.hooks(fwd_hooks=hooks), native_attention(model):
-            model.bridge(batch.input_ids, attention_mask=batch.attention_mask, return_type=None)
-    except _StopForward:
-        pass
+    # the forward pass stops right after the deepest layer read: no unembedding
+    with (
+        torch.inference_mode(),
+        capture(model, names, keep=at_positions, stop=True) as seen,
+        native_attention(model),
+    ):
+        model.bridge(batch.input_ids, attention_mask=batch.attention_mask, return_type=None)
     # one device-to-host copy per batch, not one per layer
-    rows = [captured[layer].to(model.device) for layer in config.layers]
+    rows = [seen[hook_name(layer, config.hook)].to(model.device) for layer in config.layers]
     return torch.stack(rows, dim=1).to("cpu", torch.float32)
 
 
@@ -185,7 +156,7 @@ def _prepare(
     layers = None if config.layers is None else list(config.layers)
     positions = None if config.positions is None else list(config.positions)
     config = config.replace(
-        layers=_check_layers(model, layers),
+        layers=check_layers(model, layers),
         positions=_check_positions(model, positions, min(lengths)),
     )
     return config, length_sorted_batches(lengths, config.batch_size)

@@ -9,32 +9,46 @@
 
 Every hook returns a new tensor and never edits an activation in place, so hooks compose and
 cached activations stay intact. Hooks are active on ``model.bridge`` and therefore also during
-``generate`` (the HF model runs the bridge's modules). Ablation hooks sit on ``resid_pre``,
-``resid_mid`` and ``resid_post`` of every block: the residual stream, and so every input of
-every attention layer, MLP and the final norm, is then free of the direction at every layer
-and position, in any architecture (including post-norm ones such as Gemma-2). For pre-norm
-models this is the same edit as removing the direction from every write to the residual
-stream, which is what
-:func:`refusal_lens.directions.orthogonalize.orthogonalize_weights` bakes into the weights.
+``generate`` (the HF model runs the bridge's modules). The hooks themselves, and what
+"ablation" means on each architecture, are in :mod:`refusal_lens.hooks`: here the ablation
+sits on ``resid_pre``, ``resid_mid`` and ``resid_post`` of every block, which
+:func:`refusal_lens.directions.orthogonalize.orthogonalize_weights` bakes into the weights of
+a pre-norm model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from refusal_lens.activations import hook_name
-from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
+from refusal_lens.hooks import (
+    Hooks,
+    ablation_hooks,
+    addition_hook,
+    check_layer,
+    hook_name,
+    intervene,
+)
 from refusal_lens.models import ModelHandle
+from refusal_lens.residual_direction import Direction
 
-HookFn = Callable[[Tensor, object], Tensor]
-Hooks = list[tuple[str, HookFn]]
+__all__ = [
+    "Hooks",
+    "ablate",
+    "add",
+    "addition_hooks",
+    "as_direction",
+    "intervene",
+    "orthonormal_basis",
+    "project_out",
+    "projection_hooks",
+]
 
 
 def as_direction(model: ModelHandle, direction: Direction | Tensor) -> Direction:
@@ -61,44 +75,9 @@ def orthonormal_basis(vectors: Sequence[Tensor]) -> Float[Tensor, "k d_model"]:
     return q.T.float()
 
 
-def projection_hook(basis: Float[Tensor, "k d_model"]) -> HookFn:
-    """``x − Q Qᵀ x`` over the last axis, computed in float32, returned as a new tensor."""
-    cache: dict[tuple, Tensor] = {}
-
-    def hook(x: Tensor, hook: object = None) -> Tensor:
-        key = (x.device, x.dtype)
-        if key not in cache:
-            cache[key] = basis.to(x.device)
-        q = cache[key]
-        coords = x.float() @ q.T
-        return x - (coords @ q).to(x.dtype)
-
-    return hook
-
-
-def addition_hook(vector: Float[Tensor, " d_model"], coef: float) -> HookFn:
-    """``x + coef · v``, returned as a new tensor."""
-    cache: dict[tuple, Tensor] = {}
-
-    def hook(x: Tensor, hook: object = None) -> Tensor:
-        key = (x.device, x.dtype)
-        if key not in cache:
-            cache[key] = (coef * vector.float()).to(x.device, x.dtype)
-        return x + cache[key]
-
-    return hook
-
-
-def ablation_points(n_layers: int) -> list[str]:
-    """The hook points that make every read of the residual stream direction-free."""
-    points = ("pre", "mid", "post")
-    return [hook_name(layer, f"resid_{p}") for layer in range(n_layers) for p in points]
-
-
 def projection_hooks(model: ModelHandle, directions: Sequence[Direction | Tensor]) -> Hooks:
     vectors = [as_direction(model, d).vector for d in directions]
-    hook = projection_hook(orthonormal_basis(vectors))
-    return [(name, hook) for name in ablation_points(model.n_layers)]
+    return ablation_hooks(orthonormal_basis(vectors), model.n_layers)
 
 
 def addition_hooks(
@@ -110,19 +89,8 @@ def addition_hooks(
             f"The addition coefficient must be a finite number, not {coef}; use e.g. 1.0 (or a "
             "negative one to subtract the direction)."
         )
-    layer = direction.layer if layer is None else layer
-    if not 0 <= layer < model.n_layers:
-        raise RefusalLensError(
-            f"Layer {layer} is out of range: {model.model_id} has layers 0..{model.n_layers - 1}."
-        )
+    layer = check_layer(model, direction.layer if layer is None else layer)
     return [(hook_name(layer), addition_hook(direction.vector, coef))]
-
-
-@contextlib.contextmanager
-def intervene(model: ModelHandle, hooks: Hooks) -> Iterator[ModelHandle]:
-    """Run the model with ``hooks`` (pairs of hook name and function) active."""
-    with model.bridge.hooks(fwd_hooks=hooks):
-        yield model
 
 
 @contextlib.contextmanager

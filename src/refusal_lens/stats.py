@@ -93,8 +93,9 @@ def sign_flip(diffs: Sequence[int | float], resamples: int = 20000, seed: int = 
     observed = abs(sum(values)) - 1e-9 * len(values)
     if len(values) <= 16:
         flips = itertools.product((1, -1), repeat=len(values))
-        hits = sum(abs(sum(s * v for s, v in zip(f, values, strict=True))) >= observed
-                   for f in flips)
+        hits = sum(
+            abs(sum(s * v for s, v in zip(f, values, strict=True))) >= observed for f in flips
+        )
         return hits / 2 ** len(values)
     rng = random.Random(seed)
     hits = sum(

@@ -1,5 +1,21 @@
-"""Attribution of refusals to the prompt's tokens: the methods and their views."""
+"""Attribution of refusals to the prompt's tokens: the registered methods and their views."""
 
-from refusal_lens.attribution.methods import METHODS, TokenAttribution, attribute, scores_without
+from refusal_lens.attribution.methods import (
+    METHODS,
+    AttributionConfig,
+    AttributionMethod,
+    Attributions,
+    TokenAttribution,
+    attribute,
+    scores_without,
+)
 
-__all__ = ["METHODS", "TokenAttribution", "attribute", "scores_without"]
+__all__ = [
+    "METHODS",
+    "AttributionConfig",
+    "AttributionMethod",
+    "Attributions",
+    "TokenAttribution",
+    "attribute",
+    "scores_without",
+]

@@ -6,13 +6,14 @@
 ``attribute`` returns an :class:`Attributions`: the per-prompt results in prompt order, with the
 config, the model and the direction; ``save(folder)`` / ``load(folder)`` round-trip it.
 
-Methods (each batched; only the user's own tokens are attributed, the chat template's tokens
-are left out):
+Methods are plugins: :data:`METHODS` maps a name to an :class:`AttributionMethod`, the
+method's function and its own small config. Each is batched, and only the user's own tokens
+are attributed (the chat template's tokens are left out):
 
 - ``projection``: each user token's residual stream projected on the unit refusal direction,
   at every layer (``layer_scores[layer, token]``); ``scores`` is the row at the direction's
   layer. Needs ``direction=``. Cheap (one forward pass), but says where the direction is
-  present, not what causes the refusal score.
+  present, not what causes the refusal score. Config: ``layers`` read (default: all).
 - ``grad_x_input``: gradient of the refusal score with respect to each token embedding, dotted
   with that embedding (one forward and backward pass).
 - ``integrated_gradients``: the same, averaged along a straight path from a zero embedding for
@@ -20,6 +21,10 @@ are left out):
   keeps its embeddings.
 - ``occlusion``: the drop in refusal score when the token is deleted from the prompt (one
   forward pass per user token, batched per prompt).
+
+A new method is one function ``run(batch, rows, config) -> [RowScores per row]`` and one
+entry in :data:`METHODS` (with its config type, a :class:`MethodConfig`, whose fields become
+its settings and, in ``refusal-lens attribute``, its options).
 
 The refusal score is the log-odds of the model's refusal-start tokens at the first answer
 position (``refusal_lens.scoring``). A prompt the model does not refuse (score ≤ 0) is reported
@@ -29,6 +34,7 @@ explain noise.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,44 +45,183 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from refusal_lens.activations import hook_name
 from refusal_lens.artifacts import (
     artifact_meta,
     load_tensor_artifact,
     save_tensor_artifact,
 )
+from refusal_lens.attribution.gradients import gradient_scores
+from refusal_lens.attribution.occlusion import (
+    BatchScore,
+    forward_scores,
+    occlusion_scores,
+    scores_without,
+)
 from refusal_lens.configs import StageConfig, check_positive
-from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
+from refusal_lens.hooks import capture, check_layers, hook_name
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import ChatBatch, PromptSet
-from refusal_lens.scoring import answer_logits, refusal_score
+from refusal_lens.residual_direction import Direction
 from refusal_lens.verdicts import refused_by_score
 
-METHODS = ("projection", "grad_x_input", "integrated_gradients", "occlusion")
+__all__ = ["BatchScore", "scores_without"]  # re-exported: the deletion read-outs' home
 KIND = "attributions"
 META_NAME = "attributions.json"  # kind, format, config, model, direction, per-prompt records
 TENSORS_NAME = "attributions.safetensors"  # scores.<i> and layer_scores.<i> per prompt
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class AttributionConfig(StageConfig):
-    """How to attribute; saved with the attributions."""
+# 1. The plugin interface ---------------------------------------------------------------------
 
-    method: str = "occlusion"  # projection, grad_x_input, integrated_gradients or occlusion
-    layers: tuple[int, ...] | None = None  # projection: layers read (default: every layer)
-    steps: int = 16  # integrated_gradients: points on the path
-    batch_size: int = 8
-    attribute_unrefused: bool = False  # also attribute prompts the model does not refuse
+
+@dataclass(frozen=True)
+class MethodConfig(StageConfig):
+    """A method's own settings (this base class: none). A subclass adds fields."""
+
+    def check(self, model: ModelHandle) -> None:
+        """Raise a RefusalLensError, before any work, for settings ``model`` cannot take."""
+
+
+@dataclass(frozen=True)
+class ProjectionConfig(MethodConfig):
+    layers: tuple[int, ...] | None = None  # layers read (default: every layer)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, list):
+            object.__setattr__(self, "layers", tuple(self.layers))
+        super().__post_init__()
+
+    def check(self, model: ModelHandle) -> None:
+        check_layers(model, self.layers)
+
+
+@dataclass(frozen=True)
+class IntegratedGradientsConfig(MethodConfig):
+    steps: int = 16  # points on the straight path, midpoint rule
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise RefusalLensError(
-                f"Unknown attribution method {self.method!r}; use one of {METHODS}."
-            )
         check_positive("steps", self.steps)
+
+
+@dataclass(frozen=True)
+class AttributionBatch:
+    """What a method is given: one tokenized batch on the model's device, each row's refusal
+    score, and the direction (for methods that need one)."""
+
+    model: ModelHandle
+    batch: ChatBatch
+    base: Float[Tensor, " batch"]
+    direction: Direction | None = None
+
+
+@dataclass(frozen=True)
+class RowScores:
+    """One prompt's scores: one per user token, and per layer where the method has them."""
+
+    scores: Float[Tensor, " token"]
+    layer_scores: Float[Tensor, "layer token"] | None = None
+
+
+MethodFn = Callable[[AttributionBatch, list[int], Any], list[RowScores]]
+
+
+@dataclass(frozen=True)
+class AttributionMethod:
+    """A registered method: ``run(batch, rows, config)`` returns the :class:`RowScores` of
+    each row of ``rows`` (the rows to attribute, in order) of ``batch``; ``config`` is the
+    type of its settings; ``needs_direction``: it reads ``batch.direction``."""
+
+    run: MethodFn
+    config: type[MethodConfig] = MethodConfig
+    needs_direction: bool = False
+
+
+def method_of(name: str) -> AttributionMethod:
+    """The registered method ``name``; a RefusalLensError naming the valid ones."""
+    if name not in METHODS:
+        raise RefusalLensError(f"Unknown attribution method {name!r}; use one of {tuple(METHODS)}.")
+    return METHODS[name]
+
+
+def _settings(config: type[MethodConfig]) -> set[str]:
+    return {f.name for f in dataclasses.fields(config)}
+
+
+def method_config(
+    method: str, options: MethodConfig | None = None, **settings: Any
+) -> MethodConfig:
+    """The settings of ``method``: ``options`` (default: its config's defaults) with the
+    named ``settings`` that its config has set. A setting only another registered method has
+    is ignored, so one sweep can pass ``steps=`` to every method; one that no method has is
+    an error."""
+    spec = method_of(method)
+    known = set().union(*(_settings(m.config) for m in METHODS.values()))
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise RefusalLensError(
+            f"No attribution method has the setting(s) {unknown}; {method} has "
+            f"{sorted(_settings(spec.config)) or 'none'}."
+        )
+    own = {k: v for k, v in settings.items() if k in _settings(spec.config)}
+    if options is None:
+        return spec.config.from_dict(own)
+    if type(options) is not spec.config:
+        raise RefusalLensError(
+            f"The options of {method} are a {spec.config.__name__}, not a {type(options).__name__}."
+        )
+    return options.replace(**own) if own else options
+
+
+@dataclass(frozen=True, init=False)
+class AttributionConfig(StageConfig):
+    """How to attribute; saved with the attributions.
+
+    ``options`` holds the method's own settings (a ``METHODS[method].config``, its defaults
+    when not given); they may also be given by name, as in
+    ``AttributionConfig("integrated_gradients", steps=64)`` (see :func:`method_config`).
+    An unknown method fails here, naming the registered ones.
+    """
+
+    method: str = "occlusion"  # the method, a name in METHODS
+    batch_size: int = 8
+    attribute_unrefused: bool = False  # also attribute prompts the model does not refuse
+    options: MethodConfig = field(default_factory=MethodConfig)  # the method's settings
+
+    def __init__(
+        self,
+        method: str = "occlusion",
+        *,
+        batch_size: int = 8,
+        attribute_unrefused: bool = False,
+        options: MethodConfig | None = None,
+        **settings: Any,
+    ) -> None:
+        values = dict(
+            method=method,
+            batch_size=batch_size,
+            attribute_unrefused=attribute_unrefused,
+            options=method_config(method, options, **settings),
+        )
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
+
+    def validate(self) -> None:
         check_positive("batch_size", self.batch_size)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AttributionConfig:
+        """Rebuild a config saved by ``to_dict``, or by a version that saved the settings
+        beside ``method`` (``layers``, ``steps``)."""
+        data = dict(data)
+        options = data.pop("options", None)
+        if isinstance(options, dict):
+            options = method_of(data.get("method", "occlusion")).config.from_dict(options)
+        return cls(**data, options=options)
+
+
+# 2. The result -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -158,144 +303,69 @@ class Attributions(Sequence[TokenAttribution]):
 _TENSOR_FIELDS = ("scores", "layer_scores")
 
 
+_TENSOR_FIELDS = ("scores", "layer_scores")
+
+
+# 3. The methods ------------------------------------------------------------------------------
+
+
 def _token_strings(model: ModelHandle, ids: list[int]) -> list[str]:
     return [model.tokenizer.decode([i]) for i in ids]
 
 
-def _forward_scores(
-    model: ModelHandle, batch: ChatBatch, hooks: list | None = None
-) -> Float[Tensor, " batch"]:
-    with model.bridge.hooks(fwd_hooks=hooks or []):
-        logits = answer_logits(model, batch)
-    return refusal_score(logits.log_softmax(-1), model.refusal_tokens)
-
-
-def _pad_left(rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(r)
-        mask[i, width - len(r) :] = 1
-    return ids, mask
-
-
-BatchScore = Callable[[ModelHandle, ChatBatch], Tensor]
-
-
-def _without(
-    model: ModelHandle,
-    batch: ChatBatch,
-    row: int,
-    drops: list[list[int]],
-    score: BatchScore | None = None,
-) -> Tensor:
-    """Scores (default: refusal scores) of row ``row`` with each set of user tokens deleted."""
-    score = score or _forward_scores
-    real = batch.attention_mask[row].bool()
-    ids = batch.input_ids[row][real].tolist()
-    user = batch.user_mask[row][real].nonzero().flatten().tolist()
-    variants = []
-    for drop in drops:
-        gone = {user[i] for i in drop}
-        variants.append([t for j, t in enumerate(ids) if j not in gone])
-    pad = model.tokenizer.pad_token_id
-    out = []
-    for start in range(0, len(variants), 32):
-        input_ids, mask = _pad_left(variants[start : start + 32], 0 if pad is None else pad)
-        occluded = ChatBatch(input_ids, mask, torch.zeros_like(mask, dtype=torch.bool), [])
-        with torch.inference_mode():
-            out.append(score(model, occluded.to(model.device)).cpu())
-    return torch.cat(out)
-
-
-def _occlusion(model: ModelHandle, batch: ChatBatch, row: int, base: float) -> Tensor:
-    n_user = int(batch.user_mask[row].sum())
-    return base - _without(model, batch, row, [[i] for i in range(n_user)])
-
-
-def scores_without(
-    model: ModelHandle, prompt: str, drops: list[list[int]], score: BatchScore | None = None
-) -> Float[Tensor, " variant"]:
-    """The refusal score of ``prompt`` with each set of its user tokens deleted.
-
-    ``drops[v]`` lists indices into the prompt's user tokens (``TokenAttribution.tokens``);
-    an empty list gives the unedited score. Used for deletion curves and trigger masks.
-    ``score(model, batch) -> [batch]`` replaces the refusal score by another read-out (e.g. a
-    harm probe's logit).
-    """
-    batch = model.chat.tokenize([prompt])
-    n_user = int(batch.user_mask[0].sum())
-    bad = [i for d in drops for i in d if not 0 <= i < n_user]
-    if bad:
-        raise RefusalLensError(
-            f"Token indices {sorted(set(bad))} are out of range: the prompt has {n_user} "
-            "user tokens."
-        )
-    if not drops:
-        raise RefusalLensError("drops is empty: give at least one set of token indices.")
-    return _without(model, batch.to(model.device), 0, drops, score)
-
-
-def _embedding_grads(
-    model: ModelHandle, batch: ChatBatch, scale: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """Embeddings (resid_pre of block 0) and the gradient of the summed refusal score with
-    respect to them; with ``scale[b]``, user-token embeddings of row b are multiplied by it."""
-    stored: dict[str, Tensor] = {}
-
-    def hook(x: Tensor, hook: Any) -> Tensor:
-        x = x.detach()
-        stored["x"] = x
-        if scale is not None:
-            keep = ~batch.user_mask[..., None]
-            x = torch.where(keep, x, x * scale.to(x.dtype)[:, None, None])
-        leaf = x.requires_grad_(True)
-        stored["leaf"] = leaf
-        return leaf
-
-    with torch.enable_grad():
-        scores = _forward_scores(model, batch, [(hook_name(0), hook)])
-        (grad,) = torch.autograd.grad(scores.sum(), stored["leaf"])
-    return stored["x"].detach().float(), grad.float()
-
-
-def _gradients(model: ModelHandle, batch: ChatBatch, row: int, steps: int) -> Tensor:
-    one = ChatBatch(
-        batch.input_ids[row : row + 1],
-        batch.attention_mask[row : row + 1],
-        batch.user_mask[row : row + 1],
-        batch.texts[row : row + 1],
-    )
-    if steps <= 1:  # gradient × input
-        x, grad = _embedding_grads(model, one)
-        return (x * grad).sum(-1)[0][one.user_mask[0]].cpu()
-    alphas = (torch.arange(steps, device=model.device) + 0.5) / steps
-    many = ChatBatch(
-        *(t.expand(steps, -1) for t in (one.input_ids, one.attention_mask)),
-        one.user_mask.expand(steps, -1),
-        one.texts * steps,
-    )
-    x, grad = _embedding_grads(model, many, alphas)
-    return (x[0] * grad.mean(0)).sum(-1)[one.user_mask[0]].cpu()
-
-
 def _projection(
     model: ModelHandle, batch: ChatBatch, direction: Direction, layers: list[int]
-) -> Tensor:
-    """``[batch, layer, pos]`` projections of the residual stream on the unit direction."""
+) -> Float[Tensor, "batch layer pos"]:
+    """Projections of the residual stream on the unit direction."""
     u = direction.unit_vector(model.device, torch.float32)
-    seen: dict[int, Tensor] = {}
-    hooks = [
-        (
-            hook_name(layer),
-            lambda x, hook, at=layer: seen.update({at: (x.float() @ u.to(x.device)).cpu()}),
+    names = [hook_name(layer) for layer in layers]
+    on_u = capture(model, names, keep=lambda x: (x.float() @ u.to(x.device)).cpu())
+    with torch.inference_mode(), on_u as seen:
+        forward_scores(model, batch)
+    return torch.stack([seen[hook_name(layer)] for layer in layers], dim=1)
+
+
+def projection(inputs: AttributionBatch, rows: list[int], config: Any) -> list[RowScores]:
+    model, batch, direction = inputs.model, inputs.batch, inputs.direction
+    assert direction is not None  # registered with needs_direction
+    layers = list(check_layers(model, config.layers))
+    proj = _projection(model, batch, direction, layers)
+    out = []
+    for row in rows:
+        layer_scores = proj[row][:, batch.user_mask[row].cpu()]
+        scores = (
+            layer_scores[layers.index(direction.layer)]
+            if direction.layer in layers
+            else layer_scores.mean(0)
         )
-        for layer in layers
+        out.append(RowScores(scores, layer_scores))
+    return out
+
+
+def grad_x_input(inputs: AttributionBatch, rows: list[int], config: Any) -> list[RowScores]:
+    return [RowScores(gradient_scores(inputs.model, inputs.batch, row, 1)) for row in rows]
+
+
+def integrated_gradients(inputs: AttributionBatch, rows: list[int], config: Any) -> list[RowScores]:
+    return [
+        RowScores(gradient_scores(inputs.model, inputs.batch, row, config.steps)) for row in rows
     ]
-    with torch.inference_mode():
-        _forward_scores(model, batch, hooks)
-    return torch.stack([seen[layer] for layer in layers], dim=1)
+
+
+def occlusion(inputs: AttributionBatch, rows: list[int], config: Any) -> list[RowScores]:
+    model, batch, base = inputs.model, inputs.batch, inputs.base
+    return [RowScores(occlusion_scores(model, batch, row, float(base[row]))) for row in rows]
+
+
+METHODS: dict[str, AttributionMethod] = {
+    "projection": AttributionMethod(projection, ProjectionConfig, needs_direction=True),
+    "grad_x_input": AttributionMethod(grad_x_input),
+    "integrated_gradients": AttributionMethod(integrated_gradients, IntegratedGradientsConfig),
+    "occlusion": AttributionMethod(occlusion),
+}
+
+
+# 4. Running a method ------------------------------------------------------------------------
 
 
 def attribute(
@@ -311,42 +381,50 @@ def attribute(
     """
     config = AttributionConfig(config) if isinstance(config, str) else config
     config = config or AttributionConfig()
+    spec = method_of(config.method)
     texts = prompts.texts if isinstance(prompts, PromptSet) else list(prompts)
-    layers = list(range(model.n_layers)) if config.layers is None else list(config.layers)
-    bad = [layer for layer in layers if not 0 <= layer < model.n_layers]
-    if bad:
-        raise RefusalLensError(
-            f"Layers {bad} do not exist: {model.model_id} has layers 0..{model.n_layers - 1}."
-        )
-    if config.method == "projection":
+    config.options.check(model)
+    if spec.needs_direction:
         if direction is None:
-            raise RefusalLensError("method='projection' needs direction= (a refusal Direction).")
+            raise RefusalLensError(
+                f"method={config.method!r} needs direction= (a refusal Direction)."
+            )
         direction.check(model)
     model.chat.token_lengths(texts)  # validates every prompt before any work
     out: list[TokenAttribution] = []
     for start in range(0, len(texts), config.batch_size):
         batch = model.chat.tokenize(texts[start : start + config.batch_size]).to(model.device)
         with torch.inference_mode():
-            base = _forward_scores(model, batch).cpu()
-        proj = (
-            _projection(model, batch, direction, layers) if config.method == "projection" else None
-        )
-        for row, text in enumerate(batch.texts):
-            out.append(
-                _one(model, batch, row, text, config, float(base[row]), proj, layers, direction)
-            )
+            base = forward_scores(model, batch).cpu()
+        items = [
+            _unscored(model, batch, row, text, float(base[row]), config)
+            for row, text in enumerate(batch.texts)
+        ]
+        rows = [row for row, item in enumerate(items) if not item.note]
+        if rows:
+            found = spec.run(AttributionBatch(model, batch, base, direction), rows, config.options)
+            for row, scores in zip(rows, found, strict=True):
+                items[row].scores, items[row].layer_scores = scores.scores, scores.layer_scores
+        out += items
     meta = {} if direction is None else direction.metadata()
     return Attributions(out, config, model.model_id, meta)
 
 
-def _one(model, batch, row, text, config, base, proj, layers, direction):
-    method, steps, force = config.method, config.steps, config.attribute_unrefused
+def _unscored(
+    model: ModelHandle,
+    batch: ChatBatch,
+    row: int,
+    text: str,
+    base: float,
+    config: AttributionConfig,
+) -> TokenAttribution:
+    """Row ``row``'s record before scoring; with a note when it is not to be attributed."""
     user = batch.user_mask[row]
     ids = batch.input_ids[row][user].tolist()
     real = batch.attention_mask[row].bool() & ~user
     result = TokenAttribution(
         prompt=text,
-        method=method,
+        method=config.method,
         tokens=_token_strings(model, ids),
         token_ids=ids,
         refusal_score=base,
@@ -355,23 +433,11 @@ def _one(model, batch, row, text, config, base, proj, layers, direction):
     )
     if not ids:
         raise RefusalLensError(f"Prompt {text!r} has no user tokens to attribute.")
-    if not result.refused and not force:
+    if not result.refused and not config.attribute_unrefused:
         result.note = (
             f"not refused (refusal score {base:.2f} ≤ {result.threshold:.2f}): not "
             "attributed; pass "
             "AttributionConfig(attribute_unrefused=True) to attribute it anyway"
         )
         log.warning("%r is %s", text[:60], result.note)
-        return result
-    if method == "projection":
-        result.layer_scores = proj[row][:, user.cpu()]
-        result.scores = (
-            result.layer_scores[layers.index(direction.layer)]
-            if (direction.layer in layers)
-            else result.layer_scores.mean(0)
-        )
-    elif method == "occlusion":
-        result.scores = _occlusion(model, batch, row, base)
-    else:
-        result.scores = _gradients(model, batch, row, steps if method != "grad_x_input" else 1)
     return result

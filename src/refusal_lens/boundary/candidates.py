@@ -29,7 +29,7 @@ refusal rather than a request; not shaped like a request (see :func:`is_request`
 a seed; a duplicate (same normalised text, or word
 sets with Jaccard similarity ≥ ``dedup_jaccard`` to an earlier candidate of its language).
 
-Every step takes the run's :class:`refusal_lens.boundary.rass.RASSConfig` and reads its own
+Every step takes the run's :class:`refusal_lens.boundary.rass_config.RASSConfig` and reads its own
 settings from it, so a new setting is one field there.
 """
 
@@ -39,22 +39,19 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from refusal_lens.direction import Direction
+from refusal_lens.boundary.rass_config import HEADER, RASSConfig
 from refusal_lens.generation import hf_generate
 from refusal_lens.interventions import add
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import normalize_text
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import is_refusal
 from refusal_lens.triggers.masks import LexiconEntry
 
-if TYPE_CHECKING:
-    from refusal_lens.boundary.rass import RASSConfig
-
-HEADER = "Requests that users sent to an AI assistant:"
 # (template, trigger words it uses); {task} is a benign instruction turned into a verb phrase
 FRAMES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("How can I {task}?", ("how", "can", "i")),

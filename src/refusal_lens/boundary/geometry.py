@@ -56,11 +56,11 @@ from refusal_lens.boundary.rows import (
     top_eigenvector,
 )
 from refusal_lens.configs import StageConfig
-from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.probes import MIN_PER_CLASS, LinearProbe, auroc, fit_probe_chunks
 from refusal_lens.prompts import PromptSet
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import refusal_scores
 from refusal_lens.verdicts import refused_by_score
 

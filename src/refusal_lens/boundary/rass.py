@@ -46,24 +46,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from refusal_lens.artifacts import (
-    artifact_file,
-    artifact_meta,
-    json_writer,
-    jsonl_writer,
-    read_meta,
-    save_artifact,
-)
 from refusal_lens.boundary.candidates import (
-    HEADER,
     Candidate,
     collapse_report,
     recombined_candidates,
@@ -73,230 +61,23 @@ from refusal_lens.boundary.candidates import (
 from refusal_lens.boundary.geometry import (
     GeometryConfig,
     LayerBoundary,
-    check_field,
     layer_boundary,
     read_layers,
 )
+from refusal_lens.boundary.rass_config import RASSConfig, band_text, in_band
+from refusal_lens.boundary.rass_result import HARM_CHECK_REASON, RASSResult
 from refusal_lens.boundary.translate import check_translations
-from refusal_lens.configs import StageConfig
-from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import refusal_scores
 from refusal_lens.triggers.harm import HarmFn, HarmScorer, as_harm_scorer
 from refusal_lens.triggers.harm_check import HarmCheck, cue_check, describe_check, run_check
 from refusal_lens.triggers.masks import LexiconEntry
 
 log = logging.getLogger(__name__)
-KIND = "rass"
-SELECTED_NAME = "rass.jsonl"  # the selected prompts, loadable by PromptSet.load
-CANDIDATES_NAME = "rass_candidates.jsonl"  # every candidate, with the reason it was dropped
-SUMMARY_NAME = "rass_summary.json"  # counts per language, method and coefficient
-META_NAME = "rass.json"  # kind, format, config, model, direction, harm scorer, warnings
-HARM_CHECK_REASON = "harm check"  # the reason prefix of a candidate the re-check dropped
 Translator = Callable[[list[str], str], list[str]]  # texts, target language -> translations
-
-
-@dataclass(frozen=True)
-class RASSConfig(StageConfig):
-    """Every setting of one RASS run; saved in ``rass.json`` next to the dataset."""
-
-    layer: int | None = None  # selection layer; None = the direction's layer
-    coefs: tuple[float, ...] = (-1.0, -0.5, 0.0, 0.5, 1.0)
-    contexts: int = 8  # few-shot lists per language
-    shots: int = 3
-    samples: int = 4  # continuations per list and coefficient
-    max_new_tokens: int = 40
-    temperature: float = 0.8
-    top_p: float = 0.95
-    header: str = HEADER
-    band: float = 0.5  # keep |margin| <= band (when band_range is None)
-    band_range: tuple[float, ...] | None = None  # (lo, hi): keep lo <= margin <= hi instead: the
-    # margins where the model is undecided (refusal_fit.boundary_fit on validation prompts)
-    max_repeat: float = 0.25
-    require_request: bool = True  # drop candidates not shaped like a request (is_request)
-    collapse_share: float = 0.5
-    dedup_jaccard: float = 0.8
-    top_triggers: int = 10
-    recombine: int | None = None  # cap on recombined candidates (None = one per context)
-    languages: tuple[str, ...] = ("en",)  # seeds are in languages[0]
-    max_selected: int | None = None  # per language, closest to the boundary first
-    seed: int = 0
-    batch_size: int = 16
-
-    def __post_init__(self) -> None:
-        for name in ("coefs", "languages", "band_range"):
-            if isinstance(getattr(self, name), list):  # as read back from JSON
-                object.__setattr__(self, name, tuple(getattr(self, name)))
-        super().__post_init__()
-
-    def validate(self) -> None:
-        self._check_generation()
-        self._check_selection()
-
-    def _check_generation(self) -> None:
-        check_field(
-            self,
-            "coefs",
-            isinstance(self.coefs, tuple)
-            and len(self.coefs) > 0
-            and all(math.isfinite(c) for c in self.coefs),
-            "a non-empty tuple of finite steering coefficients",
-            "give at least one, e.g. (-1.0, 0.0, 1.0)",
-        )
-        for name in ("contexts", "shots", "samples", "max_new_tokens", "top_triggers"):
-            check_field(self, name, getattr(self, name) >= 1, ">= 1", "give a count, e.g. 4")
-        check_field(
-            self, "temperature", self.temperature > 0, "positive (> 0)", "e.g. 0.8 (sampling)"
-        )
-        check_field(self, "top_p", 0 < self.top_p <= 1, "in (0, 1]", "e.g. 0.95, or 1 for all")
-        check_field(self, "header", bool(self.header.strip()), "non-empty", "e.g. HEADER")
-        check_field(
-            self,
-            "languages",
-            bool(self.languages) and len(set(self.languages)) == len(self.languages),
-            "a non-empty tuple of distinct language codes",
-            "e.g. ('en',) or ('en', 'fr'); the seeds are in the first",
-        )
-        check_field(self, "batch_size", self.batch_size >= 1, ">= 1", "e.g. 16")
-
-    def _check_selection(self) -> None:
-        check_field(
-            self, "layer", self.layer is None or self.layer >= 0, "None or >= 0", "or use None"
-        )
-        check_field(
-            self, "band", self.band > 0, "positive (> 0)", "it is the |margin| kept, e.g. 0.5"
-        )
-        lo_hi = self.band_range
-        check_field(
-            self,
-            "band_range",
-            lo_hi is None
-            or (len(lo_hi) == 2 and all(math.isfinite(x) for x in lo_hi) and lo_hi[0] < lo_hi[1]),
-            "None or (low, high) with low < high, both finite",
-            "give e.g. (-0.3, 0.4) or None for |margin| <= band",
-        )
-        for name in ("max_repeat", "collapse_share", "dedup_jaccard"):
-            check_field(self, name, 0 <= getattr(self, name) <= 1, "in [0, 1]", "it is a share")
-        check_field(
-            self,
-            "recombine",
-            self.recombine is None or self.recombine >= 0,
-            "None (one per context) or >= 0",
-            "give a cap or None",
-        )
-        check_field(
-            self,
-            "max_selected",
-            self.max_selected is None or self.max_selected >= 1,
-            "None (no cap) or >= 1",
-            "give a cap or None",
-        )
-
-
-@dataclass
-class RASSResult:
-    """All candidates (with the reason each was dropped) and the selected ones."""
-
-    candidates: list[Candidate]
-    config: RASSConfig
-    model: str
-    direction: dict[str, Any]
-    harm_scorer: dict[str, Any] = field(default_factory=dict)  # HarmScorer.describe()
-    warnings: list[str] = field(default_factory=list)
-    # per direction ("en->fr"): texts translated, empty (source kept) and unchanged ones
-    translations: dict[str, dict[str, int]] = field(default_factory=dict)
-    harm_check: dict[str, Any] = field(default_factory=dict)  # describe_check(harm_check)
-
-    @property
-    def selected(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.reason == ""]
-
-    @property
-    def dropped_by_harm_check(self) -> list[dict[str, Any]]:
-        """The candidates inside the band that the harm scorer passed and the re-check
-        dropped: text (and its English), language, margin, p(harmful) and the reason."""
-        return [
-            {
-                "text": c.text,
-                "english": c.scores.get("english", c.text),
-                "language": c.language,
-                "margin": c.scores.get("margin"),
-                "p_harmful": c.scores.get("p_harmful"),
-                "reason": c.reason,
-            }
-            for c in self.candidates
-            if c.reason.startswith(HARM_CHECK_REASON)
-        ]
-
-    def summary(self) -> dict[str, Any]:
-        """Counts per method/coefficient: generated, each drop reason, selected; and per
-        translation direction: texts, empty and unchanged translations."""
-        groups: dict[str, dict[str, int]] = {}
-        for c in self.candidates:
-            key = f"{c.language} {c.method}" + (f" coef {c.coef:g}" if c.coef is not None else "")
-            row = groups.setdefault(key, {"generated": 0, "selected": 0})
-            row["generated"] += 1
-            reason = c.reason.split(" (")[0] if c.reason else "selected"
-            row[reason] = row.get(reason, 0) + 1
-        return {
-            "groups": groups,
-            "selected": len(self.selected),
-            "dropped_by_harm_check": self.dropped_by_harm_check,
-            "translations": self.translations,
-            "warnings": self.warnings,
-        }
-
-    def records(self, selected_only: bool = True) -> list[dict[str, Any]]:
-        if selected_only:
-            return [c.record() for c in self.selected]
-        return [c.record(with_reason=True) for c in self.candidates]
-
-    def prompts(self) -> PromptSet:
-        return PromptSet.from_texts([c.text for c in self.selected], "borderline", "rass")
-
-    def save(self, folder: str | Path) -> Path:
-        """Write ``rass.jsonl`` (selected), ``rass_candidates.jsonl`` (all, with reasons),
-        ``rass_summary.json`` and ``rass.json`` into ``folder``; other files there are kept."""
-        meta = artifact_meta(
-            KIND,
-            self.config,
-            model=self.model,
-            direction=self.direction,
-            harm_scorer=self.harm_scorer,
-            warnings=self.warnings,
-            translations=self.translations,
-            harm_check=self.harm_check,
-            dropped_by_harm_check=self.dropped_by_harm_check,
-        )
-        return save_artifact(
-            folder,
-            {
-                SELECTED_NAME: jsonl_writer(self.records()),
-                CANDIDATES_NAME: jsonl_writer(self.records(selected_only=False)),
-                SUMMARY_NAME: json_writer(self.summary()),
-                META_NAME: json_writer(meta),
-            },
-        )
-
-    @classmethod
-    def load(cls, folder: str | Path) -> RASSResult:
-        """Read a result written by :meth:`save`: every candidate, selected or dropped."""
-        meta = read_meta(folder, META_NAME, KIND)
-        path = artifact_file(folder, CANDIDATES_NAME, META_NAME, "run RASS again.")
-        with path.open(encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        return cls(
-            [Candidate.from_record(row) for row in rows],
-            RASSConfig.from_dict(meta["config"]),
-            meta["model"],
-            meta["direction"],
-            meta.get("harm_scorer", {}),
-            meta.get("warnings", []),
-            meta.get("translations", {}),
-            meta.get("harm_check", {}),
-        )
 
 
 def margins(
@@ -348,23 +129,6 @@ def select_near_boundary(
         )
         for c in kept[config.max_selected :]:
             c.reason = "over max_selected"
-
-
-def in_band(margin: float, config: RASSConfig) -> bool:
-    """Whether a margin is inside the selection band: ``band_range`` when set, else
-    ``|margin| <= band``."""
-    if config.band_range is not None:
-        lo, hi = config.band_range
-        return lo <= margin <= hi
-    return abs(margin) <= config.band
-
-
-def band_text(margin: float, config: RASSConfig) -> str:
-    """Why ``margin`` is outside the band, for a dropped candidate's reason."""
-    if config.band_range is not None:
-        lo, hi = config.band_range
-        return f"margin {margin:+.2f} not in [{lo:+.2f}, {hi:+.2f}]"
-    return f"|margin| {abs(margin):.2f} > {config.band:g}"
 
 
 def seed_scores(model: ModelHandle, candidates: list[Candidate], batch_size: int) -> None:

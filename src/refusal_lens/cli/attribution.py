@@ -1,7 +1,17 @@
-"""Command of the attribution stage: ``attribute`` (per-token attribution, HTML report + JSON)."""
+"""Command of the attribution stage: ``attribute`` (per-token attribution, HTML report + JSON).
+
+Its options come from :class:`~refusal_lens.attribution.methods.AttributionConfig` and from
+the config of every method registered in ``METHODS`` (``--steps`` of integrated_gradients,
+``--layers`` of projection, ...), read from the registry's source so that ``--help`` imports
+no torch: a new method's settings become options with no edit here (a setting name two
+methods share must mean the same to both).
+"""
 
 from __future__ import annotations
 
+import ast
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,17 +29,68 @@ from refusal_lens.cli.common import (
     prompt_options,
     say,
 )
+from refusal_lens.cli.fields import _lookup, _module, config_fields
 from refusal_lens.cli.options import config_options
 from refusal_lens.configs import StageConfig
 
 REPORT_NAME = "attribution.html"
 RECORDS_NAME = "attribution.json"
+METHODS_MODULE = "refusal_lens.attribution.methods"
+REGISTRY = "METHODS"
+
+
+@functools.cache
+def method_configs() -> dict[str, str]:
+    """``{method: "module:Config"}`` of every method in the registry, read from its source:
+    each entry is ``"name": AttributionMethod(run, Config, ...)`` (no Config: no settings)."""
+    for node in _module(METHODS_MODULE).tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        if isinstance(target, ast.Name) and target.id == REGISTRY:
+            assert isinstance(node.value, ast.Dict), f"{REGISTRY} is not a dict literal"
+            return {
+                ast.literal_eval(key): _config_of(entry)
+                for key, entry in zip(node.value.keys, node.value.values, strict=True)
+                if key is not None
+            }
+    raise LookupError(f"No {REGISTRY} in {METHODS_MODULE}")
+
+
+def _config_of(entry: ast.expr) -> str:
+    assert isinstance(entry, ast.Call), f"a {REGISTRY} entry is not AttributionMethod(...)"
+    named = {k.arg: k.value for k in entry.keywords}
+    node = named.get("config", entry.args[1] if len(entry.args) > 1 else None)
+    name = "MethodConfig" if node is None else ast.unparse(node)
+    found = _lookup(METHODS_MODULE, name)
+    if found is None:
+        raise LookupError(f"No class {name} in {METHODS_MODULE}")
+    return f"{found[0]}:{name}"
+
+
+def method_options(func: Callable) -> Callable:
+    """An option per setting of every registered method; the command gets each method
+    config, built, as a keyword ``settings_<Config>``."""
+    by_target: dict[str, list[str]] = {}
+    for method, target in method_configs().items():
+        by_target.setdefault(target, []).append(method)
+    for target, methods in by_target.items():
+        if config_fields(target):
+            panel = f"Settings of --method {', '.join(methods)}"
+            dest = "settings_" + target.partition(":")[2]
+            func = config_options(target, dest=dest, panel=panel)(func)
+    return func
 
 
 @app.command()
 @model_options
 @prompt_options(n=8)
-@config_options("refusal_lens.attribution.methods:AttributionConfig")
+@config_options(
+    f"{METHODS_MODULE}:AttributionConfig",
+    exclude=("options",),
+    helps={"method": f"One of {', '.join(method_configs())}."},
+)
+@method_options
 def attribute(
     model: ModelArg,
     prompts: PromptsArg,
@@ -40,6 +101,7 @@ def attribute(
     load: Loader,
     pick: Sampler,
     config: StageConfig,
+    **method_settings: StageConfig,
 ) -> None:
     """Attribute each prompt's refusal to its tokens: attribution.{html,json}.
 
@@ -48,8 +110,13 @@ def attribute(
     the report, the rest goes next to it. --method projection needs --direction.
     """
     from refusal_lens.attribution.methods import attribute as run_attribute
-    from refusal_lens.direction import Direction
+    from refusal_lens.attribution.methods import method_of
+    from refusal_lens.hooks import check_layers
+    from refusal_lens.residual_direction import Direction
 
+    spec = method_of(config.method)
+    own = [s for s in method_settings.values() if type(s) is spec.config]
+    config = config.replace(options=own[0]) if own else config
     _check_method(config.method, direction)
     prompt_set = pick(prompts)
     handle = load(model)
@@ -67,22 +134,22 @@ def attribute(
         "n": len(prompt_set),
         "seed": pick.seed,
         "max_new_tokens": max_new_tokens,
-        **config.to_dict(),
-        "layers": list(range(handle.n_layers)) if config.method == "projection" else None,
+        **{k: v for k, v in config.to_dict().items() if k != "options"},
+        **config.options.to_dict(),
     }
+    if "layers" in settings:  # as read, every layer when not given
+        settings["layers"] = list(check_layers(handle, settings["layers"]))
     _write(out, handle, attributions, answers, settings)
     _print_attributions(attributions)
 
 
 def _check_method(method: str, direction: Path | None) -> None:
-    from refusal_lens.attribution.methods import METHODS
+    from refusal_lens.attribution.methods import method_of
     from refusal_lens.errors import RefusalLensError
 
-    if method not in METHODS:
-        raise RefusalLensError(f"Unknown --method {method!r}; use one of {', '.join(METHODS)}.")
-    if method == "projection" and direction is None:
+    if method_of(method).needs_direction and direction is None:
         raise RefusalLensError(
-            "--method projection needs --direction DIR, a folder written by "
+            f"--method {method} needs --direction DIR, a folder written by "
             "`refusal-lens direction` (e.g. runs/direction)."
         )
 

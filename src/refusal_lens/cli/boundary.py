@@ -56,7 +56,7 @@ def geometry(
     """
     from refusal_lens.boundary.geometry import boundary_geometry
     from refusal_lens.boundary.views import write_geometry_figures
-    from refusal_lens.direction import Direction
+    from refusal_lens.residual_direction import Direction
 
     if refused_by not in ("score", "substring"):
         raise typer.BadParameter("use score or substring.", param_hint="'--refused-by'")
@@ -128,7 +128,7 @@ def rass(
     and margins.png; --n samples the seeds (seed: --seed).
     """
     from refusal_lens.boundary.rass import rass as run_rass
-    from refusal_lens.direction import Direction
+    from refusal_lens.residual_direction import Direction
 
     _check_rass_options(translator, lexicon, benign_contexts)
     handle = load(model)

@@ -8,11 +8,10 @@ import typer
 
 from refusal_lens.cli.common import OptionalOutOpt, app, say
 from refusal_lens.cli.options import config_options
+from refusal_lens.pipeline.registry import REGISTRY, SEARCH
 
-STAGE_LIST = (
-    "model, organism, evaluate, direction, interventions, attribution, triggers, geometry, "
-    "rass, mitigations"
-)
+STAGE_LIST = ", ".join(REGISTRY.default)
+MITIGATE_STAGES = REGISTRY.closure(SEARCH.name)  # `mitigate`: the search and what it reads
 
 
 @app.command()
@@ -36,18 +35,6 @@ def run(
 
     report = run_pipeline(config.replace(model=model), out, force=force, say=say)
     say(f"open {report} in a browser")
-
-
-MITIGATE_STAGES = (
-    "model",
-    "organism",
-    "evaluate",
-    "direction",
-    "triggers",
-    "geometry",
-    "rass",
-    "search",
-)
 
 
 OPTION_OF = {
@@ -134,4 +121,5 @@ def mitigate(
             message = message.replace(f"{field} ", f"{option} ", 1)
         raise RefusalLensError(message) from None
     report = run_pipeline(config, out, force=force, say=say)
-    say(f"open {report} in a browser; the edit: {report.parent / '10-search' / 'export'}")
+    export = report.parent / REGISTRY.folder(SEARCH.name) / "export"
+    say(f"open {report} in a browser; the edit: {export}")

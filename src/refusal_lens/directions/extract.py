@@ -19,10 +19,10 @@ from torch import Tensor
 
 from refusal_lens.activations import CollectConfig, mean_residuals
 from refusal_lens.configs import check_range
-from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet
+from refusal_lens.residual_direction import Direction
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from refusal_lens.configs import StageConfig, check_positive
 from refusal_lens.directions.extract import diff_in_means
-from refusal_lens.directions.select import select_direction
+from refusal_lens.directions.screening import select_direction
 from refusal_lens.directions.selection import SelectConfig, Selection
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle

@@ -24,10 +24,10 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from refusal_lens.artifacts import atomic_dir, portable_path, write_json
-from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.interventions import as_direction, orthonormal_basis
 from refusal_lens.models import ModelHandle
+from refusal_lens.residual_direction import Direction
 
 log = logging.getLogger(__name__)
 MARKER = "orthogonalized.json"

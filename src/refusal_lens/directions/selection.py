@@ -1,6 +1,6 @@
 """The values of direction selection: its config, each candidate's scores, and the
 :class:`Selection` (the chosen direction with every candidate's scores), which saves and loads.
-The procedure that fills them is :mod:`refusal_lens.directions.select`."""
+The procedure that fills them is :mod:`refusal_lens.directions.screening`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 from refusal_lens.artifacts import artifact_meta, json_writer, read_meta, save_artifact
 from refusal_lens.configs import StageConfig, check_positive, check_range
-from refusal_lens.direction import Direction
 from refusal_lens.directions.extract import Candidates
 from refusal_lens.errors import RefusalLensError
+from refusal_lens.residual_direction import Direction
 
 SELECTION_FILE, SELECTION_TABLE, SELECTION_FIGURE = (
     "selection.json",

@@ -17,12 +17,12 @@ from typing import Any
 
 from refusal_lens.artifacts import artifact_meta, json_writer, read_meta, save_artifact
 from refusal_lens.configs import StageConfig, check_positive
-from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.interventions import ablate as ablate_ctx
 from refusal_lens.interventions import add as add_ctx
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import PromptSet
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import RefusalReport, refusal_rate
 
 STEER_FILE = "steer.json"

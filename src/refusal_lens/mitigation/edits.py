@@ -12,7 +12,10 @@ into the weights.
   then ``x − a Qᵀ Q x`` everywhere: at ``a = 1`` this is Arditi et al.'s directional ablation.
   With ``where="kernel"`` the share follows a raised-cosine bump over the layers: ``peak`` at
   layer ``centre``, falling smoothly to 0 at ``|l − centre| = width``. Because only the writes
-  change, the weights can express it exactly (pre-norm architectures).
+  change, the weights can express it exactly (pre-norm architectures). The hooks are
+  :func:`refusal_lens.hooks.write_ablation_hooks`; at share 1 everywhere they are the same
+  edit as :func:`refusal_lens.interventions.ablate` on every supported architecture, Gemma-2
+  included (see :mod:`refusal_lens.hooks`).
 - ``kind="add"``: ``x ← x + coef · v`` in the residual stream before block ``layer``, at every
   position (generated tokens included), with ``v`` the direction as stored; a negative
   ``coef`` moves away from it. A constant added at every position needs a bias on a residual
@@ -36,7 +39,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
@@ -45,7 +48,15 @@ from torch import Tensor
 from refusal_lens.artifacts import artifact_meta, load_tensor_artifact, save_tensor_artifact
 from refusal_lens.configs import StageConfig, check_range
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.interventions import Hooks, addition_hook, intervene, orthonormal_basis
+from refusal_lens.hooks import (
+    Hooks,
+    addition_hook,
+    check_layer,
+    hook_name,
+    intervene,
+    write_ablation_hooks,
+)
+from refusal_lens.interventions import orthonormal_basis
 from refusal_lens.models import ModelHandle
 
 if TYPE_CHECKING:
@@ -148,28 +159,16 @@ class Edit:
                 f"{model.d_model} and {model.n_layers} layers. Search an edit for this model "
                 "with `refusal-lens mitigate`."
             )
-        if self.config.kind == "add" and not 0 <= self.config.layer < model.n_layers:
-            raise RefusalLensError(
-                f"The edit adds at layer {self.config.layer}, but {model.model_id} has layers "
-                f"0..{model.n_layers - 1}."
-            )
+        if self.config.kind == "add":
+            check_layer(model, self.config.layer, "The edit's addition layer")
 
     def hooks(self, model: ModelHandle) -> Hooks:
         """The hooks that run this edit on ``model``'s bridge."""
         self.check(model)
         if self.config.kind == "add":
             hook = addition_hook(self.vectors[0], self.config.coef)
-            return [(f"blocks.{self.config.layer}.hook_resid_pre", hook)]
-        hooks: Hooks = []
-        for layer, share in enumerate(self.weights.tolist()):
-            if share == 0:
-                continue
-            hook = write_ablation_hook(self.vectors, share)
-            points = ("hook_attn_out", "hook_mlp_out")
-            hooks += [(f"blocks.{layer}.{p}", hook) for p in points]
-            if layer == 0:
-                hooks.append(("hook_embed", hook))
-        return hooks
+            return [(hook_name(self.config.layer, "resid_pre"), hook)]
+        return write_ablation_hooks(self.vectors, self.weights.tolist())
 
     def save(self, folder: str | Path) -> Path:
         """``edit.safetensors`` (vectors, weights) and ``edit.json`` (its settings)."""
@@ -182,20 +181,6 @@ class Edit:
         fix = "search the edit again with `refusal-lens mitigate MODEL`."
         meta, t = load_tensor_artifact(folder, FILES, KIND, fix)
         return cls(EditConfig.from_dict(meta["config"]), t["vectors"], t["weights"], meta["model"])
-
-
-def write_ablation_hook(basis: Float[Tensor, "k d_model"], share: float) -> Any:
-    """``out − share · Qᵀ Q out`` over the last axis, in float32, as a new tensor."""
-    cache: dict[tuple, Tensor] = {}
-
-    def hook(x: Tensor, hook: object = None) -> Tensor:
-        key = (x.device, x.dtype)
-        if key not in cache:
-            cache[key] = basis.to(x.device, torch.float32)
-        q = cache[key]
-        return x - (share * ((x.float() @ q.T) @ q)).to(x.dtype)
-
-    return hook
 
 
 def resolve(config: EditConfig, vectors: Vectors) -> Edit:

@@ -38,6 +38,7 @@ from torch import Tensor
 from refusal_lens.configs import check_positive
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.generation import generate
+from refusal_lens.hooks import intervene
 from refusal_lens.mitigation.edits import Edit, EditConfig
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
@@ -133,7 +134,7 @@ class Objective:
     def _measure(self, edit: Edit | None) -> Measured:
         start = time.perf_counter()
         hooks = [] if edit is None else edit.hooks(self.model)
-        with self.model.bridge.hooks(fwd_hooks=hooks):
+        with intervene(self.model, hooks):
             if self.judge == "score":
                 refused = {name: self._refused(batches) for name, batches in self.batches.items()}
                 broken = []

@@ -15,12 +15,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from refusal_lens.activations import CollectConfig, collect_residuals
-from refusal_lens.direction import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.mitigation.edits import EditConfig
 from refusal_lens.models import ModelHandle
 from refusal_lens.probes import check_counts, fit_probe
 from refusal_lens.prompts import PromptSet
+from refusal_lens.residual_direction import Direction
 
 PROBE_L2 = 1e-2  # the boundary geometry's default (GeometryConfig.l2)
 

@@ -1,12 +1,36 @@
 """The pipeline of ``refusal-lens run``: one stage folder per step, and the run report.
 
 >>> from refusal_lens.pipeline import RunConfig, run_pipeline
->>> run_pipeline(RunConfig.quick(model="smollm2-135m"))   # -> runs/smollm2-135m/report.html
+>>> run_pipeline(RunConfig.preset(quick=True))            # -> runs/smollm2-135m/report.html
 >>> model = load_run_model("runs/smollm2-135m")             # the model it studied, fitted
+>>> [stage.name for stage in REGISTRY]                      # the stages, in order
+
+The names import lazily: the registry and the config are read by the CLI's ``--help``,
+which must not import torch.
 """
 
-from refusal_lens.pipeline.config import STAGE_NAMES, STAGES, RunConfig
-from refusal_lens.pipeline.context import load_run_model
-from refusal_lens.pipeline.run import run_pipeline
+from __future__ import annotations
 
-__all__ = ["STAGES", "STAGE_NAMES", "RunConfig", "load_run_model", "run_pipeline"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "REGISTRY": "refusal_lens.pipeline.registry",
+    "Registry": "refusal_lens.pipeline.registry",
+    "Stage": "refusal_lens.pipeline.registry",
+    "RunConfig": "refusal_lens.pipeline.config",
+    "StageContext": "refusal_lens.pipeline.context",
+    "load_run_model": "refusal_lens.pipeline.context",
+    "run_pipeline": "refusal_lens.pipeline.run",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'refusal_lens.pipeline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

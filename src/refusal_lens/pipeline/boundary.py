@@ -3,59 +3,66 @@ which layer's boundary predicts the model's refusals, and RASS's prompts near it
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from refusal_lens.artifacts import write_json
-from refusal_lens.boundary.geometry import META_NAME, Geometry, GeometryConfig, boundary_geometry
-from refusal_lens.boundary.rass import RASSConfig, RASSResult, rass
+from refusal_lens.boundary.geometry import Geometry, boundary_geometry
+from refusal_lens.boundary.rass import rass
+from refusal_lens.boundary.rass_config import RASSConfig
+from refusal_lens.boundary.rass_result import RASSResult
 from refusal_lens.boundary.refusal_fit import BoundaryFit, boundary_fit
 from refusal_lens.boundary.views import plot_rass_margins, write_geometry_figures
-from refusal_lens.direction import Direction
 from refusal_lens.evaluation import EvalResult
 from refusal_lens.pipeline.config import RunConfig
-from refusal_lens.pipeline.context import Run
-from refusal_lens.pipeline.explain import HARM_JUDGE_DIR, MASKS_DIR, harmful_queries
-from refusal_lens.pipeline.sections import figure, table, write_section
+from refusal_lens.pipeline.context import StageContext
+from refusal_lens.pipeline.records import (
+    CLAIM_FILE,
+    FIT_FILE,
+    HARM_JUDGE_DIR,
+    MASKS_DIR,
+    read_fit,
+    reference_sets,
+)
+from refusal_lens.pipeline.registry import DIRECTION, EVALUATE, GEOMETRY, TRIGGERS
+from refusal_lens.pipeline.sections import figure, table
+from refusal_lens.pipeline.settings import harmful_queries
 from refusal_lens.plots import pyplot
 from refusal_lens.prompts import PromptSet
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import refusal_rates
 from refusal_lens.stats import fisher_exact, rate_text
 from refusal_lens.triggers.harm import HarmJudge, harm_scorer
-from refusal_lens.triggers.masks import load_lexicon
+from refusal_lens.triggers.masks import LEXICON_NAME, load_lexicon
 
-FIT_FILE = "boundary_fit.json"  # the layer and band RASS selects in (geometry stage)
-CLAIM_FILE = "rass_claim.json"  # RASS's selected prompts answered, against XSTest-safe
 CLAIM_BASELINE = "XSTest-safe"
 LOOKALIKE_JUDGE = "substring"  # the validated default judge (figures/judge_agreement.md)
 
 
-def lookalikes(run: Run, by: str) -> tuple[PromptSet, list[bool]]:
+def lookalikes(ctx: StageContext) -> tuple[PromptSet, list[bool]]:
     """Validation look-alikes (borderline prompts that are no test or training prompt) and
     whether the model refuses each (its answer, judged by :data:`LOOKALIKE_JUDGE`)."""
-    c, model = run.config, run.model(by)
-    prompts = run.unseen("borderline", by).sample(c.n_lookalikes, c.seed + 6)
+    c, model = ctx.config, ctx.model()
+    prompts = ctx.unseen("borderline").sample(c.n_lookalikes, c.seed + 6)
     reports = refusal_rates(model, {"look-alikes": prompts}, (LOOKALIKE_JUDGE,), c.max_new_tokens)
     return prompts, list(reports["look-alikes"][LOOKALIKE_JUDGE].refused)
 
 
-def geometry(run: Run, out: Path) -> None:
+def geometry(ctx: StageContext) -> None:
     """7. The boundary at every layer: a probe per layer, where the validation look-alikes
     sit against it split by whether the model refused them, and the layer and band where
     the margin predicts refusal best (what RASS selects in)."""
-    c, model = run.config, run.model("geometry")
-    harmful = run.unseen("advbench", "geometry").sample(c.n_geometry, c.seed + 5)
-    harmless = run.unseen("harmless", "geometry").sample(c.n_geometry, c.seed + 5)
-    borderline, refused = lookalikes(run, "geometry")
-    r = Direction.load(run.read("direction", "geometry"))
+    c, model, out = ctx.config, ctx.model(), ctx.out
+    harmful = ctx.unseen("advbench").sample(c.n_geometry, c.seed + 5)
+    harmless = ctx.unseen("harmless").sample(c.n_geometry, c.seed + 5)
+    borderline, refused = lookalikes(ctx)
+    r = Direction.load(ctx.input(DIRECTION))
     geo = boundary_geometry(
         model,
         harmful,
         harmless,
         borderline,
         r,
-        GeometryConfig(seed=c.seed),
+        ctx.settings["geometry"],
         refused=refused,
         residuals_out=out / "residuals",  # kept for notebooks: Residuals.load(folder / set)
     )
@@ -63,9 +70,7 @@ def geometry(run: Run, out: Path) -> None:
     fit = boundary_fit(geo.layers, geo.margin["borderline"], geo.refused)
     write_json(out / FIT_FILE, fit.to_dict())
     write_geometry_figures(geo, out)
-    write_section(
-        out,
-        "geometry",
+    ctx.write_section(
         text=geometry_text(geo, fit, sum(refused)),
         tables=[geometry_table(geo, fit)],
         figures=[
@@ -122,17 +127,12 @@ def geometry_cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
-def rass_config(c: RunConfig, fit: BoundaryFit | None, layer: int) -> tuple[RASSConfig, str]:
-    """RASS's settings and a sentence on where it selects: with ``rass_rule`` refusal, the
-    geometry stage's ``fit`` (its layer and band); with margin, or a fit that chose no band,
-    the direction's ``layer`` and ``|margin| ≤ rass_band``."""
-    base = RASSConfig(
-        coefs=c.rass_coefs,
-        contexts=c.rass_contexts,
-        samples=c.rass_samples,
-        band=c.rass_band,
-        seed=c.seed,
-    )
+def rass_config(
+    c: RunConfig, base: RASSConfig, fit: BoundaryFit | None, layer: int
+) -> tuple[RASSConfig, str]:
+    """RASS's settings (``base``, the stage's) and a sentence on where it selects: with
+    ``rass_rule`` refusal, the geometry stage's ``fit`` (its layer and band); with margin, or
+    a fit that chose no band, the direction's ``layer`` and ``|margin| ≤ rass_band``."""
     rule = f"the direction's layer {layer}, |margin| ≤ {c.rass_band:g}"
     if c.rass_rule == "margin" or fit is None:
         return base, f"{rule} (rass_rule margin)"
@@ -141,49 +141,32 @@ def rass_config(c: RunConfig, fit: BoundaryFit | None, layer: int) -> tuple[RASS
     return base.replace(layer=fit.layer, band_range=fit.band), fit.describe()
 
 
-def read_fit(run: Run) -> BoundaryFit:
-    path = run.read("geometry", "rass") / FIT_FILE
-    return BoundaryFit.from_dict(json.loads(path.read_text(encoding="utf-8")))
-
-
-def reference_sets(run: Run) -> tuple[PromptSet, PromptSet]:
-    """The harmful and harmless prompts the geometry stage fitted its boundaries on."""
-    meta = json.loads((run.read("geometry", "rass") / META_NAME).read_text(encoding="utf-8"))
-    texts = meta["texts"]
-    return (
-        PromptSet.from_texts(texts["harmful"], "harmful", "geometry"),
-        PromptSet.from_texts(texts["harmless"], "harmless", "geometry"),
-    )
-
-
-def rass_stage(run: Run, out: Path) -> None:
+def rass_stage(ctx: StageContext) -> None:
     """8. RASS: steer the model along r to write candidates from seeds, screen them, keep
     those in the band where the boundary predicts refusal that the harm judge calls benign."""
-    c, model, base = run.config, run.model("rass"), run.base()
-    folder = run.read("triggers", "rass")
+    c, model, base, out = ctx.config, ctx.model(), ctx.base(), ctx.out
+    folder, shape = ctx.input(TRIGGERS), ctx.input(GEOMETRY)
     judge = HarmJudge.load(folder / HARM_JUDGE_DIR)
-    r = Direction.load(run.read("direction", "rass"))
-    alpaca = run.unseen("alpaca", "rass")
-    seeds = harmful_queries(run).texts[: c.n_seeds // 2]
+    r = Direction.load(ctx.input(DIRECTION))
+    alpaca = ctx.unseen("alpaca")
+    seeds = harmful_queries(c.n_masks).texts[: c.n_seeds // 2]
     seeds += alpaca[: c.n_seeds - len(seeds)].texts
-    fit = read_fit(run) if c.rass_rule == "refusal" else None
-    config, where = rass_config(c, fit, r.layer)
+    fit = read_fit(shape) if c.rass_rule == "refusal" else None
+    config, where = rass_config(c, ctx.settings["rass"], fit, r.layer)
     result = rass(
         model,
         seeds,
         r,
-        reference_sets(run),
+        reference_sets(shape),
         harm_scorer(judge, base),
         config,
-        lexicon=load_lexicon(folder / MASKS_DIR / "lexicon.json"),
+        lexicon=load_lexicon(folder / MASKS_DIR / LEXICON_NAME),
         benign_contexts=alpaca[c.n_seeds : c.n_seeds + 200].texts,
     )
     result.save(out)
-    claim = rass_claim(run, result, out)
+    claim = rass_claim(ctx, result)
     pyplot().close(plot_rass_margins(result, out / "rass_margins.png"))
-    write_section(
-        out,
-        "rass",
+    ctx.write_section(
         text=[
             f"{len(result.candidates)} candidates from {len(seeds)} seeds; "
             f"{len(result.selected)} selected and judged benign. Selection: {where}.",
@@ -195,19 +178,17 @@ def rass_stage(run: Run, out: Path) -> None:
     )
 
 
-def rass_claim(run: Run, result: RASSResult, out: Path) -> str:
+def rass_claim(ctx: StageContext, result: RASSResult) -> str:
     """Paper 1's claim on this run: the model answers RASS's selected prompts (greedy,
     :data:`LOOKALIKE_JUDGE`), their refused share against XSTest-safe's in the evaluate stage
     (different prompts: Fisher's exact test). Writes :data:`CLAIM_FILE`; the sentence."""
-    c = run.config
-    evaluated = EvalResult.load(run.read("evaluate", "rass") / "model").sets.get(CLAIM_BASELINE)
+    c = ctx.config
+    evaluated = EvalResult.load(ctx.input(EVALUATE) / "model").sets.get(CLAIM_BASELINE)
     if not result.selected or evaluated is None:
         why = "nothing was selected" if not result.selected else f"{CLAIM_BASELINE} not evaluated"
         return f"Paper 1's claim (RASS finds prompts the model over-refuses): not tested, {why}."
     prompts = PromptSet.from_texts([x.text for x in result.selected], "borderline", "rass")
-    reports = refusal_rates(
-        run.model("rass"), {"rass": prompts}, (LOOKALIKE_JUDGE,), c.max_new_tokens
-    )
+    reports = refusal_rates(ctx.model(), {"rass": prompts}, (LOOKALIKE_JUDGE,), c.max_new_tokens)
     report = reports["rass"][LOOKALIKE_JUDGE]
     k, n = sum(report.refused), report.n
     kb, nb = evaluated["counts"][LOOKALIKE_JUDGE]["refused"], evaluated["n"]
@@ -218,7 +199,7 @@ def rass_claim(run: Run, result: RASSResult, out: Path) -> str:
     )
     record = {"judge": LOOKALIKE_JUDGE, "selected": [k, n], CLAIM_BASELINE: [kb, nb], "p": p}
     record |= {"verdict": word, "answers": report.completions, "verdicts": report.verdicts}
-    write_json(out / CLAIM_FILE, record)
+    write_json(ctx.out / CLAIM_FILE, record)
     return (
         f"Paper 1's claim (RASS finds prompts the model over-refuses): the selected prompts are "
         f"refused {rate_text(k, n)}, {CLAIM_BASELINE} {rate_text(kb, nb)} ({LOOKALIKE_JUDGE} "

@@ -1,7 +1,9 @@
 """``RunConfig``: every setting of ``refusal-lens run``, with the ``quick`` and ``full`` presets.
 
-Each stage reads only its own fields (:data:`STAGE_FIELDS`); a stage's folder is reused when
-those fields, and the results it reads from earlier stages, are unchanged.
+Each stage reads only its own fields (its record's ``fields`` in
+:mod:`refusal_lens.pipeline.registry`); a stage's folder is reused when those fields, the
+library configs it builds from them and the results it reads from earlier stages are
+unchanged.
 """
 
 from __future__ import annotations
@@ -12,72 +14,7 @@ from typing import Any
 
 from refusal_lens.configs import StageConfig, check_positive, check_range
 from refusal_lens.errors import RefusalLensError
-
-# The method, in order: (folder, title). The folder is runs/<model>/<folder>/.
-STAGES: tuple[tuple[str, str], ...] = (
-    ("00-model", "Model facts"),
-    ("01-organism", "Organism: a model that refuses"),
-    ("02-evaluate", "Evaluation: refusal and over-refusal"),
-    ("03-direction", "Refusal direction and false-refusal vector"),
-    ("04-interventions", "Interventions: ablate, add, ablate w′"),
-    ("05-attribution", "Attribution: the tokens that trigger refusal"),
-    ("06-triggers", "Trigger masks, lexicon and sanitized D_b"),
-    ("07-geometry", "The safety boundary, layer by layer"),
-    ("08-rass", "RASS: prompts near the boundary"),
-    ("09-mitigations", "Mitigations on held-out prompts"),
-    ("10-search", "Mitigation by search: over-refusal as the objective"),
-)
-STAGE_NAMES: tuple[str, ...] = tuple(folder.split("-", 1)[1] for folder, _ in STAGES)
-
-# The RunConfig fields each stage depends on (besides the model, device and dtype).
-_COMMON = ("model", "device", "dtype", "system", "seed")
-STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "model": (),
-    "organism": (
-        "refusal_threshold",
-        "n_check",
-        "max_new_tokens",
-        "alpha",
-        "align_harmful",
-        "align_benign",
-        "align_mode",
-        "align_epochs",
-        "align_lr",
-    ),
-    "evaluate": ("n_eval", "max_new_tokens", "eval_sets"),
-    "direction": ("n_train", "n_val", "top_k", "lambdas", "n_false_refusal"),
-    "interventions": ("n_validation", "max_new_tokens", "add_coef", "harmful_drop"),
-    "attribution": ("n_attribution", "attribution_method"),
-    "triggers": ("n_masks", "n_judge"),
-    "geometry": ("n_geometry", "n_lookalikes", "max_new_tokens"),
-    "rass": (
-        "rass_contexts",
-        "rass_samples",
-        "rass_band",
-        "rass_rule",
-        "rass_coefs",
-        "n_seeds",
-        "n_masks",
-        "n_geometry",
-    ),
-    "mitigations": ("realign", "export"),
-    "search": (
-        "n_eval",
-        "max_new_tokens",
-        "n_false_refusal",
-        "harmful_drop",
-        "n_search",
-        "search_trials",
-        "search_seeds",
-        "kl_max",
-        "search_budget",
-        "search_rejudge",
-        "search_kinds",
-        "n_heldout",
-        "search_judge",
-        "search_tokens",
-    ),
-}
+from refusal_lens.pipeline.registry import REGISTRY
 
 
 @dataclass(frozen=True)
@@ -87,18 +24,8 @@ class RunConfig(StageConfig):
 
     model: str = "smollm2-135m"
     quick: bool = False  # the quick preset's reduced counts (about ten minutes on 2 cores)
-    stages: tuple[str, ...] = (  # which to run (the report is always written); STAGE_NAMES
-        "model",
-        "organism",
-        "evaluate",
-        "direction",
-        "interventions",
-        "attribution",
-        "triggers",
-        "geometry",
-        "rass",
-        "mitigations",
-    )
+    stages: tuple[str, ...] | None = None  # which to run (the report is always written);
+    # None: every stage of the registry but the optional ones (the search: --search, mitigate)
     seed: int = 0
     device: str | None = None
     dtype: str = "float32"
@@ -124,6 +51,8 @@ class RunConfig(StageConfig):
     n_train: int = 128  # direction: train prompts per class
     n_val: int = 32  # direction: validation prompts per class
     top_k: int = 8  # direction: candidates fully scored
+    select_kl_max: float = 0.1  # direction: a candidate's ablation KL on harmless prompts
+    # must stay below this (SelectConfig.kl_max; the search's bound is kl_max)
     lambdas: tuple[float, ...] = (1.0, 0.8, 0.6)  # the λ of w′ = w − λ r̂ r̂ᵀ w
     n_false_refusal: int = 64  # borderline prompts that define w′
     n_validation: int = 32  # validation prompts per set (interventions; λ chosen on them)
@@ -163,9 +92,27 @@ class RunConfig(StageConfig):
         """The full preset (the README's counts), or with ``quick`` the reduced counts that
         take the bundled model, aligned from nothing, through every stage on a 2-core CPU in
         about ten minutes (CI runs it). ``changes`` override either."""
-        return cls(quick=quick, **((QUICK if quick else {}) | changes))
+        config = cls(quick=quick, **((QUICK if quick else {}) | changes))
+        REGISTRY.check_selection(config.stages)
+        config.check_selected(changes)
+        return config
+
+    def check_selected(self, given: Any) -> None:
+        """Refuse a setting given for stages none of which this run selects: it would be
+        silently ignored."""
+        for name in given:
+            readers = REGISTRY.readers(name)
+            always = {s.name for s in REGISTRY if s.always}
+            if readers and not set(readers) & {*self.stages, *always}:
+                raise RefusalLensError(
+                    f"{name} is a setting of stage(s) {', '.join(readers)}, which this run "
+                    f"does not select (--stages {','.join(self.stages)}): add one of them to "
+                    "--stages, or leave the setting out."
+                )
 
     def __post_init__(self) -> None:
+        if self.stages is None:
+            object.__setattr__(self, "stages", REGISTRY.default)
         for name in ("stages", "eval_sets", "lambdas", "search_kinds"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -174,11 +121,9 @@ class RunConfig(StageConfig):
         super().__post_init__()
 
     def validate(self) -> None:
-        unknown = [s for s in self.stages if s not in STAGE_NAMES]
-        if unknown or not self.stages:
-            given = unknown or "(none given)"
+        if not self.stages:
             raise RefusalLensError(
-                f"stages names unknown stage(s) {given}; choose from {', '.join(STAGE_NAMES)}."
+                f"stages is empty; choose from {', '.join(REGISTRY.names)} (default: all)."
             )
         for name in ("refusal_threshold", "alpha", "harmful_drop"):
             check_range(name, getattr(self, name), 0.0, 1.0)
@@ -188,8 +133,10 @@ class RunConfig(StageConfig):
             raise RefusalLensError(
                 f"add_coef must be a finite number, not {self.add_coef}; the default is 1.0."
             )
-        if not (self.kl_max > 0 and math.isfinite(self.kl_max)):
-            raise RefusalLensError(f"kl_max must be a finite number > 0, not {self.kl_max}.")
+        for name in ("kl_max", "select_kl_max"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise RefusalLensError(f"{name} must be a finite number > 0, not {value}.")
         if not self.search_kinds or any(k not in ("ablate", "add") for k in self.search_kinds):
             raise RefusalLensError(
                 f"search_kinds must name some of ablate, add, not {self.search_kinds}."
@@ -208,11 +155,6 @@ class RunConfig(StageConfig):
             raise RefusalLensError(f"align_mode must be lora or full, not {self.align_mode!r}.")
         if not self.lambdas or any(not 0 <= lam <= 1 for lam in self.lambdas):
             raise RefusalLensError(f"lambdas must be values in [0, 1], not {self.lambdas}.")
-
-    def stage_config(self, stage: str) -> dict[str, Any]:
-        """The fields ``stage`` depends on: what its ``stage.json`` records and compares."""
-        every = self.to_dict()
-        return {k: every[k] for k in (*_COMMON, *STAGE_FIELDS[stage])}
 
 
 QUICK: dict[str, Any] = dict(

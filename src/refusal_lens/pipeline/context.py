@@ -1,8 +1,9 @@
-"""What every step of a run reads: the settings, the models and the held-out prompts."""
+"""What every step of a run reads: the settings, the models, the held-out prompts and the
+results of the stages it depends on, through a context bound to the step's stage."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,22 +13,25 @@ from refusal_lens.calibration import Calibration
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.evaluation import EvalConfig, EvalSets, eval_prompt_sets, training_prompts_of
 from refusal_lens.models import ModelHandle, load_model
+from refusal_lens.pipeline import settings
 from refusal_lens.pipeline.config import RunConfig
-from refusal_lens.pipeline.runner import FOLDERS, Runner
+from refusal_lens.pipeline.records import Organism
+from refusal_lens.pipeline.registry import ORGANISM, REGISTRY, Stage
+from refusal_lens.pipeline.runner import Runner
+from refusal_lens.pipeline.sections import write_section
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.prompts.promptset import normalize_text
-
-ORGANISM_FILE = "organism.json"
 
 
 @dataclass
 class Run:
-    """One run: its config, its folder's runner and the models loaded so far."""
+    """One run: its config, its folder's runner and the models loaded so far (shared by the
+    steps, so that a model is loaded once)."""
 
     config: RunConfig
     runner: Runner
     models: dict[str, ModelHandle] = field(default_factory=dict)
-    _eval_sets: dict[str, EvalSets] = field(default_factory=dict)  # by the model's path
+    eval_sets: dict[str, EvalSets] = field(default_factory=dict)  # by the model's path
 
     def load(self, spec: str) -> ModelHandle:
         if spec not in self.models:
@@ -42,60 +46,99 @@ class Run:
         """The model as given (before any alignment by the run)."""
         return self.load(self.config.model)
 
-    def organism(self, by: str) -> dict[str, Any]:
-        folder = self.runner.require("organism", by)
-        return json.loads((folder / ORGANISM_FILE).read_text(encoding="utf-8"))
+    def context(self, stage: Stage, out: Path) -> StageContext:
+        return StageContext(self, stage, out, stage.settings_of(self.config))
 
-    def model(self, by: str) -> ModelHandle:
+
+@dataclass
+class StageContext:
+    """What the step of ``stage`` sees: ``out`` (its folder, being written), ``settings`` (its
+    library configs, hashed into its key), the models, and the folders of the stages it
+    reads: only those its registry record lists in ``depends``."""
+
+    run: Run
+    stage: Stage
+    out: Path
+    settings: dict[str, Any]
+
+    @property
+    def config(self) -> RunConfig:
+        return self.run.config
+
+    @property
+    def say(self) -> Callable[[str], None]:
+        return self.run.runner.say
+
+    def input(self, stage: Stage) -> Path:
+        """The folder of ``stage``'s result; an error when this stage does not list it in
+        ``depends`` (its key would not see a change there) or when it was not run."""
+        if stage.name not in self.stage.depends:
+            raise RefusalLensError(
+                f"Stage {self.stage.name!r} reads the result of {stage.name!r}, which its "
+                "registry record does not list in depends: add it there (refusal_lens."
+                "pipeline.registry), so that its key sees that result."
+            )
+        return self.run.runner.require(stage.name, self.stage.name)
+
+    def write_section(self, **parts: Any) -> None:
+        """The stage's ``section.json``: ``text``, ``tables``, ``figures``, ``prompts``,
+        ``tokens`` (see :func:`refusal_lens.pipeline.sections.write_section`)."""
+        folder = self.run.runner.name(self.stage.name)
+        write_section(self.out, folder, self.stage.title, **parts)
+
+    def organism(self) -> Organism:
+        return Organism.load(self.input(ORGANISM))
+
+    def aligned(self) -> bool:
+        return self.organism().aligned
+
+    def base(self) -> ModelHandle:
+        return self.run.base()
+
+    def model(self) -> ModelHandle:
         """The model under study: the run's aligned organism, or the model as its makers
         aligned it; its refusal score fitted to its own refusals (step 1's calibration)."""
-        record = self.organism(by)
+        record = self.organism()
         # the model as given is loaded once (a second copy would double the run's memory)
-        model = self.load(str(local_path(record["model"]))) if record["aligned"] else self.base()
-        if record.get("calibration"):
-            return Calibration.from_dict(record["calibration"]).apply(model)
-        return model
+        model = self.run.load(str(local_path(record.model))) if record.aligned else self.base()
+        return _calibrated(model, record.calibration)
 
-    def calibrated_base(self, by: str) -> ModelHandle:
+    def calibrated_base(self) -> ModelHandle:
         """The model as given, its refusal score fitted to its own refusals (when the run
         aligned it, the base refuses differently from the organism and has its own fit)."""
-        record, base = self.organism(by), self.base()
-        fit = record.get("base_calibration" if record["aligned"] else "calibration")
-        return Calibration.from_dict(fit).apply(base) if fit else base
-
-    def aligned(self, by: str) -> bool:
-        return bool(self.organism(by)["aligned"])
-
-    def read(self, stage: str, by: str) -> Path:
-        return self.runner.require(stage, by)
-
-    def eval_config(self) -> EvalConfig:
-        c = self.config
-        return EvalConfig(
-            n=c.n_eval, max_new_tokens=c.max_new_tokens, sets=c.eval_sets, seed=c.seed
+        record = self.organism()
+        return _calibrated(
+            self.base(), record.base_calibration if record.aligned else record.calibration
         )
 
-    def eval_sets(self, by: str) -> EvalSets:
+    def eval_config(self) -> EvalConfig:
+        return settings.evaluate(self.config)["eval"]
+
+    def eval_sets(self) -> EvalSets:
         """The held-out test prompts every evaluation of the run uses (the organism's
         training prompts left out, so the base, the organism and each mitigation are judged
         on the same prompts)."""
-        model = self.model(by)
-        if model.path not in self._eval_sets:
+        model = self.model()
+        if model.path not in self.run.eval_sets:
             sets = eval_prompt_sets(self.eval_config(), training_prompts_of(model))
-            self._eval_sets[model.path] = sets
-        return self._eval_sets[model.path]
+            self.run.eval_sets[model.path] = sets
+        return self.run.eval_sets[model.path]
 
-    def eval_texts(self, by: str) -> set[str]:
-        return {normalize_text(t) for ps, _, _ in self.eval_sets(by).values() for t in ps.texts}
+    def eval_texts(self) -> set[str]:
+        return {normalize_text(t) for ps, _, _ in self.eval_sets().values() for t in ps.texts}
 
-    def unseen(self, spec: str, by: str, exclude: set[str] = frozenset()) -> PromptSet:
+    def unseen(self, spec: str, exclude: set[str] = frozenset()) -> PromptSet:
         """``spec``'s prompts minus the test prompts, the organism's training prompts and
         ``exclude`` (normalized texts): for directions, probes and validation."""
-        trained = {normalize_text(t) for t in training_prompts_of(self.model(by))}
-        drop = self.eval_texts(by) | trained | exclude
+        trained = {normalize_text(t) for t in training_prompts_of(self.model())}
+        drop = self.eval_texts() | trained | exclude
         prompts = load_prompts(spec)
         kept = tuple(p for p in prompts if normalize_text(p.text) not in drop)
         return PromptSet(kept, name=prompts.name)
+
+
+def _calibrated(model: ModelHandle, fit: dict[str, Any] | None) -> ModelHandle:
+    return Calibration.from_dict(fit).apply(model) if fit else model
 
 
 def load_run_model(folder: str | Path, device: str | None = None) -> ModelHandle:
@@ -105,14 +148,12 @@ def load_run_model(folder: str | Path, device: str | None = None) -> ModelHandle
     >>> model = load_run_model("runs/qwen2.5-coder-0.5b")
     >>> model.refusal_threshold          # fitted to the model's own refusals
     """
-    record_path = Path(folder) / FOLDERS["organism"] / ORGANISM_FILE
-    if not record_path.is_file():
+    stage_folder = Path(folder) / REGISTRY.folder(ORGANISM.name)
+    if not (stage_folder / Organism.FILE).is_file():
         raise RefusalLensError(
-            f"{folder} holds no finished organism step ({record_path} is missing). Point at "
-            "a run folder (runs/<model>) and run `refusal-lens run MODEL` first."
+            f"{folder} holds no finished organism step ({stage_folder / Organism.FILE} is "
+            "missing). Point at a run folder (runs/<model>) and run `refusal-lens run MODEL` "
+            "first."
         )
-    record = json.loads(record_path.read_text(encoding="utf-8"))
-    model = load_model(str(local_path(record["model"])), device=device)
-    if record.get("calibration"):
-        return Calibration.from_dict(record["calibration"]).apply(model)
-    return model
+    record = Organism.load(stage_folder)
+    return _calibrated(load_model(str(local_path(record.model)), device=device), record.calibration)

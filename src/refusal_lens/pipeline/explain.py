@@ -3,23 +3,22 @@ than harmful cues (the trigger lexicon and the sanitized D_b)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from refusal_lens.attribution.methods import AttributionConfig, Attributions, attribute
+from refusal_lens.attribution.methods import Attributions, attribute
 from refusal_lens.attribution.views import attribution_heatmap
-from refusal_lens.direction import Direction
 from refusal_lens.evaluation import EvalResult
-from refusal_lens.pipeline.context import Run
-from refusal_lens.pipeline.sections import SIGN, figure, table, verdicts, write_section
+from refusal_lens.pipeline.context import StageContext
+from refusal_lens.pipeline.records import HARM_JUDGE_DIR, MASKS_DIR, SANITIZED_DIR
+from refusal_lens.pipeline.registry import DIRECTION, EVALUATE
+from refusal_lens.pipeline.sections import SIGN, figure, table, verdicts
+from refusal_lens.pipeline.settings import harmful_queries
 from refusal_lens.plots import pyplot
-from refusal_lens.prompts import PromptSet, load_prompts
+from refusal_lens.residual_direction import Direction
 from refusal_lens.triggers.harm import fit_harm_judge
 from refusal_lens.triggers.masks import trigger_masks
-from refusal_lens.triggers.sanitize import KEPT_NAME, sanitize
+from refusal_lens.triggers.sanitize import sanitize
 from refusal_lens.triggers.views import plot_lexicon
-
-HARM_JUDGE_DIR, MASKS_DIR, SANITIZED_DIR = "harm_judge", "masks", "sanitized"
 
 
 def over_refused(evaluation: EvalResult, n: int) -> list[dict[str, Any]]:
@@ -30,29 +29,24 @@ def over_refused(evaluation: EvalResult, n: int) -> list[dict[str, Any]]:
     return sorted(refused, key=lambda r: -r.get("score", 0.0))[:n]
 
 
-def attribution(run: Run, out: Path) -> None:
-    """5. Per-token attribution of the most over-refused benign prompts, with the default
+def attribution(ctx: StageContext) -> None:
+    """5. Per-token attribution of the most over-refused benign prompts, with the run's
     method, and the projection of every token on r at every layer (the heat map)."""
-    c, model = run.config, run.model("attribution")
-    evaluation = EvalResult.load(run.read("evaluate", "attribution") / "model")
+    c, model, out = ctx.config, ctx.model(), ctx.out
+    evaluation = EvalResult.load(ctx.input(EVALUATE) / "model")
     rows = over_refused(evaluation, c.n_attribution)
     texts = [r["text"] for r in rows]
-    r = Direction.load(run.read("direction", "attribution"))
-    method = attribute(
-        model, texts, AttributionConfig(c.attribution_method, attribute_unrefused=True)
-    )
-    method.save(out / c.attribution_method)
-    projection = attribute(
-        model, texts[:1], AttributionConfig("projection", attribute_unrefused=True), direction=r
-    )
-    projection.save(out / "projection")
+    r = Direction.load(ctx.input(DIRECTION))
+    config, projected = ctx.settings["method"], ctx.settings["projection"]
+    method = attribute(model, texts, config)
+    method.save(out / config.method)
+    projection = attribute(model, texts[:1], projected, direction=r)
+    projection.save(out / projected.method)
     pyplot().close(attribution_heatmap(projection[0], path=out / "projection.png"))
-    write_section(
-        out,
-        "attribution",
+    ctx.write_section(
         text=[
             f"The {len(texts)} benign test prompts the model refuses most, attributed with "
-            f"{c.attribution_method}: each token's effect on the refusal score (the "
+            f"{config.method}: each token's effect on the refusal score (the "
             "log-odds of a refusal-start token at the first answer position).",
         ],
         figures=[figure("projection.png", f"Projection on r per layer and token: {texts[0]!r}")],
@@ -80,35 +74,28 @@ def token_views(attributions: Attributions, rows: list[dict[str, Any]]) -> dict[
     return {"method": attributions.config.method, "scale": scale, "sign": SIGN, "items": items}
 
 
-def harmful_queries(run: Run) -> PromptSet:
-    """D_h: the organism's harmful training queries (or, for a model aligned by its makers,
-    the shipped harmful set), the first ``n_masks``."""
-    return load_prompts("harmful")[: run.config.n_masks]
-
-
-def triggers(run: Run, out: Path) -> None:
+def triggers(ctx: StageContext) -> None:
     """6. A harm judge (a probe on the base model, fitted on AdvBench rows against harmless
     and borderline prompts, none of them test prompts), trigger masks of D_h, the lexicon and
     the sanitized D_b."""
-    c, model, base = run.config, run.model("triggers"), run.base()
-    fit_harmful = run.unseen("advbench", "triggers").sample(c.n_judge, c.seed)
-    benign = run.unseen("harmless", "triggers") + run.unseen("borderline", "triggers")
+    c, model, base, out, settings = ctx.config, ctx.model(), ctx.base(), ctx.out, ctx.settings
+    fit_harmful = ctx.unseen("advbench").sample(c.n_judge, c.seed)
+    benign = ctx.unseen("harmless") + ctx.unseen("borderline")
     fit_benign = benign.sample(c.n_judge, c.seed)
-    judge = fit_harm_judge(base, fit_harmful, fit_benign)
+    judge = fit_harm_judge(base, fit_harmful, fit_benign, settings["harm_judge"])
     judge.save(out / HARM_JUDGE_DIR)
-    queries = harmful_queries(run)
-    masks = trigger_masks(model, queries, base, judge)
+    queries = harmful_queries(c.n_masks)
+    masks = trigger_masks(model, queries, base, judge, settings["masks"])
     masks.save(out / MASKS_DIR)
-    data = sanitize(base, masks.masks, judge, categories=[p.category for p in queries])
+    categories = [p.category for p in queries]
+    data = sanitize(base, masks.masks, judge, settings["sanitize"], categories=categories)
     data.save(out / SANITIZED_DIR)
     pyplot().close(plot_lexicon(masks.lexicon, out / "lexicon.png", top=20))
     lexicon = [
         [e.word, e.kind, f"{e.carrier_effect:+.2f}", str(e.n_requests)] for e in masks.lexicon[:15]
     ]
     examples = [[i.original, i.text, f"{i.p_harmful:.2f}"] for i in data.kept[:5]]
-    write_section(
-        out,
-        "triggers",
+    ctx.write_section(
         text=[
             f"{len(queries)} harmful queries; {sum(m.refused for m in masks.masks)} "
             f"refused by the model; {len(data.kept)} sanitized rewrites kept as D_b (judged "
@@ -132,7 +119,3 @@ def triggers(run: Run, out: Path) -> None:
         ],
         figures=[figure("lexicon.png", "Trigger lexicon: carrier effect by word and kind")],
     )
-
-
-def kept_path(run: Run, by: str) -> Path:
-    return run.read("triggers", by) / SANITIZED_DIR / KEPT_NAME

@@ -4,53 +4,72 @@ what editing along that direction does."""
 from __future__ import annotations
 
 import contextlib
-import json
+from dataclasses import replace
 from pathlib import Path
 
-from refusal_lens.alignment import AlignConfig, align
+from refusal_lens.alignment import align
 from refusal_lens.artifacts import portable_path, write_json
+from refusal_lens.cache import model_fingerprint
 from refusal_lens.calibration import Calibration, calibrate
-from refusal_lens.direction import Direction
-from refusal_lens.directions import SelectConfig, false_refusal_vector
-from refusal_lens.directions.find import DirectionConfig, find_direction
-from refusal_lens.directions.select import ablation_kl
+from refusal_lens.directions import false_refusal_vector
+from refusal_lens.directions.find import find_direction
+from refusal_lens.directions.screening import ablation_kl
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.evaluation import EvalResult, evaluate_on
+from refusal_lens.evaluation import DEFAULT_SETS, EvalResult, evaluate_on
 from refusal_lens.interventions import ablate, add
 from refusal_lens.models import ModelHandle
-from refusal_lens.pipeline.context import ORGANISM_FILE, Run
-from refusal_lens.pipeline.sections import pct, prompt_entry, rates_table, table, write_section
+from refusal_lens.pipeline.context import Run, StageContext
+from refusal_lens.pipeline.records import (
+    FACTS_FILE,
+    FalseRefusalPrompts,
+    Interventions,
+    Organism,
+    w_prime,
+)
+from refusal_lens.pipeline.registry import DIRECTION, ORGANISM
+from refusal_lens.pipeline.sections import pct, prompt_entry, rates_table, table
+from refusal_lens.pipeline.settings import JUDGES
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.prompts.promptset import normalize_text
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import refusal_rates
 
-JUDGES = ("score", "substring")
 MIN_HARMFUL_REFUSAL = 0.1  # below this after alignment, nothing downstream has a signal
 MAX_BENIGN_REFUSAL = 0.9  # above this, nothing is left to contrast
-INTERVENTIONS_FILE = "interventions.json"
 
 
-def model_facts(run: Run, out: Path) -> None:
+def weights(run: Run) -> dict[str, str]:
+    """What the model facts read from outside the run: the weights' hash (or the spec)."""
+    path = run.base().path
+    return {"weights": model_fingerprint(path) if Path(path).is_dir() else path}
+
+
+def organism_checked(run: Run) -> dict[str, bool]:
+    """Whether the organism step checks the model (only when ``organism`` is selected)."""
+    return {"check": ORGANISM.name in run.config.stages}
+
+
+def model_facts(ctx: StageContext) -> None:
     """0. What the model is: architecture, size, chat template, refusal-start tokens."""
-    facts = run.base().describe()
-    write_json(out / "model.json", facts)
+    out, facts = ctx.out, ctx.base().describe()
+    write_json(out / FACTS_FILE, facts)
     keys = ("spec", "architecture", "n_layers", "d_model", "n_ctx", "device", "dtype")
     rows = [[k, str(facts[k])] for k in keys]
     rows.append(["refusal-start tokens", " ".join(facts["refusal_tokens"][:12])])
     rows.append(["post-instruction tokens", " ".join(facts["post_instruction_tokens"])])
-    write_section(out, "model", tables=[table("The model", ["fact", "value"], rows)])
+    ctx.write_section(tables=[table("The model", ["fact", "value"], rows)])
 
 
-def check_refusal(run: Run, model: ModelHandle) -> tuple[dict, Calibration | None]:
+def check_refusal(ctx: StageContext, model: ModelHandle) -> tuple[dict, Calibration | None]:
     """Refusal shares on a seeded sample of AdvBench and of Alpaca (both judges), and the
     model's refusal score fitted to what it said there (:mod:`refusal_lens.calibration`);
     ``None`` when it refused none or all of them (nothing to fit: the defaults stay)."""
-    n, seed = run.config.n_check, run.config.seed + 7
+    n, seed = ctx.config.n_check, ctx.config.seed + 7
     sets = {
         "AdvBench": load_prompts("advbench").sample(n, seed),
         "Alpaca": load_prompts("alpaca")[1000:].sample(n, seed),
     }
-    reports = refusal_rates(model, sets, JUDGES, run.config.max_new_tokens)
+    reports = refusal_rates(model, sets, JUDGES, ctx.config.max_new_tokens)
     said = [reports[name]["substring"] for name in sets]
     refused = [r for report in said for r in report.refused]
     fit = None
@@ -60,41 +79,38 @@ def check_refusal(run: Run, model: ModelHandle) -> tuple[dict, Calibration | Non
     return {name: {j: r.rate for j, r in by.items()} for name, by in reports.items()}, fit
 
 
-def organism(run: Run, out: Path, check: bool = True) -> None:
+def organism(ctx: StageContext) -> None:
     """1. A model that refuses. One that refuses fewer than ``refusal_threshold`` of harmful
     prompts (by the substring judge: what it says) is aligned with the organism recipe, and
     the run goes on with the aligned model; otherwise the model is studied as its makers
     aligned it."""
-    c, base = run.config, run.base()
-    record: dict = {"base": c.model, "model": portable_path(base.path), "aligned": False}
-    if not check:
-        record["note"] = "not checked: organism was left out of --stages"
-        write_json(out / ORGANISM_FILE, record)
-        write_section(out, "organism", text=["The model is studied as given (not checked)."])
+    c, base, out = ctx.config, ctx.base(), ctx.out
+    record = Organism(base=c.model, model=portable_path(base.path))
+    if not organism_checked(ctx.run)["check"]:
+        record = replace(record, note="not checked: organism was left out of --stages")
+        record.save(out)
+        ctx.write_section(text=["The model is studied as given (not checked)."])
         return
-    before, fit = check_refusal(run, base)
-    record |= {"threshold": c.refusal_threshold, "n_check": c.n_check, "before": before}
-    record["calibration"] = _fit(fit)
+    before, fit = check_refusal(ctx, base)
+    record = replace(record, threshold=c.refusal_threshold, n_check=c.n_check, before=before)
+    record = replace(record, calibration=_fit(fit))
     if before["AdvBench"]["substring"] < c.refusal_threshold:
-        recipe = AlignConfig.organism(
-            c.alpha,
-            n_harmful=c.align_harmful,
-            n_benign=c.align_benign,
-            mode=c.align_mode,
-            epochs=c.align_epochs,
-            lr=c.align_lr,
-            seed=c.seed,
-        )
-        result = align(base, recipe)
+        result = align(base, ctx.settings["align"])
         result.save(out)
-        aligned = run.load(str(result.path))
-        record |= {"aligned": True, "model": portable_path(str(result.path))}
-        record["after"], fit_after = check_refusal(run, aligned)
-        record |= {"base_calibration": record["calibration"], "calibration": _fit(fit_after)}
-    check_organism(record)
-    write_json(out / ORGANISM_FILE, record)
-    tables = [organism_table(record), calibration_table(run.base(), record)]
-    write_section(out, "organism", text=[organism_text(record)], tables=tables)
+        after, fit_after = check_refusal(ctx, ctx.run.load(str(result.path)))
+        record = replace(
+            record,
+            aligned=True,
+            model=portable_path(str(result.path)),
+            after=after,
+            base_calibration=record.calibration,
+            calibration=_fit(fit_after),
+        )
+    check_organism(record.to_dict())
+    record.save(out)
+    data = record.to_dict()
+    tables = [organism_table(data), calibration_table(ctx.base(), data)]
+    ctx.write_section(text=[organism_text(data)], tables=tables)
 
 
 def check_organism(record: dict) -> None:
@@ -176,16 +192,16 @@ def organism_table(record: dict) -> dict:
     )
 
 
-def evaluation(run: Run, out: Path) -> None:
+def evaluation(ctx: StageContext) -> None:
     """2. RR and ASR on every held-out set, both judges: the organism, and the base model
     when the run aligned it."""
-    sets, config = run.eval_sets("evaluate"), run.eval_config()
-    results = {"model": evaluate_on(run.model("evaluate"), sets, config)}
+    sets, config, out = ctx.eval_sets(), ctx.settings["eval"], ctx.out
+    results = {"model": evaluate_on(ctx.model(), sets, config)}
     results["model"].save(out / "model")
-    if run.aligned("evaluate"):
-        results["base"] = evaluate_on(run.calibrated_base("evaluate"), sets, config)
+    if ctx.aligned():
+        results["base"] = evaluate_on(ctx.calibrated_base(), sets, config)
         results["base"].save(out / "base")
-    write_section(out, "evaluate", **evaluation_section(results))
+    ctx.write_section(**evaluation_section(results))
 
 
 def evaluation_section(results: dict[str, EvalResult]) -> dict:
@@ -212,24 +228,16 @@ def evaluation_section(results: dict[str, EvalResult]) -> dict:
     }
 
 
-def direction(run: Run, out: Path) -> None:
+def direction(ctx: StageContext) -> None:
     """3. The refusal direction r (difference of means, selected on validation prompts) and
     Wang et al.'s false-refusal vector w′ for each λ."""
-    c, model = run.config, run.model("direction")
-    config = DirectionConfig(
-        harmful="harmful",
-        harmless="harmless",
-        n_train=c.n_train,
-        n_val=c.n_val,
-        seed=c.seed,
-        select=SelectConfig(top_k=c.top_k),
-    )
-    selection = find_direction(model, config, show_progress=False)
+    c, model, out = ctx.config, ctx.model(), ctx.out
+    selection = find_direction(model, ctx.settings["direction"], show_progress=False)
     selection.save(out)
     r = selection.direction
-    borderline = run.unseen("borderline", "direction").sample(c.n_false_refusal, c.seed)
-    write_json(out / "w_prompts.json", borderline.texts)
-    harmless = run.unseen("harmless", "direction").sample(c.n_false_refusal, c.seed + 1)
+    borderline = ctx.unseen("borderline").sample(c.n_false_refusal, c.seed)
+    harmless = ctx.unseen("harmless").sample(c.n_false_refusal, c.seed + 1)
+    FalseRefusalPrompts(list(borderline.texts), list(harmless.texts)).save(out)
     rows = []
     for lam in c.lambdas:
         w = false_refusal_vector(model, borderline, harmless, r, lam, show_progress=False)
@@ -244,39 +252,28 @@ def direction(run: Run, out: Path) -> None:
     ]
     tables = [table("False-refusal vectors", ["λ", "cos(w, r)", "cos(w′, r)"], rows)]
     figures = [{"file": "selection.png", "caption": "Candidate directions: scores per layer"}]
-    write_section(out, "direction", text=text, tables=tables, figures=figures)
+    ctx.write_section(text=text, tables=tables, figures=figures)
 
 
-def w_prime(folder: Path, lam: float) -> Direction:
-    return Direction.load(folder / f"w_prime_{lam:g}")
-
-
-def validation_sets(run: Run, by: str) -> dict[str, tuple[PromptSet, str]]:
+def validation_sets(ctx: StageContext) -> dict[str, tuple[PromptSet, str]]:
     """Prompts of each test set's source that are not test prompts, nor w′'s prompts."""
-    c = run.config
-    folder = run.read("direction", by)
-    w_texts = json.loads((folder / "w_prompts.json").read_text(encoding="utf-8"))
+    c = ctx.config
+    w_texts = FalseRefusalPrompts.load(ctx.input(DIRECTION)).borderline
     exclude = {normalize_text(t) for t in w_texts}
     out = {}
-    for name, (_, kind, _) in run.eval_sets(by).items():
-        prompts = run.unseen(_spec(name), by, exclude)
+    for name, (_, kind, _) in ctx.eval_sets().items():
+        prompts = ctx.unseen(DEFAULT_SETS[name][0], exclude)
         out[name] = (prompts.sample(c.n_validation, c.seed + 3), kind)
     return out
 
 
-def _spec(name: str) -> str:
-    from refusal_lens.evaluation import DEFAULT_SETS
-
-    return DEFAULT_SETS[name][0]
-
-
-def interventions(run: Run, out: Path) -> None:
+def interventions(ctx: StageContext) -> None:
     """4. Refusal under each edit on validation prompts: none, ablate r, add r, ablate w′
     for each λ; λ for the mitigation is chosen here, never on the test prompts."""
-    c, model = run.config, run.model("interventions")
-    folder = run.read("direction", "interventions")
+    c, model = ctx.config, ctx.model()
+    folder = ctx.input(DIRECTION)
     r = Direction.load(folder)
-    sets = validation_sets(run, "interventions")
+    sets = validation_sets(ctx)
     edits = {"no edit": contextlib.nullcontext(), "ablate r": ablate(model, r)}
     edits[f"add r (coef {c.add_coef:g})"] = add(model, r, c.add_coef)
     for lam in c.lambdas:
@@ -290,20 +287,17 @@ def interventions(run: Run, out: Path) -> None:
         flags[name] = {s: {j: rep.refused for j, rep in by.items()} for s, by in reports.items()}
     kinds = {name: kind for name, (_, kind) in sets.items()}
     lam, why = choose_lambda(conditions, kinds, c.lambdas, c.harmful_drop)
-    plain = sets["Alpaca"][0] if "Alpaca" in sets else run.unseen("alpaca", "interventions")
+    plain = sets["Alpaca"][0] if "Alpaca" in sets else ctx.unseen("alpaca")
     kl = ablation_kl(model, plain[: c.n_validation], r)
-    record = {"sets": kinds, "refusal": conditions, "lambda": lam, "why": why, "kl_ablate_r": kl}
-    record["refused"] = flags  # per prompt, for paired tests between conditions
-    write_json(out / INTERVENTIONS_FILE, record)
+    # per prompt flags: for paired tests between conditions
+    Interventions(kinds, conditions, lam, why, kl, flags).save(ctx.out)
     text = [
         f"Refusal share (%) on validation prompts (n = {c.n_validation} per set, none of them "
         f"test prompts). First-token KL of ablating r on Alpaca: {kl:.3f}.",
         f"λ for the mitigation: {lam:g} ({why}).",
     ]
     caption = "Share refused under each edit (refusal, not ASR, on every set)"
-    write_section(
-        out,
-        "interventions",
+    ctx.write_section(
         text=text,
         tables=[
             rates_table(

@@ -1,8 +1,8 @@
 """The report's top table: refusal rate (RR) and attack success rate (ASR) per condition.
 
-Read from ``09-mitigations/mitigations.json`` (one row per condition: the base model, the
+Read from ``NN-mitigations/mitigations.json`` (one row per condition: the base model, the
 aligned organism and each mitigation, under every judge), or, when the mitigations stage did
-not run, from ``02-evaluate/evaluation.json`` as a single row. RR is the share of benign
+not run, from ``NN-evaluate/model/evaluation.json`` as a single row. RR is the share of benign
 prompts refused, ASR the share of harmful prompts complied with (the files already hold ASR
 for harmful sets), and the combined score is mean RR + mean ASR: lower is better for all
 three. Every cell carries its 95 % Wilson interval, and a column gives the share of degenerate
@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.evaluation import degenerate_cell
+from refusal_lens.evaluation import EVAL_FILE, degenerate_cell
+from refusal_lens.pipeline import records
+from refusal_lens.pipeline.registry import EVALUATE, MITIGATIONS, REGISTRY
 from refusal_lens.pipeline.sections import rate_cell
 
-MITIGATIONS_FILE = "09-mitigations/mitigations.json"
-EVALUATION_FILE = "02-evaluate/model/evaluation.json"
 EVALUATION_ROW = "model"  # the one condition of a run without the mitigations stage
+MITIGATIONS_FILE = f"{REGISTRY.folder(MITIGATIONS.name)}/{records.MITIGATIONS_FILE}"
+EVALUATION_FILE = f"{REGISTRY.folder(EVALUATE.name)}/{EVALUATION_ROW}/{EVAL_FILE}"
 JUDGE_NOTES = {  # what each judge of refusal_lens.scoring calls a refusal
     "score": "refused when the first answer token's refusal score is above the model's "
     "threshold (0, or fitted to its own refusals: see the organism section)",

@@ -2,8 +2,11 @@
 
     runs/<model>/
       run.json            config, versions, hardware, stage timings
-      00-model/ … 09-mitigations/   one folder per step: its artifacts, section.json, stage.json
+      00-model/ … 09-mitigations/   one folder per stage: its artifacts, section.json, stage.json
       report.html         one self-contained page (written last)
+
+The stages, their order, folders and dependencies are the registry's
+(:mod:`refusal_lens.pipeline.registry`):
 
 0. Model facts.
 1. Organism: a model that refuses fewer than ``refusal_threshold`` of harmful prompts is
@@ -27,7 +30,6 @@ import logging
 import platform
 import time
 from datetime import UTC, datetime
-from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,11 +37,11 @@ from typing import Any
 import torch
 
 from refusal_lens.artifacts import write_json
-from refusal_lens.cache import library_versions, model_fingerprint
+from refusal_lens.cache import library_versions
 from refusal_lens.models import load_model
-from refusal_lens.pipeline import boundary, explain, measure, mitigate, mitigation_search
 from refusal_lens.pipeline.config import RunConfig
 from refusal_lens.pipeline.context import Run
+from refusal_lens.pipeline.registry import REGISTRY, Registry, Stage
 from refusal_lens.pipeline.runner import (
     REPORT_FILE,
     RUN_FILE,
@@ -50,18 +52,6 @@ from refusal_lens.pipeline.runner import (
 
 log = logging.getLogger(__name__)
 
-STEPS = (
-    ("evaluate", measure.evaluation),
-    ("direction", measure.direction),
-    ("interventions", measure.interventions),
-    ("attribution", explain.attribution),
-    ("triggers", explain.triggers),
-    ("geometry", boundary.geometry),
-    ("rass", boundary.rass_stage),
-    ("mitigations", mitigate.mitigations),
-    ("search", mitigation_search.search_stage),
-)
-
 
 def run_pipeline(
     config: RunConfig,
@@ -69,23 +59,24 @@ def run_pipeline(
     *,
     force: str | None = None,
     say: Any = print,
+    registry: Registry = REGISTRY,
 ) -> Path:
-    """Run every step of ``config.stages`` into ``out`` (default ``runs/<model id>``),
-    reusing complete stage folders, and write the report; returns the report's path."""
+    """Run every stage of ``config.stages`` into ``out`` (default ``runs/<model id>``),
+    reusing complete stage folders, and write the report; returns the report's path.
+    ``registry``: the stages (default: the method's; add one with ``REGISTRY.with_stage``)."""
     torch.manual_seed(config.seed)
+    registry.check_selection(config.stages)
+    for stage in registry:  # every setting is checked before the model loads
+        stage.settings_of(config)
     folder = Path(out) if out else _default_folder(config)
     check_run_folder(folder)
     models = {config.model: load_model(config.model, config.device, config.dtype, config.system)}
-    runner = Runner(folder, config, force, say)  # the model loaded: now claim the folder
+    runner = Runner(folder, config, force, say, registry)  # the model loaded: claim the folder
     run = Run(config, runner, models)
     _write_run_json(run, finished=False)
-    base = run.base()
-    weights = {"weights": _weights(base.path)}
-    runner.run("model", partial(measure.model_facts, run), weights, always=True)
-    check = "organism" in config.stages
-    runner.run("organism", partial(measure.organism, run, check=check), {"check": check}, True)
-    for stage, step in STEPS:
-        runner.run(stage, partial(step, run))
+    for stage in registry:
+        step = stage.step_function()
+        runner.run(stage.name, _bind(run, stage, step), stage.outside_of(run), stage.always)
     _write_run_json(run, finished=True)
     from refusal_lens.pipeline.report import write_report
 
@@ -94,15 +85,16 @@ def run_pipeline(
     return report
 
 
+def _bind(run: Run, stage: Stage, step: Any) -> Any:
+    """``step(folder)`` for the runner: the stage's function, given its context."""
+    return lambda out: step(run.context(stage, out))
+
+
 def _default_folder(config: RunConfig) -> Path:
     """``runs/<name>``: a model folder's or file's name, a spec or hub id as written."""
     path = Path(config.model)
     name = path.stem if path.exists() else config.model.replace("/", "--")
     return Path("runs") / name
-
-
-def _weights(path: str) -> str:
-    return model_fingerprint(path) if Path(path).is_dir() else path
 
 
 def _summary(runner: Runner) -> str:

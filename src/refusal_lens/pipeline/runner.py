@@ -4,9 +4,10 @@ A stage's folder ``runs/<model>/NN-stage/`` is written into a temporary sibling 
 into place with its ``stage.json`` last, so a folder that exists is complete: a run killed at
 any point leaves at most a hidden temporary folder (removed on the next run) and resumes at
 the interrupted stage. ``stage.json`` records the stage's key: a hash of the run settings the
-stage reads (``RunConfig.stage_config``) and of the keys of the stages whose results it
-reads. A stage whose folder holds the same key is skipped; ``force`` reruns a stage and every
-later one.
+stage reads (the registry record's ``fields``), of the library configs it uses (its ``settings``,
+whole), of the keys of the stages whose results it reads, of its method version and of the
+numeric libraries' versions. A stage whose folder holds the same key is skipped; ``force``
+reruns a stage and every later one.
 """
 
 from __future__ import annotations
@@ -23,53 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from refusal_lens.artifacts import atomic_dir, write_json
+from refusal_lens.cache import library_versions
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.pipeline.config import STAGES, RunConfig
+from refusal_lens.pipeline.config import RunConfig
+from refusal_lens.pipeline.registry import COMMON_FIELDS, REGISTRY, Registry, Stage
 
-RUN_FORMAT = 1  # bump when the layout of a run folder changes
-# Part of every stage's key: bump when a step's method changes its results, so that stages
-# computed by the older method are rerun rather than reused. 2: the score judge is fitted to
-# the model's own refusals (refusal_lens.calibration). 3: direction selection's fallback
-# prefers the lowest KL when every candidate fails KL (SelectConfig.fallback_rule).
-METHOD_VERSION = 3
+RUN_FORMAT = 2  # bump when the layout of a run folder changes. 2: the stage registry
 RUN_FILE = "run.json"
 STAGE_FILE = "stage.json"
 SECTION_FILE = "section.json"
 REPORT_FILE = "report.html"
-# Which earlier stages' results each stage reads.
-DEPENDS: dict[str, tuple[str, ...]] = {
-    "model": (),
-    "organism": ("model",),
-    "evaluate": ("organism",),
-    "direction": ("organism",),
-    "interventions": ("organism", "evaluate", "direction"),
-    "attribution": ("organism", "evaluate", "direction"),
-    "triggers": ("organism",),
-    "geometry": ("organism", "direction", "evaluate"),
-    "rass": ("organism", "evaluate", "direction", "triggers", "geometry"),
-    "mitigations": ("organism", "evaluate", "direction", "interventions", "triggers", "rass"),
-    "search": ("organism", "direction", "geometry", "rass"),
-}
-# Relative cost of each stage (seconds of a --quick run of the bundled model on 2 cores), for
-# the estimate of the time left: scaled by how long the stages run so far took.
-WEIGHTS = {
-    "model": 1,
-    "organism": 180,
-    "evaluate": 110,
-    "direction": 35,
-    "interventions": 130,
-    "attribution": 5,
-    "triggers": 70,
-    "geometry": 40,
-    "rass": 70,
-    "mitigations": 210,
-    "search": 900,
-}
-FOLDERS = {folder.split("-", 1)[1]: folder for folder, _ in STAGES}
-# Stages that run only when asked for (``--search``, ``mitigate``): a run that leaves one out
-# and has no folder of it does not list it at all.
-OPTIONAL = ("search",)
-TITLES = {folder.split("-", 1)[1]: title for folder, title in STAGES}
 OLD_LAYOUT = ("residuals", "refusal", "summary.md", "model.json", "config.json")
 
 
@@ -98,7 +62,8 @@ def check_run_folder(folder: Path) -> None:
     if found != RUN_FORMAT:
         raise RefusalLensError(
             f"{folder} was written by a refusal-lens run of format {found} (this one writes "
-            f"format {RUN_FORMAT}); move it aside or pass --out with a new folder."
+            f"format {RUN_FORMAT}), whose stages this version cannot reuse: rerun into a new "
+            "folder (--out), or move this one aside."
         )
 
 
@@ -117,6 +82,27 @@ class StageRecord:
     peak_rss_mb: float | None = None  # the process's peak resident memory after the stage
 
 
+def stage_fields(config: RunConfig, stage: Stage) -> dict[str, Any]:
+    """The run settings ``stage`` reads: what its ``stage.json`` records and its key hashes."""
+    every = config.to_dict()
+    return {k: every[k] for k in (*COMMON_FIELDS, *stage.fields)}
+
+
+def stage_key(
+    config: RunConfig,
+    stage: Stage,
+    settings: dict[str, Any],
+    inputs: dict[str, str],
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """A stage's key: its run settings, its library configs whole (every default), the keys
+    of its inputs, anything else it reads (``extra``), its method version, the run layout
+    and the numeric libraries' versions."""
+    configs = {name: c.to_dict() for name, c in settings.items()}
+    parts = [stage_fields(config, stage), configs, inputs, extra or {}, stage.version]
+    return digest([*parts, RUN_FORMAT, library_versions()])
+
+
 @dataclass
 class Runner:
     """Runs the stages of one run folder in order, skipping those already complete."""
@@ -125,15 +111,18 @@ class Runner:
     config: RunConfig
     force: str | None = None
     say: Callable[[str], None] = print
+    registry: Registry = REGISTRY
     records: dict[str, StageRecord] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
         check_run_folder(self.folder)
-        if self.force is not None and self.force not in FOLDERS:
+        self.registry.check_selection(self.config.stages)
+        if self.force is not None and self.force not in self.registry:
             raise RefusalLensError(
-                f"--force names unknown stage {self.force!r}; choose from {', '.join(FOLDERS)}."
+                f"--force names unknown stage {self.force!r}; choose from "
+                f"{', '.join(self.registry.names)}."
             )
         self.folder.mkdir(parents=True, exist_ok=True)
         if not (self.folder / RUN_FILE).is_file():  # claims the folder for this layout
@@ -144,8 +133,12 @@ class Runner:
             else:  # a file: the report's, or a run.json being written
                 stale.unlink(missing_ok=True)
 
+    def name(self, stage: str) -> str:
+        """The stage's folder name, ``NN-stage``."""
+        return self.registry.folder(stage)
+
     def path(self, stage: str) -> Path:
-        return self.folder / FOLDERS[stage]
+        return self.folder / self.name(stage)
 
     def complete(self, stage: str) -> dict[str, Any] | None:
         """The ``stage.json`` of a complete stage folder, or None."""
@@ -158,17 +151,16 @@ class Runner:
         """The folder of ``stage``, whose result ``by`` reads; a clear error when missing."""
         if self.complete(stage) is None:
             raise RefusalLensError(
-                f"Stage {FOLDERS[by]} reads the result of {FOLDERS[stage]}, which is not in "
-                f"{self.folder}: {stage!r} was left out of --stages. Run it first "
+                f"Stage {self.name(by)} reads the result of {self.name(stage)}, which is not "
+                f"in {self.folder}: {stage!r} was left out of --stages. Run it first "
                 f"(--stages {stage},{by}) or run every stage (no --stages)."
             )
         return self.path(stage)
 
     def key(self, stage: str, extra: dict[str, Any] | None = None) -> str:
-        inputs = {dep: self._key_of(dep, stage) for dep in DEPENDS[stage]}
-        return digest(
-            [self.config.stage_config(stage), inputs, extra or {}, RUN_FORMAT, METHOD_VERSION]
-        )
+        record = self.registry[stage]
+        inputs = {dep: self._key_of(dep, stage) for dep in record.depends}
+        return stage_key(self.config, record, record.settings_of(self.config), inputs, extra)
 
     def _key_of(self, dep: str, stage: str) -> str:
         if dep in self.keys:
@@ -179,8 +171,8 @@ class Runner:
         return meta["key"]
 
     def forced(self, stage: str) -> bool:
-        names = list(FOLDERS)
-        return self.force is not None and names.index(stage) >= names.index(self.force)
+        at = self.registry.position
+        return self.force is not None and at(stage) >= at(self.force)
 
     def run(
         self,
@@ -192,45 +184,48 @@ class Runner:
         """Run ``step(tmp_folder)`` for ``stage`` unless its folder is complete with the same
         key; ``extra`` adds inputs the stage reads from outside the run (weights' hash).
         ``always``: run it even when ``config.stages`` leaves it out."""
+        record = self.registry[stage]
+        name, title = self.name(stage), record.title
         if stage not in self.config.stages and not always:
             meta = self.complete(stage)
             if meta is not None:
                 self.keys[stage] = meta["key"]
-            if meta is not None or stage not in OPTIONAL:
-                self.records[stage] = StageRecord(FOLDERS[stage], TITLES[stage], "not run")
+            if meta is not None or not record.optional:
+                self.records[stage] = StageRecord(name, title, "not run")
             return
         key = self.key(stage, extra)
         meta = self.complete(stage)
         if meta is not None and meta.get("key") == key and not self.forced(stage):
             self.keys[stage] = key
             took = meta.get("seconds", 0.0)  # when it ran
-            peak = meta.get("peak_rss_mb")
-            self.records[stage] = StageRecord(FOLDERS[stage], TITLES[stage], "cached", took, peak)
-            self.say(f"{self._counter(stage)} {FOLDERS[stage]}: reused (same settings and inputs)")
+            self.records[stage] = StageRecord(name, title, "cached", took, meta.get("peak_rss_mb"))
+            self.say(f"{self._counter(stage)} {name}: reused (same settings and inputs)")
             return
-        self.say(f"{self._counter(stage)} {FOLDERS[stage]}: {TITLES[stage]} ...")
+        self.say(f"{self._counter(stage)} {name}: {title} ...")
         seconds, peak = self._write(stage, step, key)
         self.keys[stage] = key
-        record = StageRecord(FOLDERS[stage], TITLES[stage], "ran", round(seconds, 1), peak)
-        self.records[stage] = record
-        self.say(f"{self._counter(stage)} {FOLDERS[stage]}: done in {seconds:.0f} s{self._eta()}")
+        self.records[stage] = StageRecord(name, title, "ran", round(seconds, 1), peak)
+        self.say(f"{self._counter(stage)} {name}: done in {seconds:.0f} s{self._eta()}")
 
     def _write(self, stage: str, step: Callable[[Path], None], key: str) -> tuple[float, float]:
         """Run the step into a temporary folder, then ``stage.json`` (with the step's time and
         the process's peak memory so far) and the rename; the seconds and the peak in MB."""
+        record = self.registry[stage]
         try:
             with atomic_dir(self.path(stage), marker=STAGE_FILE) as tmp:
                 t0 = time.time()
                 step(tmp)
                 seconds = round(time.time() - t0, 1)
                 peak = peak_rss_mb()
+                settings = record.settings_of(self.config)
                 meta = {
                     "kind": "stage",
                     "format": RUN_FORMAT,
-                    "stage": FOLDERS[stage],
+                    "stage": self.name(stage),
                     "key": key,
-                    "config": self.config.stage_config(stage),
-                    "inputs": {dep: self.keys.get(dep) for dep in DEPENDS[stage]},
+                    "config": stage_fields(self.config, record),
+                    "settings": {k: c.to_dict() for k, c in settings.items()},
+                    "inputs": {dep: self.keys.get(dep) for dep in record.depends},
                     "seconds": seconds,
                     "peak_rss_mb": peak,
                 }
@@ -240,26 +235,30 @@ class Runner:
             if e.errno != errno.ENOSPC:
                 raise
             raise RefusalLensError(
-                f"The disk filled while stage {FOLDERS[stage]} was writing ({e}). The stages "
+                f"The disk filled while stage {self.name(stage)} was writing ({e}). The stages "
                 f"completed before it in {self.folder} stay usable; free some space and run the "
                 "same command again to resume at this stage."
             ) from e
 
+    def _shown(self) -> list[str]:
+        return [s.name for s in self.registry if not s.optional or s.name in self.config.stages]
+
     def _counter(self, stage: str) -> str:
-        shown = [s for s in FOLDERS if s not in OPTIONAL or s in self.config.stages]
+        shown = self._shown()
         return f"[{shown.index(stage) + 1}/{len(shown)}]"
 
     def _eta(self) -> str:
         """Elapsed time and, from the stages run so far, an estimate of the time left."""
+        weight = {s.name: s.weight for s in self.registry}
         elapsed = time.time() - self.started
         ran = [s for s, r in self.records.items() if r.status == "ran"]  # this time
         todo = [s for s in self.config.stages if s not in self.records]
-        done_weight = sum(WEIGHTS[s] for s in ran)
+        done_weight = sum(weight[s] for s in ran)
         text = f" (elapsed {elapsed / 60:.1f} min"
         if done_weight >= 30 and todo:
             per_weight = sum(self.records[s].seconds for s in ran) / done_weight
-            text += f", about {per_weight * sum(WEIGHTS[s] for s in todo) / 60:.1f} min left"
+            text += f", about {per_weight * sum(weight[s] for s in todo) / 60:.1f} min left"
         return text + ")"
 
     def stage_table(self) -> list[dict[str, Any]]:
-        return [vars(self.records[s]) for s in FOLDERS if s in self.records]
+        return [vars(self.records[s.name]) for s in self.registry if s.name in self.records]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from refusal_lens.artifacts import write_json
-from refusal_lens.pipeline.runner import SECTION_FILE, TITLES
+from refusal_lens.pipeline.runner import SECTION_FILE
 from refusal_lens.stats import rate_text
 
 SIGN = (
@@ -95,17 +95,17 @@ def rate_cell(row: dict[str, Any], judge: str, n: int | None) -> str:
 
 def write_section(
     out: Path,
-    stage: str,
+    folder: str,
+    title: str,
     text: Sequence[str] = (),
     tables: Sequence[dict] = (),
     figures: Sequence[dict] = (),
     prompts: Sequence[dict] = (),
     tokens: dict | None = None,
 ) -> None:
-    """Write ``section.json`` of ``stage`` (a stage name such as ``"direction"``)."""
-    from refusal_lens.pipeline.runner import FOLDERS
-
-    section: dict[str, Any] = {"stage": FOLDERS[stage], "title": TITLES[stage]}
+    """Write ``section.json`` of the stage in ``folder`` (``NN-name``), titled ``title``;
+    steps call it as ``ctx.write_section(...)``."""
+    section: dict[str, Any] = {"stage": folder, "title": title}
     for key, value in (("text", text), ("tables", tables), ("figures", figures)):
         section[key] = list(value)
     if prompts:

@@ -37,7 +37,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from refusal_lens.activations import CollectConfig, collect_residuals, hook_name
+from refusal_lens.activations import CollectConfig, collect_residuals
 from refusal_lens.artifacts import (
     artifact_meta,
     load_tensor_artifact,
@@ -45,6 +45,7 @@ from refusal_lens.artifacts import (
 )
 from refusal_lens.configs import StageConfig
 from refusal_lens.errors import RefusalLensError
+from refusal_lens.hooks import capture, hook_name
 from refusal_lens.models import ModelHandle
 from refusal_lens.probes import LinearProbe, check_classes, fit_probe
 from refusal_lens.prompts import ChatBatch, PromptSet
@@ -126,14 +127,13 @@ class HarmJudge:
     def batch_logits(self, model: ModelHandle, batch: ChatBatch) -> Float[Tensor, " batch"]:
         """Probe logits for an already tokenized batch (``attribution.scores_without``'s
         ``score`` signature), read at the last position."""
-        seen: dict[str, Tensor] = {}
-
-        def hook(x: Tensor, hook: object) -> None:
-            seen["x"] = x[:, -1].float()
-
-        with torch.inference_mode(), model.bridge.hooks(fwd_hooks=[(hook_name(self.layer), hook)]):
+        name = hook_name(self.layer)
+        with (
+            torch.inference_mode(),
+            capture(model, [name], keep=lambda x: x[:, -1].float()) as seen,
+        ):
             answer_logits(model, batch)
-        return self.probe.logits(seen["x"].cpu())
+        return self.probe.logits(seen[name].cpu())
 
     def is_harmful(self, model: ModelHandle, prompts: PromptSet | list[str]) -> list[bool]:
         """``p_harmful >= config.threshold`` per prompt."""

@@ -36,21 +36,20 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, replace
-from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from refusal_lens import interventions
-from refusal_lens.activations import hook_name
-from refusal_lens.direction import Direction
 from refusal_lens.directions.extract import Candidates
 from refusal_lens.directions.selection import CandidateScore, SelectConfig, Selection
 from refusal_lens.errors import RefusalLensError
+from refusal_lens.hooks import capture, hook_name, intervene
 from refusal_lens.models import ModelHandle
 from refusal_lens.progress import progress
 from refusal_lens.prompts import ChatBatch, PromptSet, length_sorted_batches
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import answer_logits, refusal_score
 
 log = logging.getLogger(__name__)
@@ -79,7 +78,7 @@ def _logprobs(model: ModelHandle, batch: ChatBatch) -> Float[Tensor, "batch d_vo
 
 
 def _run(model: ModelHandle, val: _ValSet, hooks: list) -> list[Tensor]:
-    with torch.inference_mode(), model.bridge.hooks(fwd_hooks=hooks):
+    with torch.inference_mode(), intervene(model, hooks):
         return [_logprobs(model, batch) for batch in val.batches]
 
 
@@ -101,18 +100,8 @@ def _write_grads(
     names = [hook_name(0)] + [
         hook_name(layer, f"resid_{p}") for layer in range(model.n_layers) for p in ("mid", "post")
     ]
-    stored: dict[str, Tensor] = {}
-
-    def keep(name: str):
-        def hook(x: Tensor, hook: Any) -> Tensor:
-            if name == names[0]:
-                x = x.detach().requires_grad_(True)  # the graph starts here: no weight grads
-            stored[name] = x
-            return x
-
-        return hook
-
-    with torch.enable_grad(), model.bridge.hooks(fwd_hooks=[(n, keep(n)) for n in names]):
+    # the graph starts at the embedding (names[0]): no weight grads
+    with torch.enable_grad(), capture(model, names, grad=True) as stored:
         logprobs = _logprobs(model, batch)
         total = refusal_score(logprobs, model.refusal_tokens).sum()
         acts = [stored[n] for n in names]

@@ -9,26 +9,33 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from refusal_lens.alignment import AlignResult, align
 from refusal_lens.artifacts import write_json
-from refusal_lens.boundary.rass import SELECTED_NAME
+from refusal_lens.boundary.rass_result import SELECTED_NAME
 from refusal_lens.directions.orthogonalize import orthogonalize_weights
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.evaluation import EvalResult, compare_results, evaluate_on
 from refusal_lens.interventions import ablate
-from refusal_lens.pipeline.context import Run
-from refusal_lens.pipeline.explain import kept_path
-from refusal_lens.pipeline.measure import INTERVENTIONS_FILE, JUDGES, w_prime
-from refusal_lens.pipeline.runner import FOLDERS
-from refusal_lens.pipeline.sections import rates_table, table, write_section
+from refusal_lens.pipeline.context import StageContext
+from refusal_lens.pipeline.records import MITIGATIONS_FILE, Interventions, kept_path, w_prime
+from refusal_lens.pipeline.registry import (
+    DIRECTION,
+    EVALUATE,
+    INTERVENTIONS,
+    MITIGATIONS,
+    ORGANISM,
+    RASS,
+    REGISTRY,
+    TRIGGERS,
+)
+from refusal_lens.pipeline.sections import rates_table, table
+from refusal_lens.pipeline.settings import JUDGES
 from refusal_lens.prompts import load_prompts
 
-MITIGATIONS_FILE = "mitigations.json"
 EMPTY_D_B = "not trained: D_b is empty (the harm judge and its re-check kept no item)"
 EXPORT_DIR = "export"
 
@@ -41,61 +48,61 @@ def d_b_size(path: Path) -> int:
     return len(load_prompts(str(path)))
 
 
-def realigned(run: Run, out: Path, label: str, benign: Path) -> EvalResult | None:
+def realigned(ctx: StageContext, label: str, benign: Path) -> EvalResult | None:
     """Align the base again with the organism's recipe, D_b = the prompts in ``benign``;
     None, untrained, when ``benign`` holds no prompt."""
-    recipe = AlignResult.load(run.read("organism", "mitigations")).config
+    recipe = AlignResult.load(ctx.input(ORGANISM)).config
     n = d_b_size(benign)
     if n == 0:
         return None
-    result = align(run.base(), replace(recipe, benign=str(benign), n_benign=n))
-    model = run.load(str(result.path))
-    evaluation = evaluate_on(model, run.eval_sets("mitigations"), run.eval_config())
-    evaluation.save(out / label)
-    run.unload(str(result.path))
+    result = align(ctx.base(), replace(recipe, benign=str(benign), n_benign=n))
+    model = ctx.run.load(str(result.path))
+    evaluation = evaluate_on(model, ctx.eval_sets(), ctx.settings["eval"])
+    evaluation.save(ctx.out / label)
+    ctx.run.unload(str(result.path))
     return evaluation
 
 
-def mitigations(run: Run, out: Path) -> None:
+def mitigations(ctx: StageContext) -> None:
     """9. Judge every mitigation on the test prompts of step 2, and export the w′ edit."""
-    c, model = run.config, run.model("mitigations")
-    evaluated = run.read("evaluate", "mitigations")
+    c, model, out, aligned = ctx.config, ctx.model(), ctx.out, ctx.aligned()
+    evaluated = ctx.input(EVALUATE)
     results: dict[str, tuple[EvalResult, str]] = {}
-    if run.aligned("mitigations"):
+    if aligned:
         results["base (before alignment)"] = (EvalResult.load(evaluated / "base"), "")
-    label = "organism (aligned by this run)" if run.aligned("mitigations") else "model as given"
+    label = "organism (aligned by this run)" if aligned else "model as given"
     results[label] = (EvalResult.load(evaluated / "model"), "no edit")
-    chosen = json.loads((run.read("interventions", "mitigations") / INTERVENTIONS_FILE).read_text())
-    w = w_prime(run.read("direction", "mitigations"), chosen["lambda"])
+    chosen = Interventions.load(ctx.input(INTERVENTIONS))
+    w = w_prime(ctx.input(DIRECTION), chosen.lam)
     with ablate(model, w):
-        ablated = evaluate_on(model, run.eval_sets("mitigations"), run.eval_config())
+        ablated = evaluate_on(model, ctx.eval_sets(), ctx.settings["eval"])
     ablated.save(out / "ablate_w_prime")
-    results[f"ablate w′ (λ={chosen['lambda']:g})"] = (ablated, chosen["why"])
+    results[f"ablate w′ (λ={chosen.lam:g})"] = (ablated, chosen.why)
     skipped: dict[str, str] = {}
-    if run.aligned("mitigations") and c.realign:
+    if aligned and c.realign:
         for name, path in (
-            ("re-align, D_b = sanitized", kept_path(run, "mitigations")),
-            ("re-align, D_b = RASS", run.read("rass", "mitigations") / SELECTED_NAME),
+            ("re-align, D_b = sanitized", kept_path(ctx.input(TRIGGERS))),
+            ("re-align, D_b = RASS", ctx.input(RASS) / SELECTED_NAME),
         ):
-            if (res := realigned(run, out, name.split("= ")[1].lower(), path)) is not None:
+            if (res := realigned(ctx, name.split("= ")[1].lower(), path)) is not None:
                 results[name] = (res, f"|D_b| = {d_b_size(path)}")
             else:
                 skipped[name] = EMPTY_D_B
-    export = export_w_prime(run, out, w) if c.export else "not asked for (--no-export)"
+    export = export_w_prime(ctx, w) if c.export else "not asked for (--no-export)"
     record = mitigation_record(results, export)
     record["skipped"] = skipped
     write_json(out / MITIGATIONS_FILE, record)
-    write_section(out, "mitigations", **mitigation_section(record))
+    ctx.write_section(**mitigation_section(record))
 
 
-def export_w_prime(run: Run, out: Path, w: Any) -> str:
+def export_w_prime(ctx: StageContext, w: Any) -> str:
     """The w′ ablation baked into the weights: an HF model directory that ``load_model``
     loads; or why it could not be written."""
     try:
-        orthogonalize_weights(run.model("mitigations"), w, out / EXPORT_DIR)
+        orthogonalize_weights(ctx.model(), w, ctx.out / EXPORT_DIR)
     except RefusalLensError as e:
         return f"not exported: {e}"
-    return f"{FOLDERS['mitigations']}/{EXPORT_DIR}"
+    return f"{REGISTRY.folder(MITIGATIONS.name)}/{EXPORT_DIR}"
 
 
 def mitigation_record(results: dict[str, tuple[EvalResult, str]], export: str) -> dict[str, Any]:

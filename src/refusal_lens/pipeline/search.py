@@ -19,14 +19,11 @@ prompts.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from refusal_lens.artifacts import write_json
-from refusal_lens.boundary.rass import SELECTED_NAME
-from refusal_lens.direction import Direction
+from refusal_lens.boundary.rass_result import SELECTED_NAME
 from refusal_lens.directions import false_refusal_vector
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.evaluation import (
@@ -39,7 +36,7 @@ from refusal_lens.evaluation import (
 from refusal_lens.mitigation.edits import Edit, EditConfig, apply_edit, resolve
 from refusal_lens.mitigation.export import export_edit
 from refusal_lens.mitigation.objective import Objective, ValidationSets
-from refusal_lens.mitigation.search import SearchConfig, SearchResult, search_edits
+from refusal_lens.mitigation.search import SearchResult, search_edits
 from refusal_lens.mitigation.space import arditi_edit, wang_edit
 from refusal_lens.mitigation.vectors import Vectors
 from refusal_lens.mitigation.views import (
@@ -49,45 +46,36 @@ from refusal_lens.mitigation.views import (
     verdict,
     write_front_figure,
 )
-from refusal_lens.pipeline.context import Run
-from refusal_lens.pipeline.measure import JUDGES
-from refusal_lens.pipeline.sections import figure, table, write_section
+from refusal_lens.pipeline.context import StageContext
+from refusal_lens.pipeline.records import SEARCH_FILE, FalseRefusalPrompts, reference_sets
+from refusal_lens.pipeline.registry import DIRECTION, GEOMETRY, RASS
+from refusal_lens.pipeline.sections import figure, table
+from refusal_lens.pipeline.settings import JUDGES
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.prompts.promptset import normalize_text
+from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import refusal_rates
 
-SEARCH_FILE = "search.json"
-TEST_SETS = ("borderline", "XSTest-safe", "Alpaca", "XSTest-unsafe", "AdvBench", "JailbreakBench")
-EXTRA_TEST_SETS = {"HarmBench": ("harmbench", "harmful")}
 WANG_LAMBDAS = (1.0, 0.8, 0.6)
-STAGE = "search"
 
 
-def test_sets(run: Run) -> tuple[EvalConfig, Any]:
+def test_sets(ctx: StageContext) -> tuple[EvalConfig, Any]:
     """The held-out test prompts of the comparison (the run's own sets where they overlap):
     ``n_heldout`` per set, ``n_eval`` when unset."""
-    c = run.config
-    config = EvalConfig(
-        n=c.n_eval if c.n_heldout is None else c.n_heldout,
-        max_new_tokens=c.max_new_tokens,
-        sets=TEST_SETS,
-        extra=EXTRA_TEST_SETS,
-        seed=c.seed,
-    )
-    return config, eval_prompt_sets(config, training_prompts_of(run.model(STAGE)))
+    config = ctx.settings["tests"]
+    return config, eval_prompt_sets(config, training_prompts_of(ctx.model()))
 
 
-def validation(run: Run, test_texts: set[str]) -> ValidationSets:
+def validation(ctx: StageContext, test_texts: set[str]) -> ValidationSets:
     """Validation prompts of every role, none of them a test prompt or one of w′'s."""
-    c = run.config
-    folder = run.read("direction", STAGE)
-    w_texts = json.loads((folder / "w_prompts.json").read_text(encoding="utf-8"))
+    c = ctx.config
+    w_texts = FalseRefusalPrompts.load(ctx.input(DIRECTION)).borderline
     exclude = test_texts | {normalize_text(t) for t in w_texts}
 
     def sample(spec: str, offset: int) -> PromptSet:
-        return run.unseen(spec, STAGE, exclude).sample(c.n_search, c.seed + offset)
+        return ctx.unseen(spec, exclude).sample(c.n_search, c.seed + offset)
 
-    rass = load_prompts(str(run.read("rass", STAGE) / SELECTED_NAME))
+    rass = load_prompts(str(ctx.input(RASS) / SELECTED_NAME))
     rass = PromptSet(tuple(p for p in rass if normalize_text(p.text) not in exclude), "RASS")
     rass = rass.sample(c.n_search, c.seed + 10)  # at most n_search, like the other sets
     return ValidationSets(
@@ -97,38 +85,35 @@ def validation(run: Run, test_texts: set[str]) -> ValidationSets:
     )
 
 
-def build_vectors(run: Run) -> Vectors:
+def build_vectors(ctx: StageContext) -> Vectors:
     """r, Wang's w (λ = 0, from the direction stage's prompts) and the geometry stage's
     harmful and harmless prompts for the probes."""
-    c, model = run.config, run.model(STAGE)
-    folder = run.read("direction", STAGE)
+    model, folder = ctx.model(), ctx.input(DIRECTION)
     r = Direction.load(folder)
-    w_texts = json.loads((folder / "w_prompts.json").read_text(encoding="utf-8"))
-    harmless = run.unseen("harmless", "direction").sample(c.n_false_refusal, c.seed + 1)
-    w = false_refusal_vector(model, w_texts, harmless, r, 0.0, show_progress=False)
-    geometry = json.loads((run.read("geometry", STAGE) / "geometry.json").read_text("utf-8"))
-    texts = geometry["texts"]
-    sets = [PromptSet.from_texts(texts[k], k, k) for k in ("harmful", "harmless")]
-    return Vectors.build(model, r, w, *sets)
+    prompts = FalseRefusalPrompts.load(folder)
+    w = false_refusal_vector(
+        model, prompts.borderline, prompts.harmless, r, 0.0, show_progress=False
+    )
+    return Vectors.build(model, r, w, *reference_sets(ctx.input(GEOMETRY)))
 
 
 def rejudge(
-    run: Run, sets: ValidationSets, result: SearchResult, vectors: Vectors, k: int
+    ctx: StageContext, sets: ValidationSets, result: SearchResult, vectors: Vectors, k: int
 ) -> list[dict[str, Any]]:
     """The ``k`` best trials judged again by generation on the validation prompts."""
-    model = run.model(STAGE)
+    model = ctx.model()
     prompts = {**sets.benign, **sets.harmful}
     out = []
     for trial in result.ranked(k):
         edit = resolve(EditConfig.from_dict(trial["edit"]), vectors)
         with apply_edit(model, edit):
-            rates = _rates(run, prompts)
+            rates = _rates(ctx, prompts)
         out.append({"number": trial["number"], "label": trial["label"], "rates": rates})
     return out
 
 
-def _rates(run: Run, prompts: dict[str, PromptSet]) -> dict[str, dict[str, float]]:
-    reports = refusal_rates(run.model(STAGE), prompts, JUDGES, run.config.max_new_tokens)
+def _rates(ctx: StageContext, prompts: dict[str, PromptSet]) -> dict[str, dict[str, float]]:
+    reports = refusal_rates(ctx.model(), prompts, JUDGES, ctx.config.max_new_tokens)
     return {name: {j: r.rate for j, r in by.items()} for name, by in reports.items()}
 
 
@@ -156,10 +141,10 @@ def choose(
 
 
 def heldout(
-    run: Run, out: Path, conditions: dict[str, Edit | None], config: EvalConfig, tests: Any
+    ctx: StageContext, conditions: dict[str, Edit | None], config: EvalConfig, tests: Any
 ) -> dict[str, EvalResult]:
     """Every condition on the held-out test prompts, saved under ``heldout/<n>``."""
-    model = run.model(STAGE)
+    model, out = ctx.model(), ctx.out
     results: dict[str, EvalResult] = {}
     done: dict[Any, EvalResult] = {}  # two seeds that chose the same edit: evaluated once
     for i, (label, edit) in enumerate(conditions.items()):
@@ -172,39 +157,33 @@ def heldout(
     return results
 
 
-def search_stage(run: Run, out: Path) -> None:
+def search_stage(ctx: StageContext) -> None:
     """10. Search, re-judge, evaluate on held-out prompts, export (see the module)."""
-    c, model, start = run.config, run.model(STAGE), time.monotonic()
+    c, model, out, start = ctx.config, ctx.model(), ctx.out, time.monotonic()
     deadline = None if c.search_budget is None else start + 60 * c.search_budget
-    eval_config, tests = test_sets(run)
+    eval_config, tests = test_sets(ctx)
     test_texts = {normalize_text(t) for ps, _, _ in tests.values() for t in ps.texts}
-    sets = validation(run, test_texts)
-    vectors = build_vectors(run)
+    sets = validation(ctx, test_texts)
+    vectors = build_vectors(ctx)
     objective = Objective(model, sets, judge=c.search_judge, max_new_tokens=c.search_tokens)
     check_budget(objective.unedited.seconds, deadline, c)
-    base = SearchConfig(
-        trials=c.search_trials,
-        harmful_drop=c.harmful_drop,
-        kl_max=c.kl_max,
-        seed=c.seed,
-        kinds=c.search_kinds,
-    )
+    base = ctx.settings["search"]
     searches = {}
     runs = [(f"seed {s}", base.replace(seed=c.seed + s)) for s in range(c.search_seeds)]
     runs.append(("refusal only", base.replace(objective="refusal", warm_start=())))
     for i, (name, config) in enumerate(runs):
         share = None if deadline is None else _share(deadline, len(runs) - i)
-        result = search_edits(objective, vectors, config, deadline=share, say=run.runner.say)
+        result = search_edits(objective, vectors, config, deadline=share, say=ctx.say)
         result.save(out / "searches" / name.replace(" ", "_"))
         searches[name] = result
     fixed = {"ablate r (Arditi)": arditi_edit()}
     fixed |= {f"ablate w′ λ={lam:g} (Wang)": wang_edit(lam) for lam in WANG_LAMBDAS}
     fixed_measured = {k: objective.measure(resolve(e, vectors)).to_dict() for k, e in fixed.items()}
-    unedited_rates = _rates(run, {**sets.benign, **sets.harmful})
+    unedited_rates = _rates(ctx, {**sets.benign, **sets.harmful})
     winners, judged = {}, {}
     for name, result in searches.items():
         k = c.search_rejudge if name != "refusal only" else 1
-        judged[name] = rejudge(run, sets, result, vectors, k)
+        judged[name] = rejudge(ctx, sets, result, vectors, k)
         pick = choose(judged[name], unedited_rates, sets, c.harmful_drop)
         winners[name] = next(t for t in result.trials if t["number"] == pick["number"])
     conditions: dict[str, Edit | None] = {"no edit": None}
@@ -213,17 +192,17 @@ def search_stage(run: Run, out: Path) -> None:
         f"search: {name}": resolve(EditConfig.from_dict(t["edit"]), vectors)
         for name, t in winners.items()
     }
-    results = heldout(run, out, conditions, eval_config, tests)
+    results = heldout(ctx, conditions, eval_config, tests)
     chosen_name = best_seed(judged, winners, searches)
     chosen = conditions[f"search: {chosen_name}"]
     export = export_edit(model, chosen, out / "export")
     record = search_record(
-        run, sets, searches, judged, winners, fixed_measured, results, chosen_name, export
+        sets, searches, judged, winners, fixed_measured, results, chosen_name, export
     )
     record["seconds"] = round(time.monotonic() - start, 1)
     write_json(out / SEARCH_FILE, record)
     write_front_figure(record, out / "front.png")
-    write_section_files(out, record)
+    ctx.write_section(**search_section(record))
 
 
 def best_seed(judged: dict, winners: dict, searches: dict) -> str:
@@ -266,7 +245,6 @@ def check_budget(cost: float, deadline: float | None, c: Any) -> None:
 
 
 def search_record(
-    run: Run,
     sets: ValidationSets,
     searches: dict[str, SearchResult],
     judged: dict,
@@ -324,10 +302,6 @@ def _point(trial: dict[str, Any]) -> dict[str, Any]:
         "kl": m["kl"],
         "feasible": trial["feasible"],
     }
-
-
-def write_section_files(out: Path, record: dict[str, Any]) -> None:
-    write_section(out, STAGE, **search_section(record))
 
 
 def search_section(record: dict[str, Any]) -> dict[str, Any]:
