@@ -16,6 +16,15 @@ from refusal_lens.configs import StageConfig, check_positive, check_range
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.pipeline.registry import REGISTRY
 
+EVAL_SETS = (  # the full preset's test sets; the search's held-out comparison adds HarmBench
+    "borderline",
+    "XSTest-safe",
+    "Alpaca",
+    "XSTest-unsafe",
+    "AdvBench",
+    "JailbreakBench",
+)
+
 
 @dataclass(frozen=True)
 class RunConfig(StageConfig):
@@ -40,14 +49,7 @@ class RunConfig(StageConfig):
     align_lr: float = 5e-4  # the organism's peak learning rate
     n_eval: int = 64  # held-out test prompts per set (every evaluation uses the same ones)
     max_new_tokens: int = 32  # tokens generated per answer (substring judge)
-    eval_sets: tuple[str, ...] = (  # the test sets (evaluation.DEFAULT_SETS names)
-        "borderline",
-        "XSTest-safe",
-        "Alpaca",
-        "XSTest-unsafe",
-        "AdvBench",
-        "JailbreakBench",
-    )
+    eval_sets: tuple[str, ...] = EVAL_SETS  # the test sets (evaluation.DEFAULT_SETS names)
     n_train: int = 128  # direction: train prompts per class
     n_val: int = 32  # direction: validation prompts per class
     top_k: int = 8  # direction: candidates fully scored

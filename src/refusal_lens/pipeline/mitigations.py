@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from refusal_lens.alignment import AlignResult, align
-from refusal_lens.artifacts import write_json
 from refusal_lens.boundary.rass_result import SELECTED_NAME
 from refusal_lens.directions.orthogonalize import orthogonalize_weights
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.evaluation import EvalResult, compare_results, evaluate_on
 from refusal_lens.interventions import ablate
 from refusal_lens.pipeline.context import StageContext
-from refusal_lens.pipeline.records import MITIGATIONS_FILE, Interventions, kept_path, w_prime
+from refusal_lens.pipeline.records import Interventions, Mitigations, kept_path, w_prime
 from refusal_lens.pipeline.registry import (
     DIRECTION,
     EVALUATE,
@@ -89,10 +88,9 @@ def mitigations(ctx: StageContext) -> None:
             else:
                 skipped[name] = EMPTY_D_B
     export = export_w_prime(ctx, w) if c.export else "not asked for (--no-export)"
-    record = mitigation_record(results, export)
-    record["skipped"] = skipped
-    write_json(out / MITIGATIONS_FILE, record)
-    ctx.write_section(**mitigation_section(record))
+    record = Mitigations(**mitigation_record(results, export), skipped=skipped)
+    record.save(out)
+    ctx.write_section(**mitigation_section(record.to_dict()))
 
 
 def export_w_prime(ctx: StageContext, w: Any) -> str:

@@ -60,12 +60,30 @@ def _read(path: Path, what: str) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+class JsonRecord:
+    """A stage's result kept as one JSON file (``FILE``) in its folder: ``save``, ``load``."""
+
+    FILE = ""
+    WHAT = "stage"  # what a missing file means was not finished
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def save(self, folder: Path) -> None:
+        write_json(Path(folder) / self.FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, folder: Path) -> Any:
+        return cls(**_read(Path(folder) / cls.FILE, cls.WHAT))
+
+
 @dataclass(frozen=True)
-class Organism:
+class Organism(JsonRecord):
     """Step 1's verdict: the model studied (the run's aligned organism, or the model as given),
     the refusal shares of the check and the refusal-score fits."""
 
     FILE = "organism.json"
+    WHAT = "organism step"
 
     base: str
     model: str  # portable path of the model studied
@@ -88,13 +106,6 @@ class Organism:
             record |= {"after": self.after, "base_calibration": self.base_calibration}
         return record
 
-    def save(self, folder: Path) -> None:
-        write_json(folder / self.FILE, self.to_dict())
-
-    @classmethod
-    def load(cls, folder: Path) -> Organism:
-        return cls(**_read(Path(folder) / cls.FILE, "organism step"))
-
     @property
     def final(self) -> dict[str, Any]:
         """The check's refusal shares of the model studied."""
@@ -102,10 +113,11 @@ class Organism:
 
 
 @dataclass(frozen=True)
-class Interventions:
+class Interventions(JsonRecord):
     """Step 4: refusal under each edit on validation prompts, and the λ chosen there."""
 
     FILE = "interventions.json"
+    WHAT = "interventions step"
 
     sets: dict[str, str]  # set name -> kind
     refusal: dict[str, Any]  # edit -> set -> judge -> share
@@ -124,12 +136,9 @@ class Interventions:
             "refused": self.refused,
         }
 
-    def save(self, folder: Path) -> None:
-        write_json(folder / self.FILE, self.to_dict())
-
     @classmethod
     def load(cls, folder: Path) -> Interventions:
-        data = _read(Path(folder) / cls.FILE, "interventions step")
+        data = _read(Path(folder) / cls.FILE, cls.WHAT)
         data["lam"] = data.pop("lambda")
         return cls(**data)
 
@@ -156,3 +165,43 @@ class FalseRefusalPrompts:
             _read(folder / cls.BORDERLINE_FILE, "direction step"),
             _read(folder / cls.HARMLESS_FILE, "direction step"),
         )
+
+
+@dataclass(frozen=True)
+class Mitigations(JsonRecord):
+    """Step 9: every mitigation on the same held-out test prompts, the best, the paired tests
+    and the export of the w′ edit."""
+
+    FILE = MITIGATIONS_FILE
+    WHAT = "mitigations step"
+
+    judges: list[str]
+    sets: list[dict[str, str]]  # name, kind
+    rows: list[dict[str, Any]]  # condition, note, rates, combined
+    best: str
+    best_by: str
+    export: str  # the exported model's folder, or why it was not written
+    tests: list[dict[str, Any]] = field(default_factory=list)  # paired McNemar tests
+    skipped: dict[str, str] = field(default_factory=dict)  # re-alignment -> why not trained
+
+
+@dataclass(frozen=True)
+class SearchSummary(JsonRecord):
+    """Step 10: the searches on validation prompts, their re-judged winners, the held-out
+    comparison, the chosen edit and its export: what the section, the figure and the
+    README's table read."""
+
+    FILE = SEARCH_FILE
+    WHAT = "search step"
+
+    validation: dict[str, int]  # validation set -> size
+    unedited: dict[str, Any]
+    floor: float
+    kl_max: float
+    searches: dict[str, Any]  # search name -> its trials, front, re-judged and winner
+    fixed: dict[str, Any]  # Arditi's and Wang's edits, measured like a trial
+    heldout: dict[str, Any]  # condition -> rates on the held-out test prompts
+    heldout_folders: dict[str, str]
+    chosen: dict[str, Any]
+    export: dict[str, Any]
+    seconds: float = 0.0

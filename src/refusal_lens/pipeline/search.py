@@ -22,7 +22,6 @@ import contextlib
 import time
 from typing import Any
 
-from refusal_lens.artifacts import write_json
 from refusal_lens.boundary.rass_result import SELECTED_NAME
 from refusal_lens.directions import false_refusal_vector
 from refusal_lens.errors import RefusalLensError
@@ -47,7 +46,7 @@ from refusal_lens.mitigation.views import (
     write_front_figure,
 )
 from refusal_lens.pipeline.context import StageContext
-from refusal_lens.pipeline.records import SEARCH_FILE, FalseRefusalPrompts, reference_sets
+from refusal_lens.pipeline.records import FalseRefusalPrompts, SearchSummary, reference_sets
 from refusal_lens.pipeline.registry import DIRECTION, GEOMETRY, RASS
 from refusal_lens.pipeline.sections import figure, table
 from refusal_lens.pipeline.settings import JUDGES
@@ -199,8 +198,9 @@ def search_stage(ctx: StageContext) -> None:
     record = search_record(
         sets, searches, judged, winners, fixed_measured, results, chosen_name, export
     )
-    record["seconds"] = round(time.monotonic() - start, 1)
-    write_json(out / SEARCH_FILE, record)
+    summary = SearchSummary(**record, seconds=round(time.monotonic() - start, 1))
+    summary.save(out)
+    record = summary.to_dict()
     write_front_figure(record, out / "front.png")
     ctx.write_section(**search_section(record))
 

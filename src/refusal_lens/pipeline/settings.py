@@ -18,7 +18,7 @@ from refusal_lens.directions import SelectConfig
 from refusal_lens.directions.find import DirectionConfig
 from refusal_lens.evaluation import EvalConfig
 from refusal_lens.mitigation.search import SearchConfig
-from refusal_lens.pipeline.config import RunConfig
+from refusal_lens.pipeline.config import EVAL_SETS, RunConfig
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.triggers.harm import HarmJudgeConfig
 from refusal_lens.triggers.masks import TriggerConfig
@@ -33,15 +33,8 @@ def harmful_queries(n_masks: int) -> PromptSet:
     return load_prompts("harmful")[:n_masks]
 
 
-# The search's held-out comparison: every set of the run's, and HarmBench.
-SEARCH_TEST_SETS = (
-    "borderline",
-    "XSTest-safe",
-    "Alpaca",
-    "XSTest-unsafe",
-    "AdvBench",
-    "JailbreakBench",
-)
+# The search's held-out comparison: every set of the full preset's, and HarmBench.
+SEARCH_TEST_SETS = EVAL_SETS
 SEARCH_EXTRA_SETS = {"HarmBench": ("harmbench", "harmful")}
 
 
