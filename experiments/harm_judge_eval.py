@@ -208,12 +208,12 @@ def run_fit_sets(config: RunConfig) -> tuple[PromptSet, PromptSet]:
     """The prompts ``refusal-lens run`` fits its harm judge on (``explain.triggers``): the
     run's test prompts left out of AdvBench, harmless and borderline, ``n_judge`` of each
     class, seeded as the run seeds them."""
-    evaluation = EvalConfig(n=config.n_eval, sets=config.eval_sets, seed=config.seed)
+    evaluation = EvalConfig(n=config.evaluate.n, sets=config.evaluate.sets, seed=config.seed)
     sets = eval_prompt_sets(evaluation, [])
     test = norm_set(*(ps.texts for ps, _, _ in sets.values()))
-    harmful = without(load_prompts("advbench"), test).sample(config.n_judge, config.seed)
+    harmful = without(load_prompts("advbench"), test).sample(config.triggers.n_judge, config.seed)
     benign = without(load_prompts("harmless"), test) + without(load_prompts("borderline"), test)
-    return harmful, benign.sample(config.n_judge, config.seed)
+    return harmful, benign.sample(config.triggers.n_judge, config.seed)
 
 
 def check_organism_prompts_absent() -> None:
@@ -229,16 +229,18 @@ def fits(smoke: bool) -> dict[str, tuple[list[str], list[str], str]]:
     """Every fit: label -> (harmful, benign, what it is)."""
     quick, full = RunConfig.preset(quick=True), RunConfig()
     if smoke:
-        quick, full = (RunConfig.preset(quick=q, n_judge=SMOKE_N_JUDGE) for q in (True, False))
+        quick, full = (
+            RunConfig.preset(quick=q, triggers={"n_judge": SMOKE_N_JUDGE}) for q in (True, False)
+        )
     out = {}
     for label, config in (("quick", quick), ("full", full)):
         h, b = run_fit_sets(config)
-        out[label] = (h.texts, b.texts, f"as the run, n_judge {config.n_judge}")
+        out[label] = (h.texts, b.texts, f"as the run, n_judge {config.triggers.n_judge}")
     sizes = (SMOKE_N_JUDGE + 4,) if smoke else (32, 256)
     for n in sizes:
-        h, b = run_fit_sets(RunConfig.preset(quick=True, n_judge=n))
+        h, b = run_fit_sets(RunConfig.preset(quick=True, triggers={"n_judge": n}))
         out[f"quick, n_judge {n}"] = (h.texts, b.texts, f"the run's mix, n_judge {n}")
-    n = quick.n_judge
+    n = quick.triggers.n_judge
     h, b = out["quick"][:2]
     shipped = load_prompts("harmful").texts[SHIPPED_FIT]
     alpaca = load_prompts("alpaca").texts[ALPACA_FIT]

@@ -222,7 +222,7 @@ def summary(
     return {
         "run": str(run),
         "model": meta["model"],
-        "config": {k: v for k, v in meta["config"].items() if "search" in k or k in KEYS},
+        "config": summary_config(meta["config"]),
         "hardware": meta["hardware"],
         "versions": meta["versions"],
         "search_seconds": stages.get(FOLDERS["search"], {}).get("seconds"),
@@ -266,16 +266,25 @@ def kept(run: Path, out: Path, keep_absent: bool) -> dict[str, Any]:
     )
 
 
-KEYS = ("model", "quick", "seed", "n_eval", "max_new_tokens", "harmful_drop", "kl_max")
+KEYS = ("model", "quick", "seed", "max_new_tokens")
+
+
+def summary_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The run settings a summary keeps, in the flat form of the kept earlier summaries
+    (``search_kinds``; the run folder nests them: ``search.kinds``)."""
+    search = dict(config["search"])
+    flat = {k: config[k] for k in KEYS} | {"n_eval": config["evaluate"]["n"]}
+    flat |= {"harmful_drop": search.pop("harmful_drop"), "kl_max": search.pop("kl_max")}
+    return flat | {f"search_{k}": v for k, v in search.items()}
 
 
 def options(config: dict[str, Any]) -> str:
     """The options of ``mitigate`` a run was given beyond ``--quick``, for its heading."""
     from refusal_lens.pipeline import RunConfig
 
-    default, given = RunConfig(), []
-    kinds = tuple(config.get("search_kinds", default.search_kinds))
-    if kinds != default.search_kinds:
+    default, given = RunConfig().search, []
+    kinds = tuple(config.get("search_kinds", default.kinds))
+    if kinds != default.kinds:
         given.append(f"--kinds {','.join(kinds)}")
     if (kl := config.get("kl_max", default.kl_max)) != default.kl_max:
         given.append(f"--kl-max {kl:g}")

@@ -197,23 +197,25 @@ def sizes_of(o: dict[str, Any]) -> dict[str, int]:
     sets of the run's preset."""
     if "sizes" in o:
         return o["sizes"]
-    return validation_sizes(o["n_validation"], RunConfig.preset(quick=o["quick"]).eval_sets)
+    sets = RunConfig.preset(quick=o["quick"]).evaluate.sets
+    return validation_sizes(o["n_validation"], sets)
 
 
 def organism(folder: Path, args) -> dict[str, Any]:
     run = read(folder, "run.json")
+    c = run["config"]
     record = read(folder, f"{FOLDERS['organism']}/organism.json")
     print(f"{folder}: measuring RASS and XSTest-safe refusal ...", flush=True)
     return {
         "folder": str(folder),
         "model": run["model"],
         "quick": run["config"]["quick"],
-        "n_validation": run["config"]["n_validation"],
-        "sizes": validation_sizes(run["config"]["n_validation"], run["config"]["eval_sets"]),
+        "n_validation": c["interventions"]["n_validation"],
+        "sizes": validation_sizes(c["interventions"]["n_validation"], c["evaluate"]["sets"]),
         "aligned_here": record["aligned"],
         "calibration": record.get("calibration"),
         "arditi": arditi(folder),
-        "wang": wang(folder, run["config"]["harmful_drop"]),
+        "wang": wang(folder, c["interventions"]["harmful_drop"]),
         "attribution": attribution(args.out / "organisms" / run["model"] / "attribution_eval.json"),
         "geometry": geometry(folder),
         "rass": rass(folder, args.n, args.max_new_tokens, args.seed),
@@ -425,11 +427,10 @@ def markdown(results: dict[str, Any]) -> str:
 def smoke_runs(out: Path, model: str) -> list[Path]:
     """A quick run of the tiny random model, with few prompts, for ``--smoke``."""
     folder = out / "runs" / "tiny"
-    small = dict(n_check=4, align_harmful=8, align_benign=8, n_eval=4, max_new_tokens=4)
-    small |= dict(n_train=8, n_val=4, top_k=2, n_false_refusal=8, n_validation=4)
-    small |= dict(n_attribution=1, n_masks=4, n_geometry=12, n_lookalikes=8, n_judge=12)
-    small |= dict(n_seeds=4)
-    small |= dict(realign=False, export=False)
+    small: dict[str, Any] = dict(max_new_tokens=4, evaluate=dict(n=4))
+    small |= dict(organism=dict(n_check=4, n_harmful=8, n_benign=8))
+    small |= dict(direction=dict(n_train=8, n_val=4, top_k=2, n_false_refusal=8))
+    small |= dict(interventions=dict(n_validation=4), geometry=dict(n=12, n_lookalikes=8))
     # without "organism", the run studies the model as given (a random model refuses nothing,
     # so the organism check would stop the run); without "rass" (it writes no requests)
     stages = ("model", "evaluate", "direction", "interventions", "geometry")

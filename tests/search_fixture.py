@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from refusal_lens.pipeline.config import RunConfig
+
 TEST_SETS = {
     "borderline": "benign",
     "XSTest-safe": "benign",
@@ -123,7 +125,9 @@ def build_synthetic_search(run: Path) -> Path:
     run_json = {
         "kind": "run",
         "model": "synthetic",
-        "config": {"quick": True, "search_trials": 2, "search_seeds": 2},
+        "config": RunConfig.preset(
+            quick=True, stages=("model", "search"), search={"trials": 2, "seeds": 2}
+        ).to_dict(),
         "versions": {"torch": "2.13.0", "optuna": "5.0.0"},
         "hardware": "x86_64 CPU, 2 threads",
         "stages": [{"name": "10-search", "status": "ran", "seconds": 321.0}],

@@ -218,6 +218,7 @@ def test_data_option_sets_the_data_folder_for_one_command(tmp_path, monkeypatch)
 
 
 def test_run_writes_stage_folders_and_a_report_and_reuses_them(tiny_dirs, tmp_path):
+    from refusal_lens.pipeline.config import QUICK
     from refusal_lens.pipeline.runner import RUN_FILE, STAGE_FILE
 
     args = ["run", str(tiny_dirs["llama"]), "--out", str(tmp_path), "--stages", "model"]
@@ -225,7 +226,7 @@ def test_run_writes_stage_folders_and_a_report_and_reuses_them(tiny_dirs, tmp_pa
     assert result.exit_code == 0, result.output
     assert "[1/10] 00-model" in result.output and "report.html" in result.output
     run = json.loads((tmp_path / RUN_FILE).read_text())
-    assert run["config"]["quick"] and run["config"]["n_eval"] == 16  # the quick preset
+    assert run["config"]["quick"] and run["config"]["evaluate"]["n"] == 16  # the quick preset
     status = {s["name"]: s["status"] for s in run["stages"]}
     assert status["00-model"] == "ran" and status["03-direction"] == "not run"
     facts = json.loads((tmp_path / "00-model" / "model.json").read_text())
@@ -238,6 +239,17 @@ def test_run_writes_stage_folders_and_a_report_and_reuses_them(tiny_dirs, tmp_pa
     assert "unknown stage 'nope'" in str(result.exception)
     result = runner.invoke(app, ["run", str(tiny_dirs["llama"]), "--stages", "all"])
     _fails_cleanly(result, "unknown stage(s) ['all']; choose from model, organism")
+    # a stage's settings are --STAGE.SETTING, merged into the preset
+    result = runner.invoke(app, [*args, "--quick", "--organism.n-check", "5"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / RUN_FILE).read_text())["config"]
+    assert config["organism"]["n_check"] == 5 and config["evaluate"]["n"] == 16
+    organism = QUICK["organism"]
+    assert config["organism"]["n_harmful"] == organism["n_harmful"]  # the rest: the preset's
+    result = runner.invoke(app, [*args, "--evaluate.n", "5"])  # evaluate is not selected
+    assert result.exit_code == 2 and "evaluate is a setting of stage(s) evaluate" in result.output
+    result = runner.invoke(app, [*args, "--quick", "--n-eval", "5"])
+    assert result.exit_code == 2 and "No such option: --n-eval" in result.output
 
 
 def test_align_then_evaluate_from_the_command_line(tiny_dirs, tmp_path, shared_data):

@@ -239,8 +239,9 @@ def test_no_issue_request_passes_the_quick_runs_judges(smollm, shared_data):
     from refusal_lens.pipeline.config import RunConfig
 
     c = RunConfig.preset(quick=True)
-    harmful = load_prompts("advbench").sample(c.n_judge, c.seed)
-    benign = (load_prompts("harmless") + load_prompts("borderline")).sample(c.n_judge, c.seed)
+    n = c.triggers.n_judge
+    harmful = load_prompts("advbench").sample(n, c.seed)
+    benign = (load_prompts("harmless") + load_prompts("borderline")).sample(n, c.seed)
     judge = fit_harm_judge(smollm, harmful, benign, HarmJudgeConfig(layers=(1,)))
     p = judge.p_harmful(smollm, ISSUE).tolist()
     passes_both = [

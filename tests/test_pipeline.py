@@ -13,6 +13,7 @@ from refusal_lens.pipeline import REGISTRY, RunConfig
 from refusal_lens.pipeline.measure import check_organism, choose_lambda
 from refusal_lens.pipeline.registry import FOLDERS
 from refusal_lens.pipeline.runner import RUN_FILE, RUN_FORMAT, STAGE_FILE, Runner, stage_fields
+from refusal_lens.pipeline.stage_settings import EvaluateSettings
 
 ORDER = ["model", "organism", "evaluate", "direction"]
 
@@ -55,9 +56,9 @@ def test_complete_stages_are_reused_and_a_changed_setting_reruns_what_reads_it(t
     assert {r.status for r in runner.records.values()} == {"cached"}
     took = json.loads(first["direction"])["seconds"]  # a reused stage keeps its time
     assert runner.records["direction"].seconds == took >= 0
-    steps.run(tmp_path, config(n_train=40))  # a direction setting: only direction reruns
+    steps.run(tmp_path, config(direction={"n_train": 40}))  # only the direction reruns
     assert steps.calls == [*ORDER, "direction"]
-    steps.run(tmp_path, config(n_check=8))  # an organism setting: it and all that read it
+    steps.run(tmp_path, config(organism={"n_check": 8}))  # it and all that read it
     assert steps.calls[-3:] == ["organism", "evaluate", "direction"]
     assert (tmp_path / FOLDERS["model"] / STAGE_FILE).read_text() == first["model"]
 
@@ -140,24 +141,31 @@ def test_a_folder_of_another_version_or_owner_is_refused_and_kept(tmp_path, file
 def test_presets_and_settings(tmp_path):
     quick, full = RunConfig.preset(quick=True), RunConfig.preset()
     assert quick.quick and not full.quick
-    assert quick.n_eval < full.n_eval and quick.align_benign < full.align_benign
-    assert RunConfig.preset(quick=True, n_eval=5).n_eval == 5
+    assert quick.evaluate.n < full.evaluate.n
+    assert quick.organism.n_benign < full.organism.n_benign
+    changed = RunConfig.preset(quick=True, evaluate={"n": 5})
+    assert changed.evaluate.n == 5 and changed.evaluate.sets == quick.evaluate.sets  # merged
+    whole = RunConfig.preset(quick=True, evaluate=EvaluateSettings(n=5))  # an object: as given
+    assert whole.evaluate.sets == full.evaluate.sets
     assert RunConfig.from_dict(quick.to_dict()) == quick
     with pytest.raises(RefusalLensError, match="unknown stage"):
         RunConfig.preset(stages=("direction", "everything"))
     with pytest.raises(RefusalLensError, match="unknown stage"):  # the run checks too
         Runner(tmp_path, RunConfig(stages=("direction", "everything")))
-    with pytest.raises(RefusalLensError, match="n_train is a setting of stage"):
-        RunConfig.preset(quick=True, stages=("model", "evaluate"), n_train=40)
+    with pytest.raises(RefusalLensError, match="direction is a setting of stage"):
+        RunConfig.preset(quick=True, stages=("model", "evaluate"), direction={"n_train": 40})
+    # another stage's setting that a selected stage reads is not refused
+    RunConfig.preset(quick=True, stages=("model", "rass"), triggers={"n_masks": 8})
     with pytest.raises(RefusalLensError, match="lambdas"):
-        RunConfig(lambdas=(1.5,))
+        RunConfig.preset(direction={"lambdas": (1.5,)})
     # every stage by default, in order, but the search (behind a flag: `mitigate`, --search)
     assert RunConfig().stages == tuple(s for s in REGISTRY.names if s != "search")
-    assert RunConfig(search=True).stages == REGISTRY.names
-    assert "search_trials" in stage_fields(quick, REGISTRY["search"])
-    assert "search_trials" not in stage_fields(quick, REGISTRY["mitigations"])
-    assert "n_train" in stage_fields(quick, REGISTRY["direction"])
-    assert "n_train" not in stage_fields(quick, REGISTRY["evaluate"])
+    assert RunConfig(with_search=True).stages == REGISTRY.names
+    assert stage_fields(quick, REGISTRY["search"])["search"] == quick.search.to_dict()
+    assert "search" not in stage_fields(quick, REGISTRY["mitigations"])
+    assert stage_fields(quick, REGISTRY["direction"])["direction"]["n_train"] == 64
+    assert "direction" not in stage_fields(quick, REGISTRY["evaluate"])
+    assert stage_fields(quick, REGISTRY["rass"])["triggers.n_masks"] == 16  # another stage's
 
 
 def conditions(harmful_by_lambda: dict[float, float], benign_by_lambda: dict[float, float]):
@@ -271,9 +279,9 @@ def test_geometry_cells_show_margins_and_dashes_for_an_empty_group():
 
 @pytest.mark.parametrize("rule", ["refusal", "margin"])
 def test_rass_selects_in_the_geometry_stage_s_layer_and_band_unless_told_otherwise(rule):
-    """rass_rule refusal: the layer and band the geometry stage fitted on validation
+    """rass.rule refusal: the layer and band the geometry stage fitted on validation
     look-alikes; margin, or a geometry that chose no band: the direction's layer and
-    |margin| <= rass_band, said in the sentence the report prints."""
+    |margin| <= rass.band, said in the sentence the report prints."""
     import torch
 
     from refusal_lens.boundary.refusal_fit import BoundaryFit, boundary_fit
@@ -289,7 +297,7 @@ def test_rass_selects_in_the_geometry_stage_s_layer_and_band_unless_told_otherwi
     fit = boundary_fit([5, 9, 13], margins, refused)
     fit = BoundaryFit.from_dict(json.loads(json.dumps(fit.to_dict())))  # as the stage reads it
     every = REGISTRY.default
-    chosen = config(rass_rule=rule, stages=every)
+    chosen = config(rass={"rule": rule}, stages=every)
     rass, where = rass_config_of(chosen, fit if rule == "refusal" else None, 7)
     if rule == "refusal":
         assert (rass.layer, rass.band_range) == (13, fit.band) and "layer 13" in where
@@ -299,8 +307,8 @@ def test_rass_selects_in_the_geometry_stage_s_layer_and_band_unless_told_otherwi
     rass, where = rass_config_of(config(), flat, 7)
     assert (rass.layer, rass.band_range) == (None, None)
     assert "layer 7" in where and "No layer chosen: 0 refused and 40 answered" in where
-    with pytest.raises(RefusalLensError, match="rass_rule must be refusal or margin"):
-        config(rass_rule="closest", stages=every)
+    with pytest.raises(RefusalLensError, match=r"rass\.rule must be refusal or margin"):
+        config(rass={"rule": "closest"}, stages=every)
 
 
 @pytest.mark.parametrize("aligned", [False, True])

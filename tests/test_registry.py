@@ -13,7 +13,13 @@ import pytest
 
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.pipeline import REGISTRY, RunConfig, Stage
-from refusal_lens.pipeline.registry import DIRECTION, GEOMETRY, ORGANISM, Registry
+from refusal_lens.pipeline.registry import (
+    COMMON_FIELDS,
+    DIRECTION,
+    GEOMETRY,
+    ORGANISM,
+    Registry,
+)
 from refusal_lens.pipeline.runner import RUN_FILE, STAGE_FILE, stage_key
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "refusal_lens"
@@ -79,14 +85,67 @@ def test_the_key_sees_every_field_of_every_library_config_a_stage_uses():
                 assert stage_key(config, stage, moved, {}) != key, (stage.name, name, f.name)
                 changed += 1
     assert changed > 60  # every stage's configs, not a few
-    n_train = config.replace(n_train=config.n_train + 1)
-    differs = [
-        s.name
-        for s in REGISTRY
-        if stage_key(config, s, s.settings_of(config), {})
-        != stage_key(n_train, s, s.settings_of(n_train), {})
-    ]
-    assert differs == ["direction"]
+
+
+def test_every_run_setting_changes_the_keys_of_exactly_the_stages_that_read_it():
+    """Each field of each stage's settings (``RunConfig.<stage>``) and each run-level
+    setting, changed alone, changes the keys of the stages that read it (its own stage, the
+    stages naming it in ``Stage.fields``, and those whose library configs it reaches) and of
+    no other."""
+    config = RunConfig.preset(quick=True)
+
+    def keys(c):
+        return {s.name: stage_key(c, s, s.settings_of(c), {}) for s in REGISTRY}
+
+    before = keys(config)
+    checked = 0
+    for top in dataclasses.fields(RunConfig):
+        value = getattr(config, top.name)
+        subs = dataclasses.fields(value) if dataclasses.is_dataclass(value) else [None]
+        for sub in subs:
+            name = top.name if sub is None else f"{top.name}.{sub.name}"
+            old = value if sub is None else getattr(value, sub.name)
+            other = _valid_change(old)
+            if other is None or top.name in ("model", "stages", "quick", "device", "dtype"):
+                continue
+            new = other if sub is None else _replace_unchecked(value, sub.name, other)
+            changed = _replace_unchecked(config, top.name, new)
+            differs = {n for n, k in keys(changed).items() if k != before[n]}
+            readers = set(REGISTRY.readers(top.name)) | {
+                s.name for s in REGISTRY if name in s.fields
+            }
+            assert differs, name  # every setting reaches some stage's key
+            if sub is not None and top.name in REGISTRY:
+                assert top.name in differs, name
+            assert differs <= readers | _settings_readers(name), (name, differs)
+            checked += 1
+    assert checked > 45
+
+
+ALTERNATIVES = {"lora": "full", "refusal": "margin", "occlusion": "grad_x_input"}
+ALTERNATIVES |= {"substring": "score"}
+
+
+def _valid_change(value):
+    """Another value the settings accept (a float halved: shares stay in [0, 1])."""
+    if isinstance(value, float):
+        return value / 2
+    if isinstance(value, str):
+        return ALTERNATIVES.get(value)
+    return _perturbed(value)
+
+
+def _settings_readers(name: str) -> set[str]:
+    """Stages whose library configs read a setting the stage does not name: the search's
+    held-out sets default to the evaluation's size; the mitigations judge on the evaluation's
+    sets, with its answer length."""
+    if name in COMMON_FIELDS:  # the model, its dtype, the system prompt, the seed
+        return set(REGISTRY.names)
+    return {
+        "evaluate.n": {"search", "mitigations"},
+        "evaluate.sets": {"mitigations"},
+        "max_new_tokens": {"mitigations"},
+    }.get(name, set())
 
 
 def test_a_changed_default_of_a_library_config_reruns_the_stage(monkeypatch):

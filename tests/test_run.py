@@ -43,14 +43,19 @@ from tiny_models import save_tiny_model
 # over seeds 0-3 of the tiny model's weights with these settings: 62-100 % of the check's
 # AdvBench prompts refused after alignment, 0-12 % of Alpaca, and RASS selected 17-62 prompts.
 TINY = (
-    "--quick", "--align-mode", "full", "--align-epochs", "10", "--align-lr", "3e-3",
-    "--align-harmful", "96", "--align-benign", "96", "--n-check", "8", "--n-eval", "4",
-    "--max-new-tokens", "8", "--n-train", "8", "--n-val", "4", "--top-k", "2",
-    "--n-false-refusal", "8", "--n-validation", "4", "--n-attribution", "2", "--n-masks", "96",
-    "--n-geometry", "12", "--n-lookalikes", "12", "--n-judge", "16", "--rass-contexts", "2",
-    "--rass-samples", "2",
-    "--n-seeds", "8", "--search", "--search-trials", "3", "--search-seeds", "1",
-    "--n-search", "4", "--n-heldout", "4", "--search-rejudge", "1",
+    "--quick", "--max-new-tokens", "8",
+    "--organism.mode", "full", "--organism.epochs", "10", "--organism.lr", "3e-3",
+    "--organism.n-harmful", "96", "--organism.n-benign", "96", "--organism.n-check", "8",
+    "--evaluate.n", "4",
+    "--direction.n-train", "8", "--direction.n-val", "4", "--direction.top-k", "2",
+    "--direction.n-false-refusal", "8",
+    "--interventions.n-validation", "4",
+    "--attribution.n", "2",
+    "--triggers.n-masks", "96", "--triggers.n-judge", "16",
+    "--geometry.n", "12", "--geometry.n-lookalikes", "12",
+    "--rass.contexts", "2", "--rass.samples", "2", "--rass.n-seeds", "8",
+    "--search", "--search.trials", "3", "--search.seeds", "1", "--search.n", "4",
+    "--search.n-heldout", "4", "--search.rejudge", "1",
 )  # fmt: skip
 
 

@@ -28,13 +28,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.model]
 # Counts sized for CI: about a third of the quick preset's; the organism keeps the full recipe
 # (AlignConfig.organism(): 160 harmful, 200 Alpaca), shared with the notebooks.
 CI_PRESET = (
-    "--quick", "--align-harmful", "160", "--align-benign", "200", "--n-check", "8",
-    "--n-eval", "8", "--max-new-tokens", "12", "--n-train", "32", "--n-val", "8",
-    "--top-k", "4", "--n-false-refusal", "16", "--n-validation", "4", "--n-attribution", "2",
-    "--n-masks", "16", "--n-geometry", "16", "--n-lookalikes", "16", "--n-judge", "32",
-    "--rass-contexts", "3",
-    "--rass-samples", "2", "--n-seeds", "16", "--search", "--search-trials", "3",
-    "--search-seeds", "1", "--n-search", "8", "--n-heldout", "4", "--search-rejudge", "1",
+    "--quick", "--max-new-tokens", "12",
+    "--organism.n-harmful", "160", "--organism.n-benign", "200", "--organism.n-check", "8",
+    "--evaluate.n", "8",
+    "--direction.n-train", "32", "--direction.n-val", "8", "--direction.top-k", "4",
+    "--direction.n-false-refusal", "16",
+    "--interventions.n-validation", "4",
+    "--attribution.n", "2",
+    "--triggers.n-masks", "16", "--triggers.n-judge", "32",
+    "--geometry.n", "16", "--geometry.n-lookalikes", "16",
+    "--rass.contexts", "3", "--rass.samples", "2", "--rass.n-seeds", "16",
+    "--search", "--search.trials", "3", "--search.seeds", "1", "--search.n", "8",
+    "--search.n-heldout", "4", "--search.rejudge", "1",
 )  # fmt: skip
 SHARED = ("models", "aligned", "answers")  # cache folders shared with the user's (notebooks)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -27,6 +26,7 @@ from refusal_lens.mitigation.search import pareto_front
 from refusal_lens.mitigation.space import suggest_edit, wang_params
 from refusal_lens.mitigation.views import verdict, wang_at
 from refusal_lens.pipeline.search import check_budget
+from refusal_lens.pipeline.stage_settings import SearchSettings
 from refusal_lens.prompts import PromptSet
 from refusal_lens.residual_direction import Direction
 from refusal_lens.scoring import SubstringJudge, refusal_scores
@@ -255,7 +255,7 @@ def test_empty_validation_sets_are_a_clear_error(tiny_llama):
 
 
 def test_a_budget_too_small_for_one_trial_is_a_clear_error():
-    config = SimpleNamespace(search_seeds=3, search_budget=0.5, search_trials=24)
+    config = SearchSettings(seeds=3, budget=0.5, trials=24)
     with pytest.raises(RefusalLensError, match="Raise --budget"):
         check_budget(10.0, time.monotonic() + 30, config)  # 4 searches need 67 s
     check_budget(10.0, time.monotonic() + 600, config)  # enough: no error

@@ -263,9 +263,12 @@ def _inherited_fields(module: str, cls: ast.ClassDef) -> Iterable[ConfigField]:
             yield from config_fields(f"{found[0]}:{base.id}")
 
 
-def flat_fields(target: str, exclude: Iterable[str] = ()) -> list[tuple[str, ConfigField]]:
+def flat_fields(
+    target: str, exclude: Iterable[str] = (), dotted: bool = False
+) -> list[tuple[str, ConfigField]]:
     """``(option name without --, field)`` for every field that becomes an option; a nested
-    field whose name an outer field takes is prefixed with the nested field's name."""
+    field whose name an outer field takes is prefixed with the nested field's name, and with
+    ``dotted`` every nested field is (``rass.contexts``)."""
     exclude = set(exclude)
     fields = config_fields(target)
     outer = {f.name for f in fields}
@@ -278,6 +281,9 @@ def flat_fields(target: str, exclude: Iterable[str] = ()) -> list[tuple[str, Con
             continue
         for child in f.children:
             if ".".join(child.path) in exclude:
+                continue
+            if dotted:
+                out.append((f"{f.name}.{child.name}", child))
                 continue
             clash = child.name in outer
             out.append((f"{f.name}_{child.name}" if clash else child.name, child))

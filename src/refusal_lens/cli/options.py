@@ -134,10 +134,12 @@ def build_config(
     values: dict[tuple[str, ...], Any],
     factory: str | None = None,
     options: dict[tuple[str, ...], str] | None = None,
+    dotted: bool = False,
 ) -> Any:
     """The config ``target`` with ``values`` (field path -> value; None: not given) set and
     its nested configs built from theirs. ``options`` (field path -> option) names the
-    option in the usage error of a value the config rejects."""
+    option in the usage error of a value the config rejects. ``dotted``: nested configs'
+    given values go to ``factory`` as dicts, which it merges into its preset."""
     options = options or {}
     given: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
@@ -147,10 +149,15 @@ def build_config(
             (nested.setdefault(path[0], {}) if len(path) > 1 else given)[path[-1]] = value
     nested_types = {f.name: f.nested for f in config_fields(target) if f.nested}
     for name, sub in nested.items():
+        if dotted:
+            given[name] = sub
+            continue
         named = {p[-1]: o for p, o in options.items() if p[:-1] == (name,)}
         given[name] = _construct(import_class(nested_types[name]), sub, named)  # type: ignore[arg-type]
     cls = import_class(target)
     named = {p[0]: o for p, o in options.items() if len(p) == 1}
+    if dotted:  # the factory names a nested field by its path (``rass.contexts must be``)
+        named |= {".".join(p): o for p, o in options.items() if len(p) > 1}
     return _construct(getattr(cls, factory) if factory else cls, given, named)
 
 
@@ -229,6 +236,8 @@ def config_options(
     factory: str | None = None,
     helps: dict[str, str] | None = None,
     panel: str | None = None,
+    dotted: bool = False,
+    names: dict[str, str] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Add an option per field of the config ``target`` (``"package.module:Class"``) to a
     Typer command, and call it with the built config as keyword ``dest``.
@@ -237,22 +246,26 @@ def config_options(
     ``prefix``: put before every option name (``"judge-"`` gives ``--judge-layers``);
     ``factory``: a classmethod that builds the config (``"organism"``);
     ``helps``: help texts by field name, over the source comments; ``panel``: the --help
-    section (default: the class name)."""
+    section (default: the class name); ``dotted``: nested configs' options are
+    ``--outer.inner`` and go to ``factory`` as dicts of the values given; ``names``: option
+    names (without --) by field name, where the field's own name would mislead."""
     exclude = tuple(exclude)
     panel = panel or target.partition(":")[2]
 
     def decorate(func: Callable) -> Callable:
         added, paths, options = [], {}, {}
-        for option, f in flat_fields(target, exclude):
+        for option, f in flat_fields(target, exclude, dotted):
+            option = (names or {}).get(f.name, option) if len(f.path) == 1 else option
             help_text = (helps or {}).get(f.name, f.help)
             param = f"{dest}__{'__'.join(f.path)}"
-            added.append(keyword(param, _option(option, f, prefix, panel, help_text)))
+            where = f"Stage {f.path[0]}" if dotted and len(f.path) > 1 else panel
+            added.append(keyword(param, _option(option, f, prefix, where, help_text)))
             paths[param] = f.path
             options[f.path] = f"--{prefix}{option}"
 
         def bind(values: dict[str, Any]) -> dict[str, Any]:
             by_path = {paths[p]: v for p, v in values.items()}
-            return {dest: build_config(target, by_path, factory, options)}
+            return {dest: build_config(target, by_path, factory, options, dotted)}
 
         wrapper = add_parameters(func, added, bind, drop=dest)
         wrapper.config_targets = (  # type: ignore[attr-defined]

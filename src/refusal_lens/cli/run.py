@@ -20,6 +20,8 @@ MITIGATE_STAGES = REGISTRY.closure(SEARCH.name)  # `mitigate`: the search and wh
     exclude=("model",),
     factory="preset",
     helps={"stages": f"Comma-separated stages to run ({STAGE_LIST}); default: all."},
+    dotted=True,
+    names={"with_search": "search"},
 )
 def run(
     model: Annotated[str, typer.Argument(help="Model spec")] = "smollm2-135m",
@@ -30,23 +32,24 @@ def run(
 ) -> None:
     """The method in one command: every stage into --out (default runs/<model>/), each in its
     own NN-stage/ folder, reused when its settings and inputs are unchanged; then one
-    self-contained report.html. --quick: reduced counts (about ten minutes on 2 cores)."""
+    self-contained report.html. --quick: reduced counts (about ten minutes on 2 cores).
+    A stage's settings are --STAGE.SETTING (--rass.contexts 8)."""
     from refusal_lens.pipeline import run_pipeline
 
     report = run_pipeline(config.replace(model=model), out, force=force, say=say)
     say(f"open {report} in a browser")
 
 
-OPTION_OF = {
+OPTION_OF = {  # search setting -> the option of `mitigate`
     "harmful_drop": "--delta",
     "kl_max": "--kl-max",
-    "search_budget (minutes)": "--budget (minutes)",
-    "search_trials": "--trials",
-    "search_seeds": "--seeds",
-    "search_kinds": "--kinds",
+    "budget (minutes)": "--budget (minutes)",
+    "trials": "--trials",
+    "seeds": "--seeds",
+    "kinds": "--kinds",
     "n_heldout": "--heldout",
-    "search_judge": "--judge",
-    "search_tokens": "--judge-tokens",
+    "judge": "--judge",
+    "tokens": "--judge-tokens",
 }
 
 
@@ -77,7 +80,7 @@ def mitigate(
     ] = None,
     heldout: Annotated[
         int | None,
-        typer.Option(help="Held-out test prompts per set in the comparison (default: n_eval)."),
+        typer.Option(help="Held-out test prompts per set in the comparison (default: evaluate.n)."),
     ] = None,
     judge: Annotated[
         str | None,
@@ -100,25 +103,23 @@ def mitigate(
     from refusal_lens.pipeline import RunConfig, run_pipeline
 
     given = {
-        "search_trials": trials,
-        "search_seeds": seeds,
+        "trials": trials,
+        "seeds": seeds,
         "harmful_drop": delta,
         "kl_max": kl_max,
-        "search_budget": budget,
-        "search_kinds": None if kinds is None else tuple(k.strip() for k in kinds.split(",")),
+        "budget": budget,
+        "kinds": None if kinds is None else tuple(k.strip() for k in kinds.split(",")),
         "n_heldout": heldout,
-        "search_judge": judge,
-        "search_tokens": judge_tokens,
+        "judge": judge,
+        "tokens": judge_tokens,
     }
     changes = {k: v for k, v in given.items() if v is not None}
     try:
-        config = RunConfig.preset(
-            quick, model=model, stages=MITIGATE_STAGES, search=True, **changes
-        )
+        config = RunConfig.preset(quick, model=model, stages=MITIGATE_STAGES, search=changes)
     except RefusalLensError as exc:  # name the option the user typed, not the field
         message = str(exc)
         for field, option in OPTION_OF.items():
-            message = message.replace(f"{field} ", f"{option} ", 1)
+            message = message.replace(f"search.{field} ", f"{option} ", 1)
         raise RefusalLensError(message) from None
     report = run_pipeline(config, out, force=force, say=say)
     export = report.parent / REGISTRY.folder(SEARCH.name) / "export"

@@ -62,7 +62,7 @@ class ValidationSets:
             if not sum(len(ps) for ps in sets.values()):
                 raise RefusalLensError(
                     f"The {role} validation prompts are empty; the search has nothing to "
-                    f"measure. Give at least one {role} prompt (raise --n-search, or check the "
+                    f"measure. Give at least one {role} prompt (raise --search.n, or check the "
                     "run's RASS set)."
                 )
         if not len(self.harmless):

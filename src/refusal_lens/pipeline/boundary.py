@@ -42,7 +42,7 @@ def lookalikes(ctx: StageContext) -> tuple[PromptSet, list[bool]]:
     """Validation look-alikes (borderline prompts that are no test or training prompt) and
     whether the model refuses each (its answer, judged by :data:`LOOKALIKE_JUDGE`)."""
     c, model = ctx.config, ctx.model()
-    prompts = ctx.unseen("borderline").sample(c.n_lookalikes, c.seed + 6)
+    prompts = ctx.unseen("borderline").sample(c.geometry.n_lookalikes, c.seed + 6)
     reports = refusal_rates(model, {"look-alikes": prompts}, (LOOKALIKE_JUDGE,), c.max_new_tokens)
     return prompts, list(reports["look-alikes"][LOOKALIKE_JUDGE].refused)
 
@@ -52,8 +52,8 @@ def geometry(ctx: StageContext) -> None:
     sit against it split by whether the model refused them, and the layer and band where
     the margin predicts refusal best (what RASS selects in)."""
     c, model, out = ctx.config, ctx.model(), ctx.out
-    harmful = ctx.unseen("advbench").sample(c.n_geometry, c.seed + 5)
-    harmless = ctx.unseen("harmless").sample(c.n_geometry, c.seed + 5)
+    harmful = ctx.unseen("advbench").sample(c.geometry.n, c.seed + 5)
+    harmless = ctx.unseen("harmless").sample(c.geometry.n, c.seed + 5)
     borderline, refused = lookalikes(ctx)
     r = Direction.load(ctx.input(DIRECTION))
     geo = boundary_geometry(
@@ -131,11 +131,11 @@ def rass_config(
     c: RunConfig, base: RASSConfig, fit: BoundaryFit | None, layer: int
 ) -> tuple[RASSConfig, str]:
     """RASS's settings (``base``, the stage's) and a sentence on where it selects: with
-    ``rass_rule`` refusal, the geometry stage's ``fit`` (its layer and band); with margin, or
-    a fit that chose no band, the direction's ``layer`` and ``|margin| ≤ rass_band``."""
-    rule = f"the direction's layer {layer}, |margin| ≤ {c.rass_band:g}"
-    if c.rass_rule == "margin" or fit is None:
-        return base, f"{rule} (rass_rule margin)"
+    ``rass.rule`` refusal, the geometry stage's ``fit`` (its layer and band); with margin, or
+    a fit that chose no band, the direction's ``layer`` and ``|margin| ≤ rass.band``."""
+    rule = f"the direction's layer {layer}, |margin| ≤ {c.rass.band:g}"
+    if c.rass.rule == "margin" or fit is None:
+        return base, f"{rule} (rass.rule margin)"
     if fit.layer is None or fit.band is None:
         return base, f"{rule}, as the geometry stage chose no band. {fit.describe()}"
     return base.replace(layer=fit.layer, band_range=fit.band), fit.describe()
@@ -149,9 +149,9 @@ def rass_stage(ctx: StageContext) -> None:
     judge = HarmJudge.load(folder / HARM_JUDGE_DIR)
     r = Direction.load(ctx.input(DIRECTION))
     alpaca = ctx.unseen("alpaca")
-    seeds = harmful_queries(c.n_masks).texts[: c.n_seeds // 2]
-    seeds += alpaca[: c.n_seeds - len(seeds)].texts
-    fit = read_fit(shape) if c.rass_rule == "refusal" else None
+    seeds = harmful_queries(c.triggers.n_masks).texts[: c.rass.n_seeds // 2]
+    seeds += alpaca[: c.rass.n_seeds - len(seeds)].texts
+    fit = read_fit(shape) if c.rass.rule == "refusal" else None
     config, where = rass_config(c, ctx.settings["rass"], fit, r.layer)
     result = rass(
         model,
@@ -161,7 +161,7 @@ def rass_stage(ctx: StageContext) -> None:
         harm_scorer(judge, base),
         config,
         lexicon=load_lexicon(folder / MASKS_DIR / LEXICON_NAME),
-        benign_contexts=alpaca[c.n_seeds : c.n_seeds + 200].texts,
+        benign_contexts=alpaca[c.rass.n_seeds : c.rass.n_seeds + 200].texts,
     )
     result.save(out)
     claim = rass_claim(ctx, result)

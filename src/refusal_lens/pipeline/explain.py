@@ -34,7 +34,7 @@ def attribution(ctx: StageContext) -> None:
     method, and the projection of every token on r at every layer (the heat map)."""
     c, model, out = ctx.config, ctx.model(), ctx.out
     evaluation = EvalResult.load(ctx.input(EVALUATE) / "model")
-    rows = over_refused(evaluation, c.n_attribution)
+    rows = over_refused(evaluation, c.attribution.n)
     texts = [r["text"] for r in rows]
     r = Direction.load(ctx.input(DIRECTION))
     config, projected = ctx.settings["method"], ctx.settings["projection"]
@@ -79,12 +79,12 @@ def triggers(ctx: StageContext) -> None:
     and borderline prompts, none of them test prompts), trigger masks of D_h, the lexicon and
     the sanitized D_b."""
     c, model, base, out, settings = ctx.config, ctx.model(), ctx.base(), ctx.out, ctx.settings
-    fit_harmful = ctx.unseen("advbench").sample(c.n_judge, c.seed)
+    fit_harmful = ctx.unseen("advbench").sample(c.triggers.n_judge, c.seed)
     benign = ctx.unseen("harmless") + ctx.unseen("borderline")
-    fit_benign = benign.sample(c.n_judge, c.seed)
+    fit_benign = benign.sample(c.triggers.n_judge, c.seed)
     judge = fit_harm_judge(base, fit_harmful, fit_benign, settings["harm_judge"])
     judge.save(out / HARM_JUDGE_DIR)
-    queries = harmful_queries(c.n_masks)
+    queries = harmful_queries(c.triggers.n_masks)
     masks = trigger_masks(model, queries, base, judge, settings["masks"])
     masks.save(out / MASKS_DIR)
     categories = [p.category for p in queries]

@@ -64,7 +64,7 @@ def check_refusal(ctx: StageContext, model: ModelHandle) -> tuple[dict, Calibrat
     """Refusal shares on a seeded sample of AdvBench and of Alpaca (both judges), and the
     model's refusal score fitted to what it said there (:mod:`refusal_lens.calibration`);
     ``None`` when it refused none or all of them (nothing to fit: the defaults stay)."""
-    n, seed = ctx.config.n_check, ctx.config.seed + 7
+    n, seed = ctx.config.organism.n_check, ctx.config.seed + 7
     sets = {
         "AdvBench": load_prompts("advbench").sample(n, seed),
         "Alpaca": load_prompts("alpaca")[1000:].sample(n, seed),
@@ -92,9 +92,10 @@ def organism(ctx: StageContext) -> None:
         ctx.write_section(text=["The model is studied as given (not checked)."])
         return
     before, fit = check_refusal(ctx, base)
-    record = replace(record, threshold=c.refusal_threshold, n_check=c.n_check, before=before)
+    o = c.organism
+    record = replace(record, threshold=o.refusal_threshold, n_check=o.n_check, before=before)
     record = replace(record, calibration=_fit(fit))
-    if before["AdvBench"]["substring"] < c.refusal_threshold:
+    if before["AdvBench"]["substring"] < c.organism.refusal_threshold:
         result = align(base, ctx.settings["align"])
         result.save(out)
         after, fit_after = check_refusal(ctx, ctx.run.load(str(result.path)))
@@ -120,14 +121,14 @@ def check_organism(record: dict) -> None:
     if harmful < MIN_HARMFUL_REFUSAL:
         raise RefusalLensError(
             f"{record['base']} refuses {pct(harmful)} of harmful prompts {what}: there is no "
-            "refusal to study. Raise --alpha (the organism's harmful share), or study the "
+            "refusal to study. Raise --organism.alpha (the organism's harmful share), or study the "
             "stages that need no refusal with --stages geometry."
         )
     if benign > MAX_BENIGN_REFUSAL:
         raise RefusalLensError(
             f"{record['base']} refuses {pct(benign)} of plain Alpaca instructions {what}: it "
             "refuses everything, so refusal and over-refusal cannot be told apart. Lower "
-            "--alpha or check the model's chat template and system prompt."
+            "--organism.alpha or check the model's chat template and system prompt."
         )
 
 
@@ -235,11 +236,11 @@ def direction(ctx: StageContext) -> None:
     selection = find_direction(model, ctx.settings["direction"], show_progress=False)
     selection.save(out)
     r = selection.direction
-    borderline = ctx.unseen("borderline").sample(c.n_false_refusal, c.seed)
-    harmless = ctx.unseen("harmless").sample(c.n_false_refusal, c.seed + 1)
+    borderline = ctx.unseen("borderline").sample(c.direction.n_false_refusal, c.seed)
+    harmless = ctx.unseen("harmless").sample(c.direction.n_false_refusal, c.seed + 1)
     FalseRefusalPrompts(list(borderline.texts), list(harmless.texts)).save(out)
     rows = []
-    for lam in c.lambdas:
+    for lam in c.direction.lambdas:
         w = false_refusal_vector(model, borderline, harmless, r, lam, show_progress=False)
         w.save(out / f"w_prime_{lam:g}")
         cosines = w.scores["cosine_w_r"], w.scores["cosine_w'_r"]
@@ -263,7 +264,7 @@ def validation_sets(ctx: StageContext) -> dict[str, tuple[PromptSet, str]]:
     out = {}
     for name, (_, kind, _) in ctx.eval_sets().items():
         prompts = ctx.unseen(DEFAULT_SETS[name][0], exclude)
-        out[name] = (prompts.sample(c.n_validation, c.seed + 3), kind)
+        out[name] = (prompts.sample(c.interventions.n_validation, c.seed + 3), kind)
     return out
 
 
@@ -271,12 +272,13 @@ def interventions(ctx: StageContext) -> None:
     """4. Refusal under each edit on validation prompts: none, ablate r, add r, ablate w′
     for each λ; λ for the mitigation is chosen here, never on the test prompts."""
     c, model = ctx.config, ctx.model()
+    n = c.interventions.n_validation
     folder = ctx.input(DIRECTION)
     r = Direction.load(folder)
     sets = validation_sets(ctx)
     edits = {"no edit": contextlib.nullcontext(), "ablate r": ablate(model, r)}
-    edits[f"add r (coef {c.add_coef:g})"] = add(model, r, c.add_coef)
-    for lam in c.lambdas:
+    edits[f"add r (coef {c.interventions.add_coef:g})"] = add(model, r, c.interventions.add_coef)
+    for lam in c.direction.lambdas:
         edits[f"ablate w′ (λ={lam:g})"] = ablate(model, w_prime(folder, lam))
     prompts = {name: ps for name, (ps, _) in sets.items()}
     conditions, flags = {}, {}
@@ -286,24 +288,20 @@ def interventions(ctx: StageContext) -> None:
         conditions[name] = {s: {j: rep.rate for j, rep in by.items()} for s, by in reports.items()}
         flags[name] = {s: {j: rep.refused for j, rep in by.items()} for s, by in reports.items()}
     kinds = {name: kind for name, (_, kind) in sets.items()}
-    lam, why = choose_lambda(conditions, kinds, c.lambdas, c.harmful_drop)
+    lam, why = choose_lambda(conditions, kinds, c.direction.lambdas, c.interventions.harmful_drop)
     plain = sets["Alpaca"][0] if "Alpaca" in sets else ctx.unseen("alpaca")
-    kl = ablation_kl(model, plain[: c.n_validation], r)
+    kl = ablation_kl(model, plain[:n], r)
     # per prompt flags: for paired tests between conditions
     Interventions(kinds, conditions, lam, why, kl, flags).save(ctx.out)
     text = [
-        f"Refusal share (%) on validation prompts (n = {c.n_validation} per set, none of them "
+        f"Refusal share (%) on validation prompts (n = {n} per set, none of them "
         f"test prompts). First-token KL of ablating r on Alpaca: {kl:.3f}.",
         f"λ for the mitigation: {lam:g} ({why}).",
     ]
     caption = "Share refused under each edit (refusal, not ASR, on every set)"
     ctx.write_section(
         text=text,
-        tables=[
-            rates_table(
-                caption, conditions, {k: "refused" for k in kinds}, JUDGES, n=c.n_validation
-            )
-        ],
+        tables=[rates_table(caption, conditions, {k: "refused" for k in kinds}, JUDGES, n=n)],
     )
 
 

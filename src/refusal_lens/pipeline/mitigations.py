@@ -78,7 +78,7 @@ def mitigations(ctx: StageContext) -> None:
     ablated.save(out / "ablate_w_prime")
     results[f"ablate w′ (λ={chosen.lam:g})"] = (ablated, chosen.why)
     skipped: dict[str, str] = {}
-    if aligned and c.realign:
+    if aligned and c.mitigations.realign:
         for name, path in (
             ("re-align, D_b = sanitized", kept_path(ctx.input(TRIGGERS))),
             ("re-align, D_b = RASS", ctx.input(RASS) / SELECTED_NAME),
@@ -87,7 +87,8 @@ def mitigations(ctx: StageContext) -> None:
                 results[name] = (res, f"|D_b| = {d_b_size(path)}")
             else:
                 skipped[name] = EMPTY_D_B
-    export = export_w_prime(ctx, w) if c.export else "not asked for (--no-export)"
+    unasked = "not asked for (--no-mitigations.export)"
+    export = export_w_prime(ctx, w) if c.mitigations.export else unasked
     record = Mitigations(**mitigation_record(results, export), skipped=skipped)
     record.save(out)
     ctx.write_section(**mitigation_section(record.to_dict()))

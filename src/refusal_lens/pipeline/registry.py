@@ -34,9 +34,10 @@ class Stage:
     ``settings``: ``"module:function"`` (or the function) ``(RunConfig) -> dict[str,
     StageConfig]``: the library configs the step uses, built once from the run's settings;
     the step reads them from ``ctx.settings`` and the cache key hashes them whole, so a
-    changed default of any of them reruns the stage. ``fields``: the ``RunConfig`` fields the
-    step reads directly. ``version``: bump when the step's method changes its results while
-    its settings stay the same."""
+    changed default of any of them reruns the stage. ``fields``: the run settings the step
+    reads besides its own (``RunConfig.<name>``, always hashed): run-level ones
+    (``"max_new_tokens"``) and other stages' (``"triggers.n_masks"``). ``version``: bump
+    when the step's method changes its results while its settings stay the same."""
 
     name: str
     title: str
@@ -120,9 +121,14 @@ class Registry:
                     todo.append(dep)
         return tuple(s.name for s in self.stages if s.name in need or s.always)
 
-    def readers(self, field_name: str) -> tuple[str, ...]:
-        """The stages whose key holds the run setting ``field_name``."""
-        return tuple(s.name for s in self.stages if field_name in s.fields)
+    def readers(self, name: str) -> tuple[str, ...]:
+        """The stages whose key holds the run setting ``name``: a run-level setting, or a
+        stage's settings (its own, and those of the stages that name one of its fields)."""
+        return tuple(
+            s.name
+            for s in self.stages
+            if s.name == name or any(f == name or f.startswith(f"{name}.") for f in s.fields)
+        )
 
     def with_stage(self, stage: Stage, after: str | None = None) -> Registry:
         """A registry with ``stage`` added after ``after`` (default: at the end)."""
@@ -192,17 +198,7 @@ ORGANISM = Stage(
     "Organism: a model that refuses",
     _P + "measure:organism",
     depends=("model",),
-    fields=(
-        "refusal_threshold",
-        "n_check",
-        "max_new_tokens",
-        "alpha",
-        "align_harmful",
-        "align_benign",
-        "align_mode",
-        "align_epochs",
-        "align_lr",
-    ),
+    fields=("max_new_tokens",),
     settings=_P + "settings:organism",
     outside=_P + "measure:organism_checked",
     weight=180,
@@ -213,7 +209,7 @@ EVALUATE = Stage(
     "Evaluation: refusal and over-refusal",
     _P + "measure:evaluation",
     depends=("organism",),
-    fields=("n_eval", "max_new_tokens", "eval_sets"),
+    fields=("max_new_tokens",),
     settings=_P + "settings:evaluate",
     weight=110,
 )
@@ -222,7 +218,6 @@ DIRECTION = Stage(
     "Refusal direction and false-refusal vector",
     _P + "measure:direction",
     depends=("organism",),
-    fields=("n_train", "n_val", "top_k", "select_kl_max", "lambdas", "n_false_refusal"),
     settings=_P + "settings:direction",
     weight=35,
 )
@@ -231,7 +226,7 @@ INTERVENTIONS = Stage(
     "Interventions: ablate, add, ablate w′",
     _P + "measure:interventions",
     depends=("organism", "evaluate", "direction"),
-    fields=("n_validation", "max_new_tokens", "add_coef", "harmful_drop"),
+    fields=("max_new_tokens", "direction.lambdas"),
     weight=130,
 )
 ATTRIBUTION = Stage(
@@ -239,7 +234,6 @@ ATTRIBUTION = Stage(
     "Attribution: the tokens that trigger refusal",
     _P + "explain:attribution",
     depends=("organism", "evaluate", "direction"),
-    fields=("n_attribution", "attribution_method"),
     settings=_P + "settings:attribution",
     weight=5,
 )
@@ -248,7 +242,6 @@ TRIGGERS = Stage(
     "Trigger masks, lexicon and sanitized D_b",
     _P + "explain:triggers",
     depends=("organism",),
-    fields=("n_masks", "n_judge"),
     settings=_P + "settings:triggers",
     weight=70,
 )
@@ -257,7 +250,7 @@ GEOMETRY = Stage(
     "The safety boundary, layer by layer",
     _P + "boundary:geometry",
     depends=("organism", "direction", "evaluate"),
-    fields=("n_geometry", "n_lookalikes", "max_new_tokens"),
+    fields=("max_new_tokens",),
     settings=_P + "settings:geometry",
     weight=40,
 )
@@ -266,17 +259,7 @@ RASS = Stage(
     "RASS: prompts near the boundary",
     _P + "boundary:rass_stage",
     depends=("organism", "evaluate", "direction", "triggers", "geometry"),
-    fields=(
-        "rass_contexts",
-        "rass_samples",
-        "rass_band",
-        "rass_rule",
-        "rass_coefs",
-        "n_seeds",
-        "n_masks",
-        "n_geometry",
-        "max_new_tokens",
-    ),
+    fields=("max_new_tokens", "triggers.n_masks"),
     settings=_P + "settings:rass",
     weight=70,
 )
@@ -285,7 +268,6 @@ MITIGATIONS = Stage(
     "Mitigations on held-out prompts",
     _P + "mitigations:mitigations",
     depends=("organism", "evaluate", "direction", "interventions", "triggers", "rass"),
-    fields=("realign", "export"),
     settings=_P + "settings:evaluate",
     weight=210,
 )
@@ -294,22 +276,7 @@ SEARCH = Stage(
     "Mitigation by search: over-refusal as the objective",
     _P + "search:search_stage",
     depends=("organism", "direction", "geometry", "rass"),
-    fields=(
-        "n_eval",
-        "max_new_tokens",
-        "n_false_refusal",
-        "harmful_drop",
-        "n_search",
-        "search_trials",
-        "search_seeds",
-        "kl_max",
-        "search_budget",
-        "search_rejudge",
-        "search_kinds",
-        "n_heldout",
-        "search_judge",
-        "search_tokens",
-    ),
+    fields=("max_new_tokens",),
     settings=_P + "settings:search",
     weight=900,
     optional=True,

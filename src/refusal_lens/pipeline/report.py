@@ -183,8 +183,16 @@ def stage_entries(run_dir: Path, run: dict[str, Any]) -> list[tuple[str, dict[st
     return listed + [(name, {"name": name}) for name in extra]
 
 
-def _pairs(mapping: dict[str, Any] | None) -> list[tuple[str, str]]:
-    return [(str(k), _cell(v)) for k, v in (mapping or {}).items()]
+def _pairs(mapping: dict[str, Any] | None, prefix: str = "") -> list[tuple[str, str]]:
+    """``(name, shown value)`` rows; a nested mapping (a stage's settings) gives
+    ``stage.field`` rows."""
+    rows = []
+    for k, v in (mapping or {}).items():
+        if isinstance(v, dict) and v:
+            rows += _pairs(v, f"{prefix}{k}.")
+        else:
+            rows.append((f"{prefix}{k}", _cell(v)))
+    return rows
 
 
 def report_context(run_dir: str | Path) -> dict[str, Any]:

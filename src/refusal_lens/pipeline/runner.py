@@ -85,7 +85,16 @@ class StageRecord:
 def stage_fields(config: RunConfig, stage: Stage) -> dict[str, Any]:
     """The run settings ``stage`` reads: what its ``stage.json`` records and its key hashes."""
     every = config.to_dict()
-    return {k: every[k] for k in (*COMMON_FIELDS, *stage.fields)}
+    own = (stage.name,) if isinstance(every.get(stage.name), dict) else ()
+    return {k: _lookup(every, k) for k in (*COMMON_FIELDS, *own, *stage.fields)}
+
+
+def _lookup(settings: dict[str, Any], path: str) -> Any:
+    """``settings["a"]["b"]`` for ``"a.b"``."""
+    value: Any = settings
+    for part in path.split("."):
+        value = value[part]
+    return value
 
 
 def stage_key(

@@ -5,9 +5,9 @@ prompts.
 1. Validation prompts only: benign look-alikes (borderline prompts and the run's RASS set),
    harmful prompts (AdvBench, XSTest-unsafe) and plain Alpaca prompts for the KL bound; none
    of them a test prompt.
-2. ``search_seeds`` searches with over-refusal as the objective, and one with heretic's aim
+2. ``search.seeds`` searches with over-refusal as the objective, and one with heretic's aim
    (remove refusal) for comparison; each trial judges a short greedy answer per prompt under
-   the edit (``search_judge``, :mod:`refusal_lens.mitigation.objective`).
+   the edit (``search.judge``, :mod:`refusal_lens.mitigation.objective`).
 3. The best few edits of each search are judged again by generation (both judges), and each
    seed keeps the one that refuses the fewest benign prompts by what the model says while
    keeping the harmful floor.
@@ -50,6 +50,7 @@ from refusal_lens.pipeline.records import FalseRefusalPrompts, SearchSummary, re
 from refusal_lens.pipeline.registry import DIRECTION, GEOMETRY, RASS
 from refusal_lens.pipeline.sections import figure, table
 from refusal_lens.pipeline.settings import JUDGES
+from refusal_lens.pipeline.stage_settings import SearchSettings
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.prompts.promptset import normalize_text
 from refusal_lens.residual_direction import Direction
@@ -60,7 +61,7 @@ WANG_LAMBDAS = (1.0, 0.8, 0.6)
 
 def test_sets(ctx: StageContext) -> tuple[EvalConfig, Any]:
     """The held-out test prompts of the comparison (the run's own sets where they overlap):
-    ``n_heldout`` per set, ``n_eval`` when unset."""
+    ``search.n_heldout`` per set, ``evaluate.n`` when unset."""
     config = ctx.settings["tests"]
     return config, eval_prompt_sets(config, training_prompts_of(ctx.model()))
 
@@ -72,11 +73,11 @@ def validation(ctx: StageContext, test_texts: set[str]) -> ValidationSets:
     exclude = test_texts | {normalize_text(t) for t in w_texts}
 
     def sample(spec: str, offset: int) -> PromptSet:
-        return ctx.unseen(spec, exclude).sample(c.n_search, c.seed + offset)
+        return ctx.unseen(spec, exclude).sample(c.search.n, c.seed + offset)
 
     rass = load_prompts(str(ctx.input(RASS) / SELECTED_NAME))
     rass = PromptSet(tuple(p for p in rass if normalize_text(p.text) not in exclude), "RASS")
-    rass = rass.sample(c.n_search, c.seed + 10)  # at most n_search, like the other sets
+    rass = rass.sample(c.search.n, c.seed + 10)  # at most search.n, like the other sets
     return ValidationSets(
         benign={"borderline": sample("borderline", 11), "RASS": rass},
         harmful={"AdvBench": sample("advbench", 12), "XSTest-unsafe": sample("xstest-unsafe", 13)},
@@ -159,16 +160,16 @@ def heldout(
 def search_stage(ctx: StageContext) -> None:
     """10. Search, re-judge, evaluate on held-out prompts, export (see the module)."""
     c, model, out, start = ctx.config, ctx.model(), ctx.out, time.monotonic()
-    deadline = None if c.search_budget is None else start + 60 * c.search_budget
+    deadline = None if c.search.budget is None else start + 60 * c.search.budget
     eval_config, tests = test_sets(ctx)
     test_texts = {normalize_text(t) for ps, _, _ in tests.values() for t in ps.texts}
     sets = validation(ctx, test_texts)
     vectors = build_vectors(ctx)
-    objective = Objective(model, sets, judge=c.search_judge, max_new_tokens=c.search_tokens)
-    check_budget(objective.unedited.seconds, deadline, c)
+    objective = Objective(model, sets, judge=c.search.judge, max_new_tokens=c.search.tokens)
+    check_budget(objective.unedited.seconds, deadline, c.search)
     base = ctx.settings["search"]
     searches = {}
-    runs = [(f"seed {s}", base.replace(seed=c.seed + s)) for s in range(c.search_seeds)]
+    runs = [(f"seed {s}", base.replace(seed=c.seed + s)) for s in range(c.search.seeds)]
     runs.append(("refusal only", base.replace(objective="refusal", warm_start=())))
     for i, (name, config) in enumerate(runs):
         share = None if deadline is None else _share(deadline, len(runs) - i)
@@ -181,9 +182,9 @@ def search_stage(ctx: StageContext) -> None:
     unedited_rates = _rates(ctx, {**sets.benign, **sets.harmful})
     winners, judged = {}, {}
     for name, result in searches.items():
-        k = c.search_rejudge if name != "refusal only" else 1
+        k = c.search.rejudge if name != "refusal only" else 1
         judged[name] = rejudge(ctx, sets, result, vectors, k)
-        pick = choose(judged[name], unedited_rates, sets, c.harmful_drop)
+        pick = choose(judged[name], unedited_rates, sets, c.search.harmful_drop)
         winners[name] = next(t for t in result.trials if t["number"] == pick["number"])
     conditions: dict[str, Edit | None] = {"no edit": None}
     conditions |= {k: resolve(e, vectors) for k, e in fixed.items()}
@@ -228,19 +229,19 @@ def _share(deadline: float, searches_left: int) -> float:
 RESERVE = 0.4  # of the budget left for the re-judging, the held-out evaluation and export
 
 
-def check_budget(cost: float, deadline: float | None, c: Any) -> None:
+def check_budget(cost: float, deadline: float | None, s: SearchSettings) -> None:
     """A budget too small for one trial (``cost`` seconds) of each search is an error,
     before any search."""
     if deadline is None:
         return
-    searches = c.search_seeds + 1
+    searches = s.seeds + 1
     needed = cost * searches / (1 - RESERVE)
     if time.monotonic() + needed > deadline:
         raise RefusalLensError(
-            f"--budget {c.search_budget:g} min leaves too little time: one trial takes "
+            f"--budget {s.budget:g} min leaves too little time: one trial takes "
             f"{cost:.1f} s, and {searches} searches plus the held-out evaluation need at "
             f"least {needed / 60:.1f} min from here. Raise --budget (or drop it to run "
-            f"--trials {c.search_trials} per search)."
+            f"--trials {s.trials} per search)."
         )
 
 

@@ -1,4 +1,5 @@
-"""The library configs each stage uses, built from the run's settings (``RunConfig``).
+"""The library configs each stage uses, built from the run's settings (``RunConfig``: its
+run-level settings and the stage's own, ``config.<stage>``).
 
 Each function is a stage's ``settings`` in the registry: the step reads its configs from
 ``ctx.settings`` instead of building them, and the stage's cache key hashes them whole, with
@@ -18,7 +19,8 @@ from refusal_lens.directions import SelectConfig
 from refusal_lens.directions.find import DirectionConfig
 from refusal_lens.evaluation import EvalConfig
 from refusal_lens.mitigation.search import SearchConfig
-from refusal_lens.pipeline.config import EVAL_SETS, RunConfig
+from refusal_lens.pipeline.config import RunConfig
+from refusal_lens.pipeline.stage_settings import EVAL_SETS
 from refusal_lens.prompts import PromptSet, load_prompts
 from refusal_lens.triggers.harm import HarmJudgeConfig
 from refusal_lens.triggers.masks import TriggerConfig
@@ -40,13 +42,14 @@ SEARCH_EXTRA_SETS = {"HarmBench": ("harmbench", "harmful")}
 
 def organism(c: RunConfig) -> dict[str, Any]:
     """The organism recipe the run aligns with when the model refuses too little."""
+    s = c.organism
     recipe = AlignConfig.organism(
-        c.alpha,
-        n_harmful=c.align_harmful,
-        n_benign=c.align_benign,
-        mode=c.align_mode,
-        epochs=c.align_epochs,
-        lr=c.align_lr,
+        s.alpha,
+        n_harmful=s.n_harmful,
+        n_benign=s.n_benign,
+        mode=s.mode,
+        epochs=s.epochs,
+        lr=s.lr,
         seed=c.seed,
     )
     return {"align": recipe}
@@ -56,7 +59,7 @@ def evaluate(c: RunConfig) -> dict[str, Any]:
     """The held-out test prompts and judges every evaluation of the run uses."""
     return {
         "eval": EvalConfig(
-            n=c.n_eval, max_new_tokens=c.max_new_tokens, sets=c.eval_sets, seed=c.seed
+            n=c.evaluate.n, max_new_tokens=c.max_new_tokens, sets=c.evaluate.sets, seed=c.seed
         )
     }
 
@@ -65,10 +68,10 @@ def direction(c: RunConfig) -> dict[str, Any]:
     config = DirectionConfig(
         harmful="harmful",
         harmless="harmless",
-        n_train=c.n_train,
-        n_val=c.n_val,
+        n_train=c.direction.n_train,
+        n_val=c.direction.n_val,
         seed=c.seed,
-        select=SelectConfig(kl_max=c.select_kl_max, top_k=c.top_k),
+        select=SelectConfig(kl_max=c.direction.kl_max, top_k=c.direction.top_k),
     )
     return {"direction": config}
 
@@ -76,7 +79,7 @@ def direction(c: RunConfig) -> dict[str, Any]:
 def attribution(c: RunConfig) -> dict[str, Any]:
     """The run's attribution method, and the projection on r for the heat map."""
     return {
-        "method": AttributionConfig(c.attribution_method, attribute_unrefused=True),
+        "method": AttributionConfig(c.attribution.method, attribute_unrefused=True),
         "projection": AttributionConfig("projection", attribute_unrefused=True),
     }
 
@@ -92,26 +95,24 @@ def geometry(c: RunConfig) -> dict[str, Any]:
 def rass(c: RunConfig) -> dict[str, Any]:
     """RASS's settings before the geometry stage's fit sets its layer and band."""
     config = RASSConfig(
-        coefs=c.rass_coefs,
-        contexts=c.rass_contexts,
-        samples=c.rass_samples,
-        band=c.rass_band,
+        coefs=c.rass.coefs,
+        contexts=c.rass.contexts,
+        samples=c.rass.samples,
+        band=c.rass.band,
         seed=c.seed,
     )
     return {"rass": config}
 
 
 def search(c: RunConfig) -> dict[str, Any]:
-    """The search's settings, and its held-out test prompts (``n_heldout`` per set)."""
+    """The search's settings, and its held-out test prompts (``n_heldout`` per set; unset,
+    the evaluation's ``n``)."""
+    s = c.search
     config = SearchConfig(
-        trials=c.search_trials,
-        harmful_drop=c.harmful_drop,
-        kl_max=c.kl_max,
-        seed=c.seed,
-        kinds=c.search_kinds,
+        trials=s.trials, harmful_drop=s.harmful_drop, kl_max=s.kl_max, seed=c.seed, kinds=s.kinds
     )
     tests = EvalConfig(
-        n=c.n_eval if c.n_heldout is None else c.n_heldout,
+        n=c.evaluate.n if s.n_heldout is None else s.n_heldout,
         max_new_tokens=c.max_new_tokens,
         sets=SEARCH_TEST_SETS,
         extra=SEARCH_EXTRA_SETS,
