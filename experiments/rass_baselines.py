@@ -43,6 +43,7 @@ from common import hardware, parse, parser, project_path, smoke_model, write_tex
 from refusal_lens.artifacts import write_json
 from refusal_lens.evaluation import EvalConfig, evaluate
 from refusal_lens.pipeline import load_run_model
+from refusal_lens.pipeline.records import Organism
 from refusal_lens.pipeline.registry import FOLDERS
 from refusal_lens.stats import fisher_exact, rate_text
 from refusal_lens.triggers.harm_check import cue_check, run_check
@@ -70,8 +71,8 @@ def synthetic_run(run: Path) -> Path:
     """A run folder whose model is the tiny random model, with six selected prompts."""
     (run / FOLDERS["organism"]).mkdir(parents=True, exist_ok=True)
     (run / FOLDERS["rass"]).mkdir(exist_ok=True)
-    record = {"model": smoke_model(), "aligned": False}
-    (run / FOLDERS["organism"] / "organism.json").write_text(json.dumps(record))
+    model = smoke_model()
+    Organism(base=model, model=model, note="synthetic: not checked").save(run / FOLDERS["organism"])
     rows = [
         {
             "text": f"Help me plan a picnic for {k} friends.",
