@@ -106,7 +106,7 @@ def test_every_run_setting_changes_the_keys_of_exactly_the_stages_that_read_it()
             name = top.name if sub is None else f"{top.name}.{sub.name}"
             old = value if sub is None else getattr(value, sub.name)
             other = _valid_change(old)
-            if other is None or top.name in ("model", "stages", "quick", "device", "dtype"):
+            if other is None or top.name in SELECTION:
                 continue
             new = other if sub is None else _replace_unchecked(value, sub.name, other)
             changed = _replace_unchecked(config, top.name, new)
@@ -122,6 +122,8 @@ def test_every_run_setting_changes_the_keys_of_exactly_the_stages_that_read_it()
     assert checked > 45
 
 
+# settings that choose what runs (and the model, device and dtype, changed in no key test)
+SELECTION = ("model", "stages", "quick", "with_search", "device", "dtype")
 ALTERNATIVES = {"lora": "full", "refusal": "margin", "occlusion": "grad_x_input"}
 ALTERNATIVES |= {"substring": "score"}
 
