@@ -95,7 +95,7 @@ def test_every_public_name_resolves_to_its_stage():
 # earlier one, never from a later one (README, "Layout").
 LAYERS = (
     ("errors", "locations", "configs", "artifacts", "cache", "progress", "plots", "stats"),
-    ("verdicts",),
+    ("verdicts", "languages"),
     ("models", "prompts"),
     ("hooks",),
     ("activations", "generation", "scoring", "calibration", "llm_judge", "probes"),

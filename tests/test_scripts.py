@@ -215,6 +215,28 @@ def check_boundary_geometry(out: Path, stdout: str) -> None:
     assert "probe acc" in (out / "geometry.md").read_text()
 
 
+def check_languages(out: Path, stdout: str) -> None:
+    record = read_json(out / "languages.json")
+    rows = record["rows"]
+    assert len(rows) == 7 * 2 * 2  # English and six languages, two items of each kind
+    # the same items in every language, paired with English
+    harmful = {r["language"]: r["item"] for r in rows if r["kind"] == "harmful"}
+    assert set(harmful) == {"en", "de", "es", "fr", "ja", "ru", "zh"}
+    assert set(record["agreement"]["organism"]["de"]) == {"substring", "substring-en", "score"}
+    assert "paired" in record["refusal"]["organism"]["harmful"]["de"]
+    assert "## Refusal by language" in (out / "languages.md").read_text()
+
+
+def check_language_directions(out: Path, stdout: str) -> None:
+    record = read_json(out / "language_directions.json")
+    result = record["models"]["organism"]
+    k = len(result["languages"])
+    assert k == 3 and len(result["cosines"]) == k
+    assert all(abs(result["cosines"][i][i] - 1) < 1e-5 for i in range(k))
+    assert set(result["refusal"]["de"]) == {"unedited", "ablate en", "ablate other"}
+    assert (out / "language_directions.png").is_file()
+
+
 def check_directions(out: Path, stdout: str) -> None:
     record = read_json(out / "directions.json")
     conditions = {"no edit", "ablate r", "add r (coef 1)", "ablate w' (λ=1)"}
@@ -428,6 +450,8 @@ CHECKS = {
     "experiments/judge_conditions.py": check_judge_conditions,
     "experiments/judge_run_pairs.py": check_judge_run_pairs,
     "experiments/judge_fit.py": check_judge_fit,
+    "experiments/languages.py": check_languages,
+    "experiments/language_directions.py": check_language_directions,
     "experiments/mitigation_search.py": check_mitigation_search,
     "experiments/organisms.py": check_organisms,
     "experiments/rass_baselines.py": check_rass_baselines,

@@ -246,11 +246,10 @@ def run_judge(name: str, rows: list[Row], spec: str | None, load: Loader, size: 
 
 
 def substring_verdicts(responses: list[str]) -> Judged:
-    """The substring judge, after the degeneration detector."""
-    from refusal_lens.scoring import is_refusal
-    from refusal_lens.verdicts import verdict_of_text
+    """The substring judge in each answer's language, after the degeneration detector."""
+    from refusal_lens.scoring import judge_text
 
-    return [verdict_of_text(r, is_refusal(r)) for r in responses]
+    return [judge_text(r) for r in responses]
 
 
 def llm_judge_verdicts(

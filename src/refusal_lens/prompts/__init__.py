@@ -7,6 +7,7 @@ from refusal_lens.prompts.chat import (
     length_sorted_batches,
 )
 from refusal_lens.prompts.loaders import SHIPPED, load_benchmark, load_prompts, load_shipped
+from refusal_lens.prompts.polyrefuse import LANGUAGES, load_polyrefuse
 from refusal_lens.prompts.promptset import (
     LABELS,
     Label,
@@ -18,6 +19,7 @@ from refusal_lens.prompts.promptset import (
 
 __all__ = [
     "LABELS",
+    "LANGUAGES",
     "SHIPPED",
     "ChatBatch",
     "ChatFormat",
@@ -28,6 +30,7 @@ __all__ = [
     "check_instructions",
     "length_sorted_batches",
     "load_benchmark",
+    "load_polyrefuse",
     "load_prompts",
     "load_shipped",
     "normalize_text",

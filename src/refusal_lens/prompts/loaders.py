@@ -34,6 +34,7 @@ from typing import Any
 
 from refusal_lens.errors import PromptError
 from refusal_lens.locations import DATA_ENV, data_dir
+from refusal_lens.prompts.polyrefuse import is_polyrefuse_spec, load_polyrefuse_spec
 from refusal_lens.prompts.promptset import Prompt, PromptSet
 
 SHIPPED = ("harmful", "harmless", "borderline")
@@ -213,10 +214,15 @@ def load_prompts(spec: str) -> PromptSet:
     - a benchmark name such as ``xstest`` (its file in ``data_dir()``, else the hub) or
       ``xstest:PATH``; suffixes ``-safe`` / ``-unsafe`` pick one half of XSTest, e.g.
       ``xstest-safe``;
+    - ``polyrefuse-harmful:LANG[:SPLIT]`` / ``polyrefuse-harmless:LANG[:SPLIT]``: a PolyRefuse
+      set in one language (:mod:`refusal_lens.prompts.polyrefuse`), e.g.
+      ``polyrefuse-harmless:ru``;
     - a ``.jsonl`` file of :class:`Prompt` records, a ``.txt`` file with one prompt per line,
       or a ``.csv`` file with a ``prompt`` column (an optional ``label`` column; unlabeled
       prompts count as ``harmless``).
     """
+    if is_polyrefuse_spec(spec):
+        return load_polyrefuse_spec(spec)
     name, _, path = spec.partition(":")
     if name in SHIPPED and not path:
         return load_shipped(name)
@@ -235,7 +241,8 @@ def load_prompts(spec: str) -> PromptSet:
         return load_prompt_file(Path(spec))
     raise PromptError(
         f"Unknown prompt spec {spec!r}. Use a shipped set ({', '.join(SHIPPED)}), a benchmark "
-        f"name ({', '.join(HUB_IDS)}, optionally NAME:PATH), or a .jsonl, .txt or .csv file."
+        f"name ({', '.join(HUB_IDS)}, optionally NAME:PATH), polyrefuse-harmful:LANG or "
+        f"polyrefuse-harmless:LANG, or a .jsonl, .txt or .csv file."
     )
 
 

@@ -31,6 +31,8 @@ class Prompt:
     category: str = ""
     trigger: str | None = None
     source: str = ""
+    language: str = ""  # ISO 639-1 code of a translated prompt ("" : not recorded, English)
+    original: str | None = None  # a translated prompt's English original
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str):
@@ -43,6 +45,14 @@ class Prompt:
 
 
 FIELDS = tuple(f.name for f in fields(Prompt))
+# Fields written only when set, so prompt files of English sets keep their format.
+_OPTIONAL = {"language": "", "original": None}
+
+
+def prompt_record(prompt: Prompt) -> dict:
+    """The JSON record of ``prompt``: its fields, the language fields only when set."""
+    row = asdict(prompt)
+    return {k: v for k, v in row.items() if k not in _OPTIONAL or v != _OPTIONAL[k]}
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,11 @@ class PromptSet:
     def labels(self) -> list[str]:
         return [p.label for p in self.prompts]
 
+    @property
+    def originals(self) -> list[str]:
+        """Each prompt's English original (its own text when it is not a translation)."""
+        return [p.original or p.text for p in self.prompts]
+
     def filter(self, label: str | None = None, category: str | None = None) -> PromptSet:
         """The prompts with this label and/or category."""
         kept = tuple(
@@ -108,7 +123,7 @@ class PromptSet:
         """Write one JSON object per prompt (JSONL), atomically."""
         with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             for p in self.prompts:
-                f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+                f.write(json.dumps(prompt_record(p), ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path, name: str | None = None) -> PromptSet:
