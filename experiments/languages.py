@@ -262,7 +262,7 @@ def by_language(rows: list[dict], model: str, kind: str) -> dict:
 
 def phrase_counts(pairs: list[dict], human: dict[str, str]) -> dict:
     """Per language and phrase of :data:`REFUSAL_PHRASES`: the answers it matches, by hand
-    label (every phrase should match refusals and no compliant answer)."""
+    label (a phrase should match declines, not compliant answers)."""
     return {
         language: {
             phrase: {
@@ -383,10 +383,11 @@ def report(record: dict) -> str:
         "",
         f"`python experiments/languages.py` on {record['hardware']}; {record['n']} harmful and "
         f"{record['n']} harmless items per language (the same items in every language; Chinese "
-        "harmless from the validation split, without English pairs). Rates are the share of "
-        "answers a person labelled refuses or evades, with 95 % Wilson intervals; "
-        '"+k −m vs en" counts items refused only in the language (k) and only in English '
-        "(m), with McNemar's exact p.",
+        "harmless from the validation split, without English pairs). *Declined*: the share "
+        "of answers a person labelled refuses; *not done*: refuses or evades (the answer did "
+        "not do what was asked; a restatement or a misreading counts here); 95 % Wilson "
+        'intervals; "+k −m vs en" counts items declined only in the language (k) and only in '
+        "English (m), with McNemar's exact p.",
         "",
         "## Refusal by language",
         "",

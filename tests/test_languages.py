@@ -118,3 +118,22 @@ def test_substring_judge_reads_each_languages_refusals():
 def test_unknown_language_is_recorded_in_the_verdict():
     verdict, reason = judge_text("42")
     assert verdict == "complies" and reason == "no refusal phrase (unknown language)"
+
+
+def test_each_languages_refusal_openings_add_tokens_to_the_english_ones(smollm):
+    from refusal_lens.models.refusal_tokens import (
+        REFUSAL_OPENINGS,
+        REFUSAL_OPENINGS_BY_LANGUAGE,
+        openings_for,
+        refusal_start_tokens,
+    )
+
+    english = refusal_start_tokens(smollm.chat, REFUSAL_OPENINGS)
+    assert english == smollm.refusal_tokens
+    for language in REFUSAL_OPENINGS_BY_LANGUAGE:
+        tokens = refusal_start_tokens(smollm.chat, openings_for(language))
+        assert tokens[: len(english)] == english  # English first, unchanged
+        if language in ("ja", "ru", "zh"):  # other scripts: new first tokens
+            assert len(tokens) > len(english), language
+    # German "Ich kann …" opens with the token of English "I …" in SmolLM2's tokenizer
+    assert refusal_start_tokens(smollm.chat, openings_for("de")) == english
