@@ -222,7 +222,9 @@ def check_languages(out: Path, stdout: str) -> None:
     # the same items in every language, paired with English
     harmful = {r["language"]: r["item"] for r in rows if r["kind"] == "harmful"}
     assert set(harmful) == {"en", "de", "es", "fr", "ja", "ru", "zh"}
-    assert set(record["agreement"]["organism"]["de"]) == {"substring", "substring-en", "score"}
+    judges = record["agreement"]["organism"]["de"]
+    assert set(judges) == {"substring", "substring-en", "score", "llm"}
+    assert judges["llm"] is None and judges["substring"]["n"] == 4  # no --llm in smoke mode
     assert "paired" in record["refusal"]["organism"]["harmful"]["de"]
     assert "## Refusal by language" in (out / "languages.md").read_text()
 
