@@ -19,7 +19,7 @@ of PolyRefuse (and English, the originals):
 4. the boundary by language: a logistic probe fitted per layer on the English fit prompts,
    with every language's fit prompts placed against it.
 
-    python experiments/language_directions.py            # ~?? min on 2 CPU threads
+    python experiments/language_directions.py    # ~38 min on one CPU thread
 
 Writes ``figures/language_directions.{md,json,png}``. ``--smoke``: a tiny random model.
 """
