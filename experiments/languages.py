@@ -75,7 +75,7 @@ def arguments() -> argparse.Namespace:
     cli.add_argument("--organism", default=None, help="the SmolLM2 organism's folder")
     cli.add_argument("--pairs", type=project_path, default=PAIRS)
     cli.add_argument("--labels", type=project_path, default=LABELS_FILE)
-    cli.add_argument("--llm", action="store_true", help="also the LLM judge (Qwen; slow)")
+    cli.add_argument("--llm", action="store_true", help="also the LLM judge (Qwen; ~40 min)")
     cli.add_argument(
         "--report-only",
         action="store_true",
