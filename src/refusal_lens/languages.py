@@ -19,9 +19,9 @@ from collections.abc import Sequence
 UNKNOWN = "unknown"
 # The languages told apart: English and PolyRefuse's six.
 DETECTED: tuple[str, ...] = ("en", "de", "es", "fr", "ja", "ru", "zh")
-# Below this normalised probability the language is UNKNOWN. Measured on the answers of
-# experiments/languages.py: a text of a full sentence is placed above 0.99; the texts below
-# 0.5 were code, lists of numbers and one-word answers.
+# Below this normalised probability the language is UNKNOWN. On the 560 answers of
+# experiments/languages.py, 544 are placed above 0.99 and 4 below 0.5: a "1. 1. 1." loop, a
+# password string and two lists of names; one-word or mixed answers fall between.
 MIN_CONFIDENCE = 0.5
 _SPECIAL = re.compile(r"<\|[^|>]{0,40}\|>|</?s>|<unk>|<pad>")
 
