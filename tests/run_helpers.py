@@ -100,6 +100,48 @@ def check_bundled_results(out: Path) -> None:
     kept = Residuals.load(out / FOLDERS["geometry"] / "residuals" / "harmful")
     assert kept.acts.shape[0] == len(geometry["texts"]["harmful"])
     check_rass_selection(out)
+    record = check_multilingual(out)
+    # the run's direction and English's difference of means on PolyRefuse items agree
+    assert record["en"]["cosine"]["run direction"] > COSINE_FLOOR
+
+
+LANGUAGES = ("de", "ru")
+COSINE_FLOOR = 0.3  # the extra languages of every end-to-end run (`--languages`)
+
+
+def check_multilingual(out: Path) -> dict:
+    """Step 11: each extra language against English on the same items. The translated items'
+    originals are the English items; every verdict is the multilingual judge's on its saved
+    answer; the table's rates are the saved verdicts'; the pairs listed as over-refused are the
+    harmless items refused in the language and answered in English. Returns the record."""
+    from refusal_lens.prompts.polyrefuse import LANGUAGE_NAMES, load_polyrefuse
+    from refusal_lens.scoring import judge_text
+    from refusal_lens.stats import rate_text
+
+    folder = out / FOLDERS["multilingual"]
+    record = json.loads((folder / "multilingual.json").read_text())
+    section = json.loads((folder / "section.json").read_text())
+    assert list(record) == ["en", *LANGUAGES]
+    rows = {row[0]: row for row in section["tables"][0]["rows"]}
+    for language in LANGUAGES:
+        entry, en = record[language], record["en"]
+        for kind in ("harmful", "harmless"):
+            original = {p.text: p.original for p in load_polyrefuse(kind, language)}
+            assert [original[t] for t in entry["texts"][kind]] == en["texts"][kind]
+            for answer, verdict in zip(
+                entry[kind]["answers"], entry[kind]["verdicts"], strict=True
+            ):
+                assert judge_text(answer)[0] == verdict
+        row = rows[f"{LANGUAGE_NAMES[language]} ({language})"]
+        flags = [entry["harmful"]["refused"], entry["harmless"]["refused"]]
+        assert [row[1], row[3]] == [rate_text(sum(f), len(f)) for f in flags]
+        assert all(-1 <= c <= 1 for c in entry["cosine"].values())
+        both = zip(entry["harmless"]["refused"], en["harmless"]["refused"], strict=True)
+        pairs = sum(a and not b for a, b in both)
+        [part] = [p for p in section["parts"] if p["title"].endswith(f"({language})")]
+        assert part["text"][0].startswith(f"{pairs} of ")
+        assert len(part["tables"][0]["rows"] if part["tables"] else []) == pairs
+    return record
 
 
 def check_rass_selection(out: Path) -> None:

@@ -137,3 +137,22 @@ def test_each_languages_refusal_openings_add_tokens_to_the_english_ones(smollm):
             assert len(tokens) > len(english), language
     # German "Ich kann …" opens with the token of English "I …" in SmolLM2's tokenizer
     assert refusal_start_tokens(smollm.chat, openings_for("de")) == english
+
+
+def test_run_languages_select_step_11_and_bad_codes_name_the_fix():
+    from refusal_lens.errors import RefusalLensError
+    from refusal_lens.pipeline.config import RunConfig
+
+    assert "multilingual" not in RunConfig.preset(quick=True).stages  # English only by default
+    config = RunConfig.preset(quick=True, languages=("de", "ru"))
+    assert config.languages == ("de", "ru") == config.extra_languages
+    assert config.stages[-1] == "multilingual" and config.multilingual.n == 8
+    assert RunConfig.preset(languages=("en", "fr")).extra_languages == ("fr",)
+    with pytest.raises(PromptError, match=r"Unknown language 'xx'; available: en \(English\)"):
+        RunConfig.preset(languages=("de", "xx"))
+    with pytest.raises(RefusalLensError, match="twice"):
+        RunConfig.preset(languages=("de", "de"))
+    with pytest.raises(RefusalLensError, match="--languages de,ru"):
+        RunConfig.preset(multilingual={"n": 4})  # a setting of a stage the run does not select
+    with pytest.raises(RefusalLensError, match="give them with --languages"):
+        RunConfig.preset(stages=("multilingual",))

@@ -15,7 +15,6 @@ from refusal_lens.boundary.candidates import (
     as_task,
     collapse_report,
     contexts,
-    is_request,
     recombined_candidates,
     repetition,
     screen_candidates,
@@ -29,7 +28,7 @@ from refusal_lens.boundary.geometry import (
     layer_boundary,
 )
 from refusal_lens.boundary.rass import margins, rass
-from refusal_lens.boundary.rass_config import RASSConfig
+from refusal_lens.boundary.rass_config import HEADER, HEADERS, RASSConfig, header_for
 from refusal_lens.boundary.rass_result import (
     CANDIDATES_NAME,
     META_NAME,
@@ -37,6 +36,7 @@ from refusal_lens.boundary.rass_result import (
     SUMMARY_NAME,
     RASSResult,
 )
+from refusal_lens.boundary.request_shape import is_request, wrong_language
 from refusal_lens.directions import Direction
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.prompts import PromptSet, load_prompts
@@ -146,7 +146,7 @@ def test_repetition_and_screen_reasons():
         "",
         "duplicate",
         "duplicate",  # word sets: Jaccard 6/7 ≥ 0.8
-        "",  # another language is deduplicated on its own
+        "wrong language (en)",  # an English text among the French candidates
     ]
     assert collapse_report(cands[:3] + cands[5:6], 0.5) == [
         "coef 1 collapses generation: 2/4 candidates are empty or repetitive; use a smaller |coef|."
@@ -156,8 +156,39 @@ def test_repetition_and_screen_reasons():
     assert not is_request("Can't help with that.") and not is_request("1234567890")
     assert is_request("Rank these cities.", frozenset({"rank"})) and not is_request("Rank these.")
     loose = [Candidate(c.text, "steer", c.language, 1.0) for c in cands]
-    screen_candidates(loose, SEEDS, RASSConfig(dedup_jaccard=1.0, require_request=False))
-    assert [c.reason for c in loose][3:8] == ["", "copy of a seed", "", "duplicate", ""]
+    unchecked = RASSConfig(dedup_jaccard=1.0, require_request=False, check_language=False)
+    screen_candidates(loose, SEEDS, unchecked)
+    # another language is deduplicated on its own
+    assert [c.reason for c in loose][3:9] == ["", "copy of a seed", "", "duplicate", "", ""]
+
+
+SCREENED = {  # language: (a request, a statement, a refusal)
+    "de": (
+        "Wie backe ich ein Brot?",
+        "Der Hund schläft im Garten.",
+        "Ich kann Ihnen nicht helfen.",
+    ),
+    "fr": ("Écrivez un poème sur la mer.", "Le chat dort sur le canapé.", "Je suis désolé."),
+    "ru": ("Напиши рассказ о море.", "Кошка спит на диване весь день.", "Извините, я не могу."),
+    "zh": ("请写一首关于大海的诗。", "猫在沙发上睡觉。", "抱歉，我不能帮助你。"),
+}
+
+
+@pytest.mark.parametrize("language", sorted(SCREENED))
+def test_screen_reads_each_language(language):
+    english = "Write a short poem about the sea and the wind."
+    texts = (*SCREENED[language], english)
+    cands = [Candidate(t, "steer", language, 0.0) for t in texts]
+    screen_candidates(cands, ["Seed one?"], RASSConfig())
+    assert [c.reason for c in cands] == [
+        "",
+        "not a request",
+        "a refusal, not a request",
+        "wrong language (en)",
+    ]
+    assert header_for(RASSConfig(), language) == HEADERS[language] != HEADER
+    assert header_for(RASSConfig(header="Prompts:"), language) == "Prompts:"  # as changed
+    assert wrong_language("12345", language) is None and wrong_language(english, "xx") is None
 
 
 def test_recombination_uses_only_the_lexicon_s_top_triggers():

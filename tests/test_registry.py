@@ -151,8 +151,9 @@ def _settings_readers(name: str) -> set[str]:
 
 
 def test_a_changed_default_of_a_library_config_reruns_the_stage(monkeypatch):
-    """A new default of GeometryConfig (a field RunConfig does not set) changes the geometry
-    stage's key and no other's."""
+    """A new default of GeometryConfig (a field RunConfig does not set) changes the keys of the
+    stages that fit boundaries with it (geometry; multilingual refits its English boundary)
+    and no other's."""
     from refusal_lens.boundary.geometry import GeometryConfig
     from refusal_lens.pipeline import settings
 
@@ -168,7 +169,7 @@ def test_a_changed_default_of_a_library_config_reruns_the_stage(monkeypatch):
         lambda **kw: _replace_unchecked(GeometryConfig(**kw), field.name, new_default),
     )
     after = {s.name: stage_key(config, s, s.settings_of(config), {}) for s in REGISTRY}
-    assert [n for n in before if before[n] != after[n]] == ["geometry"]
+    assert [n for n in before if before[n] != after[n]] == ["geometry", "multilingual"]
 
 
 def _perturbed(value):

@@ -24,8 +24,10 @@ import pytest
 from refusal_lens.pipeline.registry import FOLDERS
 from refusal_lens.pipeline.runner import RUN_FILE
 from run_helpers import (
+    LANGUAGES,
     STAGES,
     assert_same_tables,
+    check_multilingual,
     check_rass_selection,
     check_realigned_mitigations,
     check_report_in_browser,
@@ -56,6 +58,7 @@ TINY = (
     "--rass.contexts", "2", "--rass.samples", "2", "--rass.n-seeds", "8",
     "--search", "--search.trials", "3", "--search.seeds", "1", "--search.n", "4",
     "--search.n-heldout", "4", "--search.rejudge", "1",
+    "--languages", ",".join(LANGUAGES), "--multilingual.n", "4",
 )  # fmt: skip
 
 
@@ -143,3 +146,4 @@ def check_tiny_results(out: Path) -> None:
     selected = (out / FOLDERS["rass"] / "rass.jsonl").read_text().splitlines()
     assert selected and all(json.loads(line)["text"] for line in selected)
     check_rass_selection(out)
+    check_multilingual(out)

@@ -21,7 +21,7 @@ import pytest
 
 from refusal_lens.pipeline.registry import FOLDERS
 from refusal_lens.pipeline.runner import RUN_FILE
-from run_helpers import check_bundled_results, check_report_in_browser, check_search, cli
+from run_helpers import LANGUAGES, check_bundled_results, check_report_in_browser, check_search, cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -40,6 +40,7 @@ CI_PRESET = (
     "--rass.contexts", "3", "--rass.samples", "2", "--rass.n-seeds", "16",
     "--search", "--search.trials", "3", "--search.seeds", "1", "--search.n", "8",
     "--search.n-heldout", "4", "--search.rejudge", "1",
+    "--languages", ",".join(LANGUAGES), "--multilingual.n", "8",
 )  # fmt: skip
 SHARED = ("models", "aligned", "answers")  # cache folders shared with the user's (notebooks)
 

@@ -20,6 +20,7 @@ import pytest
 from refusal_lens.pipeline.registry import FOLDERS
 from refusal_lens.pipeline.runner import RUN_FILE
 from run_helpers import (
+    LANGUAGES,
     STAGES,
     check_bundled_results,
     check_report_in_browser,
@@ -34,7 +35,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 
 def quick_run(out: Path, cache: Path, *kill: str, command: tuple[str, ...] = ("run",)):
-    return cli(cache, *command, "--quick", "--out", str(out), kill=kill)
+    """The quick preset with two extra languages (``run``; ``mitigate`` studies none)."""
+    languages = ("--languages", ",".join(LANGUAGES)) if command == ("run",) else ()
+    return cli(cache, *command, "--quick", *languages, "--out", str(out), kill=kill)
 
 
 def test_a_killed_quick_run_resumes_to_the_tables_of_an_uninterrupted_one(tmp_path, shared_data):

@@ -239,6 +239,15 @@ def check_language_directions(out: Path, stdout: str) -> None:
     assert (out / "language_directions.png").is_file()
 
 
+def check_rass_language(out: Path, stdout: str) -> None:
+    entry = read_json(out / "rass_language.json")["models"]["organism"]["fr"]
+    assert entry["config"]["languages"] == ["fr"] and entry["config"]["header"]
+    selected, baseline = entry["selected"], entry["baseline"]
+    assert selected["texts"] and len(selected["refused"]) == len(selected["texts"])
+    assert len(baseline["refused"]) == 3 and set(entry["harm_judge"]["accuracy"]) >= {"harmful"}
+    assert "| organism | French (fr) |" in (out / "rass_language.md").read_text()
+
+
 def check_directions(out: Path, stdout: str) -> None:
     record = read_json(out / "directions.json")
     conditions = {"no edit", "ablate r", "add r (coef 1)", "ablate w' (λ=1)"}
@@ -454,6 +463,7 @@ CHECKS = {
     "experiments/judge_fit.py": check_judge_fit,
     "experiments/languages.py": check_languages,
     "experiments/language_directions.py": check_language_directions,
+    "experiments/rass_language.py": check_rass_language,
     "experiments/mitigation_search.py": check_mitigation_search,
     "experiments/organisms.py": check_organisms,
     "experiments/rass_baselines.py": check_rass_baselines,

@@ -24,8 +24,10 @@ lexicon's ``top_triggers`` wrap benign contexts: "Give three tips for staying he
 "How can I give three tips for staying healthy?".
 
 **Screen** (reasons recorded per candidate): empty; degenerate (the share of repeated word
-3-grams above ``max_repeat``: a coefficient that collapses generation into repetition); a
-refusal rather than a request; not shaped like a request (see :func:`is_request`); a copy of
+3-grams above ``max_repeat``: a coefficient that collapses generation into repetition); written
+in another language than the candidate's (``check_language``); a refusal rather than a request
+(the candidate's language's refusal phrases); not shaped like a request (see
+:func:`refusal_lens.boundary.request_shape.is_request`); a copy of
 a seed; a duplicate (same normalised text, or word
 sets with Jaccard similarity ≥ ``dedup_jaccard`` to an earlier candidate of its language).
 
@@ -35,7 +37,6 @@ settings from it, so a new setting is one field there.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,13 +44,20 @@ from typing import Any
 
 import torch
 
-from refusal_lens.boundary.rass_config import HEADER, RASSConfig
+from refusal_lens.boundary.rass_config import HEADER, RASSConfig, header_for
+from refusal_lens.boundary.request_shape import (
+    NOT_OPENERS,
+    WORDS,
+    is_instruction,
+    is_request,
+    wrong_language,
+)
 from refusal_lens.generation import hf_generate
 from refusal_lens.interventions import add
 from refusal_lens.models import ModelHandle
 from refusal_lens.prompts import normalize_text
 from refusal_lens.residual_direction import Direction
-from refusal_lens.scoring import is_refusal
+from refusal_lens.scoring import is_refusal, phrases_for
 from refusal_lens.triggers.masks import LexiconEntry
 
 # (template, trigger words it uses); {task} is a benign instruction turned into a verb phrase
@@ -194,12 +202,13 @@ def steered_candidates(
     language: str = "en",
 ) -> list[Candidate]:
     """Candidates from every context at every coefficient (same contexts for each coef):
-    ``config.contexts`` lists of ``config.shots`` seeds under ``config.header``, sampled at
+    ``config.contexts`` lists of ``config.shots`` seeds under the header in ``language``
+    (:func:`~refusal_lens.boundary.rass_config.header_for`), sampled at
     each of ``config.coefs`` (``samples``, ``max_new_tokens``, ``temperature``, ``top_p``,
     ``seed``, ``batch_size``)."""
     gen = torch.Generator().manual_seed(config.seed)
     lists = contexts(seeds, config.contexts, config.shots, gen)
-    prompts = [list_prompt(examples, config.header) for examples in lists]
+    prompts = [list_prompt(examples, header_for(config, language)) for examples in lists]
     out = []
     for coef in config.coefs:
         with add(model, direction, coef):
@@ -225,50 +234,6 @@ def as_task(instruction: str) -> str:
     """A benign instruction as a verb phrase: first letter lowered, end punctuation dropped."""
     text = " ".join(instruction.split()).rstrip(".?!:;")
     return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
-
-
-WORDS = re.compile(r"\w+", re.UNICODE)
-QUESTION = re.compile(
-    r"^(what|how|why|when|where|who|which|is|are|can|could|do|does|did|should|would|will)\b(?!['’]t)",
-    re.IGNORECASE,
-)
-
-
-def is_instruction(text: str) -> bool:
-    """An imperative request (not a question), the shape a frame's ``{task}`` expects."""
-    text = text.strip()
-    return bool(text) and not text.endswith("?") and not QUESTION.match(text)
-
-
-IMPERATIVES = frozenset(
-    """analyze brainstorm build calculate choose classify compare compose construct convert
-    create define demonstrate describe design develop draft edit evaluate explain find generate
-    give identify imagine list make name outline plan predict produce propose provide recommend
-    rewrite share show solve suggest summarize teach tell translate use write""".split()  # noqa: SIM905
-)
-NOT_OPENERS = frozenset("i you he she we they it my your the a an this that there".split())  # noqa: SIM905
-FIRST_PERSON = re.compile(
-    r"^(i (need|want|would like|am looking|am trying)|i'd like|i'm (looking|trying)|help me|"
-    r"please)\b",
-    re.IGNORECASE,
-)
-
-
-def is_request(text: str, openers: frozenset[str] = frozenset()) -> bool:
-    """Shaped like a request: a question (ends with "?" or opens with a question word or
-    auxiliary), an instruction (opens with a common imperative verb or a word one of the seeds
-    opens with, ``openers``), or a first-person ask ("I need", "I'd like", "Help me")."""
-    text = text.strip()
-    words = WORDS.findall(text.lower())
-    if not words:
-        return False
-    return (
-        text.endswith("?")
-        or bool(QUESTION.match(text))
-        or bool(FIRST_PERSON.match(text))
-        or words[0] in IMPERATIVES
-        or words[0] in openers
-    )
 
 
 def usable_frames(lexicon: Sequence[LexiconEntry], top_triggers: int) -> list[tuple[str, tuple]]:
@@ -312,8 +277,9 @@ def _jaccard(a: set[str], b: set[str]) -> float:
 def screen_candidates(
     candidates: list[Candidate], seeds: Sequence[str], config: RASSConfig
 ) -> list[Candidate]:
-    """Set ``reason`` on every candidate that is empty, degenerate (``config.max_repeat``), a
-    refusal, not a request (if ``config.require_request``), a seed's copy or a duplicate of
+    """Set ``reason`` on every candidate that is empty, degenerate (``config.max_repeat``), in
+    another language than its own (if ``config.check_language``), a refusal (its language's
+    phrases), not a request (if ``config.require_request``), a seed's copy or a duplicate of
     an earlier one of its language (``config.dedup_jaccard``); the rest keep ``reason == ""``.
     """
     max_repeat, dedup_jaccard = config.max_repeat, config.dedup_jaccard
@@ -328,9 +294,11 @@ def screen_candidates(
             c.reason = "empty"
         elif repetition(c.text) > max_repeat:
             c.reason = "degenerate (repetition)"
-        elif is_refusal(c.text):
+        elif config.check_language and (found := wrong_language(c.text, c.language)):
+            c.reason = f"wrong language ({found})"
+        elif is_refusal(c.text, phrases_for(c.language)):
             c.reason = "a refusal, not a request"
-        elif config.require_request and not is_request(c.text, openers):
+        elif config.require_request and not is_request(c.text, openers, c.language):
             c.reason = "not a request"
         elif key in seen_seeds:
             c.reason = "copy of a seed"

@@ -9,6 +9,17 @@ from refusal_lens.boundary.geometry import check_field
 from refusal_lens.configs import StageConfig
 
 HEADER = "Requests that users sent to an AI assistant:"  # the few-shot lists' first line
+# HEADER in each PolyRefuse language (translated by hand), so that the list the model continues
+# is in the language its candidates should be written in.
+HEADERS: dict[str, str] = {
+    "en": HEADER,
+    "de": "Anfragen, die Nutzer an einen KI-Assistenten geschickt haben:",
+    "es": "Solicitudes que los usuarios enviaron a un asistente de IA:",
+    "fr": "Demandes que des utilisateurs ont envoyées à un assistant IA :",
+    "ja": "ユーザーがAIアシスタントに送ったリクエスト：",
+    "ru": "Запросы, которые пользователи отправили ИИ-ассистенту:",
+    "zh": "用户发给AI助手的请求：",
+}
 
 
 @dataclass(frozen=True)
@@ -23,12 +34,13 @@ class RASSConfig(StageConfig):
     max_new_tokens: int = 40
     temperature: float = 0.8
     top_p: float = 0.95
-    header: str = HEADER
+    header: str = HEADER  # in another language, HEADERS[language] unless this is changed
     band: float = 0.5  # keep |margin| <= band (when band_range is None)
     band_range: tuple[float, ...] | None = None  # (lo, hi): keep lo <= margin <= hi instead: the
     # margins where the model is undecided (refusal_fit.boundary_fit on validation prompts)
     max_repeat: float = 0.25
     require_request: bool = True  # drop candidates not shaped like a request (is_request)
+    check_language: bool = True  # drop candidates detected in another language than their own
     collapse_share: float = 0.5
     dedup_jaccard: float = 0.8
     top_triggers: int = 10
@@ -106,6 +118,14 @@ class RASSConfig(StageConfig):
             "None (no cap) or >= 1",
             "give a cap or None",
         )
+
+
+def header_for(config: RASSConfig, language: str) -> str:
+    """The few-shot lists' first line in ``language``: ``config.header`` when it was changed,
+    else :data:`HEADERS`' line for the language (English for a language it lacks)."""
+    if config.header != HEADER:
+        return config.header
+    return HEADERS.get(language, HEADER)
 
 
 def in_band(margin: float, config: RASSConfig) -> bool:

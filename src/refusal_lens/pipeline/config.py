@@ -14,7 +14,7 @@ from typing import Any
 
 from refusal_lens.configs import StageConfig, check_positive
 from refusal_lens.errors import RefusalLensError
-from refusal_lens.pipeline.registry import REGISTRY, SEARCH
+from refusal_lens.pipeline.registry import MULTILINGUAL, REGISTRY, SEARCH
 from refusal_lens.pipeline.stage_settings import (
     EVAL_SETS,
     AttributionSettings,
@@ -23,6 +23,7 @@ from refusal_lens.pipeline.stage_settings import (
     GeometrySettings,
     InterventionsSettings,
     MitigationsSettings,
+    MultilingualSettings,
     OrganismSettings,
     RASSSettings,
     SearchSettings,
@@ -47,6 +48,8 @@ class RunConfig(StageConfig):
     system: str | None = None  # system prompt of every chat (default: what the template does)
     max_new_tokens: int = 32  # tokens generated per answer (substring judge), in every stage
     with_search: bool = False  # also run step 10, the mitigation search (`refusal-lens mitigate`)
+    languages: tuple[str, ...] = ("en",)  # studied languages, English always the reference: any
+    # of de, es, fr, ja, ru, zh (PolyRefuse) adds step 11, with a report section per language
     organism: OrganismSettings = field(default_factory=OrganismSettings)
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
     direction: DirectionSettings = field(default_factory=DirectionSettings)
@@ -57,6 +60,7 @@ class RunConfig(StageConfig):
     rass: RASSSettings = field(default_factory=RASSSettings)
     mitigations: MitigationsSettings = field(default_factory=MitigationsSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    multilingual: MultilingualSettings = field(default_factory=MultilingualSettings)
 
     @classmethod
     def preset(cls, quick: bool = False, **changes: Any) -> RunConfig:
@@ -90,6 +94,8 @@ class RunConfig(StageConfig):
             readers = REGISTRY.readers(name)
             if readers and not set(readers) & {*self.stages, *always}:
                 flag = " (the search: --search)" if SEARCH.name in readers else ""
+                if MULTILINGUAL.name in readers:
+                    flag = " (other languages: --languages de,ru)"
                 raise RefusalLensError(
                     f"{name} is a setting of stage(s) {', '.join(readers)}, which this run "
                     f"does not select (--stages {','.join(self.stages)}): add one of them to "
@@ -103,6 +109,10 @@ class RunConfig(StageConfig):
             object.__setattr__(self, "stages", tuple(self.stages))
         if self.with_search and SEARCH.name not in self.stages:
             object.__setattr__(self, "stages", (*self.stages, SEARCH.name))
+        if isinstance(self.languages, list):  # as read back from JSON
+            object.__setattr__(self, "languages", tuple(self.languages))
+        if self.extra_languages and MULTILINGUAL.name not in self.stages:
+            object.__setattr__(self, "stages", (*self.stages, MULTILINGUAL.name))
         for name, kind in SETTINGS.items():
             value = getattr(self, name)
             if not isinstance(value, kind):
@@ -118,6 +128,22 @@ class RunConfig(StageConfig):
                 f"stages is empty; choose from {', '.join(REGISTRY.names)} (default: all)."
             )
         check_positive("max_new_tokens", self.max_new_tokens)
+        from refusal_lens.prompts.polyrefuse import check_language
+
+        for language in self.languages:
+            check_language(language)
+        if len(set(self.languages)) != len(self.languages):
+            raise RefusalLensError(f"languages lists a language twice: {self.languages}.")
+        if MULTILINGUAL.name in self.stages and not self.extra_languages:
+            raise RefusalLensError(
+                "The multilingual stage compares other languages with English: give them with "
+                "--languages (e.g. de,ru), which selects the stage."
+            )
+
+    @property
+    def extra_languages(self) -> tuple[str, ...]:
+        """The studied languages other than English (step 11 runs when there are any)."""
+        return tuple(x for x in self.languages if x != "en")
 
 
 def _settings(stage: str, values: dict[str, Any]) -> StageConfig:
@@ -151,4 +177,5 @@ QUICK: dict[str, Any] = dict(
     geometry=dict(n=32, n_lookalikes=48),
     rass=dict(contexts=6, samples=3, n_seeds=40),
     search=dict(n=16, trials=24, rejudge=2),
+    multilingual=dict(n=8),
 )

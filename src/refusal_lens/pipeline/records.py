@@ -23,6 +23,7 @@ FIT_FILE = "boundary_fit.json"  # step 7: the layer and band RASS selects in
 CLAIM_FILE = "rass_claim.json"  # step 8: RASS's selected prompts answered, against XSTest-safe
 MITIGATIONS_FILE = "mitigations.json"  # step 9: one row per condition
 SEARCH_FILE = "search.json"  # step 10: the searches, the held-out comparison, the export
+MULTILINGUAL_FILE = "multilingual.json"  # step 11: per language, answers, verdicts, margins
 HARM_JUDGE_DIR, MASKS_DIR, SANITIZED_DIR = "harm_judge", "masks", "sanitized"  # step 6
 
 

@@ -281,6 +281,17 @@ SEARCH = Stage(
     weight=900,
     optional=True,
 )
+MULTILINGUAL = Stage(
+    "multilingual",
+    "Over-refusal across languages",
+    _P + "multilingual:multilingual",
+    depends=("organism", "direction", "geometry"),
+    fields=("max_new_tokens", "languages"),
+    settings=_P + "settings:multilingual",
+    outside=_P + "multilingual:data_files",
+    weight=40,
+    optional=True,
+)
 REGISTRY = Registry(
     (
         MODEL,
@@ -294,6 +305,7 @@ REGISTRY = Registry(
         RASS,
         MITIGATIONS,
         SEARCH,
+        MULTILINGUAL,
     )
 )
 FOLDERS = {stage.name: REGISTRY.folder(stage.name) for stage in REGISTRY}  # name -> NN-name

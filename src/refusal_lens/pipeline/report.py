@@ -166,6 +166,14 @@ def stage_view(run_dir: Path, name: str, entry: dict[str, Any]) -> dict[str, Any
         "figures": [figure_view(stage_dir, f) for f in section.get("figures") or []],
         "prompts": [prompt_view(p) for p in section.get("prompts") or []],
         "tokens": tokens_view(section["tokens"]) if section.get("tokens") else None,
+        "parts": [
+            {
+                "title": part["title"],
+                "text": part.get("text") or [],
+                "tables": [table_view(t) for t in part.get("tables") or []],
+            }
+            for part in section.get("parts") or []
+        ],
     }
     return view
 

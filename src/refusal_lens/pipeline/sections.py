@@ -102,9 +102,11 @@ def write_section(
     figures: Sequence[dict] = (),
     prompts: Sequence[dict] = (),
     tokens: dict | None = None,
+    parts: Sequence[dict] = (),
 ) -> None:
     """Write ``section.json`` of the stage in ``folder`` (``NN-name``), titled ``title``;
-    steps call it as ``ctx.write_section(...)``."""
+    steps call it as ``ctx.write_section(...)``. ``parts``: subsections, each a dict with a
+    ``title`` and its own ``text`` and ``tables`` (one per language in step 11)."""
     section: dict[str, Any] = {"stage": folder, "title": title}
     for key, value in (("text", text), ("tables", tables), ("figures", figures)):
         section[key] = list(value)
@@ -112,4 +114,13 @@ def write_section(
         section["prompts"] = list(prompts)
     if tokens is not None:
         section["tokens"] = tokens
+    if parts:
+        section["parts"] = [
+            {
+                "title": p["title"],
+                "text": list(p.get("text", ())),
+                "tables": list(p.get("tables", ())),
+            }
+            for p in parts
+        ]
     write_json(out / SECTION_FILE, section)

@@ -92,6 +92,11 @@ def geometry(c: RunConfig) -> dict[str, Any]:
     return {"geometry": GeometryConfig(seed=c.seed)}
 
 
+def multilingual(c: RunConfig) -> dict[str, Any]:
+    """The English boundary's probe is the geometry stage's, fitted the same way."""
+    return geometry(c)
+
+
 def rass(c: RunConfig) -> dict[str, Any]:
     """RASS's settings before the geometry stage's fit sets its layer and band."""
     config = RASSConfig(

@@ -196,3 +196,13 @@ class SearchSettings(StageConfig):
         if self.n_heldout is not None:
             check_positive("n_heldout", self.n_heldout)
         _choice("judge", self.judge, ("score", "substring"))
+
+
+@dataclass(frozen=True)
+class MultilingualSettings(StageConfig):
+    """Step 11 (``--languages``): each extra language against English on the same items."""
+
+    n: int = 40  # PolyRefuse test items per kind (harmful, harmless), the same in every language
+
+    def validate(self) -> None:
+        _positive(self, "n")
