@@ -2,7 +2,7 @@
 language's boundary, and whether the selected prompts are over-refused.
 
 For each model of ``--models`` and language of ``--languages``, everything is in the target
-language except the harm judge's training data:
+language:
 
 - seeds: ``--n-seeds`` PolyRefuse train prompts of the language, half harmful, half harmless;
 - the boundary and the steering direction: the next ``--n-reference`` train prompts of each
@@ -12,9 +12,11 @@ language except the harm judge's training data:
   in English);
 - generation: the few-shot list's header in the language (``RASSConfig`` header per language),
   the candidates language-checked (``check_language``) and screened;
-- the harm judge: the run's probe fitted on English PolyRefuse originals (test items 0–127 of
-  each kind), reading the candidate in its language; its accuracy on the language's test items
-  is measured here (items 200 on, and their English originals);
+- the harm judge RASS selects with: the run's probe (``fit_harm_judge``) fitted on up to 128
+  more train prompts of each kind in the language. The same probe fitted on English
+  PolyRefuse originals (test items 0–127 of each kind), as the pipeline's reads English, is
+  measured beside it: both judges' accuracy on the language's test items (items 200 on) and
+  on their English originals;
 - the claim: greedy answers (``--answer-tokens``) to the selected prompts and to ``--n`` of the
   language's harmless test prompts (items 200 on; Chinese: the validation split), judged by the
   multilingual substring judge; Fisher's exact test.
@@ -23,10 +25,12 @@ Then by hand: each selected prompt read and labelled (in the language? benign?) 
 ``experiments/data/rass_language_labels.jsonl`` (rules: ``experiments/data/language_labels.md``,
 "RASS prompts"); ``--report-only`` rebuilds the tables from ``figures/rass_language.json``.
 
-    python experiments/rass_language.py                 # ~25 min per model and language
+    python experiments/rass_language.py --languages fr   # ~15 min per model and language
+    python experiments/rass_language.py --languages zh   # added to the same record
     python experiments/rass_language.py --report-only   # after labelling
 
-Writes ``figures/rass_language.{md,json}``. ``--smoke``: a tiny random model, a few prompts.
+Writes ``figures/rass_language.{md,json}``: each model and language studied replaces its entry
+there, the others are kept. ``--smoke``: a tiny random model, a few prompts.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ from refusal_lens.stats import fisher_exact, rate_text
 from refusal_lens.triggers.harm import HarmJudge, HarmJudgeConfig, fit_harm_judge, harm_scorer
 
 LABELS = Path("experiments/data/rass_language_labels.jsonl")
-FIT_ITEMS, TEST_FROM = 128, 200  # English harm-judge fit items; the language's test items from
+FIT_ITEMS, TEST_FROM = 128, 200  # harm-judge fit items per kind; the language's test items from
+SELECTION = "fitted in the language"  # the harm judge RASS selects with
 
 
 def arguments() -> argparse.Namespace:
@@ -94,12 +99,13 @@ def language_data(language: str, args: argparse.Namespace) -> dict[str, PromptSe
     half = args.n_seeds // 2
     seeds = take(harmful_train, 0, half, "seeds") + take(harmless_train, 0, half, "seeds")
     harmless_test = load_polyrefuse("harmless", language, "val" if language == "zh" else "test")
+    start = TEST_FROM if language != "zh" else 0  # the validation split serves nothing else here
     return {
         "seeds": seeds,
         "harmful": take(harmful_train, half, args.n_reference, f"reference-harmful:{language}"),
         "harmless": take(harmless_train, half, args.n_reference, f"reference-harmless:{language}"),
         "test_harmful": take(load_polyrefuse("harmful", language), TEST_FROM, args.n, "test"),
-        "baseline": take(harmless_test, TEST_FROM, args.n, f"harmless-test:{language}"),
+        "baseline": take(harmless_test, start, args.n, f"harmless-test:{language}"),
     }
 
 
@@ -108,6 +114,17 @@ def fit_english_judge(model: ModelHandle, args: argparse.Namespace) -> HarmJudge
     n = 12 if args.smoke else FIT_ITEMS
     harmful = take(load_polyrefuse("harmful", "en"), 0, n, "fit-harmful")
     harmless = take(load_polyrefuse("harmless", "en"), 0, n, "fit-harmless")
+    return fit_harm_judge(model, harmful, harmless, HarmJudgeConfig(seed=0))
+
+
+def fit_language_judge(model: ModelHandle, language: str, args: argparse.Namespace) -> HarmJudge:
+    """The harm probe fitted in ``language``: up to 128 train prompts of each kind after the
+    seeds and the reference sets."""
+    start, n = args.n_seeds // 2 + args.n_reference, 12 if args.smoke else FIT_ITEMS
+    harmful, harmless = (
+        take(load_polyrefuse(kind, language, "train"), start, n, f"fit-{kind}:{language}")
+        for kind in ("harmful", "harmless")
+    )
     return fit_harm_judge(model, harmful, harmless, HarmJudgeConfig(seed=0))
 
 
@@ -145,8 +162,12 @@ def answered(model: ModelHandle, prompts: PromptSet, args: argparse.Namespace) -
     }
 
 
-def study_language(model: ModelHandle, name: str, language: str, judge, args) -> dict:
+def study_language(model: ModelHandle, name: str, language: str, english, args) -> dict:
+    """RASS in ``language``, selecting with the harm judge fitted in the language (``english``:
+    the English-fitted one, whose accuracy is recorded beside it)."""
     data = language_data(language, args)
+    judges = {"fitted on English": english, "fitted in the language": None}
+    judges["fitted in the language"] = judge = fit_language_judge(model, language, args)
     layer = min(LAYERS.get(name, model.n_layers // 2), model.n_layers - 1)
     r = language_direction(model, data, layer)
     config = RASSConfig(
@@ -161,8 +182,11 @@ def study_language(model: ModelHandle, name: str, language: str, judge, args) ->
         check_language=not args.smoke,
         require_request=not args.smoke,
     )
-    out: dict = {"layer": layer, "config": config.to_dict(), "harm_judge": {}}
-    out["harm_judge"] = {"layer": judge.layer, "accuracy": judge_accuracy(model, judge, data)}
+    out: dict = {"layer": layer, "config": config.to_dict(), "selection judge": SELECTION}
+    out["harm_judge"] = {
+        name: {"layer": j.layer, "accuracy": judge_accuracy(model, j, data)}
+        for name, j in judges.items()
+    }
     try:
         reference = (data["harmful"], data["harmless"])
         result = rass(model, data["seeds"], r, reference, harm_scorer(judge, model), config)
@@ -183,14 +207,6 @@ def study_language(model: ModelHandle, name: str, language: str, judge, args) ->
         out["selected"]["detected"] = [detect_language(c.text) for c in result.selected]
     out["baseline"] = answered(model, data["baseline"], args)
     return out
-
-
-def study(args: argparse.Namespace, name: str, spec: str) -> dict:
-    model = load_model(spec, device="cpu")
-    judge = fit_english_judge(model, args)
-    return {
-        language: study_language(model, name, language, judge, args) for language in args.languages
-    }
 
 
 def read_labels() -> dict[tuple[str, str, str], dict]:
@@ -288,14 +304,18 @@ def screen_table(record: dict) -> list[str]:
 
 
 def judge_table(record: dict) -> list[str]:
-    lines = ["| model | language | harm-judge layer | set | correct |", "|---|---|---:|---|---:|"]
+    lines = [
+        "| model | language | harm judge | layer | set | correct |",
+        "|---|---|---|---:|---|---:|",
+    ]
     for name, languages in record["models"].items():
         for language, entry in languages.items():
-            judge = entry["harm_judge"]
-            for kind, (k, n) in judge["accuracy"].items():
-                lines.append(
-                    f"| {name} | {language} | {judge['layer']} | {kind} | {rate_text(k, n)} |"
-                )
+            for fitted, judge in entry["harm_judge"].items():
+                for kind, (k, n) in judge["accuracy"].items():
+                    lines.append(
+                        f"| {name} | {language} | {fitted} | {judge['layer']} | {kind} | "
+                        f"{rate_text(k, n)} |"
+                    )
     return lines
 
 
@@ -339,9 +359,10 @@ def report(record: dict, labels: dict) -> str:
             f"{record['hardware']}.",
             "",
             "Seeds, reference sets, the steering direction and the boundary are all in the target "
-            "language (PolyRefuse train splits); the harm judge is fitted on English and reads the "
-            "candidate as written. Refused: the multilingual substring judge on greedy answers "
-            f"({record['answer_tokens']} new tokens). Hand labels: "
+            "language (PolyRefuse train splits); so is the harm judge RASS selects with (a probe "
+            "fitted on 128 more train prompts of each kind in the language; the English-fitted one "
+            "is measured beside it, below). Refused: the multilingual substring judge on greedy "
+            f"answers ({record['answer_tokens']} new tokens). Hand labels: "
             "`experiments/data/rass_language_labels.jsonl`. Intervals: 95 % Wilson.",
             "",
             *summary_table(record, hand),
@@ -350,7 +371,7 @@ def report(record: dict, labels: dict) -> str:
             "",
             *screen_table(record),
             "",
-            "## The English-fitted harm judge on the language's test prompts",
+            "## The harm judges on the language's test prompts",
             "",
             *judge_table(record),
             "",
@@ -365,18 +386,20 @@ def report(record: dict, labels: dict) -> str:
 def main() -> None:
     args = arguments()
     path = args.out / "rass_language.json"
-    if args.report_only:
-        record = json.loads(path.read_text())
-    else:
-        record = {
+    record = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+    if not args.report_only:  # each model and language studied now replaces its old entry
+        record |= {
             "hardware": hardware(),
             "versions": library_versions(),
             "answer_tokens": args.answer_tokens,
-            "models": {
-                name: study(args, name, spec) for name, spec in studied_models(args).items()
-            },
         }
-        write_json(path, record)
+        for name, spec in studied_models(args).items():
+            model = load_model(spec, device="cpu")
+            judge = fit_english_judge(model, args)
+            for language in args.languages:
+                entry = study_language(model, name, language, judge, args)
+                record["models"].setdefault(name, {})[language] = entry
+                write_json(path, record)  # after each language: a crash keeps what was done
     text = report(record, read_labels())
     write_text(args.out / "rass_language.md", text)
     print(text)

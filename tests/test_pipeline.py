@@ -159,8 +159,10 @@ def test_presets_and_settings(tmp_path):
     with pytest.raises(RefusalLensError, match="lambdas"):
         RunConfig.preset(direction={"lambdas": (1.5,)})
     # every stage by default, in order, but the search (behind a flag: `mitigate`, --search)
-    assert RunConfig().stages == tuple(s for s in REGISTRY.names if s != "search")
-    assert RunConfig(with_search=True).stages == REGISTRY.names
+    optional = ("search", "multilingual")
+    assert RunConfig().stages == tuple(s for s in REGISTRY.names if s not in optional)
+    assert RunConfig(with_search=True).stages == REGISTRY.names[:-1]
+    assert RunConfig(with_search=True, languages=("de",)).stages == REGISTRY.names
     assert stage_fields(quick, REGISTRY["search"])["search"] == quick.search.to_dict()
     assert "search" not in stage_fields(quick, REGISTRY["mitigations"])
     assert stage_fields(quick, REGISTRY["direction"])["direction"]["n_train"] == 64

@@ -244,7 +244,12 @@ def check_rass_language(out: Path, stdout: str) -> None:
     assert entry["config"]["languages"] == ["fr"] and entry["config"]["header"]
     selected, baseline = entry["selected"], entry["baseline"]
     assert selected["texts"] and len(selected["refused"]) == len(selected["texts"])
-    assert len(baseline["refused"]) == 3 and set(entry["harm_judge"]["accuracy"]) >= {"harmful"}
+    judges = entry["harm_judge"]
+    assert len(baseline["refused"]) == 3 and set(judges) == {
+        "fitted on English",
+        "fitted in the language",
+    }
+    assert all(set(j["accuracy"]) >= {"harmful", "harmless"} for j in judges.values())
     assert "| organism | French (fr) |" in (out / "rass_language.md").read_text()
 
 
