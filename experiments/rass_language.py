@@ -12,11 +12,12 @@ language:
   in English);
 - generation: the few-shot list's header in the language (``RASSConfig`` header per language),
   the candidates language-checked (``check_language``) and screened;
-- the harm judge RASS selects with: the run's probe (``fit_harm_judge``) fitted on up to 128
-  more train prompts of each kind in the language. The same probe fitted on English
-  PolyRefuse originals (test items 0–127 of each kind), as the pipeline's reads English, is
-  measured beside it: both judges' accuracy on the language's test items (items 200 on) and
-  on their English originals;
+- the harm judge RASS selects with: the run's probe (``fit_harm_judge``) fitted on the
+  language's test items 0–127 of each kind. The same probe fitted on their English originals,
+  as the pipeline's reads English, is measured beside it: both judges' accuracy on the
+  language's test items 200 on and on their English originals. (Fitted on the language's
+  train split instead, the probe caught 9 of 40 French harmful test items: the train and test
+  splits differ in source.)
 - the claim: greedy answers (``--answer-tokens``) to the selected prompts and to ``--n`` of the
   language's harmless test prompts (items 200 on; Chinese: the validation split), judged by the
   multilingual substring judge; Fisher's exact test.
@@ -118,13 +119,14 @@ def fit_english_judge(model: ModelHandle, args: argparse.Namespace) -> HarmJudge
 
 
 def fit_language_judge(model: ModelHandle, language: str, args: argparse.Namespace) -> HarmJudge:
-    """The harm probe fitted in ``language``: up to 128 train prompts of each kind after the
-    seeds and the reference sets."""
-    start, n = args.n_seeds // 2 + args.n_reference, 12 if args.smoke else FIT_ITEMS
-    harmful, harmless = (
-        take(load_polyrefuse(kind, language, "train"), start, n, f"fit-{kind}:{language}")
-        for kind in ("harmful", "harmless")
-    )
+    """The harm probe fitted in ``language`` on the same test items as the English one (0–127
+    of each kind, translated; Chinese harmless: validation items after the baseline's)."""
+    n = 12 if args.smoke else FIT_ITEMS
+    harmful = take(load_polyrefuse("harmful", language), 0, n, f"fit-harmful:{language}")
+    if language == "zh":
+        harmless = take(load_polyrefuse("harmless", "zh", "val"), args.n, n, "fit-harmless:zh")
+    else:
+        harmless = take(load_polyrefuse("harmless", language), 0, n, f"fit-harmless:{language}")
     return fit_harm_judge(model, harmful, harmless, HarmJudgeConfig(seed=0))
 
 
@@ -360,9 +362,9 @@ def report(record: dict, labels: dict) -> str:
             "",
             "Seeds, reference sets, the steering direction and the boundary are all in the target "
             "language (PolyRefuse train splits); so is the harm judge RASS selects with (a probe "
-            "fitted on 128 more train prompts of each kind in the language; the English-fitted one "
-            "is measured beside it, below). Refused: the multilingual substring judge on greedy "
-            f"answers ({record['answer_tokens']} new tokens). Hand labels: "
+            "fitted on 128 test items of each kind in the language, not those it is measured on "
+            "below, beside the English-fitted one). Refused: the multilingual substring judge "
+            f"on greedy answers ({record['answer_tokens']} new tokens). Hand labels: "
             "`experiments/data/rass_language_labels.jsonl`. Intervals: 95 % Wilson.",
             "",
             *summary_table(record, hand),

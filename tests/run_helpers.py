@@ -106,7 +106,9 @@ def check_bundled_results(out: Path) -> None:
 
 
 LANGUAGES = ("de", "ru")
-COSINE_FLOOR = 0.3  # the extra languages of every end-to-end run (`--languages`)
+# English's difference of means on 8 PolyRefuse items against the run's direction: 0.35 (CI
+# preset) and 0.59 (quick preset) on the bundled organism, at b3eeb8e; 8 items are noisy
+COSINE_FLOOR = 0.15  # the extra languages of every end-to-end run (`--languages`)
 
 
 def check_multilingual(out: Path) -> dict:
