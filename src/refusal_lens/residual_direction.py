@@ -267,7 +267,8 @@ def _direction_files(path: Path) -> tuple[Path, Path]:
     if not tensor_path.is_file():
         raise RefusalLensError(
             f"{path} is not a saved direction (it needs {tensor_path.name}, and "
-            f"{TENSOR_NAME}.json unless the file was saved with its metadata); {_REMAKE}"
+            f"{TENSOR_NAME}.json unless the file was saved with its metadata); make one with "
+            "`refusal-lens direction MODEL --out DIR`."
         )
     return tensor_path, path / f"{TENSOR_NAME}.json"
 
