@@ -128,7 +128,7 @@ def test_names_normalize_cache_folders_hub_ids_and_bundled_names(tmp_path):
 def organism(tmp_path, base: str) -> SimpleNamespace:
     """A handle-like view of an aligned organism's folder (align.json names its base)."""
     folder = tmp_path / "smollm2-135m-sft-lora-a0.5-0123456789abcdef"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / "align.json").write_text(json.dumps({"base": base}))
     (folder / "config.json").write_text(json.dumps({"_name_or_path": str(tmp_path)}))
     spec = str(folder)
@@ -144,6 +144,11 @@ def test_an_aligned_organism_counts_as_its_base_model(tmp_path):
         warnings.simplefilter("error")
         direction(base_model=None).check(handle)  # an old direction: its model name only
         direction().check(handle)
+    local = organism(tmp_path / "local", str(tmp_path / "my-base"))  # a base of unknown origin
+    assert local.hub_id is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        direction(model="my-base", base_model=None).check(local)
     with pytest.warns(ModelMismatchWarning, match="qwen2.5-coder-0.5b .*used on smollm2-135m-sft"):
         direction(model="qwen2.5-coder-0.5b", base_model=None).check(handle)
 

@@ -156,11 +156,13 @@ class Direction:
     def _warn_if_other_model(self, model: Any) -> None:
         """Warn when ``model`` has none of this direction's model names. Names are compared
         normalized (no folder, cache key or quantization suffix; a bundled name and its hub id
-        are one model), and an aligned organism counts as its base model: its handle's
-        ``hub_id`` is the base's, so directions move between a base and its organism quietly."""
-        from refusal_lens.models.names import same_model
+        are one model), and an aligned organism counts as its base model too (its handle's
+        ``hub_id`` is the base's, and its ``align.json`` names the base), so a base model's
+        direction moves to its organism quietly."""
+        from refusal_lens.models.names import base_specs, same_model
 
-        theirs = (model.model_id, getattr(model, "spec", None), getattr(model, "hub_id", None))
+        spec = getattr(model, "spec", None)
+        theirs = (model.model_id, spec, getattr(model, "hub_id", None), *base_specs(spec))
         if same_model((self.model, self.base_model), theirs):
             return
         ours = self.model + (f" ({self.base_model})" if self.base_model else "")

@@ -74,6 +74,22 @@ def _local_hub_id(path: Path, depth: int) -> str | None:
     return None
 
 
+def base_specs(spec: str | None) -> list[str]:
+    """The specs an aligned organism was aligned from, nearest first (its ``align.json``
+    names its base; that base may be an organism too); empty for any other model."""
+    found: list[str] = []
+    while spec and len(found) < 4:
+        path = Path(spec.replace(CACHE_PLACEHOLDER, str(cache_dir()), 1)).expanduser()
+        try:
+            spec = json.loads((path / ALIGN_META).read_text()).get("base")
+        except (OSError, ValueError, AttributeError):
+            break
+        if not isinstance(spec, str) or not spec:
+            break
+        found.append(spec)
+    return found
+
+
 def normalized_name(name: str) -> str:
     """A model name without what differs between copies of one model: the folder path, the
     organisation of a hub id, letter case, a cache key and a GGUF quantization suffix
