@@ -2,7 +2,9 @@
 
 >>> r = Direction.load("runs/direction")
 >>> (0.5 * r).norm, r.unit().norm            # arithmetic returns new Directions
->>> r.check(model)                           # clear error on a model of another width
+>>> r.check(model)                           # clear error on a model of another width,
+...                                          # ModelMismatchWarning on another model of this width
+>>> Direction.load("runs/direction/direction.safetensors")   # the file alone: its metadata
 
 A direction is immutable, finite and non-zero (checked on construction). ``layer`` and
 ``position`` say where it was read (the residual stream before block ``layer``, at negative
