@@ -51,6 +51,7 @@ def test_commands_are_registered_in_data_flow_order():
         "direction",
         "steer",
         "orthogonalize",
+        "export",
         "attribute",
         "harm-judge",
         "triggers",

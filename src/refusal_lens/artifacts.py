@@ -167,11 +167,15 @@ def jsonl_writer(rows: list[Any]) -> Writer:
     return lambda path: path.write_text(text, encoding="utf-8")
 
 
-def safetensors_writer(tensors: dict[str, torch.Tensor]) -> Writer:
-    """A :func:`save_artifact` writer for a dict of tensors."""
+def safetensors_writer(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Writer:
+    """A :func:`save_artifact` writer for a dict of tensors, with optional string ``metadata``
+    in the file's header (what makes the file readable on its own)."""
     from safetensors.torch import save_file
 
-    return lambda path: save_file({k: v.contiguous() for k, v in tensors.items()}, path)
+    plain = {k: v.contiguous() for k, v in tensors.items()}
+    return lambda path: save_file(plain, path, metadata=metadata)
 
 
 def artifact_file(folder: str | os.PathLike, name: str, meta_name: str, fix: str) -> Path:

@@ -24,3 +24,8 @@ class OutputError(RefusalLensError, OSError):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.errno = code
+
+
+class ModelMismatchWarning(UserWarning):
+    """A direction (or other artifact) used on a model other than the one it came from, where
+    the shapes fit so that nothing else would say so."""

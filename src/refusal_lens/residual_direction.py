@@ -2,17 +2,27 @@
 
 >>> r = Direction.load("runs/direction")
 >>> (0.5 * r).norm, r.unit().norm            # arithmetic returns new Directions
->>> r.check(model)                           # clear error on a model of another width
+>>> r.check(model)                           # clear error on a model of another width,
+...                                          # ModelMismatchWarning on another model of this width
+>>> Direction.load("runs/direction/direction.safetensors")   # the file alone: its metadata
 
 A direction is immutable, finite and non-zero (checked on construction). ``layer`` and
 ``position`` say where it was read (the residual stream before block ``layer``, at negative
 ``position`` of the chat template); ``scores`` holds its selection scores and ``config`` the
-settings that produced it. ``save`` writes ``direction.safetensors`` + ``direction.json``.
+settings that produced it. ``model`` is the local name of the model it was read from and
+``base_model`` the model-hub id that model is or was derived from, when known.
+
+``save`` writes ``direction.safetensors`` + ``direction.json``. The safetensors file describes
+itself too: its metadata holds the layer, hook name, position, kind, model, base model,
+d_model and refusal-lens version, so the file alone loads (``Direction.load(path)``), and
+other tools can read where it applies. Exports to llama.cpp and steering libraries are in
+:mod:`refusal_lens.directions.export`.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,10 +31,19 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from refusal_lens.artifacts import json_writer, load_safetensors, safetensors_writer, save_artifact
-from refusal_lens.errors import RefusalLensError
+from refusal_lens.artifacts import (
+    ARTIFACT_FORMAT,
+    json_writer,
+    load_safetensors,
+    read_safetensors_header,
+    safetensors_writer,
+    save_artifact,
+)
+from refusal_lens.errors import ModelMismatchWarning, RefusalLensError
 
 TENSOR_NAME = "direction"
+ARTIFACT = "refusal-lens.direction"  # the ``artifact`` value in a direction file's metadata
+_REMAKE = "make a new one with `refusal-lens direction MODEL --out DIR`."
 
 
 @dataclass(frozen=True)
@@ -38,6 +57,7 @@ class Direction:
     kind: str = "refusal"
     scores: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    base_model: str | None = None  # the hub id of the model (or of the base it was aligned from)
 
     def __post_init__(self) -> None:
         v = self.vector
@@ -133,12 +153,46 @@ class Direction:
                 f"0..{model.n_layers - 1}; it comes from another model. Extract a direction "
                 "from this model with `refusal-lens direction`."
             )
+        self._warn_if_other_model(model)
+
+    def _warn_if_other_model(self, model: Any) -> None:
+        """Warn when ``model`` has none of this direction's model names. Names are compared
+        normalized (no folder, cache key or quantization suffix; a bundled name and its hub id
+        are one model), and an aligned organism counts as its base model too (its handle's
+        ``hub_id`` is the base's, and its ``align.json`` names the base), so a base model's
+        direction moves to its organism quietly."""
+        from refusal_lens.models.names import base_specs, same_model
+
+        spec = getattr(model, "spec", None)
+        theirs = (model.model_id, spec, getattr(model, "hub_id", None), *base_specs(spec))
+        if same_model((self.model, self.base_model), theirs):
+            return
+        ours = self.model + (f" ({self.base_model})" if self.base_model else "")
+        hub = getattr(model, "hub_id", None)
+        name = model.model_id + (f" ({hub})" if hub else "")
+        warnings.warn(
+            f"This {self.kind} direction was extracted from {ours} but is used on {name}. "
+            f"Both have d_model {self.d_model}, so it runs, but a direction seldom carries "
+            "over between models: extract one from this model with `refusal-lens direction`.",
+            ModelMismatchWarning,
+            stacklevel=3,
+        )
+
+    @property
+    def hook(self) -> str:
+        """The TransformerLens hook the direction was read at (``blocks.{layer}.hook_resid_pre``
+        unless its config names another residual point)."""
+        from refusal_lens.hooks import RESIDUAL_POINTS, hook_name
+
+        point = self.config.get("hook", "resid_pre")
+        return hook_name(self.layer, point if point in RESIDUAL_POINTS else "resid_pre")
 
     def metadata(self) -> dict[str, Any]:
         return {
             "layer": self.layer,
             "position": self.position,
             "model": self.model,
+            "base_model": self.base_model,
             "kind": self.kind,
             "d_model": self.d_model,
             "norm": self.norm,
@@ -146,37 +200,85 @@ class Direction:
             "config": self.config,
         }
 
+    def file_metadata(self) -> dict[str, str]:
+        """The safetensors metadata (strings only) that makes ``direction.safetensors`` readable
+        without its JSON sidecar: where the vector was read and from which model."""
+        from refusal_lens import __version__
+
+        meta = {
+            "artifact": ARTIFACT,
+            "format": str(ARTIFACT_FORMAT),
+            "tensor": TENSOR_NAME,
+            "layer": str(self.layer),
+            "hook": self.hook,
+            "position": str(self.position),
+            "kind": self.kind,
+            "model": self.model,
+            "d_model": str(self.d_model),
+            "refusal_lens_version": __version__,
+        }
+        return meta | ({"base_model": self.base_model} if self.base_model else {})
+
     def save(self, out: str | Path) -> Path:
-        """Write ``direction.safetensors`` and ``direction.json`` into folder ``out`` (both or
-        neither; other files in ``out``, such as selection reports, are kept)."""
+        """Write ``direction.safetensors`` (with :meth:`file_metadata`) and ``direction.json``
+        into folder ``out`` (both or neither; other files in ``out``, such as selection
+        reports, are kept)."""
         files = {
-            f"{TENSOR_NAME}.safetensors": safetensors_writer({TENSOR_NAME: self.vector}),
+            f"{TENSOR_NAME}.safetensors": safetensors_writer(
+                {TENSOR_NAME: self.vector}, self.file_metadata()
+            ),
             f"{TENSOR_NAME}.json": json_writer(self.metadata()),
         }
         return save_artifact(out, files)
 
     @classmethod
-    def load(cls, folder: str | Path) -> Direction:
-        """Read a direction saved by :meth:`save`."""
-        folder = Path(folder)
-        meta_path, tensor_path = (folder / f"{TENSOR_NAME}{s}" for s in (".json", ".safetensors"))
-        if not (meta_path.is_file() and tensor_path.is_file()):
-            raise RefusalLensError(
-                f"{folder} is not a saved direction (it needs {meta_path.name} and "
-                f"{tensor_path.name}); make one with `refusal-lens direction MODEL --out DIR`."
-            )
-        fix = "save it again, or make a new one with `refusal-lens direction MODEL --out DIR`."
+    def load(cls, path: str | Path) -> Direction:
+        """Read a direction saved by :meth:`save`: its folder, or its ``.safetensors`` file.
+
+        The JSON sidecar is read when it is there (scores and config included); without it the
+        file's own metadata says where the vector applies (scores and config are then empty).
+        Files saved before the metadata existed need their sidecar.
+        """
+        tensor_path, meta_path = _direction_files(Path(path))
+        fix = f"save it again, or {_REMAKE}"
         tensors = load_safetensors(tensor_path, fix)
-        try:
-            meta = json.loads(meta_path.read_text())
-            fields = dict(
-                layer=int(meta["layer"]), position=int(meta["position"]), model=meta["model"]
+        header = read_safetensors_header(tensor_path, fix)[0].get("__metadata__") or {}
+        if not meta_path.is_file() and header.get("artifact") != ARTIFACT:
+            raise RefusalLensError(
+                f"{tensor_path} has no {meta_path.name} beside it and no refusal-lens metadata "
+                "inside (written by another tool, or by a refusal-lens older than the "
+                "metadata), so where it applies is unknown. Put its "
+                f"{meta_path.name} back beside it, or {_REMAKE}"
             )
-            fields |= {k: meta[k] for k in ("kind", "scores", "config") if k in meta}
-            vector = tensors[TENSOR_NAME]
+        where = meta_path if meta_path.is_file() else tensor_path
+        try:
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else header
+            fields = _sidecar_fields(meta)
+            vector = tensors[header.get("tensor", TENSOR_NAME)]
         except (ValueError, TypeError, KeyError) as exc:  # JSON errors are ValueErrors
             raise RefusalLensError(
-                f"{folder} does not hold a readable direction ({type(exc).__name__}: {exc}); "
+                f"{where} does not hold a readable direction ({type(exc).__name__}: {exc}); "
                 f"its files were edited or damaged: {fix}"
             ) from None
         return cls(vector, **fields)
+
+
+def _direction_files(path: Path) -> tuple[Path, Path]:
+    """``(tensor file, JSON sidecar)`` of a saved direction given its folder or tensor file."""
+    if path.is_file() and path.suffix == ".safetensors":
+        return path, path.with_suffix(".json")
+    tensor_path = path / f"{TENSOR_NAME}.safetensors"
+    if not tensor_path.is_file():
+        raise RefusalLensError(
+            f"{path} is not a saved direction (it needs {tensor_path.name}, and "
+            f"{TENSOR_NAME}.json unless the file was saved with its metadata); make one with "
+            "`refusal-lens direction MODEL --out DIR`."
+        )
+    return tensor_path, path / f"{TENSOR_NAME}.json"
+
+
+def _sidecar_fields(meta: dict[str, Any]) -> dict[str, Any]:
+    """Constructor fields from ``direction.json`` or the file metadata (numbers as strings)."""
+    fields = dict(layer=int(meta["layer"]), position=int(meta["position"]), model=meta["model"])
+    fields |= {k: meta[k] for k in ("kind", "scores", "config", "base_model") if k in meta}
+    return fields

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "judge",  # judge (given answers)
     "alignment",  # align
     "directions",  # direction, steer, orthogonalize
+    "export",
     "attribution",  # attribute
     "triggers",  # harm-judge, triggers, sanitize
     "boundary",  # geometry, rass

@@ -11,7 +11,7 @@ refusal direction's layer and position, orthogonalized against it: ``w' = w − 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jaxtyping import Float
@@ -34,6 +34,7 @@ class Candidates:
     positions: tuple[int, ...]
     model: str
     config: dict[str, Any] = field(default_factory=dict)
+    base_model: str | None = None  # the model's hub id, when known (ModelHandle.hub_id)
 
     def direction(self, layer: int, position: int, **kwargs: Any) -> Direction:
         """The candidate read before block ``layer`` at ``position``, as a Direction."""
@@ -43,6 +44,7 @@ class Candidates:
                 f"{self.layers[0]}..{self.layers[-1]}, positions {list(self.positions)}."
             )
         vector = self.vectors[self.layers.index(layer), self.positions.index(position)]
+        kwargs.setdefault("base_model", self.base_model)
         return Direction(vector, layer, position, self.model, config={**self.config}, **kwargs)
 
 
@@ -100,7 +102,9 @@ def diff_in_means(
         "n_positive": len(pos_texts),
         "n_negative": len(neg_texts),
     }
-    return Candidates(mean_pos - mean_neg, tuple(layers), positions_t, model.model_id, config)
+    return Candidates(
+        mean_pos - mean_neg, tuple(layers), positions_t, model.model_id, config, model.hub_id
+    )
 
 
 def false_refusal_vector(
@@ -134,4 +138,4 @@ def false_refusal_vector(
     w_prime = w.orthogonalize(refusal, coef)
     config = {**w.config, "orthogonalized_against": refusal.kind, "lambda": coef}
     scores = {"cosine_w_r": w.cosine(refusal), "cosine_w'_r": w_prime.cosine(refusal)}
-    return Direction(w_prime.vector, w.layer, w.position, w.model, "false_refusal", scores, config)
+    return replace(w_prime, kind="false_refusal", scores=scores, config=config)

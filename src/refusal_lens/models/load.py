@@ -93,6 +93,15 @@ class ModelHandle:
         """A short, stable name for artifacts (the spec's last path component)."""
         return Path(self.spec.rstrip("/")).name or self.spec
 
+    @property
+    def hub_id(self) -> str | None:
+        """The model-hub id this model is or was derived from (an aligned organism: its base's),
+        for artifacts that other tools read; ``None`` when unknown (see
+        :mod:`refusal_lens.models.names`)."""
+        from refusal_lens.models.names import hub_id
+
+        return hub_id(self.spec)
+
     def describe(self) -> dict[str, Any]:
         """Facts for ``refusal-lens info`` and artifact metadata."""
         decode = self.tokenizer.convert_ids_to_tokens
