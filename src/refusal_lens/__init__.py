@@ -73,6 +73,10 @@ _EXPORTS = {
     "SteerConfig": "refusal_lens.directions.steer",
     "SteerResult": "refusal_lens.directions.steer",
     "orthogonalize_weights": "refusal_lens.directions.orthogonalize",
+    "export_direction": "refusal_lens.directions.export",
+    "export_gguf": "refusal_lens.directions.export",
+    "export_steering_vectors": "refusal_lens.directions.export",
+    "read_gguf": "refusal_lens.directions.export",
     "attribute": "refusal_lens.attribution.methods",
     "AttributionConfig": "refusal_lens.attribution.methods",
     "Attributions": "refusal_lens.attribution.methods",
@@ -129,6 +133,7 @@ _EXPORTS = {
     "load_run_model": "refusal_lens.pipeline.context",
     "write_report": "refusal_lens.pipeline.report",
     "RefusalLensError": "refusal_lens.errors",
+    "ModelMismatchWarning": "refusal_lens.errors",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
