@@ -27,7 +27,7 @@ CHOICES = {
 }
 ForceOpt = Annotated[
     Literal[REGISTRY.names] | None,  # type: ignore[valid-type]
-    typer.Option(metavar="STAGE", help="Rerun this stage and every later one."),
+    typer.Option(help="Rerun this stage and every later one."),
 ]
 
 
