@@ -228,7 +228,7 @@ CASES = [
     Case("run-settings-type", lambda ctx: RunConfig.preset(rass=4), RefusalLensError,
          r"rass must be a RASSSettings or a dict of its fields, not int"),
     Case("mitigate-delta-cli", cli("mitigate {llama} --quick --delta 2 --out {out}"), CliExit,
-         r"^exit 2: note: --delta is deprecated; use --search\.harmful-drop\. .*"
+         r"^exit 2: note: --delta is deprecated; use --search\.harmful-drop .*"
          r"'--search\.harmful-drop'.*search\.harmful_drop must lie in \[0\.0, 1\.0\], not 2\.0"),
     Case("mitigate-kl-cli", cli("mitigate {llama} --search.kl-max 0 --out {out}"), CliExit,
          r"^exit 2: .*'--search\.kl-max'.*search\.kl_max must be a finite number > 0, not 0\.0"),

@@ -156,7 +156,7 @@ def test_an_old_name_still_works_and_says_it_is_deprecated(tmp_path):
     result = runner.invoke(app, args, env={"COLUMNS": "2000"})
     assert result.exit_code == 2, result.output
     text = _flat(result.output)
-    assert "note: --trials is deprecated; use --search.trials." in text
+    assert "note: --trials is deprecated; use --search.trials (--trials goes" in text
     assert "'--search.trials'" in text and "search.trials must be positive, not 0" in text
     assert not (tmp_path / "o").exists()
 

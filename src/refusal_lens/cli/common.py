@@ -113,18 +113,7 @@ def _root(
     ] = False,
 ) -> None:
     """Mechanistic study of over-refusal in chat models."""
-    if data is None:
-        return
-    previous = os.environ.get(DATA_ENV)
-    os.environ[DATA_ENV] = str(data)
-
-    def restore() -> None:
-        if previous is None:
-            os.environ.pop(DATA_ENV, None)
-        else:
-            os.environ[DATA_ENV] = previous
-
-    ctx.call_on_close(restore)
+    ctx.with_resource(data_folder(data))
 
 
 ModelArg = Annotated[
@@ -178,7 +167,7 @@ JudgesOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--judge",
-        metavar="[score|substring]",
+        metavar="<score|substring>",
         help=JUDGE_HELP + " Repeat, or separate with commas, for several. Default: substring.",
     ),
 ]

@@ -51,7 +51,7 @@ def judge(
         list[str] | None,
         typer.Option(
             "--judge",
-            metavar="[substring|llm]",
+            metavar="<substring|llm>",
             help="substring (default) or llm; repeat for several (verdict and reason are the "
             "first one's, every judge's under 'verdicts').",
         ),

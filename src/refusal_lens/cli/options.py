@@ -340,7 +340,11 @@ def renamed(aliases: dict[str, str]) -> Callable[[Callable], Callable]:
                 value, target = kwargs.pop(name), by_option[aliases[old]]
                 if value is None or value == []:
                     continue
-                typer.echo(f"note: {old} is deprecated; use {aliases[old]}.", err=True)
+                typer.echo(
+                    f"note: {old} is deprecated; use {aliases[old]} ({old} goes in the next "
+                    "release).",
+                    err=True,
+                )
                 if kwargs.get(target.name) in (None, target.default):
                     kwargs[target.name] = value
             for name, new in required.items():
