@@ -159,6 +159,13 @@ def test_an_old_name_still_works_and_says_it_is_deprecated(tmp_path):
     assert "note: --trials is deprecated; use --search.trials (--trials goes" in text
     assert "'--search.trials'" in text and "search.trials must be positive, not 0" in text
     assert not (tmp_path / "o").exists()
+    # an option that was required stays so under either name
+    args = ["sanitize", "m", "--harm-judge", str(tmp_path), "--out", str(tmp_path / "o")]
+    result = runner.invoke(app, args, env={"COLUMNS": "2000"})
+    assert result.exit_code == 2 and "--triggers is required" in _flat(result.output)
+    result = runner.invoke(app, [*args, "--masks", str(tmp_path / "nope")])
+    assert "note: --masks is deprecated" in _flat(result.output)
+    assert not (tmp_path / "o").exists()
 
 
 def test_every_option_argument_and_command_has_help():

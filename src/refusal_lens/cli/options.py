@@ -105,7 +105,7 @@ def _option(
                 rich_help_panel=panel,
             ),
         ]
-    metavar = f"[{'|'.join(choices)}]" if choices else _METAVARS.get(f.type, "VALUE")
+    metavar = f"<{'|'.join(choices)}>" if choices else _METAVARS.get(f.type, "VALUE")
     if f.is_tuple:
         metavar = f"{metavar},..."
     return Annotated[
@@ -349,7 +349,7 @@ def renamed(aliases: dict[str, str]) -> Callable[[Callable], Callable]:
                     kwargs[target.name] = value
             for name, new in required.items():
                 if kwargs.get(name) is None:
-                    raise typer.BadParameter("Missing option.", param_hint=f"'{new}'")
+                    raise typer.BadParameter(f"{new} is required.", param_hint=f"'{new}'")
             return func(**kwargs)
 
         kept = [

@@ -139,7 +139,8 @@ def _print_masks(masks: Any) -> None:
 def sanitize(
     model: Annotated[str, typer.Argument(help="Model spec of the base model (answers)")],
     masks: Annotated[
-        Path, typer.Option("--triggers", metavar="DIR", help="Folder written by `triggers`.")
+        Path,
+        typer.Option("--triggers", metavar="DIR", help="Folder written by `triggers` (required)."),
     ],
     harm_judge: HarmJudgeOpt,
     out: out_option("sanitize") = None,
