@@ -2,7 +2,8 @@
 Wang et al.'s hand-set λ and the cost, read from the run folders that ``mitigate`` wrote.
 
     refusal-lens mitigate smollm2-135m --quick --out runs/mitigate/smollm2-135m
-    refusal-lens mitigate smollm2-135m --quick --kinds ablate --out runs/mitigate/smollm2-ablate
+    refusal-lens mitigate smollm2-135m --quick --search.kinds ablate \\
+        --out runs/mitigate/smollm2-ablate
     refusal-lens mitigate qwen2.5-coder-0.5b --quick --out runs/mitigate/qwen2.5-coder-0.5b
     python experiments/mitigation_search.py [--runs runs/mitigate/smollm2-135m ...] [--out figures]
 
@@ -285,9 +286,9 @@ def options(config: dict[str, Any]) -> str:
     default, given = RunConfig().search, []
     kinds = tuple(config.get("search_kinds", default.kinds))
     if kinds != default.kinds:
-        given.append(f"--kinds {','.join(kinds)}")
+        given.append(f"--search.kinds {','.join(kinds)}")
     if (kl := config.get("kl_max", default.kl_max)) != default.kl_max:
-        given.append(f"--kl-max {kl:g}")
+        given.append(f"--search.kl-max {kl:g}")
     return f" (`{' '.join(given)}`)" if given else ""
 
 

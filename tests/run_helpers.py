@@ -235,7 +235,7 @@ def check_search(out: Path, log: str, trials: int, heldout: int) -> None:
     assert list(held)[:3] == ["no edit", "ablate r (Arditi)", "ablate w′ λ=1 (Wang)"]
     n = {s: v["n"] for s, v in held["no edit"]["sets"].items()}
     assert {"JailbreakBench", "HarmBench", "XSTest-unsafe"} <= set(n)
-    assert set(n.values()) == {heldout}  # --heldout: prompts per held-out set
+    assert set(n.values()) == {heldout}  # --search.n-heldout: prompts per held-out set
     assert all({s: v["n"] for s, v in r["sets"].items()} == n for r in held.values())
     assert (folder / "front.png").stat().st_size > 10_000
     edit = Edit.load(folder / "export" / "edit")

@@ -131,7 +131,7 @@ def test_a_new_config_field_becomes_an_option(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert (seen["config"].ratio, seen["config"].names) == (0.25, ("x", "y"))
     assert seen["config"].layers == (1, 2) and seen["config"].loud is True
-    assert "A share" in runner.invoke(toy, ["--help"]).output
+    assert "a share" in runner.invoke(toy, ["--help"]).output  # as written
     _fails_cleanly(runner.invoke(toy, ["--ratio", "2"]), "'--ratio'", "ratio must lie in")
     _fails_cleanly(runner.invoke(toy, ["--layers", "1,x"]), "'--layers'", "not an integer")
 
@@ -190,7 +190,9 @@ def test_cli_bad_input_fails_cleanly_without_output(tiny_dirs, tmp_path):
     result = runner.invoke(app, ["collect", str(tiny_dirs["llama"]), "harmful", "--out", str(out)])
     assert result.exit_code == 0  # sanity: the same command without the bad layer works
     bad = ["collect", str(tiny_dirs["llama"]), "harmful", "--out", str(tmp_path / "x")]
-    _fails_cleanly(runner.invoke(app, [*bad, "--hook", "resid_nowhere"]), "'--hook'", "Unknown")
+    _fails_cleanly(
+        runner.invoke(app, [*bad, "--hook", "resid_nowhere"]), "'--hook'", "is not one of"
+    )
     _fails_cleanly(runner.invoke(app, [*bad, "--batch-size", "0"]), "'--batch-size'", "positive")
     assert not (tmp_path / "x").exists()
 
@@ -237,9 +239,9 @@ def test_run_writes_stage_folders_and_a_report_and_reuses_them(tiny_dirs, tmp_pa
     result = runner.invoke(app, [*args, "--quick"])
     assert "00-model: reused" in result.output
     result = runner.invoke(app, [*args, "--force", "nope"])
-    assert "unknown stage 'nope'" in str(result.exception)
+    _fails_cleanly(result, "'--force'", "'nope' is not one of 'model', 'organism'")
     result = runner.invoke(app, ["run", str(tiny_dirs["llama"]), "--stages", "all"])
-    _fails_cleanly(result, "unknown stage(s) ['all']; choose from model, organism")
+    _fails_cleanly(result, "'--stages'", "'all' is not one of model, organism")
     # a stage's settings are --STAGE.SETTING, merged into the preset
     result = runner.invoke(app, [*args, "--quick", "--organism.n-check", "5"])
     assert result.exit_code == 0, result.output
@@ -270,7 +272,7 @@ def test_align_then_evaluate_from_the_command_line(tiny_dirs, tmp_path, shared_d
 
     # evaluate into the same folder: its files join alignment.json, which is kept
     args = ["--data", str(shared_data), "evaluate", str(aligned.path), "--n", "4"]
-    result = runner.invoke(app, [*args, "--judges", "score", "--out", str(out)])
+    result = runner.invoke(app, [*args, "--judge", "score", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "ASR AdvBench" in result.output and "combined" in result.output
     saved = EvalResult.load(out)
@@ -343,7 +345,7 @@ def test_harm_judge_triggers_and_sanitize_chain(tiny_dirs, tmp_path):
     assert masks.masks[0].prompt in result.output or "2 requests" in result.output
 
     out = tmp_path / "sanitized"
-    args = ["sanitize", model, "--masks", str(masks_dir), "--harm-judge", str(judge_dir)]
+    args = ["sanitize", model, "--triggers", str(masks_dir), "--harm-judge", str(judge_dir)]
     result = runner.invoke(app, [*args, "--out", str(out), "--rewrite", "delete"])
     assert result.exit_code == 0, result.output
     data = SanitizedData.load(out)
@@ -381,7 +383,7 @@ def test_geometry_and_rass_from_the_command_line(tiny_dirs, tmp_path):
     lexicon.write_text(json.dumps(rows))
     args = ["rass", model, "harmless", "--direction", str(tmp_path / "dir"), "--contexts", "2"]
     args += ["--harm-judge", str(judge), "--samples", "2", "--band", "100", "--coefs", "-5,5"]
-    args += ["--lexicon", str(lexicon), "--benign-contexts", "harmless"]
+    args += ["--triggers", str(lexicon), "--benign-contexts", "harmless"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in (tmp_path / "r" / "rass.jsonl").open()]
@@ -397,7 +399,7 @@ def test_geometry_and_rass_from_the_command_line(tiny_dirs, tmp_path):
     bad = [a if a != "-5,5" else "a,b" for a in args]
     _fails_cleanly(runner.invoke(app, [*bad, "--out", str(tmp_path / "y")]), "'--coefs'")
     _fails_cleanly(
-        runner.invoke(app, [*args[:-4], "--out", str(tmp_path / "y"), "--lexicon", str(lexicon)]),
+        runner.invoke(app, [*args[:-4], "--out", str(tmp_path / "y"), "--triggers", str(lexicon)]),
         "--benign-contexts",
     )
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
@@ -451,7 +453,7 @@ def test_translator_and_rewriter_options_take_a_model_spec(tiny_dirs, tmp_path, 
     masks_dir = tmp_path / "triggers"
     args = ["triggers", model, "harmful", "--harm-judge", str(judge), "--n", "2"]
     assert runner.invoke(app, [*args, "--out", str(masks_dir)]).exit_code == 0
-    args = ["sanitize", model, "--masks", str(masks_dir), "--harm-judge", str(judge)]
+    args = ["sanitize", model, "--triggers", str(masks_dir), "--harm-judge", str(judge)]
     args += ["--max-new-tokens", "4"]
     result = runner.invoke(app, [*args, "--rewriter", helper, "--out", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output

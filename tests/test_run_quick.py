@@ -80,7 +80,8 @@ def test_a_killed_quick_run_resumes_to_the_tables_of_an_uninterrupted_one(tmp_pa
     check_bundled_results(whole)
 
     # 6. the mitigation search on the finished run: every other stage is reused
-    search = ("mitigate", "--trials", "3", "--seeds", "1", "--heldout", "4")
+    search = ("mitigate", "--search.trials", "3", "--search.seeds", "1")
+    search += ("--search.n-heldout", "4")
     proc = quick_run(whole, tmp_path / "cache-whole", command=search)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr

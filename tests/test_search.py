@@ -256,7 +256,7 @@ def test_empty_validation_sets_are_a_clear_error(tiny_llama):
 
 def test_a_budget_too_small_for_one_trial_is_a_clear_error():
     config = SearchSettings(seeds=3, budget=0.5, trials=24)
-    with pytest.raises(RefusalLensError, match="Raise --budget"):
+    with pytest.raises(RefusalLensError, match=r"Raise --search\.budget"):
         check_budget(10.0, time.monotonic() + 30, config)  # 4 searches need 67 s
     check_budget(10.0, time.monotonic() + 600, config)  # enough: no error
     check_budget(10.0, None, config)

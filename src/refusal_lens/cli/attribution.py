@@ -21,11 +21,12 @@ from refusal_lens.cli.common import (
     Loader,
     ModelArg,
     OptionalDirectionOpt,
-    OutOpt,
     PromptsArg,
     Sampler,
     app,
     model_options,
+    out_folder,
+    out_option,
     prompt_options,
     say,
 )
@@ -82,19 +83,23 @@ def method_options(func: Callable) -> Callable:
     return func
 
 
-@app.command()
+@app.command(
+    epilog="Example: refusal-lens attribute smollm2-135m xstest-safe --n 8 --method occlusion "
+    "--out runs/attribution"
+)
 @model_options
 @prompt_options(n=8)
 @config_options(
     f"{METHODS_MODULE}:AttributionConfig",
     exclude=("options",),
-    helps={"method": f"One of {', '.join(method_configs())}."},
+    helps={"method": "The attribution method."},
+    choices={"method": tuple(method_configs())},
 )
 @method_options
 def attribute(
     model: ModelArg,
     prompts: PromptsArg,
-    out: OutOpt,
+    out: out_option("attribute") = None,
     direction: OptionalDirectionOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length shown; 0: no answers")] = 48,
     *,
@@ -114,6 +119,7 @@ def attribute(
     from refusal_lens.hooks import check_layers
     from refusal_lens.residual_direction import Direction
 
+    out = out_folder(out, model, "attribute")
     spec = method_of(config.method)
     own = [s for s in method_settings.values() if type(s) is spec.config]
     config = config.replace(options=own[0]) if own else config

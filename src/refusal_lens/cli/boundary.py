@@ -10,40 +10,50 @@ from typing import Annotated, Any
 import typer
 
 from refusal_lens.cli.common import (
+    DEFAULT_JUDGE,
     BaseOpt,
     DirectionOpt,
     HarmJudgeOpt,
+    JudgeOpt,
     Loader,
     ModelArg,
     OptionalDirectionOpt,
-    OutOpt,
     PromptsArg,
     Sampler,
     app,
     model_options,
+    out_folder,
+    out_option,
     parse_ints,
     prompt_options,
     say,
 )
-from refusal_lens.cli.options import config_options
+from refusal_lens.cli.fields import constant
+from refusal_lens.cli.options import config_options, renamed
 from refusal_lens.configs import StageConfig
 
 
-@app.command()
+@app.command(
+    epilog="Example: refusal-lens geometry smollm2-135m --n 32 --panels 1,4,8 --judge score "
+    "--out runs/geometry"
+)
+@renamed({"--refused-by": "--judge", "--position": "--positions"})
 @model_options
 @prompt_options(seed=False)
-@config_options("refusal_lens.boundary.geometry:GeometryConfig")
+@config_options(
+    "refusal_lens.boundary.geometry:GeometryConfig",
+    names={"position": "positions"},
+    helps={"position": "The one position read, counted back from the last token (-1)."},
+)
 def geometry(
     model: ModelArg,
-    out: OutOpt,
+    out: out_option("geometry") = None,
     harmful: Annotated[str, typer.Option(help="Prompt spec of the harmful class")] = "harmful",
     harmless: Annotated[str, typer.Option(help="Prompt spec of the harmless class")] = "harmless",
     borderline: Annotated[str, typer.Option(help="Prompt spec placed between")] = "borderline",
     direction: OptionalDirectionOpt = None,
     panels: Annotated[str | None, typer.Option(help="Layers shown in the grid: 1,4,8")] = None,
-    refused_by: Annotated[
-        str, typer.Option(help="Borderline refused by: score (> 0) or substring (generation)")
-    ] = "score",
+    judge: JudgeOpt = DEFAULT_JUDGE,
     *,
     load: Loader,
     pick: Sampler,
@@ -52,18 +62,18 @@ def geometry(
     """Place harmful, harmless and borderline prompts against each layer's boundary.
 
     Writes geometry.{json,safetensors}, grid.png, margins.png and probe_accuracy.png; --n
-    samples each prompt set (seed: --seed).
+    samples each prompt set (seed: --seed); --judge decides which borderline prompts count
+    as refused.
     """
     from refusal_lens.boundary.geometry import boundary_geometry
     from refusal_lens.boundary.views import write_geometry_figures
     from refusal_lens.residual_direction import Direction
 
-    if refused_by not in ("score", "substring"):
-        raise typer.BadParameter("use score or substring.", param_hint="'--refused-by'")
+    out = out_folder(out, model, "geometry")
     handle = load(model)
     pick = replace(pick, seed=config.seed)
     sets = [pick(spec) for spec in (harmful, harmless, borderline)]
-    refused = _substring_refusals(handle, sets[2]) if refused_by == "substring" else None
+    refused = _substring_refusals(handle, sets[2]) if judge == "substring" else None
     r = Direction.load(direction) if direction is not None else None
     geo = boundary_geometry(handle, *sets, direction=r, config=config, refused=refused)
     geo.save(out)
@@ -88,22 +98,35 @@ def _print_geometry(geo: Any) -> None:
         )
 
 
-@app.command()
+@app.command(
+    epilog="Example: refusal-lens rass smollm2-135m harmful --direction runs/direction "
+    "--harm-judge runs/harm-judge --triggers runs/triggers --benign-contexts harmless "
+    "--out runs/rass"
+)
+@renamed({"--lexicon": "--triggers"})
 @model_options
 @prompt_options(seed=False)
-@config_options("refusal_lens.boundary.rass:RASSConfig")
+@config_options(
+    "refusal_lens.boundary.rass:RASSConfig",
+    choices={"languages": tuple(constant("refusal_lens.boundary.translate:LANGUAGES"))},
+)
 def rass(
     model: ModelArg,
     seeds: PromptsArg,
     direction: DirectionOpt,
     harm_judge: HarmJudgeOpt,
-    out: OutOpt,
+    out: out_option("rass") = None,
     base: BaseOpt = None,
     harmful: Annotated[str, typer.Option(help="Reference harmful prompts")] = "harmful",
     harmless: Annotated[str, typer.Option(help="Reference harmless prompts")] = "harmless",
     lexicon: Annotated[
         Path | None,
-        typer.Option(help="Trigger lexicon for recombination: lexicon.json or a `triggers` folder"),
+        typer.Option(
+            "--triggers",
+            metavar="DIR",
+            help="Folder written by `triggers` (or its lexicon.json): the trigger words "
+            "recombined with --benign-contexts.",
+        ),
     ] = None,
     benign_contexts: Annotated[
         str | None, typer.Option(help="Prompt spec of benign contexts for recombination")
@@ -131,6 +154,7 @@ def rass(
     from refusal_lens.residual_direction import Direction
 
     _check_rass_options(translator, lexicon, benign_contexts)
+    out = out_folder(out, model, "rass")
     handle = load(model)
     everything = Sampler()  # the reference sets and contexts are used whole
     result = run_rass(
@@ -160,7 +184,8 @@ def _check_rass_options(translator: str, lexicon: Path | None, contexts: str | N
             ) from exc
     if lexicon is not None and contexts is None:
         raise typer.BadParameter(
-            "--lexicon needs --benign-contexts SPEC to recombine with.", param_hint="'--lexicon'"
+            "--triggers needs --benign-contexts SPEC to recombine with.",
+            param_hint="'--triggers'",
         )
 
 

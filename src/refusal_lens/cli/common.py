@@ -1,59 +1,119 @@
 """The Typer app, the options every command shares, and helpers.
 
-The same name means the same thing in every command: ``--out`` the output folder (files of
-other stages already in it are kept), ``--direction`` a folder written by ``direction``,
-``--harm-judge`` a folder written by ``harm-judge``, ``--n`` a seeded sample of N prompts,
-``--limit`` the first N prompts, ``--device``/``--device-map``/``--dtype``/``--system`` how
-the model is loaded and its prompts formatted; ``--data`` (before the command) the benchmark
-data folder.
+One setting has one name, the same in every command (``tests/test_cli_options.py`` checks):
+
+- ``--out``: optional everywhere; where the command writes its files (a folder; files in it
+  that the command does not write are kept). Left out: ``runs/<model>/<command>/``, and
+  ``runs/<model>/`` for ``run`` and ``mitigate``, which share the pipeline's folder; ``judge``,
+  which reads no model, writes its JSON lines to stdout.
+- an input written by an earlier command is named after that command: ``--direction``,
+  ``--harm-judge``, ``--triggers``.
+- ``--judge``: the refusal judge, ``score`` or ``substring``; default ``substring`` everywhere
+  (a pipeline stage's judge is its setting ``--STAGE.judge``, with the same choices).
+- ``--n`` a seeded sample of N prompts, ``--limit`` the first N prompts, ``--positions``
+  positions counted back from the last token, ``--device``/``--device-map``/``--dtype``/
+  ``--system`` how the model is loaded and its prompts formatted; ``--data`` (before or after
+  the command) the benchmark data folder.
+
+An old name is kept, hidden, for one release (:func:`refusal_lens.cli.options.renamed`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, no_type_check
+from typing import Annotated, Any, Literal, no_type_check
 
 import typer
 
 from refusal_lens.cli.options import add_parameters, keyword
 from refusal_lens.locations import DATA_ENV
 
-app = typer.Typer(
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        metavar="DIR",
+        help=f"Folder with the public benchmark files (sets ${DATA_ENV} for this command); "
+        "before or after the command's name.",
+    ),
+]
+
+
+@contextlib.contextmanager
+def data_folder(data: Path | None) -> Iterator[None]:
+    """``$REFUSAL_LENS_DATA`` set to ``data`` (if given) while the block runs."""
+    previous = os.environ.get(DATA_ENV)
+    if data is not None:
+        os.environ[DATA_ENV] = str(data)
+    try:
+        yield
+    finally:
+        if data is not None and previous is None:
+            os.environ.pop(DATA_ENV, None)
+        elif data is not None:
+            os.environ[DATA_ENV] = str(previous)
+
+
+def with_data_option(func: Callable) -> Callable:
+    """``func`` with a ``--data`` option (the same as before the command's name)."""
+    inner = add_parameters(func, [keyword("data", DataOpt, None)], lambda values: {})
+
+    @functools.wraps(inner)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with data_folder(kwargs.get("data")):
+            return inner(*args, **kwargs)
+
+    return wrapper
+
+
+class _App(typer.Typer):
+    """A Typer app whose every command also takes ``--data`` after its name."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(func: Callable) -> Callable:
+            register(with_data_option(func))
+            return func
+
+        return decorator
+
+
+app = _App(
     help="Mechanistic study of over-refusal in chat models.",
+    epilog="Example: refusal-lens score smollm2-135m harmless --limit 8",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from refusal_lens import __version__
+
+        typer.echo(f"refusal-lens {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 @no_type_check  # Typer hands the root callback click's base Context, not a typer.Context
 def _root(
     ctx: typer.Context,
-    data: Annotated[
-        Path | None,
+    data: DataOpt = None,
+    version: Annotated[
+        bool,
         typer.Option(
-            "--data",
-            metavar="DIR",
-            help=f"Folder with the public benchmark files (sets ${DATA_ENV} for this command).",
+            "--version", is_eager=True, callback=_version, help="Print the version and exit."
         ),
-    ] = None,
+    ] = False,
 ) -> None:
     """Mechanistic study of over-refusal in chat models."""
-    if data is None:
-        return
-    previous = os.environ.get(DATA_ENV)
-    os.environ[DATA_ENV] = str(data)
-
-    def restore() -> None:
-        if previous is None:
-            os.environ.pop(DATA_ENV, None)
-        else:
-            os.environ[DATA_ENV] = previous
-
-    ctx.call_on_close(restore)
+    ctx.with_resource(data_folder(data))
 
 
 ModelArg = Annotated[
@@ -69,11 +129,61 @@ PromptsArg = Annotated[
         "(a 'prompt' column) file."
     ),
 ]
-_OUT_HELP = "Output folder (files already in it that this command does not write are kept)."
-OutOpt = Annotated[Path, typer.Option("--out", metavar="DIR", help=_OUT_HELP)]
-OptionalOutOpt = Annotated[
-    Path | None, typer.Option("--out", metavar="DIR", help=_OUT_HELP + " Default: print only.")
+OUT_HELP = (
+    "Folder the results are written to (files in it that this command does not write are "
+    "kept). Default: {default}."
+)
+
+
+def out_option(command: str | None) -> Any:
+    """``--out``, optional: default ``runs/<model>/<command>/`` (``runs/<model>/`` for the
+    pipeline's commands, ``command`` None)."""
+    default = f"runs/<model>/{command}/" if command else "runs/<model>/"
+    return Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help=OUT_HELP.format(default=default))
+    ]
+
+
+def model_folder(model: str) -> str:
+    """A model spec as a folder name: a model folder's or file's name, a spec or hub id as
+    written (``/`` as ``--``), like ``run``'s ``runs/<model>/``."""
+    path = Path(model)
+    return path.stem if path.exists() else model.replace("/", "--")
+
+
+def out_folder(out: Path | None, model: str, command: str) -> Path:
+    """``--out``, or the default ``runs/<model>/<command>/``."""
+    return out if out is not None else Path("runs") / model_folder(model) / command
+
+
+JUDGES = ("score", "substring")
+DEFAULT_JUDGE = "substring"  # judges what the model answers, and catches degenerate answers
+JUDGE_HELP = (
+    "Refusal judge: substring (a greedy answer, the degeneration detector, the refusal "
+    "phrases) or score (first-token refusal log-odds above the threshold; no generation)."
+)
+JudgeOpt = Annotated[Literal[JUDGES], typer.Option("--judge", help=JUDGE_HELP)]  # type: ignore[valid-type]
+JudgesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--judge",
+        metavar="<score|substring>",
+        help=JUDGE_HELP + " Repeat, or separate with commas, for several. Default: substring.",
+    ),
 ]
+
+
+def parse_judges(given: list[str] | None) -> tuple[str, ...]:
+    """``--judge`` given once or more, each a judge or a comma list; default substring."""
+    names = [n.strip() for text in given or [DEFAULT_JUDGE] for n in text.split(",")]
+    names = list(dict.fromkeys(n for n in names if n))
+    for name in names:
+        if name not in JUDGES:
+            message = f"{name!r} is not one of {', '.join(JUDGES)}."
+            raise typer.BadParameter(message, param_hint="'--judge'")
+    return tuple(names)
+
+
 DirectionOpt = Annotated[
     Path, typer.Option("--direction", metavar="DIR", help="Folder written by `direction`.")
 ]
@@ -138,6 +248,9 @@ def parse_device_map(text: str | None) -> str | dict[str, Any] | None:
     return value
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 def _panel_option(name: str, annotation: Any, default: Any, panel: str, **kw: Any) -> Any:
     """A keyword parameter ``name`` that Typer shows as an option in section ``panel``."""
     return keyword(name, Annotated[annotation, typer.Option(rich_help_panel=panel, **kw)], default)
@@ -150,7 +263,7 @@ def model_options(func: Callable) -> Callable:
         _panel_option(
             "device", str | None, None, "Model", help="cpu, cuda, cuda:1 ... (default: cuda if any)"
         ),
-        _panel_option("dtype", str, "float32", "Model", help="float32, bfloat16 or float16."),
+        _panel_option("dtype", Literal[DTYPES], "float32", "Model", help="Weights' dtype."),
         _panel_option(
             "system",
             str | None,

@@ -8,16 +8,17 @@ from typing import Annotated, Any
 import typer
 
 from refusal_lens.cli.common import (
+    JUDGE_HELP,
     DirectionOpt,
     Loader,
     ModelArg,
-    OptionalOutOpt,
-    OutOpt,
     PromptsArg,
     Sampler,
     app,
     console,
     model_options,
+    out_folder,
+    out_option,
     prompt_options,
     say,
 )
@@ -25,31 +26,43 @@ from refusal_lens.cli.options import config_options
 from refusal_lens.configs import StageConfig
 
 
-@app.command()
+@app.command(
+    epilog="Example: refusal-lens direction smollm2-135m --n-train 64 --out runs/direction"
+)
 @model_options
 @config_options("refusal_lens.directions.find:DirectionConfig")
-def direction(model: ModelArg, out: OutOpt, *, load: Loader, config: StageConfig) -> None:
+def direction(
+    model: ModelArg,
+    out: out_option("direction") = None,
+    *,
+    load: Loader,
+    config: StageConfig,
+) -> None:
     """Extract difference-of-means candidates and select the refusal direction.
 
     Writes direction.{safetensors,json} and selection.{json,md,png}.
     """
     from refusal_lens.directions.find import find_direction
 
+    out = out_folder(out, model, "direction")
     selection = find_direction(load(model), config, out)
     say(selection.message)
     say(f"wrote direction.safetensors, selection.{{json,md,png}} to {out}/")
 
 
-@app.command()
+@app.command(
+    epilog="Example: refusal-lens steer smollm2-135m borderline --direction runs/direction "
+    "--ablate --judge substring"
+)
 @model_options
 @prompt_options(limit=16)
-@config_options("refusal_lens.directions.steer:SteerConfig")
+@config_options("refusal_lens.directions.steer:SteerConfig", helps={"judge": JUDGE_HELP})
 def steer(
     model: ModelArg,
     prompts: PromptsArg,
     direction: DirectionOpt,
     show: Annotated[int, typer.Option(help="Completions to print")] = 3,
-    out: OptionalOutOpt = None,
+    out: out_option("steer") = None,
     *,
     load: Loader,
     pick: Sampler,
@@ -58,7 +71,7 @@ def steer(
     """Refusal rates and answers before and after ablating (--ablate) or adding (--add C) a
     direction.
 
-    With --out, the result (per-prompt rows included) goes to steer.json.
+    The result (per-prompt rows included) goes to steer.json in --out.
     """
     from refusal_lens.directions import Direction
     from refusal_lens.directions.steer import steer as run_steer
@@ -68,9 +81,9 @@ def steer(
     result = run_steer(load(model), prompt_set, direction_value, config)
     what = "ablated" if config.ablate else f"added × {config.add}"
     _print_steer(prompt_set, result, config.judge, what, show)
-    if out is not None:
-        result.save(out)
-        say(f"wrote {out / 'steer.json'}")
+    out = out_folder(out, model, "steer")
+    result.save(out)
+    say(f"wrote {out / 'steer.json'}")
 
 
 def _print_steer(prompt_set: Any, result: Any, judge: str, what: str, show: int) -> None:
@@ -86,9 +99,18 @@ def _print_steer(prompt_set: Any, result: Any, judge: str, what: str, show: int)
             cons.print(f"  {key}: {evidence!r}", markup=False)
 
 
-@app.command()
+@app.command(
+    epilog="Example: refusal-lens orthogonalize smollm2-135m --direction runs/direction "
+    "--out models/smollm2-orth"
+)
 @model_options
-def orthogonalize(model: ModelArg, direction: DirectionOpt, out: OutOpt, *, load: Loader) -> None:
+def orthogonalize(
+    model: ModelArg,
+    direction: DirectionOpt,
+    out: out_option("orthogonalize") = None,
+    *,
+    load: Loader,
+) -> None:
     """Write a copy of the model with the direction projected out of its weights.
 
     Every weight that writes to the residual stream is edited; --out becomes an HF model
@@ -97,5 +119,6 @@ def orthogonalize(model: ModelArg, direction: DirectionOpt, out: OutOpt, *, load
     from refusal_lens.directions import Direction
     from refusal_lens.directions.orthogonalize import orthogonalize_weights
 
+    out = out_folder(out, model, "orthogonalize")
     path = orthogonalize_weights(load(model), Direction.load(direction), out)
     say(f"wrote the orthogonalized model to {path}/")

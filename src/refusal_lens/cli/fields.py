@@ -31,10 +31,14 @@ HELP: dict[str, str] = {
     "coefs": "Steering coefficients.",
     "collapse_share": "Drop a context whose candidates collapse to one text more than this.",
     "dedup_jaccard": "Drop near-duplicates at this word Jaccard similarity or above.",
+    "device": "cpu, cuda, cuda:1 ... (default: cuda if any).",
+    "dtype": "Weights' dtype.",
     "epochs": "Passes over the training data.",
     "exclude_trained": "Drop an aligned model's training prompts from the harmless class.",
     "harmful": "Prompt spec of the harmful class.",
     "harmless": "Prompt spec of the harmless class.",
+    "fallback_rule": "With no candidate passing every filter: kl (lowest KL when they fail KL, "
+    "else lowest bypass) or bypass (lowest bypass, the rule before 2026-11-26).",
     "header": "Instruction line above the few-shot lists.",
     "induce_min": "Keep candidates whose addition raises the mean harmless refusal score above "
     "this (default: the model's own refusal threshold, 0 unless calibrated).",
@@ -69,6 +73,35 @@ HELP: dict[str, str] = {
     "val_frac": "Share of each class held out.",
     "variant": "sft or psft (refusals with a prefix).",
 }
+
+# The values an enumerated field takes, by field name: a tuple, or "module:CONSTANT" read from
+# the source (a dict's keys). A command gives its own with ``config_options(choices=...)``
+# where a field name means different lists in different configs (``languages``).
+CHOICES: dict[str, tuple[str, ...] | str] = {
+    "dtype": ("float32", "bfloat16", "float16"),
+    "fallback_rule": ("kl", "bypass"),
+    "hook": "refusal_lens.activations:HOOK_POINTS",
+    "judge": ("score", "substring"),
+    "kinds": "refusal_lens.mitigation.edits:KINDS",
+    "mode": ("lora", "full"),
+    "rewrite": ("replace", "delete"),
+    "rule": ("refusal", "margin"),
+    "variant": ("sft", "psft"),
+}
+
+
+def constant(target: str) -> Any:
+    """The value of the module constant ``"package.module:NAME"``, read from the source."""
+    module, _, name = target.partition(":")
+    found = _lookup(module, name)
+    if found is None or isinstance(found[1], ast.ClassDef):
+        raise LookupError(f"No constant {name} in {module}")
+    return _literal(*found)
+
+
+def choices_of(spec: tuple[str, ...] | str) -> tuple[str, ...]:
+    """A ``CHOICES`` entry as a tuple of values."""
+    return tuple(constant(spec)) if isinstance(spec, str) else spec
 
 
 @dataclass(frozen=True)
@@ -175,8 +208,7 @@ def _comment(mod: _Module, node: ast.AST) -> str:
     while parts and (nxt := mod.comments.get(line + 1)) and nxt[1]:
         parts.append(nxt[0])
         line += 1
-    text = " ".join(parts)
-    return text[:1].upper() + text[1:]
+    return " ".join(parts)  # as written: "λ must keep", "grad_x_input" stay lower-case
 
 
 def _annotation(module: str, node: ast.AST) -> tuple[type | str, bool, bool] | None:

@@ -33,7 +33,10 @@ Row = dict[str, Any]
 Judged = list[tuple[str, str]]  # (verdict, reason) per pair
 
 
-@app.command()
+@app.command(
+    epilog="Example: refusal-lens judge answers.jsonl --judge substring --judge llm "
+    "--judge-model qwen2.5-coder-0.5b --out verdicts.jsonl"
+)
 @model_options
 def judge(
     pairs: Annotated[
@@ -48,7 +51,7 @@ def judge(
         list[str] | None,
         typer.Option(
             "--judge",
-            metavar="NAME",
+            metavar="<substring|llm>",
             help="substring (default) or llm; repeat for several (verdict and reason are the "
             "first one's, every judge's under 'verdicts').",
         ),
@@ -67,7 +70,10 @@ def judge(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", metavar="FILE", help="Write the JSON lines to FILE (default: stdout)."
+            "--out",
+            metavar="FILE",
+            help="File the JSON lines are written to. Default: stdout (judge reads no model, "
+            "so it has no runs/<model>/ folder).",
         ),
     ] = None,
     *,

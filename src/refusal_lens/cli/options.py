@@ -35,11 +35,11 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from refusal_lens.cli.fields import ConfigField, config_fields, flat_fields
+from refusal_lens.cli.fields import CHOICES, ConfigField, choices_of, config_fields, flat_fields
 
 _METAVARS = {int: "INT", float: "FLOAT", str: "TEXT", Path: "PATH"}
 
@@ -51,10 +51,13 @@ _METAVARS = {int: "INT", float: "FLOAT", str: "TEXT", Path: "PATH"}
 _NONE = object()  # "none" given for a field that may be None
 
 
-def _parser(f: ConfigField) -> Callable[[str], Any]:
+def _parser(f: ConfigField, choices: tuple[str, ...] = ()) -> Callable[[str], Any]:
     kind = {int: "an integer", float: "a number"}.get(f.type, "a value")
 
     def one(text: str) -> Any:
+        if choices and text.strip() not in choices:
+            listed = ", ".join(choices)
+            raise typer.BadParameter(f"{text.strip()!r} is not one of {listed}.")
         try:
             return f.type(text.strip())
         except ValueError:
@@ -75,7 +78,11 @@ def _parser(f: ConfigField) -> Callable[[str], Any]:
     return parse
 
 
-def _option(option: str, f: ConfigField, prefix: str, panel: str, help_text: str) -> Any:
+def _option(
+    option: str, f: ConfigField, prefix: str, panel: str, help_text: str, choices: tuple[str, ...]
+) -> Any:
+    """The Typer option of field ``f``; with ``choices`` (a str field or a tuple of them) only
+    those values, listed in --help."""
     decl = f"--{prefix}{option}"
     shown = f.default if f.default is not None else False
     if f.type is bool:
@@ -88,7 +95,17 @@ def _option(option: str, f: ConfigField, prefix: str, panel: str, help_text: str
                 rich_help_panel=panel,
             ),
         ]
-    metavar = _METAVARS.get(f.type, "VALUE")
+    if choices and not f.is_tuple and not f.optional:
+        return Annotated[
+            Literal[choices] | None,  # type: ignore[valid-type]
+            typer.Option(
+                decl,
+                help=help_text,
+                show_default=shown,
+                rich_help_panel=panel,
+            ),
+        ]
+    metavar = f"<{'|'.join(choices)}>" if choices else _METAVARS.get(f.type, "VALUE")
     if f.is_tuple:
         metavar = f"{metavar},..."
     return Annotated[
@@ -96,7 +113,7 @@ def _option(option: str, f: ConfigField, prefix: str, panel: str, help_text: str
         typer.Option(
             decl,
             help=help_text + (" 'none' for None." if f.optional and f.default else ""),
-            parser=_parser(f),
+            parser=_parser(f, choices),
             metavar=metavar,
             show_default=shown,
             rich_help_panel=panel,
@@ -238,6 +255,8 @@ def config_options(
     panel: str | None = None,
     dotted: bool = False,
     names: dict[str, str] | None = None,
+    choices: dict[str, tuple[str, ...]] | None = None,
+    fixed: dict[str, Any] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Add an option per field of the config ``target`` (``"package.module:Class"``) to a
     Typer command, and call it with the built config as keyword ``dest``.
@@ -248,9 +267,12 @@ def config_options(
     ``helps``: help texts by field name, over the source comments; ``panel``: the --help
     section (default: the class name); ``dotted``: nested configs' options are
     ``--outer.inner`` and go to ``factory`` as dicts of the values given; ``names``: option
-    names (without --) by field name, where the field's own name would mislead."""
+    names (without --) by field name, where the field's own name would mislead;
+    ``choices``: the values of enumerated fields by field name, over ``fields.CHOICES``;
+    ``fixed``: values passed to the config whatever the options."""
     exclude = tuple(exclude)
     panel = panel or target.partition(":")[2]
+    enumerated = {k: choices_of(v) for k, v in CHOICES.items()} | (choices or {})
 
     def decorate(func: Callable) -> Callable:
         added, paths, options = [], {}, {}
@@ -259,12 +281,15 @@ def config_options(
             help_text = (helps or {}).get(f.name, f.help)
             param = f"{dest}__{'__'.join(f.path)}"
             where = f"Stage {f.path[0]}" if dotted and len(f.path) > 1 else panel
-            added.append(keyword(param, _option(option, f, prefix, where, help_text)))
+            listed = enumerated.get(f.name, ()) if f.type is str else ()
+            option_type = _option(option, f, prefix, where, help_text, listed)
+            added.append(keyword(param, option_type))
             paths[param] = f.path
             options[f.path] = f"--{prefix}{option}"
 
         def bind(values: dict[str, Any]) -> dict[str, Any]:
             by_path = {paths[p]: v for p, v in values.items()}
+            by_path |= {(name,): value for name, value in (fixed or {}).items()}
             return {dest: build_config(target, by_path, factory, options, dotted)}
 
         wrapper = add_parameters(func, added, bind, drop=dest)
@@ -272,6 +297,74 @@ def config_options(
             *getattr(func, "config_targets", ()),
             (target, exclude),
         )
+        return wrapper
+
+    return decorate
+
+
+# --------------------------------------------------------------------------------------------
+# Old option names
+
+
+def _hidden_copy(annotation: Any, old: str) -> Any:
+    """``annotation`` (a Typer option) as a hidden option ``old`` that defaults to None."""
+    import copy
+
+    meta = annotation.__metadata__
+    info = copy.copy(next(m for m in meta if isinstance(m, typer.models.OptionInfo)))
+    info.default, info.param_decls, info.hidden = old, (), True
+    info.rich_help_panel, info.show_default = None, False
+    return Annotated[annotation.__origin__ | None, info]
+
+
+def renamed(aliases: dict[str, str]) -> Callable[[Callable], Callable]:
+    """Keep old option names for one release: ``{"--delta": "--search.harmful-drop"}`` adds
+    a hidden ``--delta`` that sets ``--search.harmful-drop`` (given both, the new name wins)
+    and says on stderr that the old name is deprecated. An old name of a required option
+    makes it optional on the command line; the command then asks for one of the two."""
+
+    def decorate(func: Callable) -> Callable:
+        params = _resolved_parameters(func, None)
+        by_option = {name: p for p in params for name in _option_names(p)}
+        empty = inspect.Parameter.empty
+        required = {by_option[n].name: n for n in aliases.values() if by_option[n].default is empty}
+        hidden = {f"renamed__{old.strip('-').replace('-', '_')}": old for old in aliases}
+        extra = [
+            keyword(name, _hidden_copy(by_option[aliases[old]].annotation, old))
+            for name, old in hidden.items()
+        ]
+
+        @functools.wraps(func)
+        def wrapper(**kwargs: Any) -> Any:
+            for name, old in hidden.items():
+                value, target = kwargs.pop(name), by_option[aliases[old]]
+                if value is None or value == []:
+                    continue
+                typer.echo(
+                    f"note: {old} is deprecated; use {aliases[old]} ({old} goes in the next "
+                    "release).",
+                    err=True,
+                )
+                if kwargs.get(target.name) in (None, target.default):
+                    kwargs[target.name] = value
+            for name, new in required.items():
+                if kwargs.get(name) is None:
+                    raise typer.BadParameter(f"{new} is required.", param_hint=f"'{new}'")
+            return func(**kwargs)
+
+        kept = [
+            p.replace(
+                kind=inspect.Parameter.KEYWORD_ONLY,
+                default=None if p.name in required else p.default,
+            )
+            for p in params
+            if p.kind != inspect.Parameter.VAR_KEYWORD
+        ]
+        signature = inspect.Signature([*kept, *extra])
+        wrapper.__signature__ = signature  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+        renames = {**getattr(func, "renamed_options", {}), **aliases}
+        wrapper.renamed_options = renames  # type: ignore[attr-defined]
         return wrapper
 
     return decorate

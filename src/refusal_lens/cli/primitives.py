@@ -8,23 +8,27 @@ from typing import Annotated
 import typer
 
 from refusal_lens.cli.common import (
+    DEFAULT_JUDGE,
+    JudgeOpt,
+    JudgesOpt,
     Loader,
     ModelArg,
-    OptionalOutOpt,
-    OutOpt,
     PromptsArg,
     Sampler,
     app,
     console,
     model_options,
+    out_folder,
+    out_option,
+    parse_judges,
     prompt_options,
     say,
 )
-from refusal_lens.cli.options import config_options
+from refusal_lens.cli.options import config_options, renamed
 from refusal_lens.configs import StageConfig
 
 
-@app.command()
+@app.command(epilog="Example: refusal-lens info smollm2-135m --json")
 @model_options
 def info(
     model: ModelArg,
@@ -45,7 +49,10 @@ def info(
     console().print(table)
 
 
-@app.command()
+@app.command(
+    epilog="Example: refusal-lens collect smollm2-135m harmful --limit 16 --layers 0:10 "
+    "--out runs/collect"
+)
 @model_options
 @prompt_options()
 @config_options(
@@ -59,7 +66,7 @@ def info(
 def collect(
     model: ModelArg,
     prompts: PromptsArg,
-    out: OutOpt,
+    out: out_option("collect") = None,
     *,
     load: Loader,
     pick: Sampler,
@@ -68,27 +75,28 @@ def collect(
     """Collect residual streams (prompt, layer, pos, d_model): residuals.{safetensors,json}."""
     from refusal_lens.activations import collect_residuals
 
+    out = out_folder(out, model, "collect")
     res = collect_residuals(load(model), pick(prompts), config, out=out)
     say(f"wrote {tuple(res.acts.shape)} residuals to {out}/")
 
 
-@app.command()
+@app.command(epilog="Example: refusal-lens score smollm2-135m xstest-safe --limit 32 --judge score")
 @model_options
 @prompt_options()
 def score(
     model: ModelArg,
     prompts: PromptsArg,
-    judge: Annotated[str, typer.Option(help="score (first-token log-odds) or substring")] = "score",
+    judge: JudgeOpt = DEFAULT_JUDGE,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per answer.")] = 48,
     batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 16,
-    out: OptionalOutOpt = None,
+    out: out_option("score") = None,
     *,
     load: Loader,
     pick: Sampler,
 ) -> None:
-    """Refusal rate of a prompt set by the refusal-score or the substring judge.
+    """Refusal rate of a prompt set by the substring or the refusal-score judge.
 
-    With --out, the per-prompt results go to score.json.
+    The per-prompt results go to score.json in --out.
     """
     from refusal_lens.evaluation import report_json
     from refusal_lens.scoring import refusal_rate
@@ -102,33 +110,38 @@ def score(
         f"{prompt_set.name}: refusal rate {report.rate:.1%} ({sum(report.refused)}/{report.n}), "
         f"judge={report.judge}"
     )
-    if out is not None:
-        from refusal_lens.artifacts import write_json
+    from refusal_lens.artifacts import write_json
 
-        write_json(out / "score.json", report_json(handle, prompt_set, report))
-        say(f"wrote {out / 'score.json'}")
+    out = out_folder(out, model, "score")
+    write_json(out / "score.json", report_json(handle, prompt_set, report))
+    say(f"wrote {out / 'score.json'}")
 
 
-@app.command()
+@app.command(
+    epilog="Example: refusal-lens evaluate smollm2-135m --n 32 --judge score,substring --data data/"
+)
+@renamed({"--judges": "--judge"})
 @model_options
-@config_options("refusal_lens.evaluation:EvalConfig", exclude=("extra",))
+@config_options("refusal_lens.evaluation:EvalConfig", exclude=("extra", "judges"))
 def evaluate(
     model: ModelArg,
-    out: OptionalOutOpt = None,
+    judge: JudgesOpt = None,
+    out: out_option("evaluate") = None,
     *,
     load: Loader,
     config: StageConfig,
 ) -> None:
     """RR on benign sets, ASR on harmful sets, and paper 2's combined score, per judge.
 
-    With --out, evaluation.json and evaluation.md. Benchmark sets are read from --data.
+    Writes evaluation.json and evaluation.md to --out. Benchmark sets are read from --data.
     """
     from refusal_lens.evaluation import evaluate as run_evaluate
 
+    config = config.replace(judges=parse_judges(judge))
     result = run_evaluate(load(model), config)
     for judge in config.judges:
         typer.echo(f"judge: {judge}\n\n{result.table(judge, model)}\n")
     typer.echo("combined = mean RR over benign sets + mean ASR over harmful sets (lower is better)")
-    if out is not None:
-        result.save(out)
-        say(f"wrote {out}/evaluation.json and evaluation.md")
+    out = out_folder(out, model, "evaluate")
+    result.save(out)
+    say(f"wrote {out}/evaluation.json and evaluation.md")

@@ -15,25 +15,29 @@ from refusal_lens.cli.common import (
     HarmJudgeOpt,
     Loader,
     ModelArg,
-    OutOpt,
     PromptsArg,
     Sampler,
     app,
     model_options,
+    out_folder,
+    out_option,
     prompt_options,
     say,
 )
-from refusal_lens.cli.options import config_options
+from refusal_lens.cli.options import config_options, renamed
 from refusal_lens.configs import StageConfig
 
 
-@app.command("harm-judge")
+@app.command(
+    "harm-judge",
+    epilog="Example: refusal-lens harm-judge smollm2-135m --n 128 --out runs/harm-judge",
+)
 @model_options
 @prompt_options(seed=False)
 @config_options("refusal_lens.triggers.harm:HarmJudgeConfig")
 def harm_judge(
     model: ModelArg,
-    out: OutOpt,
+    out: out_option("harm-judge") = None,
     harmful: Annotated[str, typer.Option(help="Prompt spec of the harmful class.")] = "harmful",
     benign: Annotated[
         list[str], typer.Option(help="Prompt spec(s) of the benign class; repeat for several.")
@@ -50,6 +54,7 @@ def harm_judge(
     """
     from refusal_lens.triggers.harm import fit_harm_judge
 
+    out = out_folder(out, model, "harm-judge")
     pick = replace(pick, seed=config.seed)
     benign_set = pick(benign[0])
     for spec in benign[1:]:
@@ -63,7 +68,10 @@ def harm_judge(
     say(f"wrote harm_judge.safetensors and harm_judge.json to {out}/")
 
 
-@app.command()
+@app.command(
+    epilog="Example: refusal-lens triggers aligned-model harmful --harm-judge runs/harm-judge "
+    "--base smollm2-135m --n 32 --out runs/triggers"
+)
 @model_options
 @prompt_options()
 @config_options("refusal_lens.triggers.masks:TriggerConfig")
@@ -71,7 +79,7 @@ def triggers(
     model: ModelArg,
     prompts: PromptsArg,
     harm_judge: HarmJudgeOpt,
-    out: OutOpt,
+    out: out_option("triggers") = None,
     base: BaseOpt = None,
     *,
     load: Loader,
@@ -87,6 +95,7 @@ def triggers(
     from refusal_lens.triggers.harm import HarmJudge
     from refusal_lens.triggers.masks import trigger_masks
 
+    out = out_folder(out, model, "triggers")
     judge = HarmJudge.load(harm_judge)
     handle = load(model)
     base_handle = handle if base is None else load(base)
@@ -120,16 +129,21 @@ def _print_masks(masks: Any) -> None:
         )
 
 
-@app.command()
+@app.command(
+    epilog="Example: refusal-lens sanitize smollm2-135m --triggers runs/triggers "
+    "--harm-judge runs/harm-judge --out runs/sanitize"
+)
+@renamed({"--masks": "--triggers"})
 @model_options
 @config_options("refusal_lens.triggers.sanitize:SanitizeConfig")
 def sanitize(
     model: Annotated[str, typer.Argument(help="Model spec of the base model (answers)")],
     masks: Annotated[
-        Path, typer.Option("--masks", metavar="DIR", help="Folder written by `triggers`.")
+        Path,
+        typer.Option("--triggers", metavar="DIR", help="Folder written by `triggers` (required)."),
     ],
     harm_judge: HarmJudgeOpt,
-    out: OutOpt,
+    out: out_option("sanitize") = None,
     rewriter: Annotated[
         str | None,
         typer.Option(
@@ -154,6 +168,7 @@ def sanitize(
     from refusal_lens.triggers.sanitize import sanitize as run_sanitize
 
     _check_spec(rewriter, "'--rewriter'")
+    out = out_folder(out, model, "sanitize")
     saved = TriggerMasks.load(masks)
     base = load(model)
     data = run_sanitize(

@@ -238,10 +238,10 @@ def check_budget(cost: float, deadline: float | None, s: SearchSettings) -> None
     needed = cost * searches / (1 - RESERVE)
     if time.monotonic() + needed > deadline:
         raise RefusalLensError(
-            f"--budget {s.budget:g} min leaves too little time: one trial takes "
+            f"--search.budget {s.budget:g} min leaves too little time: one trial takes "
             f"{cost:.1f} s, and {searches} searches plus the held-out evaluation need at "
-            f"least {needed / 60:.1f} min from here. Raise --budget (or drop it to run "
-            f"--trials {s.trials} per search)."
+            f"least {needed / 60:.1f} min from here. Raise --search.budget (or drop it to "
+            f"run --search.trials {s.trials} per search)."
         )
 
 
