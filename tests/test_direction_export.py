@@ -263,15 +263,15 @@ def test_the_block_mapping_steers_where_the_direction_was_read(tiny_llama, tmp_p
 def test_export_command(tmp_path):
     direction().save(tmp_path / "dir")
     runner = CliRunner()
-    args = ["export", str(tmp_path / "dir"), "--format", "gguf", "--out", str(tmp_path / "r.gguf")]
+    args = ["export", str(tmp_path / "dir"), "--format", "gguf", "--out", str(tmp_path / "x")]
     result = runner.invoke(app, [*args, "--layers", "5:8", "--scale", "-1"])
     assert result.exit_code == 0, result.output
     assert "blocks [4, 5, 6]" in result.output
-    vectors, meta = read_gguf(tmp_path / "r.gguf")
+    vectors, meta = read_gguf(tmp_path / "x" / f"{direction().kind}.gguf")
     assert sorted(vectors) == [5, 6, 7] and meta["refusal_lens.scale"] == -1.0
     np.testing.assert_allclose(vectors[6], -direction().vector.numpy())
-    out = tmp_path / "r.pt"
-    args = ["export", str(tmp_path / "dir" / "direction.safetensors"), "--out", str(out)]
+    out = tmp_path / "y" / f"{direction().kind}.pt"
+    args = ["export", str(tmp_path / "dir" / "direction.safetensors"), "--out", str(out.parent)]
     result = runner.invoke(app, [*args, "--format", "steering-vectors"])
     assert result.exit_code == 0, result.output
     assert list(torch.load(out, weights_only=True)["layer_activations"]) == [4]

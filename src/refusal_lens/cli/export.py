@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from refusal_lens.cli.common import app, parse_ints, say
+from refusal_lens.cli.common import app, out_folder, out_option, parse_ints, say
 
 
 class ExportFormat(StrEnum):
@@ -37,7 +37,6 @@ def export(
             "the fields of steering_vectors.SteeringVector, saved with torch.save.",
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", metavar="FILE", help="The file to write.")],
     layers: Annotated[
         str | None,
         typer.Option(
@@ -49,21 +48,27 @@ def export(
     scale: Annotated[
         float, typer.Option(help="Coefficient on the saved vector; negative steers away.")
     ] = 1.0,
+    out: out_option("export") = None,
 ) -> None:
     """Export a direction for llama.cpp, repeng or steering-vectors.
 
     The file adds scale × the direction at every token to the output of decoder block
     layer-1, which is the residual stream before block layer where it was read.
 
-    Example: refusal-lens export runs/smollm2-135m/direction --format gguf --out refusal.gguf
+    It writes KIND.gguf or KIND.pt (KIND: refusal, false_refusal) into --out.
 
-    Steering layers 8 to 11 away from refusal: ... --layers 8:12 --scale -1
+    Example: refusal-lens export runs/smollm2-135m/03-direction --format gguf --scale -1
     """
     from refusal_lens.directions import Direction
     from refusal_lens.directions.export import export_direction
 
     chosen = parse_ints(layers, "--layers")
     value = Direction.load(direction)
-    path = export_direction(value, out, fmt.value, layers=chosen, scale=scale)
+    suffix = ".gguf" if fmt is ExportFormat.gguf else ".pt"
+    folder = out_folder(out, value.model, "export")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = export_direction(
+        value, folder / f"{value.kind}{suffix}", fmt.value, layers=chosen, scale=scale
+    )
     shown = sorted(set(chosen)) if chosen is not None else [value.layer]
     say(f"wrote {path} ({fmt.value}: layers {shown} as blocks {[x - 1 for x in shown]})")
