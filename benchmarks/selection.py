@@ -78,7 +78,7 @@ def arguments() -> argparse.Namespace:
         "--fallback-rule",
         choices=("kl", "bypass"),
         default="kl",
-        help="SelectConfig.fallback_rule (bypass: the rule of the README's figures)",
+        help="SelectConfig.fallback_rule (bypass: the rule of the docs' figures)",
     )
     parser.add_argument("--out", type=ec.project_path, help="Write both candidate tables as JSON")
     ec.add_smoke_flag(parser)

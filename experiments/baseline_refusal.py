@@ -6,7 +6,7 @@ uncensored models paper 2 starts from; this table is the "before" of the alignme
     python experiments/baseline_refusal.py [--n 100] [--data ../shared/data]
     python experiments/baseline_refusal.py --report-only   # the .md again from the .json
 
-Writes ``figures/baseline_refusal.md`` (the README table: each rate with its 95 % Wilson
+Writes ``figures/baseline_refusal.md`` (the docs' table: each rate with its 95 % Wilson
 interval), ``figures/baseline_refusal.json`` and ``figures/baseline_refusal_scores.png``
 (refusal-score distribution per set). ``--smoke``:
 a tiny random model, 4 prompts per set, 4 new tokens (see ``common.py``).

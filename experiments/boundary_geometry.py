@@ -10,7 +10,7 @@ score is > 0.
     python experiments/boundary_geometry.py
 
 Writes ``figures/geometry/{base,aligned}/`` (artifacts and figures), ``figures/geometry.md``
-and ``figures/geometry.json``; the README shows the aligned model's figures. ``--n`` takes the
+and ``figures/geometry.json``; the docs show the aligned model's figures. ``--n`` takes the
 first n prompts of each set (0: all); ``--smoke``: a tiny random model (aligned on a few
 prompts), 24 prompts per set (see ``common.py``).
 """

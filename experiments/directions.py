@@ -89,7 +89,7 @@ def arguments():
         choices=("kl", "bypass"),
         default="kl",
         help="when no candidate passes: lowest KL among those failing KL (kl), or lowest "
-        "bypass (bypass: the rule the README's direction figures were made with)",
+        "bypass (bypass: the rule the docs' direction figures were made with)",
     )
     smoke = {"n": 4, "max_new_tokens": 4, "lambdas": [1.0], "n_train": 8, "n_val": 4, "top_k": 2}
     return parse(cli, smoke=smoke)

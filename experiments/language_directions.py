@@ -48,7 +48,7 @@ from refusal_lens.scoring import SubstringJudge, refusal_scores
 from refusal_lens.stats import mcnemar, rate_text
 from refusal_lens.verdicts import refused_by_score
 
-# The layer each model's direction stage selects (README, "Fitting the score judge"): the
+# The layer each model's direction stage selects (docs/judges.md, "Fitting the score judge"): the
 # SmolLM2 organism 21, Qwen 17.
 LAYERS = {"smollm2-organism": 21, "qwen2.5-coder-0.5b": 17}
 CONDITIONS = ("unedited", "ablate en", "ablate other")

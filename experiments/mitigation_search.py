@@ -209,7 +209,7 @@ def spread(record: dict[str, Any], judge: str) -> dict[str, str]:
 def summary(
     run: Path, judge: Any = None, labels: dict[tuple[str, str], str] | None = None
 ) -> dict[str, Any]:
-    """What the README shows for one run folder (with the LLM judge when ``judge`` is a
+    """What the docs show for one run folder (with the LLM judge when ``judge`` is a
     model; ``labels``: its verdicts so far, see :func:`add_llm_judge`)."""
     record = json.loads((run / FOLDERS["search"] / "search.json").read_text(encoding="utf-8"))
     judges = JUDGES

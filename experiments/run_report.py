@@ -1,4 +1,4 @@
-"""The README's run tables and report screenshot, read from a run folder of ``refusal-lens run``.
+"""The docs' run tables and report screenshot, read from a run folder of ``refusal-lens run``.
 
     refusal-lens run                                   # writes runs/smollm2-135m/ (full preset)
     python experiments/run_report.py [--run runs/smollm2-135m] [--out figures]

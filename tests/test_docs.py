@@ -114,6 +114,21 @@ def test_results_tables_come_from_figures():
     assert len(markers) >= 15
 
 
+def test_no_page_copies_a_figure_table():
+    """No docs page holds a data row of a figure's table: a copy would go stale when the
+    experiment is rerun."""
+    figure_rows = {
+        line
+        for figure in (ROOT / "figures").rglob("*.md")
+        for line in figure.read_text().splitlines()
+        if line.startswith("| ") and not line.startswith("|---") and any(c.isdigit() for c in line)
+    }
+    assert len(figure_rows) > 100
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        copied = [line for line in page.read_text().splitlines() if line in figure_rows]
+        assert not copied, f"{page.relative_to(ROOT)} copies figure rows: {copied[:2]}"
+
+
 def test_figure_include_and_missing_figure(tmp_path, monkeypatch):
     """A section is included without its heading, re-levelled under the page's heading; a
     missing figure or section fails the build with its name."""

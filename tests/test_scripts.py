@@ -572,7 +572,7 @@ def test_no_module_shadows_the_standard_library():
 
 
 def test_test_times_sums_a_junit_report_by_tier_and_file(tmp_path):
-    """scripts/test_times.py: the split of the suite's time the README and notes quote."""
+    """scripts/test_times.py: the split of the suite's time the docs and notes quote."""
     report = tmp_path / "junit.xml"
     cases = [("test_a", "fast", 1.5), ("test_a", "fast", 2.0), ("test_b", "model", 10.25)]
     body = "".join(
