@@ -151,6 +151,36 @@ def check_rass_baselines(out: Path, stdout: str) -> None:
     assert "| tiny | steer coef 1 | 3 | 3 | 3 | 0 | – |" in table
 
 
+def check_claims(out: Path, stdout: str) -> None:
+    """The claims table from the committed figures' JSON: a row per claim and bundled model,
+    each Fisher verdict agreeing with its p, and a rerun byte-identical."""
+    record = read_json(out / "claims.json")
+    rows = record["rows"]
+    assert list(record["claims"]) == list(dict.fromkeys(r["claim"] for r in rows))
+    for claim in record["claims"]:
+        assert {r["model"] for r in rows if r["claim"] == claim} == {
+            "smollm2-135m",
+            "qwen2.5-coder-0.5b",
+        }
+    verdicts = {"reproduced", "not reproduced", "does not reproduce", "not measured"}
+    assert all(r["verdict"] in verdicts for r in rows)
+    for r in rows:
+        if "fisher_p" in r:
+            assert (r["fisher_p"] >= 0.05) == (r["verdict"] == "not reproduced")
+        if r["verdict"] == "not measured":
+            assert r["detail"] and r["detail"] in (out / "claims.md").read_text()
+    table = (out / "claims.md").read_text()
+    assert "| claim | model | measured | verdict |" in table
+    assert "Made by `python experiments/claims.py --smoke --out " in table
+    assert "figures/rass_baselines.json" in table and table.strip() in stdout
+    again = out.parent / "again"
+    proc = run_script("experiments/claims.py", out.parent, "--smoke", "--out", str(again))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for name in ("claims.md", "claims.json"):
+        first = (out / name).read_text().replace(str(out), "OUT")
+        assert first == (again / name).read_text().replace(str(again), "OUT")
+
+
 def check_collect_memory_benchmark(out: Path, stdout: str) -> None:
     record = read_json(out)
     assert record["sizes"] == [4, 8]
@@ -459,6 +489,7 @@ CHECKS = {
     "experiments/alignment_seeds.py": check_alignment_seeds,
     "experiments/attribution_eval.py": check_attribution_eval,
     "experiments/baseline_refusal.py": check_baseline_refusal,
+    "experiments/claims.py": check_claims,
     "experiments/boundary_geometry.py": check_boundary_geometry,
     "experiments/directions.py": check_directions,
     "experiments/harm_judge_eval.py": check_harm_judge_eval,
