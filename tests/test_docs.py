@@ -107,8 +107,7 @@ def test_results_tables_come_from_figures():
     assert pages
     for page in pages:
         rows = [line for line in page.read_text().splitlines() if line.startswith("|")]
-        # results/index.md's claims table summarises several figures by hand (see its note)
-        if page.parent.name == "results" and page.name != "index.md":
+        if page.parent.name == "results":
             assert not rows, f"{page} has a hand-written table: include the figure instead"
     markers = [m for p in pages for m in docs_pages.FIGURE.finditer(p.read_text())]
     assert len(markers) >= 15
