@@ -203,23 +203,6 @@ def test_main_turns_user_errors_into_exit_code_2(tmp_path):
     assert out.returncode == 2 and "error: Unknown model spec" in out.stderr
 
 
-def test_data_option_sets_the_data_folder_for_one_command(tmp_path, monkeypatch):
-    from refusal_lens.cli.common import Loader
-    from refusal_lens.locations import DATA_ENV, data_dir
-
-    monkeypatch.setenv(DATA_ENV, str(tmp_path / "before"))
-    seen = []
-
-    def load(self, spec):  # the command's first step: record the data folder, then stop
-        seen.append(data_dir())
-        raise RuntimeError("stop")
-
-    monkeypatch.setattr(Loader, "__call__", load)
-    result = runner.invoke(app, ["--data", str(tmp_path / "d"), "evaluate", "some-model"])
-    assert str(result.exception) == "stop" and seen == [tmp_path / "d"]
-    assert data_dir() == tmp_path / "before"  # restored after the command
-
-
 def test_run_writes_stage_folders_and_a_report_and_reuses_them(tiny_dirs, tmp_path):
     from refusal_lens.pipeline.config import QUICK
     from refusal_lens.pipeline.runner import RUN_FILE, STAGE_FILE
