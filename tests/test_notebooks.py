@@ -43,7 +43,7 @@ RUN_ARGS = (
     "--direction.n-train", "32", "--direction.n-val", "8", "--direction.top-k", "8",
     "--direction.n-false-refusal", "16",
     "--attribution.n", "2",
-    "--triggers.n-masks", "16", "--triggers.n-judge", "32",
+    "--triggers.n-masks", "8", "--triggers.n-judge", "32",
     "--geometry.n", "16", "--geometry.n-lookalikes", "16",
     "--stages", "organism,evaluate,direction,attribution,triggers,geometry",
 )  # fmt: skip
@@ -359,11 +359,9 @@ def test_triggers_to_alignment_notebook(run, monkeypatch):
         f"{len(masks.masks)} harmful queries, {sum(m.refused for m in masks.masks)} refused" in text
     )
     e = masks.lexicon[0]
-    assert re.search(
-        rf"^{re.escape(repr(e.word))}\s+{e.kind}\s+carrier effect {e.carrier_effect:+.2f}",
-        text,
-        re.M,
-    )
+    effect = re.escape(f"{e.carrier_effect:+.2f}")
+    line = rf"^{re.escape(repr(e.word))}\s+{e.kind}\s+carrier effect {effect}"
+    assert re.search(line, text, re.M)
     data = SanitizedData.load(stage(run, "triggers") / "sanitized")
     assert f"{len(data.kept)} of {len(data.items)} rewrites kept as D_b" in text
     seen = training_prompts_of(model)
@@ -393,7 +391,7 @@ def test_mitigation_search_notebook(run, monkeypatch):
         text,
         re.M,
     )
-    assert [int(t[0]) for t in trials] == list(range(5))
+    assert [int(t[0]) for t in trials] == list(range(4))
     assert all("w′" in t[5] for t in trials[:3])  # Wang's λ = 1, 0.8, 0.6 tried first
     if any(t[4] == "ok" for t in trials):
         [prompt] = chosen_prompts(text)
@@ -415,9 +413,9 @@ def test_committed_notebooks_hold_no_machine_paths_or_warnings():
     problems = []
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
+        if not any(c.get("outputs") for c in nb.cells):
+            problems.append(f"{path.name}: committed without outputs")
         for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
-            if not cell.outputs:
-                problems.append(f"{path.name} code cell {i}: no stored output")
             for out in cell.outputs:
                 where = f"{path.name} code cell {i}"
                 if out.output_type == "error" or out.get("name") == "stderr":
