@@ -125,6 +125,11 @@ def organism(text: str, run: tuple[Path, Path]):
     return model, plain_hf(model)
 
 
+def between(text: str, start: str, end: str) -> str:
+    """The text after the first ``start`` up to the next ``end``."""
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
 def printed(name: str, text: str) -> float:
     """A signed number the notebook printed as ``name: +1.23``."""
     return float(re.search(rf"{name}: ([-+]\d+\.\d+)", text).group(1))
@@ -201,16 +206,19 @@ def test_ablate_directions_notebook(run, monkeypatch):
     assert harmless in load_prompts("alpaca").texts
     model, hf = organism(text, run)
     r = Direction.load(stage(run, "direction"))  # the run's direction, read independently
-    answers = dict(re.findall(r"^(before|ablated|added): (.*)$", text, re.M))  # last of each
-    [harmful_before, _] = re.findall(r"^before: (.*)$", text, re.M)
+    # the answers as printed (an answer may run over several lines)
+    harmful_before = between(text, "\nbefore: ", "\nscore ablated: ")
+    ablated_answer = re.search(r"\nablated: (.*?)\n\d+ of \d+ held-out Alpaca", text, re.S)[1]
+    harmless_before = between(text.split("\ncoef: ")[1], "\nbefore: ", "\nadded: ")
+    added_answer = text.split("\nadded: ")[-1].rstrip("\n")
     assert harmful_before == hf_answer(hf, model, harmful, 40)
-    assert answers["before"] == hf_answer(hf, model, harmless, 40)
+    assert harmless_before == hf_answer(hf, model, harmless, 40)
     coef = float(re.search(r"^coef: (\S+)$", text, re.M).group(1))
     with hf_ablation(hf, r.vector):
-        assert hf_greedy_gaps(hf, model, harmful, answers["ablated"]).max() < TIE
+        assert hf_greedy_gaps(hf, model, harmful, ablated_answer).max() < TIE
         ablated = hf_refusal_score(hf, model, harmful)
     with hf_addition(hf, r.layer, r.vector, coef):
-        assert hf_greedy_gaps(hf, model, harmless, answers["added"]).max() < TIE
+        assert hf_greedy_gaps(hf, model, harmless, added_answer).max() < TIE
         added = hf_refusal_score(hf, model, harmless)
     score = hf_refusal_score(hf, model, harmful)
     [harmful_score, harmless_score] = re.findall(r"^score before: ([-+][\d.]+)", text, re.M)
