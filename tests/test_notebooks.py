@@ -442,3 +442,29 @@ def test_committed_notebooks_hold_no_machine_paths_or_warnings():
                 if m := re.search(r"(/work/|/root/|/home/|/tmp/)", html):
                     problems.append(f"{where}: a machine path in HTML {m.group(0)!r}")
     assert problems == []
+
+
+def test_readme_python_example(run, shared_data):
+    """The README's Python example, as written, on the run folder: it runs and prints the
+    refusal score falling when r is ablated (the run's direction was selected for bypass)."""
+    import os
+    import subprocess
+    import sys
+
+    folder, cache = run
+    readme = (NOTEBOOKS.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(blocks) == 1, "the README has one Python example"
+    code = blocks[0].replace('"runs/smollm2-135m', f'"{folder}')
+    env = {**os.environ, "REFUSAL_LENS_CACHE": str(cache), "REFUSAL_LENS_DATA": str(shared_data)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, after = map(
+        float,
+        re.search(
+            r"refusal score ([-+]\d+\.\d+) -> ([-+]\d+\.\d+) with r ablated", done.stdout
+        ).groups(),
+    )
+    assert after < before - 0.5, done.stdout
