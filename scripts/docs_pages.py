@@ -30,6 +30,7 @@ NOTEBOOKS = ROOT / "notebooks"
 FIGURE = re.compile(r"<!-- figure: (\S+?\.md)(?: § (.+?))? -->")
 HEADING = re.compile(r"^(#{1,6}) (.*)$")
 IMAGE_TYPES = (".png", ".svg", ".jpg")
+FIRST = "explore_a_run"  # the tutorial to start with
 
 
 # ---- results: figures/*.md included where a page names them ----
@@ -221,7 +222,8 @@ def on_config(config: Any) -> Any:
     """The Tutorials section of the nav lists the notebooks, in file order."""
     for entry in config["nav"]:
         if isinstance(entry, dict) and "Tutorials" in entry:
-            notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
+            # the first tutorial reads a finished run; the rest in file order
+            notebooks = sorted(NOTEBOOKS.glob("*.ipynb"), key=lambda p: (p.stem != FIRST, p.stem))
             entry["Tutorials"] = [f"tutorials/{p.stem}.md" for p in notebooks]
     return config
 
