@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -255,6 +257,25 @@ def test_the_block_mapping_steers_where_the_direction_was_read(tiny_llama, tmp_p
         plain = tiny_llama.hf_model(tokens).logits
     assert not torch.allclose(plain, expected, atol=1e-4)  # the addition does something
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_saved_file_is_the_same_bytes_in_every_process(tmp_path):
+    """safetensors writes its metadata from a hash map ordered afresh in each process; the
+    header is sorted, so a rerun of a stage writes the same bytes (and a resumed run's
+    tables equal an uninterrupted one's)."""
+    code = (
+        "import sys, torch\n"
+        "from refusal_lens.residual_direction import Direction\n"
+        "Direction(torch.arange(1.0, 9.0), layer=3, position=-1, model='m', "
+        "base_model='org/m', scores={'a': 1.0}).save(sys.argv[1])\n"
+    )
+    files = []
+    for run in range(3):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / str(run))], check=True)
+        files.append((tmp_path / str(run) / "direction.safetensors").read_bytes())
+    assert files[0] == files[1] == files[2]
+    loaded = Direction.load(tmp_path / "0" / "direction.safetensors")
+    assert loaded.base_model == "org/m" and loaded.vector.tolist() == list(range(1, 9))
 
 
 # ---------------------------------------------------------------- the command

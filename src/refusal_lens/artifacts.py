@@ -172,10 +172,22 @@ def safetensors_writer(
 ) -> Writer:
     """A :func:`save_artifact` writer for a dict of tensors, with optional string ``metadata``
     in the file's header (what makes the file readable on its own)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     plain = {k: v.contiguous() for k, v in tensors.items()}
-    return lambda path: save_file(plain, path, metadata=metadata)
+    return lambda path: Path(path).write_bytes(canonical_safetensors(save(plain, metadata)))
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its JSON header's keys sorted. safetensors writes
+    the metadata from a hash map whose order changes from process to process, so the same
+    tensors and metadata would give different bytes in each run; the tensors' offsets are
+    relative to the data after the header, so only the header changes."""
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.dumps(json.loads(data[8 : 8 + length]), sort_keys=True, separators=(",", ":"))
+    encoded = header.encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data stays 8-byte aligned, as safetensors keeps it
+    return struct.pack("<Q", len(encoded)) + encoded + data[8 + length :]
 
 
 def artifact_file(folder: str | os.PathLike, name: str, meta_name: str, fix: str) -> Path:
