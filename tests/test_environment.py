@@ -94,7 +94,18 @@ def test_every_public_name_resolves_to_its_stage():
 # The package's layers in data-flow order: a module may import from its own layer or an
 # earlier one, never from a later one (docs/development/layout.md).
 LAYERS = (
-    ("errors", "locations", "configs", "artifacts", "cache", "progress", "plots", "stats"),
+    # __version__: the root package's constant (refusal_lens/__init__.py imports nothing eagerly)
+    (
+        "__version__",
+        "errors",
+        "locations",
+        "configs",
+        "artifacts",
+        "cache",
+        "progress",
+        "plots",
+        "stats",
+    ),
     ("verdicts", "languages"),
     ("models", "prompts"),
     ("hooks",),
