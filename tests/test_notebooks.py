@@ -108,6 +108,16 @@ def run_notebook(path: Path, run: tuple[Path, Path], monkeypatch) -> list:
     return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
 
 
+def run_refusal_counts(run: tuple[Path, Path]) -> dict[str, tuple[str, str]]:
+    """Per test set, the prompts refused by the score and the substring judge, as the run's
+    evaluate stage wrote them."""
+    evaluation = json.loads((stage(run, "evaluate") / "model" / "evaluation.json").read_text())
+    return {
+        s: (str(v["counts"]["score"]["refused"]), str(v["counts"]["substring"]["refused"]))
+        for s, v in evaluation["sets"].items()
+    }
+
+
 def text_of(outputs: list) -> str:
     return "".join(out.get("text", "") for out in outputs)
 
@@ -150,15 +160,10 @@ def test_explore_a_run_notebook(run, monkeypatch):
     outputs = run_notebook(NOTEBOOKS / "explore_a_run.ipynb", run, monkeypatch)
     text = text_of(outputs)
     model, hf = organism(text, run)
-    evaluation = json.loads((stage(run, "evaluate") / "model" / "evaluation.json").read_text())
     rows = re.findall(
         r"^(\S+)\s+(?:benign|harmful)\s+refused: score (\d+)/\d+  substring (\d+)/", text, re.M
     )
-    counts = {
-        s: (str(v["counts"]["score"]["refused"]), str(v["counts"]["substring"]["refused"]))
-        for s, v in evaluation["sets"].items()
-    }
-    assert {name: (a, b) for name, a, b in rows} == counts
+    assert {name: (a, b) for name, a, b in rows} == run_refusal_counts(run)
     assert (
         f"r: layer {json.loads((stage(run, 'direction') / 'direction.json').read_text())['layer']},"
         in text
@@ -327,15 +332,10 @@ def test_judges_and_calibration_notebook(run, monkeypatch):
     model, hf = organism(text, run)
     fit = json.loads((stage(run, "organism") / "organism.json").read_text())["calibration"]
     assert printed("threshold", text) == pytest.approx(fit["threshold"], abs=0.006)
-    evaluation = json.loads((stage(run, "evaluate") / "model" / "evaluation.json").read_text())
     rows = re.findall(
         r"^(\S+)\s+(?:benign|harmful)\s+refused of \d+: score (\d+)  substring (\d+)$", text, re.M
     )
-    counts = {
-        s: (str(v["counts"]["score"]["refused"]), str(v["counts"]["substring"]["refused"]))
-        for s, v in evaluation["sets"].items()
-    }
-    assert {name: (a, b) for name, a, b in rows} == counts
+    assert {name: (a, b) for name, a, b in rows} == run_refusal_counts(run)
     live = re.findall(
         rf"^prompt: {QUOTED}\n  score (\S+) -> (refused|answered); "
         r"substring: (\w+)\n  answer: (.*)$",
