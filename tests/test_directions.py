@@ -192,6 +192,21 @@ def test_screen_matches_finite_differences(tiny_llama):
     assert bypass[1, -1] == pytest.approx(slope, rel=0.05, abs=1e-4)
 
 
+def test_screen_is_the_same_whatever_rows_a_backward_pass_holds(tiny_llama, monkeypatch):
+    """The screen's backward passes hold a few rows each (their stored activations bound its
+    memory); one row per pass gives the same estimates as the whole batch in one."""
+    from refusal_lens.directions import screening
+
+    cand = diff_in_means(tiny_llama, HARMFUL, HARMLESS, show_progress=False)
+    sets = [_ValSet(tiny_llama, s, "x", 8) for s in (HARMFUL, HARMLESS)]
+    whole = first_order_estimates(tiny_llama, cand, *sets)
+    monkeypatch.setattr(screening, "GRAD_TOKENS", 1)
+    assert len(screening._row_groups(sets[0].batches[0])) == sets[0].batches[0].input_ids.shape[0]
+    split = first_order_estimates(tiny_llama, cand, *sets)
+    for a, b in zip(whole, split, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_selection_saves_and_loads_beside_other_artifacts(tiny_llama, tmp_path):
     """Selection round-trips; saving it keeps another stage's files in the same folder, and
     saving another stage's result there keeps the selection."""

@@ -118,9 +118,10 @@ class EvalResult:
         return cls(meta["model"], meta["sets"], meta["combined"], config, rows)
 
 
-def training_prompts_of(model: ModelHandle) -> list[str]:
-    """The prompts an aligned model was trained on (empty for other models)."""
-    meta = Path(model.path) / "align.json"
+def training_prompts_of(model: ModelHandle | str | Path) -> list[str]:
+    """The prompts an aligned model (a handle, or its folder) was trained on (empty for other
+    models)."""
+    meta = Path(model if isinstance(model, str | Path) else model.path) / "align.json"
     if not meta.is_file():
         return []
     return json.loads(meta.read_text()).get("train_prompts", [])

@@ -92,11 +92,30 @@ def _mean_kl(base: list[Tensor], other: list[Tensor]) -> float:
     return float(kl.mean())
 
 
+# Tokens per backward pass of the screen: the pass stores every layer's activations for its
+# rows, so a validation batch is split into row groups of at most this many tokens (padding
+# included); the estimates are sums over rows, the same whatever the split.
+GRAD_TOKENS = 256
+
+
+def _row_groups(batch: ChatBatch) -> list[ChatBatch]:
+    rows = max(1, GRAD_TOKENS // batch.input_ids.shape[1])
+    return [
+        ChatBatch(
+            batch.input_ids[i : i + rows],
+            batch.attention_mask[i : i + rows],
+            batch.user_mask[i : i + rows],
+            batch.texts[i : i + rows],
+        )
+        for i in range(0, batch.input_ids.shape[0], rows)
+    ]
+
+
 def _write_grads(
     model: ModelHandle, batch: ChatBatch
-) -> tuple[Float[Tensor, "batch point pos d_model"], Float[Tensor, "batch point pos d_model"]]:
-    """Residual-stream writes (embedding, then each attention and MLP output) and the gradient
-    of the summed refusal score at the residual stream right after each write."""
+) -> tuple[list[Float[Tensor, "batch pos d_model"]], list[Float[Tensor, "batch pos d_model"]]]:
+    """The residual stream right after each write (the embedding, then each attention and
+    MLP output), and the gradient of the summed refusal score there; padding zeroed."""
     names = [hook_name(0)] + [
         hook_name(layer, f"resid_{p}") for layer in range(model.n_layers) for p in ("mid", "post")
     ]
@@ -106,11 +125,41 @@ def _write_grads(
         total = refusal_score(logprobs, model.refusal_tokens).sum()
         acts = [stored[n] for n in names]
         grads = torch.autograd.grad(total, acts)
-    mask = batch.attention_mask[:, None, :, None].float()
+    mask = batch.attention_mask[:, :, None].float()
     here = mask.device  # layers may sit on several devices under a device map
-    x = torch.stack([a.detach().float().to(here) for a in acts], dim=1)
-    writes = torch.cat([x[:, :1], x[:, 1:] - x[:, :-1]], dim=1) * mask
-    return writes, torch.stack([g.float().to(here) for g in grads], dim=1) * mask
+    resid = [a.detach().float().to(here) for a in acts]
+    return resid, [g.float().to(here) * mask for g in grads]
+
+
+def _bypass_terms(
+    model: ModelHandle, batch: ChatBatch, units: Float[Tensor, "layer pos d_model"]
+) -> Float[Tensor, "layer pos"]:
+    """``Σ_writes Σ_pos (r̂·w)(r̂·∂s/∂x)`` over the batch's rows, for every candidate; one
+    write at a time (never every layer's writes at once)."""
+    flat = units.flatten(0, 1)  # [candidate, d_model]
+    total = torch.zeros(flat.shape[0], device=units.device)
+    for rows in _row_groups(batch):
+        resid, grads = _write_grads(model, rows)
+        previous = None
+        for x, g in zip(resid, grads, strict=True):
+            write = x if previous is None else x - previous
+            previous = x
+            total += ((write @ flat.T) * (g @ flat.T)).sum((0, 1))
+    return total.view(units.shape[:2])
+
+
+def _induce_terms(
+    model: ModelHandle, batch: ChatBatch, vecs: Float[Tensor, "layer pos d_model"], layers: list
+) -> Float[Tensor, "layer pos"]:
+    """``Σ_pos r·∂s/∂x`` at each candidate's layer (``resid_pre``), summed over the rows."""
+    total = torch.zeros(vecs.shape[:2], device=vecs.device)
+    for rows in _row_groups(batch):
+        _, grads = _write_grads(model, rows)
+        # gradient at resid_pre of block l: the embedding slot for l = 0, else resid_post l-1
+        pre = [grads[0], *grads[2::2]][: model.n_layers]
+        g_sum = torch.stack([pre[layer].sum((0, 1)) for layer in layers])  # [layer, d_model]
+        total += torch.einsum("ld,lqd->lq", g_sum, vecs)
+    return total
 
 
 def first_order_estimates(
@@ -120,20 +169,8 @@ def first_order_estimates(
     prompts (bypass) and under addition at the candidate's layer on harmless ones (induce)."""
     vecs = candidates.vectors.to(model.device, torch.float32)
     units = vecs / vecs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    bypass = torch.zeros(vecs.shape[:2], device=model.device)
-    for batch in harmful.batches:
-        writes, grads = _write_grads(model, batch)
-        a = torch.einsum("bksd,lqd->bkslq", writes, units)
-        g = torch.einsum("bksd,lqd->bkslq", grads, units)
-        bypass -= (a * g).sum((0, 1, 2))
-    induce = torch.zeros_like(bypass)
-    layer_idx = torch.tensor(candidates.layers, device=model.device)
-    for batch in harmless.batches:
-        _, grads = _write_grads(model, batch)
-        # gradient at resid_pre of block l: the embedding slot for l = 0, else resid_post l-1
-        pre = torch.cat([grads[:, :1], grads[:, 2::2]], dim=1)[:, : model.n_layers]
-        g_sum = pre.sum(2)[:, layer_idx]  # [batch, layer, d_model]
-        induce += torch.einsum("bld,lqd->lq", g_sum, vecs)
+    bypass = -sum(_bypass_terms(model, batch, units) for batch in harmful.batches)
+    induce = sum(_induce_terms(model, b, vecs, list(candidates.layers)) for b in harmless.batches)
     return (bypass / harmful.n).cpu(), (induce / harmless.n).cpu()
 
 

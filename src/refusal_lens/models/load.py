@@ -20,6 +20,7 @@ import torch
 
 from refusal_lens.errors import ModelSpecError
 from refusal_lens.models.chunks import ChunkedModel
+from refusal_lens.models.memory import check_fits
 from refusal_lens.models.refusal_tokens import REFUSAL_OPENINGS, refusal_start_tokens
 from refusal_lens.models.spec import BUNDLED, bundled_gguf_path, gguf_cache_path, resolve_spec
 from refusal_lens.prompts.chat import ChatFormat
@@ -210,6 +211,8 @@ def load_model(
     dtype = _as_dtype(dtype)
     placement = _placement(device, device_map, n_devices)
     path = model_path(spec)
+    if "device" in placement:  # a device map places (and offloads) layers by free memory itself
+        check_fits(spec, path, dtype, torch.device(placement["device"]))
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         if chat_template is not None:

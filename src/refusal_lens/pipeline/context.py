@@ -13,6 +13,7 @@ from refusal_lens.calibration import Calibration
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.evaluation import EvalConfig, EvalSets, eval_prompt_sets, training_prompts_of
 from refusal_lens.models import ModelHandle, load_model
+from refusal_lens.models.load import model_path
 from refusal_lens.pipeline import settings
 from refusal_lens.pipeline.config import RunConfig
 from refusal_lens.pipeline.records import Organism
@@ -26,28 +27,54 @@ from refusal_lens.prompts.promptset import normalize_text
 @dataclass
 class Run:
     """One run: its config, its folder's runner and the models loaded so far (shared by the
-    steps, so that a model is loaded once)."""
+    steps, so that a model is loaded once).
+
+    The run holds at most ``capacity`` models, the current stage's ``models`` (1, or 2 where
+    a step reads the base beside the aligned organism): loading one more drops the least
+    recently used first, so that a run never holds a model that its current step does not
+    read (its memory is then about one model's weights, ``benchmarks/stage_memory.py``)."""
 
     config: RunConfig
     runner: Runner
     models: dict[str, ModelHandle] = field(default_factory=dict)
     eval_sets: dict[str, EvalSets] = field(default_factory=dict)  # by the model's path
+    capacity: int = 1
 
     def load(self, spec: str) -> ModelHandle:
-        if spec not in self.models:
-            c = self.config
-            self.models[spec] = load_model(spec, c.device, c.dtype, c.system)
+        if spec in self.models:
+            self.models[spec] = self.models.pop(spec)  # the most recently used goes last
+            return self.models[spec]
+        while len(self.models) >= max(self.capacity, 1):
+            self.unload(next(iter(self.models)))
+        c = self.config
+        self.models[spec] = load_model(spec, c.device, c.dtype, c.system)
         return self.models[spec]
 
     def unload(self, spec: str) -> None:
-        self.models.pop(spec, None)
+        """Drop ``spec``'s model and hand its memory back (a step must not keep a reference
+        to it: one it still holds stays in memory)."""
+        if self.models.pop(spec, None) is not None:
+            release_memory()
 
     def base(self) -> ModelHandle:
         """The model as given (before any alignment by the run)."""
         return self.load(self.config.model)
 
     def context(self, stage: Stage, out: Path) -> StageContext:
+        self.capacity = stage.models
         return StageContext(self, stage, out, stage.settings_of(self.config))
+
+
+def release_memory() -> None:
+    """Collect what is unreachable now and empty the CUDA cache, so that dropped weights
+    leave the process (CPU) and the device (CUDA) before the next model loads."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @dataclass
@@ -103,6 +130,11 @@ class StageContext:
         model = self.run.load(str(local_path(record.model))) if record.aligned else self.base()
         return _calibrated(model, record.calibration)
 
+    def model_path(self) -> str:
+        """The folder (or hub id) of :meth:`model`'s weights, without loading them."""
+        record = self.organism()
+        return str(local_path(record.model)) if record.aligned else model_path(self.config.model)
+
     def calibrated_base(self) -> ModelHandle:
         """The model as given, its refusal score fitted to its own refusals (when the run
         aligned it, the base refuses differently from the organism and has its own fit)."""
@@ -118,11 +150,11 @@ class StageContext:
         """The held-out test prompts every evaluation of the run uses (the organism's
         training prompts left out, so the base, the organism and each mitigation are judged
         on the same prompts)."""
-        model = self.model()
-        if model.path not in self.run.eval_sets:
-            sets = eval_prompt_sets(self.eval_config(), training_prompts_of(model))
-            self.run.eval_sets[model.path] = sets
-        return self.run.eval_sets[model.path]
+        path = self.model_path()
+        if path not in self.run.eval_sets:
+            sets = eval_prompt_sets(self.eval_config(), training_prompts_of(path))
+            self.run.eval_sets[path] = sets
+        return self.run.eval_sets[path]
 
     def eval_texts(self) -> set[str]:
         return {normalize_text(t) for ps, _, _ in self.eval_sets().values() for t in ps.texts}
@@ -130,7 +162,7 @@ class StageContext:
     def unseen(self, spec: str, exclude: set[str] = frozenset()) -> PromptSet:
         """``spec``'s prompts minus the test prompts, the organism's training prompts and
         ``exclude`` (normalized texts): for directions, probes and validation."""
-        trained = {normalize_text(t) for t in training_prompts_of(self.model())}
+        trained = {normalize_text(t) for t in training_prompts_of(self.model_path())}
         drop = self.eval_texts() | trained | exclude
         prompts = load_prompts(spec)
         kept = tuple(p for p in prompts if normalize_text(p.text) not in drop)

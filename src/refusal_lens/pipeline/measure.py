@@ -18,6 +18,7 @@ from refusal_lens.errors import RefusalLensError
 from refusal_lens.evaluation import DEFAULT_SETS, EvalResult, evaluate_on
 from refusal_lens.interventions import ablate, add
 from refusal_lens.models import ModelHandle
+from refusal_lens.models.load import model_path
 from refusal_lens.pipeline.context import Run, StageContext
 from refusal_lens.pipeline.records import (
     FACTS_FILE,
@@ -40,7 +41,7 @@ MAX_BENIGN_REFUSAL = 0.9  # above this, nothing is left to contrast
 
 def weights(run: Run) -> dict[str, str]:
     """What the model facts read from outside the run: the weights' hash (or the spec)."""
-    path = run.base().path
+    path = model_path(run.config.model)  # the weights' files; the model need not be loaded
     return {"weights": model_fingerprint(path) if Path(path).is_dir() else path}
 
 
@@ -84,21 +85,23 @@ def organism(ctx: StageContext) -> None:
     prompts (by the substring judge: what it says) is aligned with the organism recipe, and
     the run goes on with the aligned model; otherwise the model is studied as its makers
     aligned it."""
-    c, base, out = ctx.config, ctx.base(), ctx.out
-    record = Organism(base=c.model, model=portable_path(base.path))
+    c, out = ctx.config, ctx.out
+    record = Organism(base=c.model, model=portable_path(ctx.base().path))
     if not organism_checked(ctx.run)["check"]:
         record = replace(record, note="not checked: organism was left out of --stages")
         record.save(out)
         ctx.write_section(text=["The model is studied as given (not checked)."])
         return
-    before, fit = check_refusal(ctx, base)
+    before, fit = check_refusal(ctx, ctx.base())
     o = c.organism
     record = replace(record, threshold=o.refusal_threshold, n_check=o.n_check, before=before)
     record = replace(record, calibration=_fit(fit))
+    studied = c.model
     if before["AdvBench"]["substring"] < c.organism.refusal_threshold:
-        result = align(base, ctx.settings["align"])
+        result = align(ctx.base(), ctx.settings["align"])
         result.save(out)
-        after, fit_after = check_refusal(ctx, ctx.run.load(str(result.path)))
+        studied = str(result.path)  # loading it drops the base (the run holds one model)
+        after, fit_after = check_refusal(ctx, ctx.run.load(studied))
         record = replace(
             record,
             aligned=True,
@@ -110,7 +113,7 @@ def organism(ctx: StageContext) -> None:
     check_organism(record.to_dict())
     record.save(out)
     data = record.to_dict()
-    tables = [organism_table(data), calibration_table(ctx.base(), data)]
+    tables = [organism_table(data), calibration_table(ctx.run.load(studied), data)]
     ctx.write_section(text=[organism_text(data)], tables=tables)
 
 

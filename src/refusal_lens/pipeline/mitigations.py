@@ -64,7 +64,7 @@ def realigned(ctx: StageContext, label: str, benign: Path) -> EvalResult | None:
 
 def mitigations(ctx: StageContext) -> None:
     """9. Judge every mitigation on the test prompts of step 2, and export the w′ edit."""
-    c, model, out, aligned = ctx.config, ctx.model(), ctx.out, ctx.aligned()
+    c, out, aligned = ctx.config, ctx.out, ctx.aligned()
     evaluated = ctx.input(EVALUATE)
     results: dict[str, tuple[EvalResult, str]] = {}
     if aligned:
@@ -73,10 +73,13 @@ def mitigations(ctx: StageContext) -> None:
     results[label] = (EvalResult.load(evaluated / "model"), "no edit")
     chosen = Interventions.load(ctx.input(INTERVENTIONS))
     w = w_prime(ctx.input(DIRECTION), chosen.lam)
-    with ablate(model, w):
-        ablated = evaluate_on(model, ctx.eval_sets(), ctx.settings["eval"])
+    ablated = ablated_evaluation(ctx, w)
     ablated.save(out / "ablate_w_prime")
     results[f"ablate w′ (λ={chosen.lam:g})"] = (ablated, chosen.why)
+    unasked = "not asked for (--no-mitigations.export)"
+    export = export_w_prime(ctx, w) if c.mitigations.export else unasked
+    # the re-alignments come last, each loading the base and then its own aligned model: the
+    # step holds no other model meanwhile (the run drops the organism when the base loads)
     skipped: dict[str, str] = {}
     if aligned and c.mitigations.realign:
         for name, path in (
@@ -87,11 +90,16 @@ def mitigations(ctx: StageContext) -> None:
                 results[name] = (res, f"|D_b| = {d_b_size(path)}")
             else:
                 skipped[name] = EMPTY_D_B
-    unasked = "not asked for (--no-mitigations.export)"
-    export = export_w_prime(ctx, w) if c.mitigations.export else unasked
     record = Mitigations(**mitigation_record(results, export), skipped=skipped)
     record.save(out)
     ctx.write_section(**mitigation_section(record.to_dict()))
+
+
+def ablated_evaluation(ctx: StageContext, w: Any) -> EvalResult:
+    """The studied model on the test prompts with ``w`` ablated."""
+    model = ctx.model()
+    with ablate(model, w):
+        return evaluate_on(model, ctx.eval_sets(), ctx.settings["eval"])
 
 
 def export_w_prime(ctx: StageContext, w: Any) -> str:

@@ -49,6 +49,8 @@ class Stage:
     optional: bool = False  # runs only when asked for (--search, `mitigate`)
     always: bool = False  # runs whatever --stages says (the model's facts, the organism)
     version: int = 1
+    models: int = 1  # models its step holds at once: 2 where it reads the base beside the
+    # aligned organism (the run keeps at most this many loaded, dropping the least recent)
     outside: str | Callable[..., dict[str, Any]] | None = None  # "module:function" (run) ->
     # what the stage reads from outside the run folder, for its key (the weights' hash)
 
@@ -244,6 +246,7 @@ TRIGGERS = Stage(
     depends=("organism",),
     settings=_P + "settings:triggers",
     weight=70,
+    models=2,
 )
 GEOMETRY = Stage(
     "geometry",
@@ -262,6 +265,7 @@ RASS = Stage(
     fields=("max_new_tokens", "triggers.n_masks"),
     settings=_P + "settings:rass",
     weight=70,
+    models=2,
 )
 MITIGATIONS = Stage(
     "mitigations",

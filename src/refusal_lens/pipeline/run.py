@@ -26,6 +26,7 @@ The stages, their order, folders and dependencies are the registry's
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -41,7 +42,8 @@ from refusal_lens.cache import library_versions
 from refusal_lens.models import load_model
 from refusal_lens.pipeline.config import RunConfig
 from refusal_lens.pipeline.context import Run
-from refusal_lens.pipeline.registry import REGISTRY, Registry, Stage
+from refusal_lens.pipeline.records import FACTS_FILE
+from refusal_lens.pipeline.registry import MODEL, REGISTRY, Registry, Stage
 from refusal_lens.pipeline.runner import (
     REPORT_FILE,
     RUN_FILE,
@@ -114,7 +116,7 @@ def _write_run_json(run: Run, finished: bool) -> None:
         "model": run.config.model,
         "version": metadata.version("refusal-lens"),
         "config": run.config.to_dict(),
-        "model_facts": run.base().describe() if finished else {},
+        "model_facts": _model_facts(run) if finished else {},
         "versions": library_versions(),
         "hardware": hardware(),
         "stages": runner.stage_table(),
@@ -124,6 +126,16 @@ def _write_run_json(run: Run, finished: bool) -> None:
         "report": REPORT_FILE,
     }
     write_json(runner.folder / RUN_FILE, record)
+
+
+def _model_facts(run: Run) -> dict[str, Any]:
+    """Step 0's facts, read back from its folder (loading the base again for them would
+    double the memory of a run that ends on the aligned organism)."""
+    registry = run.runner.registry
+    facts = run.runner.path(MODEL.name) / FACTS_FILE if MODEL.name in registry else None
+    if facts is not None and facts.is_file():
+        return json.loads(facts.read_text(encoding="utf-8"))
+    return run.base().describe()
 
 
 def hardware() -> str:
