@@ -153,17 +153,38 @@ class PeakSampler:
         return "-"
 
 
+def warm_up(device: str, dtype: str) -> None:
+    """What every stage's process holds whatever the model: the libraries imported and their
+    one-time buffers made by a forward pass, a generation and the judges on a tiny model
+    (``experiments/common.py``'s smoke model), which is then dropped."""
+    import gc
+
+    import matplotlib.pyplot  # noqa: F401  (the stages' figures)
+
+    from refusal_lens.models import load_model
+    from refusal_lens.prompts import PromptSet
+    from refusal_lens.scoring import refusal_rates
+
+    tiny = load_model(ec.smoke_model(), device=device, dtype=dtype)
+    prompts = PromptSet.from_texts(["Say hello.", "Name a colour."], "harmless", "warm-up")
+    refusal_rates(tiny, {"warm-up": prompts}, ("score", "substring"), max_new_tokens=2)
+    del tiny
+    gc.collect()
+
+
 def child(model: str, stage: str, folder: str, dtype: str, device: str, quick: bool) -> None:
     """Run ``stage`` of ``model`` into ``folder``; print one JSON line of measurements."""
     import torch
-    import transformer_lens.model_bridge  # noqa: F401  (the fixed overhead counts it)
-    import transformers  # noqa: F401
 
     from refusal_lens.pipeline import RunConfig, run_pipeline
-
-    fixed = _status_mib("VmRSS")
     from refusal_lens.pipeline.registry import REGISTRY
 
+    warm_up(device, dtype)
+    fixed = _status_mib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the peak mark starts again from here
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     readers = REGISTRY.readers  # a setting is given only where the stage reads it
     given = {} if quick else RANDOM_SETTINGS
     settings = {k: v for k, v in given.items() if stage in (readers(k) or [stage])}

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from refusal_lens.errors import ModelSpecError
-from refusal_lens.models import load_model, memory
 from refusal_lens.models import load as load_module
+from refusal_lens.models import load_model, memory
 
 
 def _parameter_bytes(model) -> int:
@@ -97,3 +97,24 @@ def test_a_run_holds_at_most_its_stage_s_models(tiny_llama, monkeypatch):
     run.load("organism")  # held: nothing loads, the base is dropped only when another loads
     run.load("other")
     assert list(run.models) == ["other"] and len(released) == 2
+
+
+def test_orthogonalization_edits_block_by_block_as_one_whole_product(tiny_llama, monkeypatch):
+    """The weights are edited a block of rows (columns) at a time, so that no whole matrix is
+    copied to float64; the result equals the whole-matrix projection, computed here."""
+    from transformers import AutoModelForCausalLM
+
+    from refusal_lens.directions import orthogonalize
+
+    monkeypatch.setattr(orthogonalize, "BLOCK", 3)
+    hf = AutoModelForCausalLM.from_pretrained(tiny_llama.path)
+    torch.manual_seed(0)
+    r = torch.randn(tiny_llama.d_model)
+    q = (r / r.norm()).double()[None]
+    embed = hf.get_input_embeddings().weight.detach().double().clone()
+    down = hf.model.layers[1].mlp.down_proj.weight.detach().double().clone()
+    orthogonalize.orthogonalize_model(hf, r)
+    expected_embed = embed - (embed @ q.T) @ q
+    expected_down = down - q.T @ (q @ down)
+    torch.testing.assert_close(hf.get_input_embeddings().weight.double(), expected_embed)
+    torch.testing.assert_close(hf.model.layers[1].mlp.down_proj.weight.double(), expected_down)

@@ -34,14 +34,23 @@ MARKER = "orthogonalized.json"
 POST_NORM_MARKERS = ("post_feedforward_layernorm", "post_attn_norm", "post_mlp_norm")
 
 
+BLOCK = 4096  # rows or columns edited at a time in float64 (a whole embedding would double)
+
+
 def _project_rows_out(weight: Tensor, q: Tensor, share: float) -> None:
     """Rows are vectors in the residual stream (an embedding matrix): w ← w − a (w Qᵀ) Q."""
-    weight.sub_(share * (weight @ q.T) @ q)
+    for rows in weight.split(BLOCK, dim=0):  # views: edited in place, block by block
+        edited = rows.double()
+        edited.sub_(share * (edited @ q.T) @ q)
+        rows.copy_(edited.to(rows.dtype))
 
 
 def _project_output_out(weight: Tensor, q: Tensor, share: float) -> None:
     """Outputs land in the residual stream (``nn.Linear`` weight [d_model, d_in])."""
-    weight.sub_(share * q.T @ (q @ weight))
+    for columns in weight.split(BLOCK, dim=1):
+        edited = columns.double()
+        edited.sub_(share * q.T @ (q @ edited))
+        columns.copy_(edited.to(columns.dtype))
 
 
 def _writers(hf_model: nn.Module) -> list[nn.Linear]:
@@ -92,11 +101,8 @@ def orthogonalize_model(
     edits = [(embed.weight, _project_rows_out, float(shares[0]))]
     edits += [(w.weight, _project_output_out, float(shares[i // 2])) for i, w in enumerate(writers)]
     for weight, project, share in edits:
-        if share == 0:
-            continue
-        edited = weight.double()
-        project(edited, q, share)
-        weight.copy_(edited.to(weight.dtype))
+        if share != 0:
+            project(weight, q, share)
     for i, w in enumerate(writers):
         if w.bias is not None and float(shares[i // 2]) != 0:
             removed = float(shares[i // 2]) * q.T @ (q @ w.bias.double())

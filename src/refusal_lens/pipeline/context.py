@@ -56,6 +56,11 @@ class Run:
         if self.models.pop(spec, None) is not None:
             release_memory()
 
+    def release(self) -> None:
+        """Drop every model (a step that loads weights of its own, such as an export)."""
+        for spec in list(self.models):
+            self.unload(spec)
+
     def base(self) -> ModelHandle:
         """The model as given (before any alignment by the run)."""
         return self.load(self.config.model)

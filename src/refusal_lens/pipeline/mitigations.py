@@ -15,10 +15,10 @@ from typing import Any
 
 from refusal_lens.alignment import AlignResult, align
 from refusal_lens.boundary.rass_result import SELECTED_NAME
-from refusal_lens.directions.orthogonalize import orthogonalize_weights
+from refusal_lens.directions.orthogonalize import write_orthogonalized
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.evaluation import EvalResult, compare_results, evaluate_on
-from refusal_lens.interventions import ablate
+from refusal_lens.interventions import ablate, as_direction
 from refusal_lens.pipeline.context import StageContext
 from refusal_lens.pipeline.records import Interventions, Mitigations, kept_path, w_prime
 from refusal_lens.pipeline.registry import (
@@ -105,8 +105,14 @@ def ablated_evaluation(ctx: StageContext, w: Any) -> EvalResult:
 def export_w_prime(ctx: StageContext, w: Any) -> str:
     """The w′ ablation baked into the weights: an HF model directory that ``load_model``
     loads; or why it could not be written."""
+    model = ctx.model()
+    direction = as_direction(model, w)
+    source = replace(model, bridge=None)  # its folder and tokenizer, not its weights
+    del model
+    ctx.run.release()  # the export loads its own float32 copy: the run's copy goes first
+    record = {"direction": direction.metadata()}
     try:
-        orthogonalize_weights(ctx.model(), w, ctx.out / EXPORT_DIR)
+        write_orthogonalized(source, direction.vector, None, ctx.out / EXPORT_DIR, record)
     except RefusalLensError as e:
         return f"not exported: {e}"
     return f"{REGISTRY.folder(MITIGATIONS.name)}/{EXPORT_DIR}"
