@@ -200,8 +200,10 @@ def test_screen_is_the_same_whatever_rows_a_backward_pass_holds(tiny_llama, monk
     cand = diff_in_means(tiny_llama, HARMFUL, HARMLESS, show_progress=False)
     sets = [_ValSet(tiny_llama, s, "x", 8) for s in (HARMFUL, HARMLESS)]
     whole = first_order_estimates(tiny_llama, cand, *sets)
-    monkeypatch.setattr(screening, "GRAD_TOKENS", 1)
-    assert len(screening._row_groups(sets[0].batches[0])) == sets[0].batches[0].input_ids.shape[0]
+    monkeypatch.setattr(screening, "GRAD_TOKENS_PER_D", 0)  # one row (32 tokens) per pass
+    batch = sets[0].batches[0]
+    assert batch.input_ids.shape[1] > 16  # so that a row group holds one row
+    assert len(screening._row_groups(tiny_llama, batch)) == batch.input_ids.shape[0] > 1
     split = first_order_estimates(tiny_llama, cand, *sets)
     for a, b in zip(whole, split, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -92,14 +92,18 @@ def _mean_kl(base: list[Tensor], other: list[Tensor]) -> float:
     return float(kl.mean())
 
 
-# Tokens per backward pass of the screen: the pass stores every layer's activations for its
-# rows, so a validation batch is split into row groups of at most this many tokens (padding
-# included); the estimates are sums over rows, the same whatever the split.
-GRAD_TOKENS = 256
+# Tokens per backward pass of the screen, per unit of d_model: a backward pass stores every
+# layer's activations for its rows, about d_model numbers per token and layer (times a small
+# constant), while the weights hold about d_model² per layer; d_model / 8 tokens keep the
+# pass near a tenth of the weights' memory at any model size. A validation batch is split
+# into row groups of that many tokens (padding included); the estimates are sums over rows,
+# the same whatever the split.
+GRAD_TOKENS_PER_D = 1 / 8
 
 
-def _row_groups(batch: ChatBatch) -> list[ChatBatch]:
-    rows = max(1, GRAD_TOKENS // batch.input_ids.shape[1])
+def _row_groups(model: ModelHandle, batch: ChatBatch) -> list[ChatBatch]:
+    tokens = max(32, int(model.d_model * GRAD_TOKENS_PER_D))
+    rows = max(1, tokens // batch.input_ids.shape[1])
     return [
         ChatBatch(
             batch.input_ids[i : i + rows],
@@ -138,7 +142,7 @@ def _bypass_terms(
     write at a time (never every layer's writes at once)."""
     flat = units.flatten(0, 1)  # [candidate, d_model]
     total = torch.zeros(flat.shape[0], device=units.device)
-    for rows in _row_groups(batch):
+    for rows in _row_groups(model, batch):
         resid, grads = _write_grads(model, rows)
         previous = None
         for x, g in zip(resid, grads, strict=True):
@@ -153,7 +157,7 @@ def _induce_terms(
 ) -> Float[Tensor, "layer pos"]:
     """``Σ_pos r·∂s/∂x`` at each candidate's layer (``resid_pre``), summed over the rows."""
     total = torch.zeros(vecs.shape[:2], device=vecs.device)
-    for rows in _row_groups(batch):
+    for rows in _row_groups(model, batch):
         _, grads = _write_grads(model, rows)
         # gradient at resid_pre of block l: the embedding slot for l = 0, else resid_post l-1
         pre = [grads[0], *grads[2::2]][: model.n_layers]

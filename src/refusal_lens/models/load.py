@@ -141,13 +141,13 @@ def model_path(spec: str) -> str:
         return str(_chunked_model_path(BUNDLED[spec]))
     if kind in ("bundled", "gguf"):
         from refusal_lens.cache import usable_entry
-        from refusal_lens.models.gguf import convert_gguf
+        from refusal_lens.models.gguf import convert_gguf_apart
 
         gguf = bundled_gguf_path(spec) if kind == "bundled" else Path(spec)
         arch = BUNDLED[spec].architecture if kind == "bundled" else None
         out, record = gguf_cache_path(gguf, arch)
         if not usable_entry(out):
-            convert_gguf(gguf, out, architecture=arch, record=record)
+            convert_gguf_apart(gguf, out, architecture=arch, record=record)
         return str(out)
     if kind == "hub" and os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
         raise _offline_error(spec, "HF_HUB_OFFLINE is set")
@@ -160,7 +160,7 @@ def _chunked_model_path(model: ChunkedModel) -> Path:
     lacks the conversion; the assembled GGUF lives in a temporary folder and is then removed."""
     from refusal_lens.cache import usable_entry
     from refusal_lens.models.chunks import assemble, part_paths
-    from refusal_lens.models.gguf import convert_gguf
+    from refusal_lens.models.gguf import convert_gguf_apart
 
     part_paths(model)
     gguf_name = Path(model.gguf_file)
@@ -169,7 +169,7 @@ def _chunked_model_path(model: ChunkedModel) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".assemble-", dir=out.parent) as tmp:
             gguf = assemble(model, Path(tmp) / gguf_name)
-            convert_gguf(gguf, out, architecture=model.architecture, record=record)
+            convert_gguf_apart(gguf, out, architecture=model.architecture, record=record)
     return out
 
 
