@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -213,40 +214,47 @@ def stages_of(model: str, smoke: bool = False) -> tuple[str, ...]:
     return tuple(s.name for s in REGISTRY if not s.optional)
 
 
-def measure(spec: str, stage: str, folder: Path, dtype: str, device: str, quick: bool) -> dict:
+def measure(
+    spec: str, stage: str, folder: Path, opts: argparse.Namespace, cache: str | None, quick: bool
+) -> dict:
     cmd = [sys.executable, __file__, "--child", spec, stage, str(folder)]
-    cmd += ["--dtype", dtype, "--device", device]
+    cmd += ["--dtype", opts.dtype, "--device", opts.device]
     cmd += ["--quick"] if quick else []
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, **({"REFUSAL_LENS_CACHE": cache} if cache else {})}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     if done.returncode or not lines:
         sys.exit(f"stage {stage} of {spec} failed:\n{done.stderr[-3000:]}")
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
-def benchmark(model: str, dtype: str, device: str, smoke: bool = False) -> dict:
-    """Each stage of ``model`` alone, in order, into one temporary run folder."""
-    quick = model not in RANDOM
-    spec = model if quick else random_model(model, dtype, device)
-    weights = weights_bytes(spec, dtype) / MIB
+def benchmark(model: str, opts: argparse.Namespace) -> dict:
+    """Each stage of ``model`` alone, in order, into one temporary run folder; with
+    ``opts.fresh_cache``, from an empty cache (the model converted, the organism trained)."""
+    quick = model not in RANDOM  # the quick preset; a random model: few prompts
+    spec = model if quick else random_model(model, opts.dtype, opts.device)
+    weights = weights_bytes(spec, opts.dtype) / MIB
     rows = []
     with tempfile.TemporaryDirectory(prefix="stage-memory-") as tmp:
-        for stage in stages_of(model, smoke):
-            row = {"stage": stage, **measure(spec, stage, Path(tmp) / "run", dtype, device, quick)}
+        cache = str(Path(tmp) / "cache") if opts.fresh_cache else None
+        for stage in stages_of(model, opts.smoke):
+            row = {"stage": stage, **measure(spec, stage, Path(tmp) / "run", opts, cache, quick)}
             row["ratio"] = (row["peak_mib"] - row["fixed_mib"]) / weights
             if row["cuda_mib"] is not None:
                 row["cuda_ratio"] = row["cuda_mib"] / weights
+            cuda = f", CUDA peak/weights {row['cuda_ratio']:.2f}" if "cuda_ratio" in row else ""
             print(
                 f"{model:>20} {stage:>14}: peak {row['peak_mib']:8.0f} MiB, fixed "
-                f"{row['fixed_mib']:5.0f}, (peak - fixed)/weights {row['ratio']:.2f} "
+                f"{row['fixed_mib']:5.0f}, (peak - fixed)/weights {row['ratio']:.2f}{cuda} "
                 f"at {row['where']} ({row['seconds']:.0f} s)",
                 flush=True,
             )
             rows.append(row)
     return {
         "model": model,
-        "dtype": dtype,
-        "device": device,
+        "dtype": opts.dtype,
+        "device": opts.device,
+        "fresh_cache": opts.fresh_cache,
         "weights_mib": weights,
         "stages": rows,
     }
@@ -258,9 +266,18 @@ def markdown(results: dict) -> str:
     for m in results["models"]:
         for r in m["stages"]:
             lines.append(
-                f"| {m['model']} ({m['dtype']}) | {m['weights_mib']:,.0f} MiB | {r['stage']} | "
-                f"{r['peak_mib']:,.0f} MiB | {r['fixed_mib']:,.0f} MiB | {r['ratio']:.2f} | "
-                f"`{r['where']}` |"
+                f"| {m['model']} ({m['dtype']}, {m['device']}) | {m['weights_mib']:,.0f} MiB | "
+                f"{r['stage']} | {r['peak_mib']:,.0f} MiB | {r['fixed_mib']:,.0f} MiB | "
+                f"{r['ratio']:.2f} | `{r['where']}` |"
+            )
+    cuda = [(m, r) for m in results["models"] for r in m["stages"] if "cuda_ratio" in r]
+    if cuda:
+        lines += ["", "| model | stage | CUDA peak (max_memory_allocated) | / weights |"]
+        lines.append("|---|---|---:|---:|")
+        for m, r in cuda:
+            lines.append(
+                f"| {m['model']} ({m['dtype']}) | {r['stage']} | {r['cuda_mib']:,.0f} MiB | "
+                f"{r['cuda_ratio']:.2f} |"
             )
     return (
         "\n".join(lines)
@@ -279,6 +296,11 @@ def main() -> None:
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--fresh-cache",
+        action="store_true",
+        help="each model's stages from an empty cache: the model converted, the organism trained",
+    )
     parser.add_argument("--out", type=ec.project_path, help="write the JSON (and .md beside)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
@@ -289,7 +311,7 @@ def main() -> None:
         return
     args = ec.parse(parser, smoke={"models": ["random-S"]}, smoke_out="stage_memory.json")
     start = time.time()
-    results = {"models": [benchmark(m, args.dtype, args.device, args.smoke) for m in args.models]}
+    results = {"models": [benchmark(m, args) for m in args.models]}
     results |= {
         "command": " ".join(["python benchmarks/stage_memory.py", *sys.argv[1:]]),
         "hardware": ec.hardware(),

@@ -88,6 +88,7 @@ def test_a_run_holds_at_most_its_stage_s_models(tiny_llama, monkeypatch):
 
     monkeypatch.setattr(context_module, "load_model", load)
     monkeypatch.setattr(context_module, "release_memory", lambda: released.append(True))
+    monkeypatch.setattr(context_module, "free_weights", lambda model: None)  # a shared fixture
     run = context_module.Run(RunConfig(model="base"), object.__new__(Runner))
     run.capacity = TRIGGERS.models
     assert TRIGGERS.models == 2 and EVALUATE.models == 1
@@ -118,3 +119,34 @@ def test_orthogonalization_edits_block_by_block_as_one_whole_product(tiny_llama,
     expected_down = down - q.T @ (q @ down)
     torch.testing.assert_close(hf.get_input_embeddings().weight.double(), expected_embed)
     torch.testing.assert_close(hf.model.layers[1].mlp.down_proj.weight.double(), expected_down)
+
+
+def test_alignment_lets_the_caller_drop_the_base_before_training(tiny_dirs, tmp_path, monkeypatch):
+    """``align(..., release=)`` calls ``release`` after the base's answers and before the
+    trainable copy loads, holding no reference to the base's weights by then."""
+    import gc
+    import weakref
+
+    from refusal_lens.alignment import AlignConfig, align
+    from refusal_lens.alignment import train as train_module
+    from refusal_lens.models.memory import free_weights
+
+    events = []
+    held = {"model": load_model(str(tiny_dirs["llama"]), device="cpu")}
+    bridge = weakref.ref(held["model"].bridge)
+    real = train_module.trainable_model
+
+    def trainable(*args, **kwargs):
+        events.append("trainable copy")
+        return real(*args, **kwargs)
+
+    def release():  # as a run does: the weights go even though align's caller holds them
+        free_weights(held.pop("model"))
+        gc.collect()
+        on_meta = all(p.is_meta for p in bridge().original_model.parameters())
+        events.append("released" if on_meta else "still held")
+
+    monkeypatch.setattr(train_module, "trainable_model", trainable)
+    config = AlignConfig.organism(n_harmful=8, n_benign=8, answer_tokens=4, batch_size=8)
+    result = align(held["model"], config, out=tmp_path / "aligned", release=release)
+    assert events == ["released", "trainable copy"] and (result.path / "align.json").is_file()

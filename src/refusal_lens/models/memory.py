@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -95,4 +96,14 @@ def check_fits(spec: str, path: str, dtype: torch.dtype, device: torch.device) -
     )
 
 
-__all__ = ["STAGE_FACTOR", "available_bytes", "check_fits", "weights_bytes"]
+def free_weights(model: Any) -> None:
+    """Move the weights of ``model`` (a :class:`~refusal_lens.models.ModelHandle`) to the meta
+    device, so that their memory is freed even where a reference to the handle remains (an
+    argument still on a caller's stack); the handle cannot run afterwards. A model placed by
+    a device map (accelerate's hooks) is left alone: dropping its references frees it."""
+    if model.bridge is None or model.device_map:
+        return
+    model.hf_model.to("meta")
+
+
+__all__ = ["STAGE_FACTOR", "available_bytes", "check_fits", "free_weights", "weights_bytes"]

@@ -14,6 +14,7 @@ from refusal_lens.errors import RefusalLensError
 from refusal_lens.evaluation import EvalConfig, EvalSets, eval_prompt_sets, training_prompts_of
 from refusal_lens.models import ModelHandle, load_model
 from refusal_lens.models.load import model_path
+from refusal_lens.models.memory import free_weights
 from refusal_lens.pipeline import settings
 from refusal_lens.pipeline.config import RunConfig
 from refusal_lens.pipeline.records import Organism
@@ -51,9 +52,11 @@ class Run:
         return self.models[spec]
 
     def unload(self, spec: str) -> None:
-        """Drop ``spec``'s model and hand its memory back (a step must not keep a reference
-        to it: one it still holds stays in memory)."""
-        if self.models.pop(spec, None) is not None:
+        """Drop ``spec``'s model and hand its memory back: its weights go to the meta
+        device, so a handle a step still holds can no longer run."""
+        model = self.models.pop(spec, None)
+        if model is not None:
+            free_weights(model)  # freed even if a step still holds the handle (then unusable)
             release_memory()
 
     def release(self) -> None:

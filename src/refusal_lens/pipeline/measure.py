@@ -98,7 +98,8 @@ def organism(ctx: StageContext) -> None:
     record = replace(record, calibration=_fit(fit))
     studied = c.model
     if before["AdvBench"]["substring"] < c.organism.refusal_threshold:
-        result = align(ctx.base(), ctx.settings["align"])
+        # the base's answers made, its weights go before the trainable copy loads
+        result = align(ctx.base(), ctx.settings["align"], release=ctx.run.release)
         result.save(out)
         studied = str(result.path)  # loading it drops the base (the run holds one model)
         after, fit_after = check_refusal(ctx, ctx.run.load(studied))

@@ -54,7 +54,8 @@ def realigned(ctx: StageContext, label: str, benign: Path) -> EvalResult | None:
     n = d_b_size(benign)
     if n == 0:
         return None
-    result = align(ctx.base(), replace(recipe, benign=str(benign), n_benign=n))
+    recipe = replace(recipe, benign=str(benign), n_benign=n)
+    result = align(ctx.base(), recipe, release=ctx.run.release)  # one copy while it trains
     model = ctx.run.load(str(result.path))
     evaluation = evaluate_on(model, ctx.eval_sets(), ctx.settings["eval"])
     evaluation.save(ctx.out / label)

@@ -1,0 +1,65 @@
+"""The README's memory table: each stage's peak over the weights, before and after issue 34's
+changes, on the bundled models, from ``benchmarks/stage_memory.py``'s two result files.
+
+Reads ``figures/stage_memory_before.json`` (the benchmark run on the commit before the
+changes) and ``figures/stage_memory.json`` (the current code), writes
+``figures/memory_table.md`` and puts the same table into README.md between the
+``<!-- memory-table -->`` markers (``tests/test_docs.py`` checks that the two agree).
+
+    python experiments/memory_table.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ROOT / "figures"
+BUNDLED = ("smollm2-135m", "qwen2.5-coder-0.5b")
+START, END = "<!-- memory-table -->", "<!-- /memory-table -->"
+BLOCK = re.compile(re.escape(START) + r"\n(.*?)" + re.escape(END), re.S)
+
+
+def by_model(path: Path) -> dict[str, dict]:
+    return {m["model"]: m for m in json.loads(path.read_text())["models"]}
+
+
+def table(before: dict[str, dict], after: dict[str, dict]) -> str:
+    """One row per stage: (peak − fixed) / weights of each bundled model, before → after."""
+    models = [m for m in BUNDLED if m in before and m in after]
+    head = "| stage | " + " | ".join(f"{m} ({after[m]['weights_mib']:,.0f} MiB)" for m in models)
+    lines = [head + " |", "|---|" + "---:|" * len(models)]
+    stages = [r["stage"] for r in after[models[0]]["stages"]]
+    for stage in stages:
+        cells = []
+        for m in models:
+            old = {r["stage"]: r["ratio"] for r in before[m]["stages"]}.get(stage)
+            new = {r["stage"]: r["ratio"] for r in after[m]["stages"]}[stage]
+            cells.append(f"{old:.2f} → **{new:.2f}**" if old is not None else f"**{new:.2f}**")
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    fixed = max(r["fixed_mib"] for m in models for r in after[m]["stages"])
+    return "\n".join(lines) + (
+        f"\n\nPeak resident memory of each stage run alone, less a fixed {fixed:,.0f} MiB "
+        "(the interpreter and libraries, warmed up), over the float32 weights' bytes; "
+        "before → after. Made by `python experiments/memory_table.py` from "
+        "`benchmarks/stage_memory.py --fresh-cache` (figures/stage_memory*.md).\n"
+    )
+
+
+def main() -> None:
+    text = table(
+        by_model(FIGURES / "stage_memory_before.json"), by_model(FIGURES / "stage_memory.json")
+    )
+    (FIGURES / "memory_table.md").write_text(text)
+    readme = ROOT / "README.md"
+    old = readme.read_text()
+    if not BLOCK.search(old):
+        raise SystemExit(f"README.md has no {START} … {END} block to fill")
+    readme.write_text(BLOCK.sub(lambda _: f"{START}\n{text}{END}", old))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
