@@ -302,6 +302,7 @@ def main() -> None:
         help="each model's stages from an empty cache: the model converted, the organism trained",
     )
     parser.add_argument("--out", type=ec.project_path, help="write the JSON (and .md beside)")
+    parser.add_argument("--data", type=ec.project_path, default=ec.DATA, help="benchmark files")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
     ec.add_smoke_flag(parser)

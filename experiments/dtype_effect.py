@@ -26,6 +26,7 @@ from __future__ import annotations
 import gc
 import sys
 import time
+from pathlib import Path
 
 import torch
 from common import hardware, parse, parser, rate_text, write_text
@@ -84,7 +85,8 @@ def compare(spec: str, n: int, max_new_tokens: int) -> dict:
     start = time.time()
     f32, b16 = (read(spec, d, sets, max_new_tokens) for d in ("float32", "bfloat16"))
     s32, s16 = f32["scores"], b16["scores"]
-    record = {"model": spec, "n": n, "max_new_tokens": max_new_tokens}
+    name = Path(spec).name if Path(spec).exists() else spec  # no machine path in the record
+    record = {"model": name, "n": n, "max_new_tokens": max_new_tokens}
     record["residuals"] = residual_effect(f32["residuals"], b16["residuals"], n)
     record["scores"] = {
         "max_abs_diff": float((s16 - s32).abs().max()),

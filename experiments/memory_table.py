@@ -7,12 +7,15 @@ changes) and ``figures/stage_memory.json`` (the current code), writes
 ``<!-- memory-table -->`` markers (``tests/test_docs.py`` checks that the two agree).
 
     python experiments/memory_table.py
+    python experiments/memory_table.py --smoke [--out DIR]   # the table only, README untouched
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,16 +52,25 @@ def table(before: dict[str, dict], after: dict[str, dict]) -> str:
 
 
 def main() -> None:
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--out", type=Path, default=FIGURES, help="where memory_table.md goes")
+    cli.add_argument("--smoke", action="store_true", help="write the table only, elsewhere")
+    args = cli.parse_args()
+    if args.smoke and args.out.resolve() == FIGURES.resolve():
+        args.out = Path(tempfile.mkdtemp(prefix="refusal-lens-smoke-"))
     text = table(
         by_model(FIGURES / "stage_memory_before.json"), by_model(FIGURES / "stage_memory.json")
     )
-    (FIGURES / "memory_table.md").write_text(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "memory_table.md").write_text(text)
+    print(text)
+    if args.smoke:
+        return
     readme = ROOT / "README.md"
     old = readme.read_text()
     if not BLOCK.search(old):
         raise SystemExit(f"README.md has no {START} … {END} block to fill")
     readme.write_text(BLOCK.sub(lambda _: f"{START}\n{text}{END}", old))
-    print(text)
 
 
 if __name__ == "__main__":

@@ -202,6 +202,31 @@ def check_memory_scale_benchmark(out: Path, stdout: str) -> None:
     assert "holding every result" in stdout
 
 
+def check_stage_memory_benchmark(out: Path, stdout: str) -> None:
+    (model,) = read_json(out)["models"]
+    assert model["model"] == "random-S" and model["weights_mib"] > 0
+    assert [r["stage"] for r in model["stages"]] == ["model", "evaluate", "direction"]
+    for row in model["stages"]:
+        assert row["peak_mib"] >= row["fixed_mib"] > 0 and row["ratio"] >= 0
+    assert "(peak − fixed) / weights" in out.with_suffix(".md").read_text()
+    assert "(peak - fixed)/weights" in stdout
+
+
+def check_dtype_effect(out: Path, stdout: str) -> None:
+    (model,) = read_json(out / "dtype_effect.json")["models"]
+    assert 0 <= model["residuals"]["median_error"] < 0.1 and model["scores"]["n"] == 12
+    assert set(model["verdicts"]["sets"]) == {"AdvBench", "Alpaca", "XSTest-safe"}
+    assert "| model | set | refused, float32 | refused, bfloat16 |" in stdout
+
+
+def check_memory_table(out: Path, stdout: str) -> None:
+    text = (out / "memory_table.md").read_text()
+    (first, *_) = read_json(ROOT / "figures" / "stage_memory.json")["models"]
+    stages = [f"| {r['stage']}" for r in first["stages"]]
+    assert [line.split(" | ")[0] for line in text.splitlines()[2 : 2 + len(stages)]] == stages
+    assert "→" in text and "(peak − fixed) / weights" not in text
+
+
 def check_selection_benchmark(out: Path, stdout: str) -> None:
     record = read_json(out)
     assert set(record["times_s"]) == set(record["results"]) == {"screened", "exhaustive"}
@@ -484,6 +509,7 @@ CHECKS = {
     "benchmarks/memory_scale.py": check_memory_scale_benchmark,
     "benchmarks/search_trial.py": check_search_trial_benchmark,
     "benchmarks/selection.py": check_selection_benchmark,
+    "benchmarks/stage_memory.py": check_stage_memory_benchmark,
     "experiments/align_sweep.py": check_align_sweep,
     "experiments/answer_length.py": check_answer_length,
     "experiments/alignment_seeds.py": check_alignment_seeds,
@@ -492,6 +518,7 @@ CHECKS = {
     "experiments/claims.py": check_claims,
     "experiments/boundary_geometry.py": check_boundary_geometry,
     "experiments/directions.py": check_directions,
+    "experiments/dtype_effect.py": check_dtype_effect,
     "experiments/harm_judge_eval.py": check_harm_judge_eval,
     "experiments/judge_agreement.py": check_judge_agreement,
     "experiments/judge_conditions.py": check_judge_conditions,
@@ -500,6 +527,7 @@ CHECKS = {
     "experiments/languages.py": check_languages,
     "experiments/language_directions.py": check_language_directions,
     "experiments/rass_language.py": check_rass_language,
+    "experiments/memory_table.py": check_memory_table,
     "experiments/mitigation_search.py": check_mitigation_search,
     "experiments/organisms.py": check_organisms,
     "experiments/rass_baselines.py": check_rass_baselines,

@@ -51,6 +51,7 @@ from refusal_lens.cache import cache_key, model_fingerprint, usable_entry, write
 from refusal_lens.configs import StageConfig, check_positive, check_range
 from refusal_lens.errors import RefusalLensError
 from refusal_lens.models import ModelHandle, cache_dir
+from refusal_lens.models.memory import allocator_returns_memory
 from refusal_lens.progress import progress
 from refusal_lens.prompts import PromptSet, load_prompts, normalize_text
 
@@ -227,7 +228,8 @@ def align(
     eos = model.tokenizer.convert_ids_to_tokens(model.chat.post_instruction_ids[0])
     rows = tokenize_examples(model.chat, examples, eos)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    stats = train(hf_model, rows, [e.harmful for e in examples], pad, config, device)
+    with allocator_returns_memory():  # freed activations leave the process (CPU, glibc)
+        stats = train(hf_model, rows, [e.harmful for e in examples], pad, config, device)
 
     # 3. save: merged weights, tokenizer and the config, atomically
     hf_model.eval()

@@ -12,8 +12,11 @@ operating system kill the process part way through a run.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +99,35 @@ def check_fits(spec: str, path: str, dtype: torch.dtype, device: torch.device) -
     )
 
 
+# glibc's mallopt parameter (malloc.h) and the value it is given back afterwards: the most
+# the dynamic threshold grows to on 64-bit glibc (DEFAULT_MMAP_THRESHOLD_MAX)
+_M_MMAP_THRESHOLD, _HELD, _AFTER = -3, 128 * 1024, 32 * 2**20
+
+
+@contextlib.contextmanager
+def allocator_returns_memory() -> Iterator[None]:
+    """Inside, glibc maps every allocation over 128 KiB on its own and unmaps it when freed.
+
+    By default glibc raises that threshold as blocks are freed, and serves later tensors of a
+    few MiB from a heap that it keeps: a training loop, which frees and allocates a layer's
+    activations at every step, then holds several times what it uses (SmolLM2's LoRA
+    training: about 1 GiB more than with the threshold held). Mapping costs time (about 25 %
+    in a training step on a CPU), so this is for the steps that train only. Afterwards the
+    threshold is set to glibc's own upper bound, what the dynamic rule reaches in a long run.
+    A no-op off glibc (CUDA memory is torch's own allocator's)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    except (OSError, AttributeError):
+        yield
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, _HELD)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, _AFTER)
+
+
 def free_weights(model: Any) -> None:
     """Move the weights of ``model`` (a :class:`~refusal_lens.models.ModelHandle`) to the meta
     device, so that their memory is freed even where a reference to the handle remains (an
@@ -106,4 +138,11 @@ def free_weights(model: Any) -> None:
     model.hf_model.to("meta")
 
 
-__all__ = ["STAGE_FACTOR", "available_bytes", "check_fits", "free_weights", "weights_bytes"]
+__all__ = [
+    "STAGE_FACTOR",
+    "allocator_returns_memory",
+    "available_bytes",
+    "check_fits",
+    "free_weights",
+    "weights_bytes",
+]
