@@ -8,15 +8,7 @@
 # in requirements.lock); the package runs from src/. Figures land in $OUT (default /tmp/gpu).
 #
 #     bash benchmarks/gpu_checks.sh
-set -uo pipefail
-OUT=${OUT:-/tmp/gpu}
-mkdir -p "$OUT"
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 REFUSAL_LENS_CACHE=/tmp/rl-cache
+source "$(dirname "$0")/gpu_setup.sh"
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "import sys, torch, transformers, transformer_lens as tl; \

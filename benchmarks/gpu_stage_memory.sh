@@ -12,21 +12,13 @@
 # carries them. The package runs from src/. Results land in $OUT (default /tmp/gpu).
 #
 #     bash benchmarks/gpu_stage_memory.sh
-set -uo pipefail
-OUT=${OUT:-/tmp/gpu}
-mkdir -p "$OUT"
-if [ -d .whl ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-fi
+source "$(dirname "$0")/gpu_setup.sh"
 # src/ is not installed, but the run records refusal-lens's version from its metadata
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/refusal_lens/__init__.py)
 mkdir -p "/tmp/site/refusal_lens-$version.dist-info"
 printf 'Metadata-Version: 2.1\nName: refusal-lens\nVersion: %s\n' "$version" \
     >"/tmp/site/refusal_lens-$version.dist-info/METADATA"
-# our src/ first, then the wheels (ahead of the image's older transformers and hub)
-export PYTHONPATH=src:/tmp/site PYTHONUNBUFFERED=1 REFUSAL_LENS_CACHE=/tmp/rl-cache \
-    REFUSAL_LENS_DATA=$PWD/.gpu-data
+export REFUSAL_LENS_DATA=$PWD/.gpu-data
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "import sys, torch, numpy, pandas, pyarrow, matplotlib, transformers, \
