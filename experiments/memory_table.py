@@ -34,13 +34,14 @@ def table(before: dict[str, dict], after: dict[str, dict]) -> str:
     models = [m for m in BUNDLED if m in before and m in after]
     head = "| stage | " + " | ".join(f"{m} ({after[m]['weights_mib']:,.0f} MiB)" for m in models)
     lines = [head + " |", "|---|" + "---:|" * len(models)]
-    stages = [r["stage"] for r in after[models[0]]["stages"]]
+    stages = list(dict.fromkeys(r["stage"] for m in models for r in after[m]["stages"]))
     for stage in stages:
         cells = []
         for m in models:
             old = {r["stage"]: r["ratio"] for r in before[m]["stages"]}.get(stage)
-            new = {r["stage"]: r["ratio"] for r in after[m]["stages"]}[stage]
-            cells.append(f"{old:.2f} → **{new:.2f}**" if old is not None else f"**{new:.2f}**")
+            new = {r["stage"]: r["ratio"] for r in after[m]["stages"]}.get(stage)
+            was = "–" if old is None else f"{old:.2f}"
+            cells.append(f"{was} → **{new:.2f}**" if new is not None else f"{was} → –")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     fixed = max(r["fixed_mib"] for m in models for r in after[m]["stages"])
     return "\n".join(lines) + (

@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -281,7 +282,7 @@ def trainable_model(
     # SmolLM2 at batch 8: 6.9× the weights without it); the same numbers, ~30 % more compute
     model.config.use_cache = False
     if CHECKPOINTING:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _checkpoint_activations(model)
     if config.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -291,8 +292,20 @@ def trainable_model(
             lora_dropout=0.0,
             target_modules="all-linear",
         )
-        model = get_peft_model(model, lora)
+        with warnings.catch_warnings():  # peft asks under transformers' deprecated name
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+            model = get_peft_model(model, lora)
     return model.train()
+
+
+def _checkpoint_activations(model: Any) -> None:
+    """Activation checkpointing under either of transformers' names for it (5.23 renamed
+    ``gradient_checkpointing_enable``, which now warns)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def train(

@@ -133,9 +133,10 @@ def free_weights(model: Any) -> None:
     device, so that their memory is freed even where a reference to the handle remains (an
     argument still on a caller's stack); the handle cannot run afterwards. A model placed by
     a device map (accelerate's hooks) is left alone: dropping its references frees it."""
-    if model.bridge is None or model.device_map:
+    hf_model = getattr(model.bridge, "original_model", None)
+    if hf_model is None or getattr(hf_model, "hf_device_map", None):
         return
-    model.hf_model.to("meta")
+    hf_model.to("meta")
 
 
 __all__ = [
