@@ -205,3 +205,21 @@ def test_site_in_chromium(site, page, tmp_path):
     assert any(u.endswith("search_index.json") for u in requests), "the log missed the page"
     outside = {u for u in requests if not u.startswith(base)}
     assert not outside, f"the page requested outside the machine: {outside}"
+
+
+def test_readme_memory_table_is_the_figure():
+    """The README's memory table is ``figures/memory_table.md`` as
+    ``experiments/memory_table.py`` wrote it (rerun it after the benchmark), and that file is
+    what the script makes from the two benchmark results."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import memory_table
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    figure = (ROOT / "figures" / "memory_table.md").read_text()
+    block = memory_table.BLOCK.search((ROOT / "README.md").read_text())
+    assert block is not None and block.group(1) == figure
+    before, after = (
+        memory_table.by_model(ROOT / "figures" / f"stage_memory{s}.json") for s in ("_before", "")
+    )
+    assert memory_table.table(before, after) == figure
