@@ -44,11 +44,12 @@ def table(before: dict[str, dict], after: dict[str, dict]) -> str:
             cells.append(f"{was} → **{new:.2f}**" if new is not None else f"{was} → –")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     fixed = max(r["fixed_mib"] for m in models for r in after[m]["stages"])
+    dash = " A dash: not measured (see the benchmark's figures)." if "–" in "".join(lines) else ""
     return "\n".join(lines) + (
         f"\n\nPeak resident memory of each stage run alone, less a fixed {fixed:,.0f} MiB "
         "(the interpreter and libraries, warmed up), over the float32 weights' bytes; "
         "before → after. Made by `python experiments/memory_table.py` from "
-        "`benchmarks/stage_memory.py --fresh-cache` (figures/stage_memory*.md).\n"
+        f"`benchmarks/stage_memory.py --fresh-cache` (figures/stage_memory*.md).{dash}\n"
     )
 
 
